@@ -1,0 +1,36 @@
+# checksite: every task a user or CI runs. `just --list` shows them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+musl := "x86_64-unknown-linux-musl"
+testbed := "scripts/testbed/testbed.sh"
+testbed_env := env_var_or_default("CHECKSITE_TESTBED_DIR", "/tmp/checksite-testbed") + "/env"
+
+# list the recipes
+default:
+    @just --list
+
+# start the local Kafka + PostgreSQL test bed (idempotent); `just services stop` stops it
+services action="start":
+    @echo "==> test bed: {{action}}"
+    {{testbed}} {{action}}
+
+# run every test (unit + integration against the local test bed, which it starts if needed)
+test: (services "start")
+    @echo "==> cargo test (integration tests use the test bed in {{testbed_env}})"
+    source {{testbed_env}} && cargo test --all-targets
+
+# cargo fmt --check and clippy with warnings as errors
+lint:
+    @echo "==> cargo fmt --check"
+    cargo fmt --check
+    @echo "==> cargo clippy --all-targets -- -D warnings"
+    cargo clippy --all-targets -- -D warnings
+
+# both binaries, statically linked for x86_64 musl, into target/x86_64-unknown-linux-musl/release
+build-static:
+    @echo "==> checking prerequisites: rust target {{musl}}, musl-gcc"
+    scripts/ensure-musl.sh
+    @echo "==> cargo build --release --target {{musl}}"
+    cargo build --release --locked --target {{musl}} --bins
+    scripts/check-static.sh target/{{musl}}/release/checksite-producer target/{{musl}}/release/checksite-consumer

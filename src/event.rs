@@ -1,0 +1,395 @@
+//! The wire format: [`CheckEvent`] (format v1), its JSON, and the decoding of what the
+//! consumer finds in the topic, including the original Python checksite's events.
+//!
+//! This module owns the bytes that cross Kafka. It must never do I/O, and every
+//! change to the JSON here is a change to the published format (bump [`WIRE_VERSION`]).
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The `v` field of every event this program publishes.
+pub const WIRE_VERSION: u32 = 1;
+
+/// Events larger than this are rejected by the consumer (a check event is < 2 KiB).
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// Why a check failed before (or while) getting a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    Dns,
+    Connect,
+    Tls,
+    Timeout,
+    Http,
+    Body,
+    Redirect,
+    Other,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Dns => "dns",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Http => "http",
+            ErrorKind::Body => "body",
+            ErrorKind::Redirect => "redirect",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+/// One check of one site: the value of one Kafka record (the key is `url`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckEvent {
+    pub v: u32,
+    pub id: Uuid,
+    pub url: String,
+    #[serde(with = "rfc3339_millis")]
+    pub checked_at: DateTime<Utc>,
+    pub elapsed_ms: u64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub error_kind: Option<ErrorKind>,
+    pub content_match: Option<String>,
+    pub body_prefix: Option<String>,
+    pub dns_ms: Option<u64>,
+    pub connect_ms: Option<u64>,
+    pub tls_ms: Option<u64>,
+    pub ttfb_ms: Option<u64>,
+    pub bytes: Option<u64>,
+    #[serde(with = "rfc3339_opt")]
+    pub cert_expires_at: Option<DateTime<Utc>>,
+    pub ip: Option<String>,
+    pub body_sha256: Option<String>,
+    pub schedule_lag_ms: i64,
+    pub producer: String,
+}
+
+impl CheckEvent {
+    /// The JSON value published to Kafka.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising a struct of plain fields cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A row for the `events` table: what the consumer stores, whichever format it came in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// None for the Python program's events, which had no id (their offset is their identity).
+    pub id: Option<Uuid>,
+    pub ts: DateTime<Utc>,
+    pub url: String,
+    /// Seconds, as the Python program stored it.
+    pub elapsed: f64,
+    pub status: Option<i32>,
+    pub error: Option<String>,
+    pub error_kind: Option<String>,
+    pub content_match: Option<String>,
+    pub body_prefix: Option<String>,
+    pub dns_ms: Option<i32>,
+    pub connect_ms: Option<i32>,
+    pub tls_ms: Option<i32>,
+    pub ttfb_ms: Option<i32>,
+    pub bytes: Option<i64>,
+    pub cert_expires_at: Option<DateTime<Utc>>,
+    pub ip: Option<String>,
+    pub body_sha256: Option<String>,
+    pub schedule_lag_ms: Option<i64>,
+    pub producer: Option<String>,
+}
+
+/// Why a record is not a valid event: stored in `rejected_events.reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectReason(pub String);
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The Python checksite's event: `{url, elapsed, error, status, body_prefix, content_match}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegacyEvent {
+    url: String,
+    elapsed: Option<f64>,
+    error: Option<String>,
+    status: Option<i32>,
+    body_prefix: Option<String>,
+    content_match: Option<String>,
+}
+
+/// Decode a record value. `record_time` is the Kafka record's timestamp, used for
+/// the Python program's events, which carried no time of their own.
+pub fn decode(
+    value: Option<&[u8]>,
+    record_time: DateTime<Utc>,
+) -> Result<StoredEvent, RejectReason> {
+    let reject = |s: String| Err(RejectReason(s));
+    let Some(bytes) = value else {
+        return reject("record has no value".into());
+    };
+    if bytes.len() > MAX_EVENT_BYTES {
+        return reject(format!(
+            "value is {} bytes, over the {MAX_EVENT_BYTES}-byte limit",
+            bytes.len()
+        ));
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => return reject(format!("value is not UTF-8: {e}")),
+    };
+    let json: serde_json::Value = match serde_json::from_str(text) {
+        Ok(j) => j,
+        Err(e) => return reject(format!("value is not JSON: {e}")),
+    };
+    let Some(obj) = json.as_object() else {
+        return reject("value is not a JSON object".into());
+    };
+    match obj.get("v") {
+        None => match serde_json::from_value::<LegacyEvent>(json) {
+            Ok(old) => Ok(from_legacy(old, record_time)),
+            Err(e) => reject(format!(
+                "not a v1 event (no \"v\") nor a Python checksite event: {e}"
+            )),
+        },
+        Some(v) if v.as_u64() == Some(WIRE_VERSION as u64) => {
+            match serde_json::from_value::<CheckEvent>(json) {
+                Ok(ev) => Ok(from_v1(ev)),
+                Err(e) => reject(format!("invalid v1 event: {e}")),
+            }
+        }
+        Some(v) => reject(format!(
+            "unknown event format version {v} (this consumer reads v{WIRE_VERSION})"
+        )),
+    }
+}
+
+fn ms_i32(ms: Option<u64>) -> Option<i32> {
+    ms.map(|m| i32::try_from(m).unwrap_or(i32::MAX))
+}
+
+fn from_v1(ev: CheckEvent) -> StoredEvent {
+    StoredEvent {
+        id: Some(ev.id),
+        ts: ev.checked_at,
+        url: ev.url,
+        elapsed: ev.elapsed_ms as f64 / 1000.0,
+        status: ev.status.map(i32::from),
+        error: ev.error,
+        error_kind: ev.error_kind.map(|k| k.as_str().to_string()),
+        content_match: ev.content_match,
+        body_prefix: ev.body_prefix,
+        dns_ms: ms_i32(ev.dns_ms),
+        connect_ms: ms_i32(ev.connect_ms),
+        tls_ms: ms_i32(ev.tls_ms),
+        ttfb_ms: ms_i32(ev.ttfb_ms),
+        bytes: ev.bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+        cert_expires_at: ev.cert_expires_at,
+        ip: ev.ip,
+        body_sha256: ev.body_sha256,
+        schedule_lag_ms: Some(ev.schedule_lag_ms),
+        producer: Some(ev.producer),
+    }
+}
+
+fn from_legacy(old: LegacyEvent, record_time: DateTime<Utc>) -> StoredEvent {
+    StoredEvent {
+        id: None,
+        ts: record_time,
+        url: old.url,
+        elapsed: old.elapsed.unwrap_or(0.0),
+        status: old.status,
+        error: old.error,
+        error_kind: None,
+        content_match: old.content_match,
+        body_prefix: old.body_prefix,
+        dns_ms: None,
+        connect_ms: None,
+        tls_ms: None,
+        ttfb_ms: None,
+        bytes: None,
+        cert_expires_at: None,
+        ip: None,
+        body_sha256: None,
+        schedule_lag_ms: None,
+        producer: None,
+    }
+}
+
+/// RFC 3339, UTC, milliseconds: `2026-11-28T06:31:33.123Z`.
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Milliseconds since the Unix epoch to a time (Kafka record timestamps).
+pub fn time_from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+mod rfc3339_millis {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_time(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| serde::de::Error::custom(format!("bad RFC 3339 time {s:?}: {e}")))
+    }
+}
+
+mod rfc3339_opt {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::rfc3339_millis::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) => DateTime::parse_from_rfc3339(&s)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|e| serde::de::Error::custom(format!("bad RFC 3339 time {s:?}: {e}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CheckEvent {
+        CheckEvent {
+            v: WIRE_VERSION,
+            id: Uuid::now_v7(),
+            url: "https://example.com/".into(),
+            checked_at: Utc.with_ymd_and_hms(2026, 11, 28, 6, 31, 33).unwrap()
+                + chrono::Duration::milliseconds(123),
+            elapsed_ms: 42,
+            status: Some(200),
+            error: None,
+            error_kind: None,
+            content_match: Some("Example".into()),
+            body_prefix: None,
+            dns_ms: Some(1),
+            connect_ms: Some(2),
+            tls_ms: Some(3),
+            ttfb_ms: Some(10),
+            bytes: Some(1256),
+            cert_expires_at: None,
+            ip: Some("127.0.0.1".into()),
+            body_sha256: Some("ab".repeat(32)),
+            schedule_lag_ms: 0,
+            producer: "host1".into(),
+        }
+    }
+
+    #[test]
+    fn v1_json_has_exactly_the_documented_fields() {
+        let json: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort();
+        let mut want = vec![
+            "v",
+            "id",
+            "url",
+            "checked_at",
+            "elapsed_ms",
+            "status",
+            "error",
+            "error_kind",
+            "content_match",
+            "body_prefix",
+            "dns_ms",
+            "connect_ms",
+            "tls_ms",
+            "ttfb_ms",
+            "bytes",
+            "cert_expires_at",
+            "ip",
+            "body_sha256",
+            "schedule_lag_ms",
+            "producer",
+        ];
+        want.sort();
+        assert_eq!(keys, want);
+        assert_eq!(json["checked_at"], "2026-11-28T06:31:33.123Z");
+        assert_eq!(json["cert_expires_at"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn v1_round_trips_through_decode() {
+        let ev = sample();
+        let row = decode(Some(&ev.to_json()), Utc::now()).unwrap();
+        assert_eq!(row.id, Some(ev.id));
+        assert_eq!(row.ts, ev.checked_at);
+        assert_eq!(row.elapsed, 0.042);
+        assert_eq!(row.status, Some(200));
+        assert_eq!(row.producer.as_deref(), Some("host1"));
+    }
+
+    #[test]
+    fn python_events_take_the_record_time() {
+        let t = time_from_millis(1_700_000_000_000);
+        let raw = br#"{"url": "https://a.example", "elapsed": 0.25, "error": null, "status": 200, "body_prefix": null, "content_match": "ok"}"#;
+        let row = decode(Some(raw), t).unwrap();
+        assert_eq!(row.ts, t);
+        assert_eq!(row.id, None);
+        assert_eq!(row.elapsed, 0.25);
+        assert_eq!(row.content_match.as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_with_a_reason() {
+        let now = Utc::now();
+        let cases: Vec<(Option<&[u8]>, &str)> = vec![
+            (None, "no value"),
+            (Some(b"\xff\xfe"), "not UTF-8"),
+            (Some(b"{nope"), "not JSON"),
+            (Some(b"[1,2]"), "not a JSON object"),
+            (Some(br#"{"v": 1, "url": 5}"#), "invalid v1 event"),
+            (
+                Some(br#"{"v": 99, "url": "x"}"#),
+                "unknown event format version 99",
+            ),
+            (
+                Some(br#"{"hello": "world"}"#),
+                "nor a Python checksite event",
+            ),
+        ];
+        for (value, want) in cases {
+            let err = decode(value, now).unwrap_err();
+            assert!(
+                err.0.contains(want),
+                "{:?}: got {:?}, want {:?}",
+                value,
+                err.0,
+                want
+            );
+        }
+        let big = vec![b' '; MAX_EVENT_BYTES + 1];
+        assert!(decode(Some(&big), now).unwrap_err().0.contains("limit"));
+    }
+}

@@ -1,0 +1,301 @@
+//! Kafka: connect (plaintext, mutual TLS, SASL over TLS), make sure the topic exists,
+//! choose a record's partition as the Java client does, and per-partition clients for
+//! producing and fetching.
+//!
+//! This module owns every call into rskafka. It never waits without a bound: rskafka
+//! retries forever by default, so every client here carries a backoff deadline and
+//! connecting carries a timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rskafka::BackoffConfig;
+use rskafka::client::error::{Error as ClientError, ProtocolError};
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+
+use crate::config::{KafkaSettings, SaslMechanism};
+
+#[derive(Debug)]
+pub enum KafkaError {
+    /// Could not connect, or the broker refused us; `hint` says what to check.
+    Connect {
+        servers: String,
+        detail: String,
+        hint: &'static str,
+    },
+    /// The topic is not there (the consumer waits for it).
+    NoTopic {
+        topic: String,
+    },
+    /// A request failed after its retries.
+    Request {
+        what: String,
+        detail: String,
+    },
+    Config(String),
+}
+
+impl std::fmt::Display for KafkaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KafkaError::Connect {
+                servers,
+                detail,
+                hint,
+            } => {
+                write!(f, "cannot use Kafka at {servers}: {detail}")?;
+                if !hint.is_empty() {
+                    write!(f, " ({hint})")?;
+                }
+                Ok(())
+            }
+            KafkaError::NoTopic { topic } => write!(f, "Kafka topic {topic:?} does not exist"),
+            KafkaError::Request { what, detail } => write!(f, "Kafka {what} failed: {detail}"),
+            KafkaError::Config(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for KafkaError {}
+
+/// rskafka's errors nest their cause several levels deep and the useful words are at the
+/// bottom; this flattens them into one line and guesses the fix.
+fn describe(e: &(dyn std::error::Error + 'static)) -> (String, &'static str) {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    let detail = parts.join(": ").replace('\n', " ");
+    let lower = detail.to_lowercase();
+    let hint = if lower.contains("unknownissuer") || lower.contains("invalid peer certificate") {
+        "the broker's certificate is not signed by the CA given: use the ca.pem of this Kafka service"
+    } else if lower.contains("notvalidforname") {
+        "the broker's certificate does not name this host: connect to the host name the console shows"
+    } else if lower.contains("sasl") || lower.contains("authentication") {
+        "check CK_KAFKA_SASL_MECHANISM, CK_KAFKA_SASL_USERNAME and CK_KAFKA_SASL_PASSWORD"
+    } else if lower.contains("badcertificate")
+        || lower.contains("certificaterequired")
+        || lower.contains("certificate required")
+    {
+        "the broker wants a client certificate: set CK_KAFKA_SSL='ca.pem service.cert service.key'"
+    } else if lower.contains("handshake") || lower.contains("eof") {
+        "is this the right port for this security setting? mutual TLS needs CK_KAFKA_SSL='ca.pem service.cert service.key'"
+    } else if lower.contains("refused") {
+        "is the broker running, and is CK_KAFKA_SERVERS right?"
+    } else {
+        ""
+    };
+    (detail, hint)
+}
+
+pub fn request_error(what: &str, e: &ClientError) -> KafkaError {
+    KafkaError::Request {
+        what: what.to_string(),
+        detail: describe(e).0,
+    }
+}
+
+/// Connect to the cluster. Fails within about `within` when the brokers cannot be used.
+///
+/// rskafka retries every request until its backoff deadline, which counts only the time
+/// slept between attempts (not the attempts): a quarter of `within` keeps the whole under
+/// `within` and lets the real cause (e.g. a refused password) surface instead of our
+/// timeout. Later requests on this client give up as soon; callers retry on their own terms.
+pub async fn connect(settings: &KafkaSettings, within: Duration) -> Result<Client, KafkaError> {
+    let servers = settings.servers.join(",");
+    let mut builder = ClientBuilder::new(settings.servers.clone())
+        .client_id("checksite")
+        .max_message_size(100 * 1024 * 1024)
+        .backoff_config(BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+            deadline: Some(within / 4),
+        });
+    if let Some(tls) = settings.tls_config().map_err(|e| KafkaError::Config(e.0))? {
+        builder = builder.tls_config(Arc::new(tls));
+    }
+    if let Some(sasl) = &settings.sasl {
+        let creds = Credentials::new(sasl.username.clone(), sasl.password.clone());
+        builder = builder.sasl_config(match sasl.mechanism {
+            SaslMechanism::Plain => SaslConfig::Plain(creds),
+            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),
+            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
+        });
+    }
+    let client = match tokio::time::timeout(within, builder.build()).await {
+        Err(_) => {
+            return Err(KafkaError::Connect {
+                servers,
+                detail: format!("no answer within {} s", within.as_secs()),
+                hint: "is the broker running, and is CK_KAFKA_SERVERS right?",
+            });
+        }
+        Ok(Err(e)) => {
+            let (detail, hint) = describe(&e);
+            return Err(KafkaError::Connect {
+                servers,
+                detail,
+                hint,
+            });
+        }
+        Ok(Ok(c)) => c,
+    };
+    // build() only reaches one broker; a metadata request proves the security setting works.
+    match tokio::time::timeout(within, client.list_topics()).await {
+        Err(_) => Err(KafkaError::Connect {
+            servers,
+            detail: format!("no metadata answer within {} s", within.as_secs()),
+            hint: "is this the right port for this security setting?",
+        }),
+        Ok(Err(e)) => {
+            let (detail, hint) = describe(&e);
+            Err(KafkaError::Connect {
+                servers,
+                detail,
+                hint,
+            })
+        }
+        Ok(Ok(_)) => Ok(client),
+    }
+}
+
+/// The topic's partition ids, or None when it does not exist.
+pub async fn topic_partitions(
+    client: &Client,
+    topic: &str,
+) -> Result<Option<Vec<i32>>, KafkaError> {
+    let topics = client
+        .list_topics()
+        .await
+        .map_err(|e| request_error("metadata", &e))?;
+    Ok(topics
+        .into_iter()
+        .find(|t| t.name == topic)
+        .map(|t| t.partitions.into_iter().collect()))
+}
+
+/// Create the topic when missing; returns its partition count.
+pub async fn ensure_topic(
+    client: &Client,
+    topic: &str,
+    partitions: i32,
+    replication: i16,
+) -> Result<i32, KafkaError> {
+    if let Some(p) = topic_partitions(client, topic).await? {
+        return Ok(p.len() as i32);
+    }
+    let controller = client
+        .controller_client()
+        .map_err(|e| request_error("controller lookup", &e))?;
+    match controller
+        .create_topic(topic, partitions, replication, 10_000)
+        .await
+    {
+        Ok(()) => log::info!("created Kafka topic {topic:?} ({partitions} partitions)"),
+        Err(ClientError::ServerError {
+            protocol_error: ProtocolError::TopicAlreadyExists,
+            ..
+        }) => {}
+        Err(e) => return Err(request_error(&format!("create topic {topic:?}"), &e)),
+    }
+    // Metadata can lag the creation by a moment.
+    for _ in 0..50 {
+        if let Some(p) = topic_partitions(client, topic).await? {
+            if !p.is_empty() {
+                return Ok(p.len() as i32);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(KafkaError::NoTopic {
+        topic: topic.to_string(),
+    })
+}
+
+pub async fn partition_client(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+) -> Result<PartitionClient, KafkaError> {
+    client
+        .partition_client(topic, partition, UnknownTopicHandling::Error)
+        .await
+        .map_err(|e| request_error(&format!("partition {partition} lookup"), &e))
+}
+
+/// Kafka's murmur2 hash, bit for bit as `org.apache.kafka.common.utils.Utils.murmur2`.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = SEED ^ (len as u32);
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        h ^= (tail[2] as u32) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= (tail[1] as u32) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= tail[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition the Java client's default partitioner picks for a keyed record.
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Vectors from Apache Kafka's own UtilsTest.testMurmur2.
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
+            (b"abc", 479470107),
+        ];
+        for (input, want) in cases {
+            assert_eq!(murmur2(input), want, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn partition_is_in_range() {
+        for key in ["https://a.example/", "https://b.example/", ""] {
+            let p = partition_for(key.as_bytes(), 3);
+            assert!((0..3).contains(&p));
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The producer's side of Kafka: a bounded in-memory buffer of events ([`Outbox`]) and
+//! the loop that publishes it ([`publish`]), batching per partition with a short linger,
+//! reconnecting with backoff while the broker is away, and flushing on shutdown.
+//!
+//! This module owns delivery order and loss. It must never block checking: when Kafka is
+//! away, events wait here; when the buffer is full the oldest are dropped, counted and
+//! logged. Events of one target always go to one partition in the order they were made.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rskafka::client::Client;
+use rskafka::client::partition::{Compression as KafkaCompression, PartitionClient};
+use rskafka::record::Record;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::{Compression, PublishSettings};
+use crate::event::CheckEvent;
+use crate::kafka::{self, KafkaError};
+use crate::shutdown::Shutdown;
+
+/// Most events in one produce round (all partitions together).
+const MAX_ROUND: usize = 5_000;
+
+/// Events waiting to be published. Bounded: when full, the oldest event is dropped.
+pub struct Outbox {
+    queue: Mutex<VecDeque<CheckEvent>>,
+    capacity: usize,
+    ready: Notify,
+    dropped: AtomicU64,
+    published: AtomicU64,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            queue: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            ready: Notify::new(),
+            dropped: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+        })
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<CheckEvent>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn push(&self, event: CheckEvent) {
+        let mut q = self.queue();
+        self.make_room(&mut q, 1);
+        q.push_back(event);
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    fn make_room(&self, q: &mut VecDeque<CheckEvent>, wanted: usize) {
+        while !q.is_empty() && q.len() + wanted > self.capacity {
+            q.pop_front();
+            let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if total == 1 || total % 1000 == 0 {
+                log::warn!(
+                    "event buffer full ({} events, CK_BUFFER_EVENTS): dropping the oldest; {total} dropped so far",
+                    self.capacity
+                );
+            }
+        }
+    }
+
+    /// Put events that could not be published back at the front, in their order.
+    fn requeue(&self, events: Vec<CheckEvent>) {
+        let mut q = self.queue();
+        for ev in events.into_iter().rev() {
+            if q.len() >= self.capacity {
+                // Full: the returning events are the oldest, so they are the ones to go.
+                self.make_room(&mut q, 0);
+                let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                log::warn!("event buffer full: dropped an unsent event; {total} dropped so far");
+                continue;
+            }
+            q.push_front(ev);
+        }
+    }
+
+    fn take(&self, max: usize) -> Vec<CheckEvent> {
+        let mut q = self.queue();
+        let n = q.len().min(max);
+        q.drain(..n).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+}
+
+/// A live connection: the client, the topic's partition count, one client per partition.
+struct Connection {
+    client: Client,
+    partitions: i32,
+    writers: HashMap<i32, Arc<PartitionClient>>,
+}
+
+impl Connection {
+    async fn open(s: &PublishSettings) -> Result<Connection, KafkaError> {
+        let client = kafka::connect(&s.kafka, Duration::from_secs(10)).await?;
+        let partitions =
+            kafka::ensure_topic(&client, &s.kafka.topic, s.partitions, s.replication).await?;
+        Ok(Connection {
+            client,
+            partitions,
+            writers: HashMap::new(),
+        })
+    }
+
+    async fn writer(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<PartitionClient>, KafkaError> {
+        if let Some(w) = self.writers.get(&partition) {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(kafka::partition_client(&self.client, topic, partition).await?);
+        self.writers.insert(partition, w.clone());
+        Ok(w)
+    }
+}
+
+fn record(ev: &CheckEvent) -> Record {
+    Record {
+        key: Some(ev.url.as_bytes().to_vec()),
+        value: Some(ev.to_json()),
+        headers: Default::default(),
+        timestamp: ev.checked_at,
+    }
+}
+
+/// Publish what arrives in `outbox` until `shutdown`, then flush for at most `flush_for`.
+pub async fn publish(
+    outbox: Arc<Outbox>,
+    settings: PublishSettings,
+    mut shutdown: Shutdown,
+    flush_for: Duration,
+) {
+    let compression = match settings.compression {
+        Compression::None => KafkaCompression::NoCompression,
+        Compression::Gzip => KafkaCompression::Gzip,
+        Compression::Snappy => KafkaCompression::Snappy,
+    };
+    let topic = settings.kafka.topic.clone();
+    let mut conn: Option<Connection> = None;
+    let mut backoff = Duration::from_millis(500);
+    let mut flush_deadline: Option<Instant> = None;
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        if flush_deadline.is_none() && shutdown.is_requested() {
+            flush_deadline = Some(Instant::now() + flush_for);
+        }
+        if let Some(deadline) = flush_deadline {
+            if outbox.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                log::error!(
+                    "{} event(s) not delivered before exit: Kafka did not take them in time",
+                    outbox.len()
+                );
+                break;
+            }
+        } else if outbox.is_empty() {
+            tokio::select! {
+                _ = outbox.ready.notified() => {}
+                _ = shutdown.requested() => continue,
+            }
+            // Linger a moment so that one request carries many events.
+            tokio::time::sleep(settings.linger).await;
+        }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Connection::open(&settings).await {
+                Ok(c) => {
+                    if failing_since.take().is_some() {
+                        log::info!(
+                            "Kafka is back: delivering {} buffered event(s)",
+                            outbox.len()
+                        );
+                    }
+                    backoff = Duration::from_millis(500);
+                    conn.insert(c)
+                }
+                Err(e) => {
+                    if failing_since.is_none() {
+                        failing_since = Some(Instant::now());
+                        log::warn!(
+                            "{e}; buffering events (up to {}) and retrying",
+                            outbox.capacity
+                        );
+                    } else {
+                        log::debug!("still failing: {e}");
+                    }
+                    pause(&mut backoff, flush_deadline, &mut shutdown).await;
+                    continue;
+                }
+            },
+        };
+        let batch = outbox.take(MAX_ROUND);
+        if batch.is_empty() {
+            continue;
+        }
+        let mut by_partition: HashMap<i32, Vec<CheckEvent>> = HashMap::new();
+        for ev in batch {
+            by_partition
+                .entry(kafka::partition_for(ev.url.as_bytes(), c.partitions))
+                .or_default()
+                .push(ev);
+        }
+        let mut round = tokio::task::JoinSet::new();
+        let mut unsent = Vec::new();
+        for (partition, events) in by_partition {
+            match c.writer(&topic, partition).await {
+                Ok(w) => {
+                    round.spawn(async move {
+                        let records = events.iter().map(record).collect();
+                        let result = w.produce(records, compression).await;
+                        (partition, events, result)
+                    });
+                }
+                Err(e) => {
+                    log::warn!("{e}");
+                    unsent.extend(events);
+                }
+            }
+        }
+        let mut failed = !unsent.is_empty();
+        while let Some(joined) = round.join_next().await {
+            let Ok((partition, events, result)) = joined else {
+                failed = true;
+                continue;
+            };
+            match result {
+                Ok(_) => {
+                    outbox
+                        .published
+                        .fetch_add(events.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    if failing_since.is_none() {
+                        failing_since = Some(Instant::now());
+                        log::warn!(
+                            "{}; buffering events and retrying",
+                            kafka::request_error(&format!("produce to partition {partition}"), &e)
+                        );
+                    }
+                    failed = true;
+                    unsent.extend(events);
+                }
+            }
+        }
+        if failed {
+            // Oldest first, so each target's events keep their order.
+            unsent.sort_by_key(|ev| ev.id);
+            outbox.requeue(unsent);
+            conn = None;
+            pause(&mut backoff, flush_deadline, &mut shutdown).await;
+        }
+    }
+}
+
+async fn pause(backoff: &mut Duration, flush_deadline: Option<Instant>, shutdown: &mut Shutdown) {
+    let wake = Instant::now() + *backoff;
+    let wake = flush_deadline.map_or(wake, |d| wake.min(d));
+    if flush_deadline.is_some() {
+        tokio::time::sleep_until(wake).await;
+    } else {
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = shutdown.requested() => {}
+        }
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(30));
+}

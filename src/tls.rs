@@ -1,0 +1,277 @@
+//! PEM files to rustls client configurations: Kafka (mutual TLS or server-only TLS),
+//! PostgreSQL (a CA file or the web PKI roots), and the web sites being checked.
+//!
+//! This module owns reading certificates and keys. It must never log key material, and
+//! never build a configuration that skips server verification.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug)]
+pub enum TlsError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    NoCertificate {
+        path: PathBuf,
+    },
+    BadPem {
+        path: PathBuf,
+        what: &'static str,
+        detail: String,
+    },
+    NoKey {
+        path: PathBuf,
+    },
+    BadCa {
+        path: PathBuf,
+        detail: String,
+    },
+    KeyRejected {
+        cert: PathBuf,
+        key: PathBuf,
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            TlsError::NoCertificate { path } => write!(
+                f,
+                "{} holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\"): check the file name and order",
+                path.display()
+            ),
+            TlsError::BadPem { path, what, detail } => {
+                write!(
+                    f,
+                    "{} is not a valid PEM {what} file: {detail}",
+                    path.display()
+                )
+            }
+            TlsError::NoKey { path } => write!(
+                f,
+                "{} holds no PEM private key (\"-----BEGIN PRIVATE KEY-----\", RSA or EC): use the service.key file",
+                path.display()
+            ),
+            TlsError::BadCa { path, detail } => {
+                write!(
+                    f,
+                    "{} is not a usable CA certificate: {detail}",
+                    path.display()
+                )
+            }
+            TlsError::KeyRejected { cert, key, detail } => write!(
+                f,
+                "the key {} does not fit the certificate {} ({detail}): use the service.cert and service.key downloaded together",
+                key.display(),
+                cert.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// The one crypto provider of this program (ring; never aws-lc).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Every certificate in a PEM file (at least one).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let mut certs = Vec::new();
+    for item in CertificateDer::pem_slice_iter(&bytes) {
+        match item {
+            Ok(c) => certs.push(c),
+            Err(e) => {
+                return Err(TlsError::BadPem {
+                    path: path.into(),
+                    what: "certificate",
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { path: path.into() });
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey { path: path.into() },
+        // Never echo the file's content: it is a secret.
+        other => TlsError::BadPem {
+            path: path.into(),
+            what: "private key",
+            detail: other.to_string(),
+        },
+    })
+}
+
+/// Trust roots: the certificates of `ca_file`, or the web PKI roots when None.
+pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            for cert in load_certs(path)? {
+                roots.add(cert).map_err(|e| TlsError::BadCa {
+                    path: path.into(),
+                    detail: e.to_string(),
+                })?;
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// A client certificate and its key, as Aiven hands them out (`service.cert`, `service.key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A verifying client config. `identity` adds a client certificate (mutual TLS).
+pub fn client_config(
+    ca_file: Option<&Path>,
+    identity: Option<&ClientIdentity>,
+) -> Result<ClientConfig, TlsError> {
+    let roots = root_store(ca_file)?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::BadCa {
+            path: PathBuf::new(),
+            detail: e.to_string(),
+        })?
+        .with_root_certificates(roots);
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some(id) => {
+            let chain = load_certs(&id.cert)?;
+            let key = load_key(&id.key)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::KeyRejected {
+                    cert: id.cert.clone(),
+                    key: id.key.clone(),
+                    detail: e.to_string(),
+                })
+        }
+    }
+}
+
+/// notAfter of a DER certificate, from the `validity` field of its TBSCertificate.
+///
+/// A small DER walk rather than a full X.509 parser: this is the one field we read.
+pub fn certificate_not_after(der: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (cert, _) = der_item(der, 0x30)?;
+    let (tbs, _) = der_item(cert, 0x30)?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = der_skip(rest)?; // [0] version
+    }
+    rest = der_skip(rest)?; // serialNumber
+    rest = der_skip(rest)?; // signature algorithm
+    rest = der_skip(rest)?; // issuer
+    let (validity, _) = der_item(rest, 0x30)?;
+    let after_not_before = der_skip(validity)?;
+    let tag = *after_not_before.first()?;
+    let (time, _) = der_item(after_not_before, tag)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let full = match tag {
+        // UTCTime YYMMDDHHMMSSZ: years 50..99 are 19xx (RFC 5280 4.1.2.5.1)
+        0x17 if text.len() == 13 => {
+            let yy: u32 = text[..2].parse().ok()?;
+            format!("{}{}", if yy >= 50 { "19" } else { "20" }, text)
+        }
+        0x18 if text.len() == 15 => text.to_string(), // GeneralizedTime YYYYMMDDHHMMSSZ
+        _ => return None,
+    };
+    chrono::NaiveDateTime::parse_from_str(&full, "%Y%m%d%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// The content of the DER item at the start of `input` (which must have `tag`), and what follows.
+fn der_item(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    if *input.first()? != tag {
+        return None;
+    }
+    let first = *input.get(1)? as usize;
+    let (len, header) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | *input.get(2 + i)? as usize;
+        }
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    Some((input.get(header..end)?, input.get(end..)?))
+}
+
+fn der_skip(input: &[u8]) -> Option<&[u8]> {
+    der_item(input, *input.first()?).map(|(_, rest)| rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_walk_rejects_truncated_input() {
+        assert_eq!(certificate_not_after(&[]), None);
+        assert_eq!(certificate_not_after(&[0x30, 0x82, 0xff]), None);
+        assert_eq!(certificate_not_after(&[0x30, 0x03, 0x30, 0x01]), None);
+    }
+
+    #[test]
+    fn missing_files_name_the_path() {
+        let err = load_certs(Path::new("/nonexistent/ca.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_certificate_is_not_a_key() {
+        let dir = std::env::temp_dir().join(format!("checksite-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("not-a-key.pem");
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = load_key(&path).unwrap_err().to_string();
+        assert!(err.contains("no PEM private key"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,133 @@
+//! What every integration test shares: finding the test bed (scripts/testbed/testbed.sh)
+//! through its environment variables, a fresh topic and a fresh database per test.
+//!
+//! Locally a test whose service is absent skips with a message; under CI=true it fails.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use checksite::config::{KafkaSettings, Settings};
+use checksite::store::PostgresSettings;
+
+pub struct Testbed {
+    pub kafka_plaintext: String,
+    pub kafka_ssl: String,
+    pub kafka_sasl: String,
+    pub sasl_user: String,
+    pub sasl_password: String,
+    pub certs: PathBuf,
+    pub postgres_url: String,
+}
+
+/// The running test bed, or None (after saying why) when it is not running locally.
+pub fn testbed() -> Option<Testbed> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let found = (|| {
+        Some(Testbed {
+            kafka_plaintext: var("CK_TEST_KAFKA_PLAINTEXT")?,
+            kafka_ssl: var("CK_TEST_KAFKA_SSL")?,
+            kafka_sasl: var("CK_TEST_KAFKA_SASL")?,
+            sasl_user: var("CK_TEST_KAFKA_SASL_USER")?,
+            sasl_password: var("CK_TEST_KAFKA_SASL_PASSWORD")?,
+            certs: PathBuf::from(var("CK_TEST_CERTS")?),
+            postgres_url: var("CK_TEST_POSTGRES_URL")?,
+        })
+    })();
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "CI=true but the test bed's CK_TEST_* variables are not set: start it with `just services` and run tests with `just test`"
+            );
+        }
+        eprintln!(
+            "SKIPPED: test bed not running (start it with `just services`, run tests with `just test`)"
+        );
+    }
+    found
+}
+
+#[macro_export]
+macro_rules! testbed_or_skip {
+    () => {
+        match common::testbed() {
+            Some(t) => t,
+            None => return,
+        }
+    };
+}
+
+/// A topic name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// How a test reaches Kafka.
+#[derive(Clone, Copy, Debug)]
+pub enum Listener {
+    Plaintext,
+    MutualTls,
+    Sasl(&'static str),
+}
+
+impl Testbed {
+    pub fn cert(&self, name: &str) -> String {
+        self.certs.join(name).display().to_string()
+    }
+
+    /// The CK_* variables for a listener, as a user would write them.
+    pub fn kafka_env(&self, listener: Listener, topic: &str) -> Vec<(String, String)> {
+        let mut env = vec![("CK_KAFKA_TOPIC".to_string(), topic.to_string())];
+        let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+        match listener {
+            Listener::Plaintext => set("CK_KAFKA_SERVERS", self.kafka_plaintext.clone()),
+            Listener::MutualTls => {
+                set("CK_KAFKA_SERVERS", self.kafka_ssl.clone());
+                set(
+                    "CK_KAFKA_SSL",
+                    format!(
+                        "{} {} {}",
+                        self.cert("ca.pem"),
+                        self.cert("service.cert"),
+                        self.cert("service.key")
+                    ),
+                );
+            }
+            Listener::Sasl(mechanism) => {
+                set("CK_KAFKA_SERVERS", self.kafka_sasl.clone());
+                set("CK_KAFKA_SSL", self.cert("ca.pem"));
+                set("CK_KAFKA_SASL_MECHANISM", mechanism.to_string());
+                set("CK_KAFKA_SASL_USERNAME", self.sasl_user.clone());
+                set("CK_KAFKA_SASL_PASSWORD", self.sasl_password.clone());
+            }
+        }
+        env
+    }
+
+    pub fn kafka(&self, listener: Listener, topic: &str) -> KafkaSettings {
+        KafkaSettings::from_settings(&Settings::new(self.kafka_env(listener, topic)))
+            .expect("test bed Kafka settings")
+    }
+
+    pub fn postgres(&self) -> PostgresSettings {
+        PostgresSettings::parse(&self.postgres_url).expect("test bed PostgreSQL URL")
+    }
+
+    /// A new, empty database for one test; returns its settings and its URL.
+    pub async fn fresh_database(&self, prefix: &str) -> (PostgresSettings, String) {
+        let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+        let admin = self
+            .postgres()
+            .connect(std::time::Duration::from_secs(10))
+            .await
+            .expect("connect to test bed PostgreSQL");
+        // A database name cannot be a bind parameter; this one is made of [a-z0-9_] only.
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let url = self
+            .postgres_url
+            .replacen("/postgres?", &format!("/{name}?"), 1);
+        (self.postgres().with_dbname(&name), url)
+    }
+}
