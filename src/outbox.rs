@@ -23,6 +23,9 @@ use crate::event::CheckEvent;
 use crate::kafka::{self, KafkaError};
 use crate::shutdown::Shutdown;
 
+/// Longest wait between two reconnection attempts: a broker back from maintenance is used within seconds.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Most events in one produce round (all partitions together).
 const MAX_ROUND: usize = 5_000;
 
@@ -293,5 +296,5 @@ async fn pause(backoff: &mut Duration, flush_deadline: Option<Instant>, shutdown
             _ = shutdown.requested() => {}
         }
     }
-    *backoff = (*backoff * 2).min(Duration::from_secs(30));
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
 }

@@ -179,10 +179,7 @@ EOF
     --add-scram "SCRAM-SHA-512=[name=checksite,password=$SASL_PASSWORD]" >"$k/format.log" 2>&1 ||
     die "formatting Kafka's storage failed: see $k/format.log"
   # setsid: the broker outlives this script, and a Ctrl-C in the caller's terminal does not reach it.
-  setsid java -Xms256m -Xmx512m -XX:+UseSerialGC -cp "$JARS/*" \
-    -Dlog4j2.configurationFile="$k/log4j2.properties" \
-    kafka.Kafka "$k/server.properties" >"$k/stdout.log" 2>&1 </dev/null &
-  echo $! >"$STATE/kafka.pid"
+  launch_kafka
   broker_ready() {
     kafka_running || die "Kafka exited while starting: see $k/stdout.log and $k/server.log"
     grep -q "Kafka Server started" "$k/server.log" 2>/dev/null && port_open "$PORT_SASL"
@@ -229,16 +226,37 @@ stop() {
   fi
 }
 
-# Kafka only (tests that restart the broker mid-stream); data and certificates are kept.
-kafka_restart_in_place() {
+# Kafka only, in place (tests that take the broker away mid-stream): data, certificates and
+# passwords are kept.
+launch_kafka() {
   local k=$STATE/kafka
-  [ -f "$k/server.properties" ] || die "the test bed was never started"
-  if pid_alive "$STATE/kafka.pid"; then kill -9 "$(cat "$STATE/kafka.pid")"; fi
-  : >"$k/server.log"
   setsid java -Xms256m -Xmx512m -XX:+UseSerialGC -cp "$JARS/*" \
     -Dlog4j2.configurationFile="$k/log4j2.properties" \
     kafka.Kafka "$k/server.properties" >"$k/stdout.log" 2>&1 </dev/null &
   echo $! >"$STATE/kafka.pid"
+}
+
+stop_kafka_only() {
+  if pid_alive "$STATE/kafka.pid"; then
+    local pid
+    pid=$(cat "$STATE/kafka.pid")
+    kill -9 "$pid"
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  say "Kafka stopped (in place)"
+}
+
+start_kafka_only() {
+  local k=$STATE/kafka
+  [ -f "$k/server.properties" ] || die "the test bed was never started"
+  kafka_running && return
+  : >"$k/server.log"
+  launch_kafka
+  broker_ready() {
+    kafka_running || die "Kafka exited while starting: see $k/stdout.log and $k/server.log"
+    grep -q "Kafka Server started" "$k/server.log" 2>/dev/null && port_open "$PORT_SASL"
+  }
+  wait_for 90 "Kafka (in place)" broker_ready || die "Kafka did not start within 90 s: see $k/server.log"
 }
 
 start() {
@@ -266,14 +284,15 @@ start() {
 case "${1:-}" in
 start) start ;;
 stop) stop ;;
-restart-kafka) kafka_restart_in_place ;;
+stop-kafka) stop_kafka_only ;;
+start-kafka) start_kafka_only ;;
 status)
   kafka_running && echo "kafka: running (pid $(cat "$STATE/kafka.pid"))" || echo "kafka: stopped"
   pg_running && echo "postgresql: running" || echo "postgresql: stopped"
   ;;
 env) cat "$STATE/env" ;;
 *)
-  echo "usage: $0 start|stop|status|env" >&2
+  echo "usage: $0 start|stop|status|env|stop-kafka|start-kafka" >&2
   exit 2
   ;;
 esac

@@ -131,3 +131,48 @@ impl Testbed {
         (self.postgres().with_dbname(&name), url)
     }
 }
+pub mod sites;
+
+/// Every record of a topic: (partition, offset, key, value), read over plaintext.
+pub async fn read_topic(tb: &Testbed, topic: &str) -> Vec<(i32, i64, String, Vec<u8>)> {
+    use checksite::kafka;
+    let settings = tb.kafka(Listener::Plaintext, topic);
+    let client = kafka::connect(&settings, std::time::Duration::from_secs(10))
+        .await
+        .expect("connect");
+    let partitions = kafka::topic_partitions(&client, topic)
+        .await
+        .expect("metadata")
+        .expect("topic exists");
+    let mut out = Vec::new();
+    for p in partitions {
+        let pc = kafka::partition_client(&client, topic, p)
+            .await
+            .expect("partition client");
+        let mut offset = 0;
+        loop {
+            let (records, high) = pc
+                .fetch_records(offset, 1..10_000_000, 500)
+                .await
+                .expect("fetch");
+            for r in &records {
+                let key = String::from_utf8(r.record.key.clone().unwrap_or_default()).unwrap();
+                out.push((p, r.offset, key, r.record.value.clone().unwrap_or_default()));
+                offset = r.offset + 1;
+            }
+            if offset >= high || records.is_empty() {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Send SIGTERM to a child process.
+pub fn terminate(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+}

@@ -1,0 +1,116 @@
+//! checksite-producer publishing to the test bed's Kafka over mutual TLS and SASL/SCRAM:
+//! events in the partition the Java client would choose, with exactly the documented JSON.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{Listener, sites};
+
+const BIN: &str = env!("CARGO_BIN_EXE_checksite-producer");
+
+const FIELDS: [&str; 20] = [
+    "v",
+    "id",
+    "url",
+    "checked_at",
+    "elapsed_ms",
+    "status",
+    "error",
+    "error_kind",
+    "content_match",
+    "body_prefix",
+    "dns_ms",
+    "connect_ms",
+    "tls_ms",
+    "ttfb_ms",
+    "bytes",
+    "cert_expires_at",
+    "ip",
+    "body_sha256",
+    "schedule_lag_ms",
+    "producer",
+];
+
+async fn publish_for(
+    tb: &common::Testbed,
+    listener: Listener,
+    run_for: Duration,
+) -> (String, Vec<String>) {
+    let topic = common::unique("producer");
+    let site = sites::http_site();
+    let urls = vec![
+        format!("{site}/ok"),
+        format!("{site}/404"),
+        sites::refused_site(),
+    ];
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.envs(tb.kafka_env(listener, &topic))
+        .env("CK_SITE_URL", urls.join(" "))
+        .env("CK_CHECK_DELAY", "0.3")
+        .env("CK_PRODUCER_ID", "test-vantage")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().unwrap();
+    tokio::time::sleep(run_for).await;
+    common::terminate(&child);
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (topic, urls)
+}
+
+async fn check_topic(tb: &common::Testbed, topic: &str, urls: &[String], min_per_url: usize) {
+    let records = common::read_topic(tb, topic).await;
+    let mut ids = HashSet::new();
+    for url in urls {
+        let n = records.iter().filter(|r| &r.2 == url).count();
+        assert!(n >= min_per_url, "{url}: {n} events, want >= {min_per_url}");
+    }
+    for (partition, _, key, value) in &records {
+        assert_eq!(
+            *partition,
+            checksite::kafka::partition_for(key.as_bytes(), 3),
+            "{key} in the Java partitioner's partition"
+        );
+        let json: serde_json::Value = serde_json::from_slice(value).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        let mut want = FIELDS.to_vec();
+        want.sort();
+        assert_eq!(keys, want);
+        assert_eq!(json["url"], key.as_str());
+        assert_eq!(json["producer"], "test-vantage");
+        assert!(
+            ids.insert(json["id"].as_str().unwrap().to_string()),
+            "id published twice"
+        );
+    }
+}
+
+#[tokio::test]
+async fn publishes_over_mutual_tls() {
+    let tb = testbed_or_skip!();
+    let (topic, urls) = publish_for(&tb, Listener::MutualTls, Duration::from_secs(4)).await;
+    check_topic(&tb, &topic, &urls, 5).await;
+}
+
+#[tokio::test]
+async fn publishes_over_sasl_scram() {
+    let tb = testbed_or_skip!();
+    let (topic, urls) =
+        publish_for(&tb, Listener::Sasl("SCRAM-SHA-256"), Duration::from_secs(4)).await;
+    check_topic(&tb, &topic, &urls, 5).await;
+}
