@@ -5,9 +5,16 @@
 //! This module owns every SQL statement. SQL is always parameterised; the password
 //! never reaches a log or an error message.
 
+use std::collections::BTreeSet;
+use std::pin::pin;
 use std::time::Duration;
 
+use tokio_postgres::Client;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::config::SslMode;
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::event::StoredEvent;
 
 #[derive(Debug)]
 pub enum StoreError {
@@ -55,7 +62,6 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-#[allow(dead_code)] // used by the consumer, next
 pub(crate) fn sql_error(what: &'static str, e: &tokio_postgres::Error) -> StoreError {
     let detail = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
@@ -235,6 +241,483 @@ impl PostgresSettings {
             hint,
         }
     }
+}
+
+// ---------------------------------------------------------------- schema
+
+/// Numbered migrations, applied in order; `metadata.schema_version` records the last one.
+/// Version 1 is the Python checksite's schema, so its databases start from there.
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS events (
+            ts timestamptz NOT NULL DEFAULT now(),
+            url text NOT NULL,
+            elapsed double precision,
+            error text,
+            status integer,
+            body_prefix text,
+            content_match text
+        )",
+    ),
+    (
+        2,
+        // The Python program's column types are normalised first so that binary COPY can
+        // rely on them; then the v1 event's fields, the consumer's position, and rejects.
+        "DO $$
+        DECLARE t text;
+        BEGIN
+            SELECT data_type INTO t FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = 'events' AND column_name = 'elapsed';
+            IF t = 'interval' THEN
+                ALTER TABLE events ALTER COLUMN elapsed TYPE double precision USING extract(epoch FROM elapsed);
+            ELSIF t IS DISTINCT FROM 'double precision' THEN
+                ALTER TABLE events ALTER COLUMN elapsed TYPE double precision USING elapsed::double precision;
+            END IF;
+            SELECT data_type INTO t FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = 'events' AND column_name = 'ts';
+            IF t = 'timestamp without time zone' THEN
+                ALTER TABLE events ALTER COLUMN ts TYPE timestamptz USING ts AT TIME ZONE 'UTC';
+            END IF;
+            SELECT data_type INTO t FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = 'events' AND column_name = 'status';
+            IF t IS DISTINCT FROM 'integer' THEN
+                ALTER TABLE events ALTER COLUMN status TYPE integer USING status::integer;
+            END IF;
+        END $$;
+        ALTER TABLE events
+            ADD COLUMN IF NOT EXISTS event_id uuid,
+            ADD COLUMN IF NOT EXISTS error_kind text,
+            ADD COLUMN IF NOT EXISTS dns_ms integer,
+            ADD COLUMN IF NOT EXISTS connect_ms integer,
+            ADD COLUMN IF NOT EXISTS tls_ms integer,
+            ADD COLUMN IF NOT EXISTS ttfb_ms integer,
+            ADD COLUMN IF NOT EXISTS bytes bigint,
+            ADD COLUMN IF NOT EXISTS cert_expires_at timestamptz,
+            ADD COLUMN IF NOT EXISTS ip text,
+            ADD COLUMN IF NOT EXISTS body_sha256 text,
+            ADD COLUMN IF NOT EXISTS schedule_lag_ms bigint,
+            ADD COLUMN IF NOT EXISTS producer text,
+            ADD COLUMN IF NOT EXISTS kafka_partition integer,
+            ADD COLUMN IF NOT EXISTS kafka_offset bigint;
+        CREATE UNIQUE INDEX IF NOT EXISTS events_event_id_key ON events (event_id);
+        CREATE TABLE IF NOT EXISTS kafka_offsets (
+            topic text NOT NULL,
+            partition integer NOT NULL,
+            next_offset bigint NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (topic, partition)
+        );
+        CREATE TABLE IF NOT EXISTS rejected_events (
+            topic text NOT NULL,
+            partition integer NOT NULL,
+            \"offset\" bigint NOT NULL,
+            key bytea,
+            value bytea,
+            reason text NOT NULL,
+            received_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (topic, partition, \"offset\")
+        )",
+    ),
+];
+
+/// The schema version this build creates.
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// Held while migrating, so that consumers starting together migrate once.
+const MIGRATION_LOCK: i64 = 0x636b_7369_7465_0001;
+
+/// Create or upgrade the schema; returns the version it was at before.
+pub async fn migrate(client: &mut Client) -> Result<i32, StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| sql_error("migration lock", &e))?;
+    let result = migrate_locked(client).await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    result
+}
+
+async fn migrate_locked(client: &mut Client) -> Result<i32, StoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| sql_error("migration", &e))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS metadata (schema_version integer NOT NULL)")
+        .await
+        .map_err(|e| sql_error("migration", &e))?;
+    let row = tx
+        .query_one("SELECT max(schema_version) FROM metadata", &[])
+        .await
+        .map_err(|e| sql_error("migration", &e))?;
+    let before: i32 = row.get::<_, Option<i32>>(0).unwrap_or(0);
+    if before > SCHEMA_VERSION {
+        return Err(StoreError::Sql {
+            what: "migration",
+            detail: format!(
+                "the database is at schema version {before}, newer than this consumer's {SCHEMA_VERSION}: upgrade checksite"
+            ),
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > before) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| sql_error("migration", &e))?;
+        log::info!("schema migrated to version {version}");
+    }
+    if before == 0 {
+        tx.execute(
+            "INSERT INTO metadata (schema_version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        )
+        .await
+    } else {
+        tx.execute(
+            "UPDATE metadata SET schema_version = $1",
+            &[&SCHEMA_VERSION],
+        )
+        .await
+    }
+    .map_err(|e| sql_error("migration", &e))?;
+    tx.commit().await.map_err(|e| sql_error("migration", &e))?;
+    Ok(before)
+}
+
+// ---------------------------------------------------------------- offsets and batches
+
+/// A record that is not a valid event, kept with its position and the reason.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub reason: String,
+}
+
+/// The records of one partition from `start_offset` (inclusive) to `next_offset` (exclusive).
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub partition: i32,
+    pub start_offset: i64,
+    pub next_offset: i64,
+    pub events: Vec<(i64, StoredEvent)>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// The partition's committed position, created at `initial` when the partition is new to us.
+pub async fn committed_offset(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    initial: i64,
+) -> Result<i64, StoreError> {
+    client
+        .execute(
+            "INSERT INTO kafka_offsets (topic, partition, next_offset) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&topic, &partition, &initial],
+        )
+        .await
+        .map_err(|e| sql_error("offset set-up", &e))?;
+    let row = client
+        .query_one(
+            "SELECT next_offset FROM kafka_offsets WHERE topic = $1 AND partition = $2",
+            &[&topic, &partition],
+        )
+        .await
+        .map_err(|e| sql_error("offset read", &e))?;
+    Ok(row.get(0))
+}
+
+const EVENT_COLUMNS: &str = "ts, url, elapsed, error, status, body_prefix, content_match, event_id, error_kind, \
+    dns_ms, connect_ms, tls_ms, ttfb_ms, bytes, cert_expires_at, ip, body_sha256, schedule_lag_ms, producer, \
+    kafka_partition, kafka_offset";
+
+const EVENT_TYPES: [Type; 21] = [
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::INT4,
+    Type::TEXT,
+    Type::TEXT,
+    Type::UUID,
+    Type::TEXT,
+    Type::INT4,
+    Type::INT4,
+    Type::INT4,
+    Type::INT4,
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT4,
+    Type::INT8,
+];
+
+/// Write a batch and move the partition's offset from `start_offset` to `next_offset`, in
+/// one transaction. The offset move is a compare-and-set: if another consumer moved it,
+/// nothing is written and [`StoreError::OffsetMoved`] is returned.
+///
+/// Rows go in with binary COPY. A producer retry can put one event in the topic twice
+/// (at two offsets); the unique `event_id` then refuses the COPY, and the batch is
+/// written again through a temporary table with `ON CONFLICT DO NOTHING`.
+pub async fn write_batch(
+    client: &mut Client,
+    topic: &str,
+    batch: &Batch,
+) -> Result<u64, StoreError> {
+    match write_batch_once(client, topic, batch, false).await {
+        Err(StoreError::Sql { detail, .. }) if detail.contains("(23505)") => {
+            write_batch_once(client, topic, batch, true).await
+        }
+        other => other,
+    }
+}
+
+async fn write_batch_once(
+    client: &mut Client,
+    topic: &str,
+    batch: &Batch,
+    dedupe: bool,
+) -> Result<u64, StoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| sql_error("begin", &e))?;
+    let moved = tx
+        .execute(
+            "UPDATE kafka_offsets SET next_offset = $3, updated_at = now() \
+             WHERE topic = $1 AND partition = $2 AND next_offset = $4",
+            &[
+                &topic,
+                &batch.partition,
+                &batch.next_offset,
+                &batch.start_offset,
+            ],
+        )
+        .await
+        .map_err(|e| sql_error("offset update", &e))?;
+    if moved != 1 {
+        return Err(StoreError::OffsetMoved {
+            partition: batch.partition,
+        });
+    }
+    let mut written = 0;
+    if !batch.events.is_empty() {
+        if dedupe {
+            tx.batch_execute(
+                "CREATE TEMP TABLE IF NOT EXISTS events_incoming (LIKE events) ON COMMIT DELETE ROWS",
+            )
+            .await
+            .map_err(|e| sql_error("dedupe table", &e))?;
+            copy_events(&tx, "events_incoming", batch).await?;
+            written = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM events_incoming \
+                         ON CONFLICT (event_id) DO NOTHING"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| sql_error("dedupe insert", &e))?;
+        } else {
+            written = copy_events(&tx, "events", batch).await?;
+        }
+    }
+    if !batch.rejected.is_empty() {
+        let offsets: Vec<i64> = batch.rejected.iter().map(|r| r.offset).collect();
+        let keys: Vec<Option<&[u8]>> = batch.rejected.iter().map(|r| r.key.as_deref()).collect();
+        let values: Vec<Option<&[u8]>> =
+            batch.rejected.iter().map(|r| r.value.as_deref()).collect();
+        let reasons: Vec<&str> = batch.rejected.iter().map(|r| r.reason.as_str()).collect();
+        tx.execute(
+            "INSERT INTO rejected_events (topic, partition, \"offset\", key, value, reason) \
+             SELECT $1, $2, o, k, v, r FROM unnest($3::bigint[], $4::bytea[], $5::bytea[], $6::text[]) AS u(o, k, v, r) \
+             ON CONFLICT DO NOTHING",
+            &[&topic, &batch.partition, &offsets, &keys, &values, &reasons],
+        )
+        .await
+        .map_err(|e| sql_error("rejected_events insert", &e))?;
+    }
+    tx.commit().await.map_err(|e| sql_error("commit", &e))?;
+    Ok(written)
+}
+
+async fn copy_events(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    batch: &Batch,
+) -> Result<u64, StoreError> {
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {table} ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .map_err(|e| sql_error("copy", &e))?;
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &EVENT_TYPES));
+    for (offset, e) in &batch.events {
+        let row: [&(dyn ToSql + Sync); 21] = [
+            &e.ts,
+            &e.url,
+            &e.elapsed,
+            &e.error,
+            &e.status,
+            &e.body_prefix,
+            &e.content_match,
+            &e.id,
+            &e.error_kind,
+            &e.dns_ms,
+            &e.connect_ms,
+            &e.tls_ms,
+            &e.ttfb_ms,
+            &e.bytes,
+            &e.cert_expires_at,
+            &e.ip,
+            &e.body_sha256,
+            &e.schedule_lag_ms,
+            &e.producer,
+            &batch.partition,
+            offset,
+        ];
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(|e| sql_error("copy", &e))?;
+    }
+    writer
+        .as_mut()
+        .finish()
+        .await
+        .map_err(|e| sql_error("copy", &e))
+}
+
+// ---------------------------------------------------------------- leases
+
+/// This consumer's share of a topic's partitions, held as PostgreSQL advisory locks on its
+/// session: a consumer that dies (or loses its connection) releases them with its session.
+///
+/// Each consumer also holds one "member" lock, so that every consumer can count the
+/// live members in `pg_locks` and take its fair share: ceil(partitions / members).
+pub struct PartitionLeases {
+    topic: String,
+    member_key: i32,
+    partition_key: i32,
+    member_slot: Option<i32>,
+    held: BTreeSet<i32>,
+}
+
+impl PartitionLeases {
+    pub fn new(topic: &str) -> PartitionLeases {
+        // FNV-1a of the topic: a stable lock space per topic, positive so that pg_locks'
+        // unsigned classid compares equal.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in topic.bytes() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        let base = (h & 0x3fff_ffff) as i32;
+        PartitionLeases {
+            topic: topic.to_string(),
+            member_key: base,
+            partition_key: base | 0x4000_0000,
+            member_slot: None,
+            held: BTreeSet::new(),
+        }
+    }
+
+    pub fn held(&self) -> &BTreeSet<i32> {
+        &self.held
+    }
+
+    /// Forget every lease (the session that held them is gone).
+    pub fn lost(&mut self) {
+        self.member_slot = None;
+        self.held.clear();
+    }
+
+    /// Give one partition back.
+    pub async fn release(&mut self, client: &Client, partition: i32) -> Result<(), StoreError> {
+        if self.held.remove(&partition) {
+            client
+                .execute(
+                    "SELECT pg_advisory_unlock($1, $2)",
+                    &[&self.partition_key, &partition],
+                )
+                .await
+                .map_err(|e| sql_error("lease release", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Take free partitions up to the fair share (all free ones when `greedy`), give back
+    /// those above it. Returns the partitions gained and lost.
+    pub async fn rebalance(
+        &mut self,
+        client: &Client,
+        partitions: &[i32],
+        greedy: bool,
+    ) -> Result<(Vec<i32>, Vec<i32>), StoreError> {
+        if self.member_slot.is_none() {
+            for slot in 0..4096 {
+                if try_lock(client, self.member_key, slot).await? {
+                    self.member_slot = Some(slot);
+                    break;
+                }
+            }
+        }
+        let members: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
+                 AND classid::bigint = $1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[&i64::from(self.member_key)],
+            )
+            .await
+            .map_err(|e| sql_error("lease count", &e))?
+            .get(0);
+        let members = members.max(1) as usize;
+        let share = if greedy {
+            partitions.len()
+        } else {
+            partitions.len().div_ceil(members)
+        };
+        let mut lost = Vec::new();
+        while self.held.len() > share {
+            let Some(&p) = self.held.last() else { break };
+            self.release(client, p).await?;
+            lost.push(p);
+        }
+        let mut gained = Vec::new();
+        for &p in partitions {
+            if self.held.len() >= share {
+                break;
+            }
+            if !self.held.contains(&p) && try_lock(client, self.partition_key, p).await? {
+                self.held.insert(p);
+                gained.push(p);
+            }
+        }
+        if !gained.is_empty() || !lost.is_empty() {
+            log::info!(
+                "topic {:?}: {members} consumer(s); this one now holds partitions {:?}",
+                self.topic,
+                self.held
+            );
+        }
+        Ok((gained, lost))
+    }
+}
+
+async fn try_lock(client: &Client, key: i32, sub: i32) -> Result<bool, StoreError> {
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key, &sub])
+        .await
+        .map_err(|e| sql_error("lease", &e))?;
+    Ok(row.get(0))
 }
 
 fn percent_decode(s: &str) -> String {

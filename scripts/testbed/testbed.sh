@@ -259,6 +259,12 @@ start_kafka_only() {
   wait_for 90 "Kafka (in place)" broker_ready || die "Kafka did not start within 90 s: see $k/server.log"
 }
 
+pg_ctl_as_owner() {
+  local as=()
+  [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+  "${as[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" "$@"
+}
+
 start() {
   need openssl "apt-get install -y openssl"
   mkdir -p "$STATE"
@@ -286,13 +292,15 @@ start) start ;;
 stop) stop ;;
 stop-kafka) stop_kafka_only ;;
 start-kafka) start_kafka_only ;;
+stop-postgres) pg_ctl_as_owner -m immediate -w -t 20 stop >/dev/null && say "PostgreSQL stopped (in place)" ;;
+start-postgres) pg_ctl_as_owner -l "$PGDATA/server.log" -w -t 30 start >/dev/null && say "PostgreSQL started (in place)" ;;
 status)
   kafka_running && echo "kafka: running (pid $(cat "$STATE/kafka.pid"))" || echo "kafka: stopped"
   pg_running && echo "postgresql: running" || echo "postgresql: stopped"
   ;;
 env) cat "$STATE/env" ;;
 *)
-  echo "usage: $0 start|stop|status|env|stop-kafka|start-kafka" >&2
+  echo "usage: $0 start|stop|status|env|stop-kafka|start-kafka|stop-postgres|start-postgres" >&2
   exit 2
   ;;
 esac

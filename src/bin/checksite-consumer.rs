@@ -1,8 +1,10 @@
-//! checksite-consumer: wiring only (the consuming loop lands with the consumer issue).
+//! checksite-consumer: wiring only. Reads the configuration and runs the consuming loop.
 
 use std::process::ExitCode;
 
 use checksite::config::{ConsumerArgs, ConsumerConfig, Settings};
+use checksite::shutdown::Shutdown;
+use checksite::{EXIT_CONFIG, consume, logging};
 
 fn main() -> ExitCode {
     let args: ConsumerArgs = argh::from_env();
@@ -10,13 +12,41 @@ fn main() -> ExitCode {
         println!("checksite-consumer {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    checksite::logging::init();
+    logging::init();
     let drain = args.drain;
     let settings = args.into_settings(Settings::from_process_env());
-    if let Err(e) = ConsumerConfig::from_settings(&settings, drain) {
-        eprintln!("checksite-consumer: {e}");
-        return ExitCode::from(checksite::EXIT_CONFIG as u8);
-    }
-    eprintln!("checksite-consumer: consuming is not built yet");
-    ExitCode::FAILURE
+    let config = match ConsumerConfig::from_settings(&settings, drain) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("checksite-consumer: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("checksite-consumer: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match consume::run(config, Shutdown::on_signals()).await {
+            Ok(summary) => {
+                if drain {
+                    println!(
+                        "{} event(s) written, {} rejected",
+                        summary.written, summary.rejected
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("checksite-consumer: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

@@ -176,3 +176,94 @@ pub fn terminate(child: &tokio::process::Child) {
             .status();
     }
 }
+
+/// A v1 event as the producer makes it, for `url`.
+pub fn sample_event(url: &str, n: u64) -> checksite::event::CheckEvent {
+    use checksite::event::{CheckEvent, WIRE_VERSION};
+    CheckEvent {
+        v: WIRE_VERSION,
+        id: uuid::Uuid::now_v7(),
+        url: url.to_string(),
+        checked_at: chrono::Utc::now(),
+        elapsed_ms: 10 + n % 90,
+        status: Some(200),
+        error: None,
+        error_kind: None,
+        content_match: Some("ok".into()),
+        body_prefix: None,
+        dns_ms: Some(1),
+        connect_ms: Some(1),
+        tls_ms: None,
+        ttfb_ms: Some(5),
+        bytes: Some(1234),
+        cert_expires_at: None,
+        ip: Some("127.0.0.1".into()),
+        body_sha256: Some("0".repeat(64)),
+        schedule_lag_ms: 0,
+        producer: "test".into(),
+    }
+}
+
+/// Put raw (key, value) records into a topic (created with `partitions` if missing),
+/// each in the partition its key hashes to. Returns how many went in.
+pub async fn produce_raw(
+    tb: &Testbed,
+    topic: &str,
+    partitions: i32,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+) -> usize {
+    use checksite::kafka;
+    use rskafka::record::Record;
+    let settings = tb.kafka(Listener::Plaintext, topic);
+    let client = kafka::connect(&settings, std::time::Duration::from_secs(10))
+        .await
+        .expect("connect");
+    let n = kafka::ensure_topic(&client, topic, partitions, -1)
+        .await
+        .expect("topic");
+    let mut by_partition: std::collections::BTreeMap<i32, Vec<Record>> = Default::default();
+    let count = records.len();
+    for (key, value) in records {
+        let p = kafka::partition_for(&key, n);
+        by_partition.entry(p).or_default().push(Record {
+            key: Some(key),
+            value: Some(value),
+            headers: Default::default(),
+            timestamp: chrono::Utc::now(),
+        });
+    }
+    for (p, recs) in by_partition {
+        let pc = kafka::partition_client(&client, topic, p)
+            .await
+            .expect("partition client");
+        let mut it = recs.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<Record> = it.by_ref().take(2000).collect();
+            pc.produce(
+                chunk,
+                rskafka::client::partition::Compression::NoCompression,
+            )
+            .await
+            .expect("produce");
+        }
+    }
+    count
+}
+
+/// `n` v1 events over `sites` URLs; returns the number produced.
+pub async fn produce_events(
+    tb: &Testbed,
+    topic: &str,
+    partitions: i32,
+    n: u64,
+    sites: u64,
+) -> usize {
+    let records = (0..n)
+        .map(|i| {
+            let url = format!("https://site-{}.example/", i % sites);
+            let ev = sample_event(&url, i);
+            (url.into_bytes(), ev.to_json())
+        })
+        .collect();
+    produce_raw(tb, topic, partitions, records).await
+}

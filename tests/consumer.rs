@@ -1,0 +1,404 @@
+//! checksite-consumer as users run it, against the test bed's Kafka and PostgreSQL:
+//! exactly once through kill -9, several consumers, bad records, the Python database,
+//! and TLS to PostgreSQL.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::Listener;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_checksite-consumer");
+
+fn consumer(tb: &common::Testbed, topic: &str, db_url: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.envs(tb.kafka_env(Listener::MutualTls, topic))
+        .env("CK_POSTGRESQL_URL", db_url)
+        .env("CK_BATCH_MS", "100")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn drain(tb: &common::Testbed, topic: &str, db_url: &str) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        consumer(tb, topic, db_url, &["--drain"]).output(),
+    )
+    .await
+    .expect("--drain must finish")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "consumer failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn query_i64(db: &tokio_postgres::Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+async fn open(settings: &checksite::store::PostgresSettings) -> tokio_postgres::Client {
+    settings.connect(Duration::from_secs(10)).await.unwrap()
+}
+
+#[tokio::test]
+async fn drain_writes_every_event_once() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("drain");
+    let n = common::produce_events(&tb, &topic, 3, 5_000, 50).await;
+    let (pg, url) = tb.fresh_database("drain").await;
+    let out = drain(&tb, &topic, &url).await;
+    assert!(out.contains("5000 event(s) written"), "{out}");
+    let db = open(&pg).await;
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM events").await,
+        n as i64
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT count(DISTINCT event_id) FROM events").await,
+        n as i64
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT sum(next_offset)::bigint FROM kafka_offsets").await,
+        n as i64
+    );
+    // A second drain finds nothing new and writes nothing twice.
+    drain(&tb, &topic, &url).await;
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM events").await,
+        n as i64
+    );
+}
+
+fn pseudo_random_ms(lo: u64, hi: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    lo + nanos % (hi - lo)
+}
+
+#[tokio::test]
+async fn kill_9_ten_times_loses_and_doubles_nothing() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("kill9");
+    let n = common::produce_events(&tb, &topic, 3, 50_000, 200).await as i64;
+    let (pg, url) = tb.fresh_database("kill9").await;
+    let db = open(&pg).await;
+    let mut seen_progress = 0;
+    for _ in 0..10 {
+        let mut child: Child = consumer(&tb, &topic, &url, &[])
+            .env("CK_BATCH_EVENTS", "500")
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(pseudo_random_ms(300, 1500))).await;
+        child.start_kill().unwrap(); // SIGKILL
+        let _ = child.wait().await;
+        let now = query_i64(&db, "SELECT count(*) FROM events").await;
+        assert!(now <= n, "more rows than events: {now} > {n}");
+        seen_progress = now;
+    }
+    assert!(seen_progress > 0, "the killed consumers wrote something");
+    drain(&tb, &topic, &url).await;
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM events").await, n);
+    assert_eq!(
+        query_i64(&db, "SELECT count(DISTINCT event_id) FROM events").await,
+        n
+    );
+}
+
+#[tokio::test]
+async fn malformed_records_are_kept_aside_and_good_ones_all_land() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("malformed");
+    let mut records = Vec::new();
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("not JSON", b"{this is not json".to_vec()),
+        ("not UTF-8", vec![0xff, 0xfe, 0x00, 0x7b]),
+        (
+            "wrong types",
+            br#"{"v": 1, "id": "01a220e6-750b-727c-ac3e-35286430d2bb", "url": 42}"#.to_vec(),
+        ),
+        (
+            "missing fields",
+            br#"{"v": 1, "url": "https://a.example/"}"#.to_vec(),
+        ),
+        (
+            "future version",
+            br#"{"v": 7, "url": "https://a.example/"}"#.to_vec(),
+        ),
+        (
+            "oversize",
+            format!(r#"{{"v": 1, "pad": "{}"}}"#, "x".repeat(100_000)).into_bytes(),
+        ),
+    ];
+    for i in 0..300u64 {
+        let url = format!("https://good-{}.example/", i % 7);
+        records.push((
+            url.clone().into_bytes(),
+            common::sample_event(&url, i).to_json(),
+        ));
+        if i % 50 == 0 {
+            let (_, value) = &bad[(i / 50) as usize % bad.len()];
+            records.push((format!("bad-{i}").into_bytes(), value.clone()));
+        }
+    }
+    // a producer retry: the same event twice, at two offsets
+    let dup = common::sample_event("https://dup.example/", 0).to_json();
+    records.push((b"https://dup.example/".to_vec(), dup.clone()));
+    records.push((b"https://dup.example/".to_vec(), dup));
+    common::produce_raw(&tb, &topic, 3, records).await;
+    let (pg, url) = tb.fresh_database("malformed").await;
+    drain(&tb, &topic, &url).await;
+    let db = open(&pg).await;
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM events").await,
+        301,
+        "300 good + 1 of the duplicated pair"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM rejected_events").await,
+        6
+    );
+    let reasons: Vec<String> = db
+        .query("SELECT reason FROM rejected_events ORDER BY reason", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for want in [
+        "not JSON",
+        "not UTF-8",
+        "invalid v1 event",
+        "unknown event format version 7",
+        "limit",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(want)),
+            "{want:?} not in {reasons:?}"
+        );
+    }
+    let raw: Vec<u8> = db
+        .query_one(
+            "SELECT value FROM rejected_events WHERE reason LIKE '%UTF-8%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(raw, vec![0xff, 0xfe, 0x00, 0x7b], "raw bytes kept");
+}
+
+#[tokio::test]
+async fn python_database_is_upgraded_in_place() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("python");
+    let (pg, url) = tb.fresh_database("python").await;
+    let db = open(&pg).await;
+    // The Python checksite's schema, with two rows of its own.
+    db.batch_execute(
+        "CREATE TABLE metadata (schema_version INTEGER NOT NULL);
+         INSERT INTO metadata VALUES (1);
+         CREATE TABLE events (id SERIAL PRIMARY KEY, ts TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
+             url TEXT NOT NULL, elapsed REAL, error TEXT, status INTEGER, body_prefix TEXT, content_match TEXT);
+         INSERT INTO events (url, elapsed, status, content_match) VALUES ('https://old.example/', 0.5, 200, 'ok');
+         INSERT INTO events (url, elapsed, error) VALUES ('https://old.example/', 3.0, 'timeout');",
+    )
+    .await
+    .unwrap();
+    let old_format = br#"{"url": "https://old.example/", "elapsed": 0.25, "error": null, "status": 200, "body_prefix": null, "content_match": "ok"}"#;
+    let mut records = vec![(b"https://old.example/".to_vec(), old_format.to_vec())];
+    records.push((
+        b"https://new.example/".to_vec(),
+        common::sample_event("https://new.example/", 1).to_json(),
+    ));
+    common::produce_raw(&tb, &topic, 3, records).await;
+    drain(&tb, &topic, &url).await;
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM events").await, 4);
+    assert_eq!(
+        query_i64(&db, "SELECT max(schema_version)::bigint FROM metadata").await,
+        checksite::store::SCHEMA_VERSION as i64
+    );
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT count(*) FROM events WHERE id IN (1, 2) AND url = 'https://old.example/'"
+        )
+        .await,
+        2
+    );
+    let elapsed: f64 = db
+        .query_one(
+            "SELECT elapsed FROM events WHERE content_match = 'ok' AND event_id IS NULL AND id > 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(elapsed, 0.25, "a Python-format event from the topic");
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT count(*) FROM events WHERE event_id IS NOT NULL"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn waits_for_a_topic_that_does_not_exist_yet() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("later");
+    let (pg, url) = tb.fresh_database("later").await;
+    let mut child = consumer(&tb, &topic, &url, &[]).spawn().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the consumer must wait, not crash"
+    );
+    common::produce_events(&tb, &topic, 3, 100, 5).await;
+    let db = open(&pg).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while query_i64(&db, "SELECT count(*) FROM events").await < 100 {
+        assert!(Instant::now() < deadline, "events did not arrive");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    common::terminate(&child);
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "SIGTERM: exit 0");
+}
+
+async fn wait_for_rows(db: &tokio_postgres::Client, want: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        // Until the first consumer has migrated, there is no table yet.
+        let n = match db.query_one("SELECT count(*) FROM events", &[]).await {
+            Ok(row) => row.get(0),
+            Err(_) => 0,
+        };
+        if n == want {
+            return;
+        }
+        assert!(n < want, "{n} rows for {want} events");
+        assert!(
+            Instant::now() < deadline,
+            "only {n} of {want} rows after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn three_consumers_share_partitions_and_take_over_from_a_dead_one() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("shared");
+    let first = common::produce_events(&tb, &topic, 6, 20_000, 300).await as i64;
+    let (pg, url) = tb.fresh_database("shared").await;
+    let db = open(&pg).await;
+    let mut children: Vec<Child> = (0..3)
+        .map(|_| consumer(&tb, &topic, &url, &[]).spawn().unwrap())
+        .collect();
+    wait_for_rows(&db, first, Duration::from_secs(60)).await;
+    // Give leases a few rounds to settle on a fair share, then check every partition is served.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT count(*) FROM kafka_offsets WHERE next_offset > 0"
+        )
+        .await,
+        6
+    );
+    let victim = children.remove(0);
+    let mut victim = victim;
+    victim.start_kill().unwrap();
+    let _ = victim.wait().await;
+    let second = common::produce_events(&tb, &topic, 6, 6_000, 300).await as i64;
+    wait_for_rows(&db, first + second, Duration::from_secs(60)).await;
+    assert_eq!(
+        query_i64(&db, "SELECT count(DISTINCT event_id) FROM events").await,
+        first + second
+    );
+    for c in &children {
+        common::terminate(c);
+    }
+    for c in children {
+        let out = tokio::time::timeout(Duration::from_secs(15), c.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.status.success());
+    }
+}
+
+#[tokio::test]
+async fn two_consumers_at_once_write_each_event_once() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("pair");
+    let n = common::produce_events(&tb, &topic, 4, 10_000, 100).await as i64;
+    let (pg, url) = tb.fresh_database("pair").await;
+    let db = open(&pg).await;
+    let children: Vec<Child> = (0..2)
+        .map(|_| consumer(&tb, &topic, &url, &[]).spawn().unwrap())
+        .collect();
+    wait_for_rows(&db, n, Duration::from_secs(60)).await;
+    assert_eq!(
+        query_i64(&db, "SELECT count(DISTINCT event_id) FROM events").await,
+        n
+    );
+    for c in &children {
+        common::terminate(c);
+    }
+}
+
+async fn consumer_error(tb: &common::Testbed, db_url: &str) -> (String, Duration) {
+    let started = Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        consumer(tb, "any", db_url, &["--drain"]).output(),
+    )
+    .await
+    .expect("must not hang")
+    .unwrap();
+    assert!(!out.status.success());
+    (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn postgres_wrong_password_and_untrusted_server_fail_fast_and_clearly() {
+    let tb = testbed_or_skip!();
+    let (msg, took) = consumer_error(
+        &tb,
+        &tb.postgres_url.replacen("checksite:", "checksite:nope", 1),
+    )
+    .await;
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(msg.contains("check the user and password"), "{msg}");
+    assert_eq!(msg.trim().lines().count(), 1, "{msg}");
+    let (msg, took) = consumer_error(&tb, &tb.postgres_url.replace("ca.pem", "other-ca.pem")).await;
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(msg.contains("sslrootcert"), "{msg}");
+    // No CA given at all, server certificate from a private CA: the same hint.
+    let (msg, _) = consumer_error(
+        &tb,
+        &tb.postgres_url
+            .split('?')
+            .next()
+            .map(|u| format!("{u}?sslmode=require"))
+            .unwrap(),
+    )
+    .await;
+    assert!(msg.contains("sslrootcert"), "{msg}");
+}

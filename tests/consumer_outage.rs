@@ -1,0 +1,98 @@
+//! PostgreSQL and then the broker are taken away while the consumer works: it pauses,
+//! resumes at the committed offsets, and every event is in the table exactly once.
+//!
+//! Its own test binary: cargo runs test binaries one at a time, so taking the services
+//! away here cannot disturb the other tests.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Listener;
+
+const BIN: &str = env!("CARGO_BIN_EXE_checksite-consumer");
+
+fn testbed_script(action: &str) {
+    let script = std::env::var("CK_TEST_TESTBED").expect("CK_TEST_TESTBED");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg(action)
+        .status()
+        .unwrap();
+    assert!(status.success(), "testbed.sh {action}");
+}
+
+async fn rows(db: &tokio_postgres::Client) -> i64 {
+    match db.query_one("SELECT count(*) FROM events", &[]).await {
+        Ok(r) => r.get(0),
+        Err(_) => -1,
+    }
+}
+
+#[tokio::test]
+async fn postgres_and_broker_restarted_mid_stream() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("outage");
+    let (pg, url) = tb.fresh_database("outage").await;
+    let first = common::produce_events(&tb, &topic, 3, 30_000, 100).await as i64;
+    let mut child = tokio::process::Command::new(BIN)
+        .envs(tb.kafka_env(Listener::MutualTls, &topic))
+        .env("CK_POSTGRESQL_URL", &url)
+        .env("CK_BATCH_EVENTS", "1000")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // PostgreSQL away for 5 s while the backlog is being written.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    testbed_script("stop-postgres");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the consumer must wait for PostgreSQL, not exit"
+    );
+    testbed_script("start-postgres");
+
+    // The broker away for 10 s, with more events produced after it is back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    testbed_script("stop-kafka");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the consumer must wait for Kafka, not exit"
+    );
+    testbed_script("start-kafka");
+    let second = common::produce_events(&tb, &topic, 3, 5_000, 100).await as i64;
+
+    let db = pg.connect(Duration::from_secs(10)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let n = rows(&db).await;
+        if n == first + second {
+            break;
+        }
+        assert!(
+            n <= first + second,
+            "{n} rows for {} events",
+            first + second
+        );
+        assert!(Instant::now() < deadline, "{n} of {} rows", first + second);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let distinct: i64 = db
+        .query_one("SELECT count(DISTINCT event_id) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distinct, first + second);
+    common::terminate(&child);
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("PostgreSQL is back"), "{log}");
+}
