@@ -34,3 +34,23 @@ build-static:
     @echo "==> cargo build --release --target {{musl}}"
     cargo build --release --locked --target {{musl}} --bins
     scripts/check-static.sh target/{{musl}}/release/checksite-producer target/{{musl}}/release/checksite-consumer
+
+# the main job, no cloud account needed: local services, a local site, producer + consumer for ~20 s, then a summary
+demo: build-static
+    @echo "==> demo (scripts/demo.sh)"
+    scripts/demo.sh
+
+# the FROM scratch container image checksite:VERSION, from the static binaries
+image: build-static
+    @echo "==> podman build (scripts/image.sh)"
+    scripts/image.sh
+
+# benchmarks against the local test bed: prints a table and writes BENCHMARKS.md
+bench: build-static (services "start")
+    @echo "==> benchmarks (scripts/bench.sh)"
+    scripts/bench.sh
+
+# the benchmarks at small counts, to keep them working (CI)
+bench-smoke: build-static (services "start")
+    @echo "==> benchmark smoke run (scripts/bench.sh --smoke)"
+    scripts/bench.sh --smoke

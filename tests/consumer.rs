@@ -402,3 +402,46 @@ async fn postgres_wrong_password_and_untrusted_server_fail_fast_and_clearly() {
     .await;
     assert!(msg.contains("sslrootcert"), "{msg}");
 }
+
+#[tokio::test]
+async fn runs_as_a_dedicated_least_privilege_role() {
+    let tb = testbed_or_skip!();
+    let admin = tb
+        .postgres()
+        .connect(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let role = format!("checksite_app_{}", uuid::Uuid::now_v7().simple());
+    let password = uuid::Uuid::now_v7().simple().to_string();
+    // The README's set-up, verbatim apart from the names.
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{password}' NOSUPERUSER NOCREATEDB NOCREATEROLE"
+        ))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {role} OWNER {role}"))
+        .await
+        .unwrap();
+    let (_, server) = tb.postgres_url.split_once('@').unwrap();
+    let url = format!(
+        "postgres://{role}:{password}@{}",
+        server.replacen("/postgres?", &format!("/{role}?"), 1)
+    );
+    let topic = common::unique("leastpriv");
+    let n = common::produce_events(&tb, &topic, 3, 500, 10).await as i64;
+    drain(&tb, &topic, &url).await;
+    let pg = checksite::store::PostgresSettings::parse(&url).unwrap();
+    let db = pg.connect(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM events").await, n);
+    let is_super: bool = db
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!is_super);
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The main job with no cloud account: local Kafka (mutual TLS, as Aiven) and PostgreSQL
+# (TLS), a small local web site, the producer and the consumer running for a while, then
+# what reached PostgreSQL, per site. Run through `just demo`, which builds the binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${CHECKSITE_DEMO_SECONDS:-20}
+port=${CHECKSITE_DEMO_PORT:-18631}
+bin=target/x86_64-unknown-linux-musl/release
+
+scripts/testbed/testbed.sh start
+# shellcheck disable=SC1091
+source "${CHECKSITE_TESTBED_DIR:-/tmp/checksite-testbed}/env"
+
+work=$(mktemp -d /tmp/checksite-demo.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+echo "==> a small web site on http://127.0.0.1:$port/"
+mkdir -p "$work/site"
+printf '<html><body><h1>Welcome to the demo shop</h1><p>Everything is fine.</p></body></html>\n' >"$work/site/index.html"
+python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work/site" >"$work/site.log" 2>&1 &
+pids+=($!)
+
+cat >"$work/targets.json" <<JSON
+[
+  {"url": "http://127.0.0.1:$port/", "interval_s": 1, "regex": "Welcome to the (\\\\w+ \\\\w+)"},
+  {"url": "http://127.0.0.1:$port/no-such-page", "interval_s": 1},
+  {"url": "http://127.0.0.1:1/", "interval_s": 2},
+  {"url": "http://demo-shop.invalid/", "interval_s": 2}
+]
+JSON
+
+echo "==> a fresh database checksite_demo"
+PGOPTIONS="-c client_min_messages=warning" psql -q "$CK_TEST_POSTGRES_URL" \
+  -c "DROP DATABASE IF EXISTS checksite_demo" -c "CREATE DATABASE checksite_demo"
+db_url=${CK_TEST_POSTGRES_URL/\/postgres\?//checksite_demo?}
+
+topic="checksite-demo-$(date +%s)"
+export CK_KAFKA_SERVERS=$CK_TEST_KAFKA_SSL
+export CK_KAFKA_SSL="$CK_TEST_CERTS/ca.pem $CK_TEST_CERTS/service.cert $CK_TEST_CERTS/service.key"
+export CK_KAFKA_TOPIC=$topic
+
+echo "==> checksite-producer: 4 sites -> Kafka topic $topic (mutual TLS)"
+CK_TARGETS="$work/targets.json" "$bin/checksite-producer" 2>"$work/producer.log" &
+pids+=($!)
+echo "==> checksite-consumer: Kafka -> PostgreSQL (TLS, verified)"
+CK_POSTGRESQL_URL=$db_url "$bin/checksite-consumer" 2>"$work/consumer.log" &
+pids+=($!)
+
+echo "==> running for $seconds s (logs: $work/producer.log, $work/consumer.log)"
+sleep "$seconds"
+kill -TERM "${pids[1]}" && wait "${pids[1]}" || true
+sleep 2
+kill -TERM "${pids[2]}" && wait "${pids[2]}" || true
+
+echo
+echo "==> what reached PostgreSQL"
+psql -q "$db_url" -P footer=off <<'SQL'
+SELECT url,
+       count(*) AS checks,
+       round(100.0 * avg((status BETWEEN 200 AND 399 AND error IS NULL)::int), 1) AS "up %",
+       round((1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY elapsed))::numeric, 1) AS "median ms",
+       round((1000 * percentile_cont(0.95) WITHIN GROUP (ORDER BY elapsed))::numeric, 1) AS "p95 ms",
+       (array_agg(coalesce(status::text, error_kind) ORDER BY ts DESC))[1] AS "last status",
+       (array_agg(content_match ORDER BY ts DESC))[1] AS "last match"
+  FROM events GROUP BY url ORDER BY url;
+SQL
+echo "The services keep running for you to explore: source ${CHECKSITE_TESTBED_DIR:-/tmp/checksite-testbed}/env,"
+echo "then psql \"\${CK_TEST_POSTGRES_URL/\/postgres?/\/checksite_demo?}\". 'just services stop' stops them."

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what building, testing and the demo need and a fresh Debian/Ubuntu machine
+# lacks: system packages (apt, as root), the Rust musl target, rustfmt/clippy and `just`.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+export PATH="$HOME/.cargo/bin:$HOME/.local/bin:/usr/local/bin:$PATH"
+
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v musl-gcc >/dev/null || missing+=(musl-tools)
+command -v mvn >/dev/null || missing+=(maven)
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v file >/dev/null || missing+=(file)
+command -v readelf >/dev/null || missing+=(binutils)
+command -v python3 >/dev/null || missing+=(python3)
+[ -x /usr/bin/time ] || missing+=(time)
+command -v pip >/dev/null || command -v pip3 >/dev/null || missing+=(python3-pip)
+if [ "${CHECKSITE_WITH_PODMAN:-0}" = 1 ]; then
+  command -v podman >/dev/null || missing+=(podman)
+  command -v runc >/dev/null || missing+=(runc)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: missing packages: ${missing[*]}: install them (sudo apt-get install ${missing[*]}) or run this as root" >&2
+    exit 1
+  fi
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Debian's package starts a cluster of its own on 5432; the test bed runs its own.
+  if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+    service postgresql stop >/dev/null 2>&1 || true
+  fi
+fi
+
+command -v rustup >/dev/null || { echo "error: rustup is missing: install Rust from rustup.rs" >&2; exit 1; }
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
+if ! command -v just >/dev/null; then
+  echo "installing just"
+  pip install --quiet --break-system-packages rust-just 2>/dev/null || pip install --quiet rust-just 2>/dev/null ||
+    cargo install just --locked
+fi
+echo "prerequisites: ok (just $(just --version | cut -d' ' -f2))"
