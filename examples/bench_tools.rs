@@ -1,0 +1,219 @@
+//! Helpers for `scripts/bench.sh`: load a topic, serve a trivial site, summarise a topic,
+//! and time publishing alone. Not part of the product.
+//!
+//!   bench_tools fill-topic SERVERS TOPIC PARTITIONS EVENTS
+//!   bench_tools serve PORT
+//!   bench_tools topic-stats SERVERS TOPIC
+//!   bench_tools publish SERVERS TOPIC EVENTS
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use checksite::config::{Compression, KafkaSettings, PublishSettings, Settings};
+use checksite::event::{CheckEvent, WIRE_VERSION};
+use checksite::kafka;
+use checksite::outbox::{self, Outbox};
+use checksite::shutdown::Shutdown;
+use rskafka::client::partition::Compression as KafkaCompression;
+use rskafka::record::Record;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn settings(servers: &str, topic: &str) -> KafkaSettings {
+    let env = [("CK_KAFKA_SERVERS", servers), ("CK_KAFKA_TOPIC", topic)];
+    KafkaSettings::from_settings(&Settings::new(
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn event(i: u64) -> CheckEvent {
+    CheckEvent {
+        v: WIRE_VERSION,
+        id: uuid::Uuid::now_v7(),
+        url: format!("https://site-{}.example/", i % 1000),
+        checked_at: chrono::Utc::now(),
+        elapsed_ms: 20 + i % 200,
+        status: Some(200),
+        error: None,
+        error_kind: None,
+        content_match: Some("Welcome".into()),
+        body_prefix: None,
+        dns_ms: Some(1),
+        connect_ms: Some(3),
+        tls_ms: Some(12),
+        ttfb_ms: Some(18),
+        bytes: Some(15_000),
+        cert_expires_at: Some(chrono::Utc::now()),
+        ip: Some("192.0.2.10".into()),
+        body_sha256: Some(
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        ),
+        schedule_lag_ms: 0,
+        producer: "bench".into(),
+    }
+}
+
+async fn fill_topic(servers: &str, topic: &str, partitions: i32, events: u64) {
+    let client = kafka::connect(&settings(servers, topic), Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n = kafka::ensure_topic(&client, topic, partitions, -1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut per: Vec<Vec<Record>> = (0..n).map(|_| Vec::new()).collect();
+    for i in 0..events {
+        let ev = event(i);
+        let p = kafka::partition_for(ev.url.as_bytes(), n) as usize;
+        per[p].push(Record {
+            key: Some(ev.url.clone().into_bytes()),
+            value: Some(ev.to_json()),
+            headers: Default::default(),
+            timestamp: ev.checked_at,
+        });
+    }
+    for (p, records) in per.into_iter().enumerate() {
+        let pc = kafka::partition_client(&client, topic, p as i32)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut it = records.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<Record> = it.by_ref().take(5000).collect();
+            pc.produce(chunk, KafkaCompression::Snappy)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+async fn serve(port: u16) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = "<html><body>Welcome to the bench site</body></html>";
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+async fn topic_stats(servers: &str, topic: &str) {
+    let client = kafka::connect(&settings(servers, topic), Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let partitions = kafka::topic_partitions(&client, topic)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let mut lags = Vec::new();
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    for p in partitions {
+        let pc = kafka::partition_client(&client, topic, p)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut offset = 0;
+        loop {
+            let (records, high) = pc
+                .fetch_records(offset, 1..50_000_000, 100)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            for r in &records {
+                offset = r.offset + 1;
+                let Some(v) = &r.record.value else { continue };
+                let Ok(json) = serde_json::from_slice::<serde_json::Value>(v) else {
+                    continue;
+                };
+                lags.push(json["schedule_lag_ms"].as_i64().unwrap_or(0));
+                let t = r.record.timestamp.timestamp_millis();
+                first = first.min(t);
+                last = last.max(t);
+            }
+            if offset >= high || records.is_empty() {
+                break;
+            }
+        }
+    }
+    lags.sort_unstable();
+    let pct = |q: f64| {
+        lags.get(((lags.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let span = (last - first).max(1) as f64 / 1000.0;
+    // count, span in seconds, lateness p50 and p99 (ms)
+    println!("{} {:.1} {} {}", lags.len(), span, pct(0.50), pct(0.99));
+}
+
+async fn publish(servers: &str, topic: &str, events: u64) {
+    let kafka = settings(servers, topic);
+    let client = kafka::connect(&kafka, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    kafka::ensure_topic(&client, topic, 6, -1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let outbox = Outbox::new(events as usize);
+    for i in 0..events {
+        outbox.push(event(i));
+    }
+    let publish = PublishSettings {
+        kafka,
+        partitions: 6,
+        replication: -1,
+        compression: Compression::Snappy,
+        buffer_events: events as usize,
+        linger: Duration::from_millis(0),
+    };
+    let (trigger, shutdown) = Shutdown::new();
+    trigger.trigger(); // flush what is there, then return
+    let started = Instant::now();
+    outbox::publish(outbox.clone(), publish, shutdown, Duration::from_secs(600)).await;
+    let secs = started.elapsed().as_secs_f64();
+    // events published, seconds
+    println!("{} {:.3}", outbox.published(), secs);
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match a.as_slice() {
+        ["fill-topic", servers, topic, partitions, events] => {
+            fill_topic(
+                servers,
+                topic,
+                partitions.parse().unwrap_or(6),
+                events.parse().unwrap_or(0),
+            )
+            .await
+        }
+        ["serve", port] => serve(port.parse().unwrap_or(18700)).await,
+        ["topic-stats", servers, topic] => topic_stats(servers, topic).await,
+        ["publish", servers, topic, events] => {
+            publish(servers, topic, events.parse().unwrap_or(0)).await
+        }
+        _ => {
+            eprintln!(
+                "usage: bench_tools fill-topic|serve|topic-stats|publish ... (see the source)"
+            );
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}
