@@ -24,8 +24,12 @@ use crate::kafka::{self, KafkaError};
 use crate::shutdown::Shutdown;
 use crate::store::{self, Batch, PartitionLeases, Rejected, StoreError};
 
-/// Largest fetch response asked of the broker per partition.
-const FETCH_BYTES: i32 = 8 * 1024 * 1024;
+/// Largest fetch response asked of the broker per partition: bounds memory (one response
+/// per leased partition is in flight) more than it limits speed.
+const FETCH_BYTES: i32 = 1024 * 1024;
+/// Decoded batches waiting for the writer, all partitions together: fetchers wait when
+/// PostgreSQL is slower than Kafka, instead of filling memory.
+const BATCHES_QUEUED: usize = 4;
 /// How often leases are rebalanced (and a dead consumer's partitions picked up).
 const REBALANCE_EVERY: Duration = Duration::from_secs(2);
 /// How often progress is logged.
@@ -125,7 +129,7 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
         config.postgres.display()
     );
     let mut leases = PartitionLeases::new(&topic);
-    let (tx, mut rx) = mpsc::channel::<FromFetcher>(64);
+    let (tx, mut rx) = mpsc::channel::<FromFetcher>(BATCHES_QUEUED);
     let mut fetchers: HashMap<i32, Fetcher> = HashMap::new();
     let mut generation = 0u64;
     let positions: Positions = Arc::default();

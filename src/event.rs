@@ -146,6 +146,13 @@ pub fn decode(
         Ok(t) => t,
         Err(e) => return reject(format!("value is not UTF-8: {e}")),
     };
+    // The fast path: a v1 event, parsed once straight into its struct.
+    if let Ok(ev) = serde_json::from_str::<CheckEvent>(text) {
+        if ev.v == WIRE_VERSION {
+            return Ok(from_v1(ev));
+        }
+    }
+    // Anything else is parsed again, generically, to say what it is.
     let json: serde_json::Value = match serde_json::from_str(text) {
         Ok(j) => j,
         Err(e) => return reject(format!("value is not JSON: {e}")),
