@@ -77,7 +77,8 @@ async fn fill_topic(servers: &str, topic: &str, partitions: i32, events: u64) {
             .unwrap_or_else(|e| panic!("{e}"));
         let mut it = records.into_iter().peekable();
         while it.peek().is_some() {
-            let chunk: Vec<Record> = it.by_ref().take(5000).collect();
+            // 500 per request: about the batches checksite-producer makes at 1,000 checks/s.
+            let chunk: Vec<Record> = it.by_ref().take(500).collect();
             pc.produce(chunk, KafkaCompression::Snappy)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));

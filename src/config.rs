@@ -681,7 +681,7 @@ pub struct ConsumerArgs {
     /// topic (CK_KAFKA_TOPIC, default checksite)
     #[argh(option)]
     pub topic: Option<String>,
-    /// most events written per transaction (CK_BATCH_EVENTS, default 5000)
+    /// most events written per transaction (CK_BATCH_EVENTS, default 10000)
     #[argh(option)]
     pub batch_events: Option<String>,
     /// longest wait to fill a batch, ms (CK_BATCH_MS, default 200)
@@ -714,7 +714,7 @@ impl ConsumerConfig {
         };
         let postgres = crate::store::PostgresSettings::parse(url)
             .map_err(|e| ConfigError(format!("CK_POSTGRESQL_URL: {e}")))?;
-        let batch_events: usize = s.parse("CK_BATCH_EVENTS", 5000, "an event count")?;
+        let batch_events: usize = s.parse("CK_BATCH_EVENTS", 10_000, "an event count")?;
         if !(1..=1_000_000).contains(&batch_events) {
             return err(format!(
                 "CK_BATCH_EVENTS={batch_events} is out of range: give 1 to 1000000"

@@ -7,13 +7,14 @@
 //! decides how a record becomes a row ([`crate::event`]) or how a batch is written
 //! ([`crate::store`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rskafka::client::Client as KafkaClient;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::OffsetAt;
+use rskafka::record::RecordAndOffset;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -24,12 +25,16 @@ use crate::kafka::{self, KafkaError};
 use crate::shutdown::Shutdown;
 use crate::store::{self, Batch, PartitionLeases, Rejected, StoreError};
 
-/// Largest fetch response asked of the broker per partition: bounds memory (one response
-/// per leased partition is in flight) more than it limits speed.
-const FETCH_BYTES: i32 = 1024 * 1024;
-/// Decoded batches waiting for the writer, all partitions together: fetchers wait when
+/// Largest fetch response asked of the broker per partition. It counts compressed bytes:
+/// check events compress 5-10x, and one response per leased partition is held decoded,
+/// so this bounds the consumer's memory more than its speed.
+const FETCH_BYTES: i32 = 256 * 1024;
+/// Decoded chunks waiting for the writer, all partitions together: fetchers wait when
 /// PostgreSQL is slower than Kafka, instead of filling memory.
-const BATCHES_QUEUED: usize = 4;
+const BATCHES_QUEUED: usize = 8;
+/// Most records a fetcher hands over at once; the writer gathers chunks from every
+/// partition into one transaction of up to `CK_BATCH_EVENTS`.
+const CHUNK_EVENTS: usize = 1000;
 /// How often leases are rebalanced (and a dead consumer's partitions picked up).
 const REBALANCE_EVERY: Duration = Duration::from_secs(2);
 /// How often progress is logged.
@@ -140,6 +145,11 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
     let mut next_progress = Instant::now() + PROGRESS_EVERY;
     let mut backoff = Duration::from_millis(500);
     let mut db_ok = true;
+    // Chunks received but not yet written: one transaction takes many, from any partitions.
+    let mut pending: Vec<Batch> = Vec::new();
+    let mut pending_events = 0usize;
+    let mut flush_due: Option<Instant> = None;
+    let mut finished: Vec<i32> = Vec::new();
 
     loop {
         if shutdown.is_requested() {
@@ -158,21 +168,26 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
             }
             leases.lost();
             while rx.try_recv().is_ok() {}
+            pending.clear();
+            pending_events = 0;
+            flush_due = None;
+            finished.clear();
+            // Pause first: whatever failed (a restart, a moved offset) gets time to settle,
+            // and a persistent fault cannot turn this into a busy loop.
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.requested() => continue,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
             match config.postgres.connect(Duration::from_secs(10)).await {
                 Ok(c) => {
                     log::info!("PostgreSQL is back: resuming from the committed offsets");
                     db = c;
                     db_ok = true;
-                    backoff = Duration::from_millis(500);
                     next_rebalance = Instant::now();
                 }
                 Err(e) => {
                     log::warn!("{e}; retrying in {} ms", backoff.as_millis());
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.requested() => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             }
@@ -193,35 +208,34 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
                         if let Some(f) = fetchers.remove(&p) {
                             f.abort.abort();
                         }
+                        // Not ours any more: its uncommitted records are the next owner's.
+                        pending.retain(|b| b.partition != p);
+                        pending_events = pending
+                            .iter()
+                            .map(|b| b.events.len() + b.rejected.len())
+                            .sum();
                     }
-                    for p in gained {
-                        generation += 1;
-                        match start_fetcher(
-                            &kafka_client,
-                            &db,
-                            &config,
-                            p,
-                            generation,
-                            &drain_to,
-                            &tx,
-                            &positions,
-                        )
-                        .await
-                        {
-                            Ok(f) => {
-                                fetchers.insert(p, f);
-                            }
-                            Err(ConsumeError::Store(e)) => {
-                                log::warn!("{e}");
-                                db_ok = false;
+                    if !gained.is_empty() {
+                        match store::committed_offsets(&db, &topic, &gained).await {
+                            Ok(committed) => {
+                                for p in gained {
+                                    generation += 1;
+                                    let f = start_fetcher(
+                                        &kafka_client,
+                                        &config,
+                                        p,
+                                        generation,
+                                        committed.get(&p).copied(),
+                                        &drain_to,
+                                        &tx,
+                                        &positions,
+                                    );
+                                    fetchers.insert(p, f);
+                                }
                             }
                             Err(e) => {
-                                // Give the lease back; the next round tries again.
-                                log::warn!("partition {p}: {e}; will retry");
-                                if let Err(e) = leases.release(&db, p).await {
-                                    log::warn!("{e}");
-                                    db_ok = false;
-                                }
+                                log::warn!("{e}; pausing until PostgreSQL answers");
+                                db_ok = false;
                             }
                         }
                     }
@@ -238,63 +252,85 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
             log_progress(&window, &positions, PROGRESS_EVERY);
             window = Summary::default();
         }
-        let wake = next_rebalance.min(next_progress);
+        let mut wake = next_rebalance.min(next_progress);
+        if let Some(due) = flush_due {
+            wake = wake.min(due);
+        }
         let msg = tokio::select! {
             m = rx.recv() => m,
-            _ = tokio::time::sleep_until(wake) => continue,
+            _ = tokio::time::sleep_until(wake) => None,
             _ = shutdown.requested() => break,
         };
-        let Some(msg) = msg else { break };
+        let mut flush_now = false;
         match msg {
-            FromFetcher::Drained {
+            None if rx.is_closed() => break,
+            None => {}
+            Some(FromFetcher::Drained {
                 generation: g,
                 partition,
-            } => {
-                if fetchers.get(&partition).is_some_and(|f| f.generation == g) {
-                    drained.push(partition);
-                    if let Some(f) = fetchers.remove(&partition) {
-                        f.abort.abort();
-                    }
+            }) if fetchers.get(&partition).is_some_and(|f| f.generation == g) => {
+                drained.push(partition);
+                if let Some(f) = fetchers.remove(&partition) {
+                    f.abort.abort();
                 }
+                // Its last records are in `pending`: written below, before the lease goes.
+                flush_now = true;
+                finished.push(partition);
             }
-            FromFetcher::Batch {
+            Some(FromFetcher::Batch {
                 generation: g,
                 batch,
-            } => {
-                if fetchers
-                    .get(&batch.partition)
-                    .is_none_or(|f| f.generation != g)
-                {
-                    continue; // from a fetcher we already stopped
+            }) if fetchers
+                .get(&batch.partition)
+                .is_some_and(|f| f.generation == g) =>
+            {
+                if pending.is_empty() {
+                    flush_due = Some(Instant::now() + config.batch_wait);
                 }
-                let rejected = batch.rejected.len() as u64;
-                match store::write_batch(&mut db, &topic, &batch).await {
-                    Ok(written) => {
-                        total.written += written;
-                        total.rejected += rejected;
-                        window.written += written;
-                        window.rejected += rejected;
-                        for r in &batch.rejected {
+                pending_events += batch.events.len() + batch.rejected.len();
+                pending.push(batch);
+            }
+            // From a fetcher we already stopped.
+            Some(_) => {}
+        }
+        let due = flush_due.is_some_and(|d| Instant::now() >= d);
+        if !pending.is_empty() && (flush_now || due || pending_events >= config.batch_events) {
+            match store::write_batches(&mut db, &topic, &pending).await {
+                Ok(written) => {
+                    let rejected: u64 = pending.iter().map(|b| b.rejected.len() as u64).sum();
+                    total.written += written;
+                    total.rejected += rejected;
+                    window.written += written;
+                    window.rejected += rejected;
+                    for b in &pending {
+                        for r in &b.rejected {
                             log::warn!(
                                 "partition {} offset {}: rejected: {}",
-                                batch.partition,
+                                b.partition,
                                 r.offset,
                                 r.reason
                             );
                         }
                     }
-                    Err(StoreError::OffsetMoved { partition }) => {
-                        log::warn!("{}", StoreError::OffsetMoved { partition });
-                        if let Some(f) = fetchers.remove(&partition) {
-                            f.abort.abort();
-                        }
-                        leases.lost();
-                        db_ok = false; // a new session re-takes leases cleanly
-                    }
-                    Err(e) => {
-                        log::warn!("{e}; pausing until PostgreSQL answers");
-                        db_ok = false;
-                    }
+                    backoff = Duration::from_millis(500);
+                }
+                Err(e) => {
+                    // OffsetMoved included: a new session re-takes leases cleanly.
+                    log::warn!("{e}; pausing, then resuming from the committed offsets");
+                    db_ok = false;
+                }
+            }
+            pending.clear();
+            pending_events = 0;
+            flush_due = None;
+        }
+        // Drained partitions whose last records are committed: give the lease back, so
+        // that the fair share is counted over the partitions still to drain.
+        for partition in finished.drain(..) {
+            if db_ok {
+                if let Err(e) = leases.release(&db, partition).await {
+                    log::warn!("{e}; pausing until PostgreSQL answers");
+                    db_ok = false;
                 }
             }
         }
@@ -336,58 +372,45 @@ async fn wait_for_topic(
     }
 }
 
+/// Spawn the fetcher of one partition. `committed` is the partition's position in the
+/// database, None when it was never consumed (the fetcher then starts at the earliest
+/// record Kafka holds). Everything that talks to Kafka happens in the task, so that the
+/// partitions of a consumer start together.
 #[allow(clippy::too_many_arguments)]
-async fn start_fetcher(
+fn start_fetcher(
     client: &Arc<KafkaClient>,
-    db: &tokio_postgres::Client,
     config: &ConsumerConfig,
     partition: i32,
     generation: u64,
+    committed: Option<i64>,
     drain_to: &Option<HashMap<i32, i64>>,
     tx: &mpsc::Sender<FromFetcher>,
     positions: &Positions,
-) -> Result<Fetcher, ConsumeError> {
-    let topic = &config.kafka.topic;
-    let pc = Arc::new(
-        kafka::partition_client(client, topic, partition)
-            .await
-            .map_err(ConsumeError::Kafka)?,
-    );
-    let earliest = tokio::time::timeout(Duration::from_secs(15), pc.get_offset(OffsetAt::Earliest))
-        .await
-        .map_err(|_| {
-            ConsumeError::Kafka(KafkaError::Request {
-                what: "list offsets".into(),
-                detail: "timed out".into(),
-            })
-        })?
-        .map_err(|e| ConsumeError::Kafka(kafka::request_error("list offsets", &e)))?;
-    let committed = store::committed_offset(db, topic, partition, earliest)
-        .await
-        .map_err(ConsumeError::Store)?;
-    log::info!("partition {partition}: starting at offset {committed}");
+) -> Fetcher {
     let task = tokio::spawn(fetch_partition(FetchJob {
-        pc,
+        client: client.clone(),
+        topic: config.kafka.topic.clone(),
         partition,
         generation,
-        offset: committed,
+        committed,
         stop_at: drain_to.as_ref().and_then(|d| d.get(&partition).copied()),
         batch_events: config.batch_events,
         batch_wait: config.batch_wait,
         tx: tx.clone(),
         positions: positions.clone(),
     }));
-    Ok(Fetcher {
+    Fetcher {
         generation,
         abort: task.abort_handle(),
-    })
+    }
 }
 
 struct FetchJob {
-    pc: Arc<rskafka::client::partition::PartitionClient>,
+    client: Arc<KafkaClient>,
+    topic: String,
     partition: i32,
     generation: u64,
-    offset: i64,
+    committed: Option<i64>,
     stop_at: Option<i64>,
     batch_events: usize,
     batch_wait: Duration,
@@ -395,13 +418,57 @@ struct FetchJob {
     positions: Positions,
 }
 
+/// Retry `attempt` with backoff until it succeeds; each failure is logged once.
+async fn until_ok<T, F, Fut>(partition: i32, what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, KafkaError>>,
+{
+    let mut backoff = Duration::from_millis(200);
+    let mut said = false;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), attempt()).await {
+            Ok(Ok(v)) => return v,
+            Ok(Err(e)) if !said => log::warn!("partition {partition}: {what}: {e}; retrying"),
+            Err(_) if !said => log::warn!("partition {partition}: {what} timed out; retrying"),
+            _ => {}
+        }
+        said = true;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
 /// Fetch one partition from `offset` on, sending batches of decoded records. Broker
 /// errors are retried here with backoff; the position only moves through what is sent.
-async fn fetch_partition(mut job: FetchJob) {
+async fn fetch_partition(job: FetchJob) {
+    let partition = job.partition;
+    let pc = until_ok(partition, "partition lookup", || {
+        kafka::partition_client(&job.client, &job.topic, partition)
+    })
+    .await;
+    let (offset, mut new_partition) = match job.committed {
+        Some(offset) => (offset, false),
+        None => {
+            let earliest = until_ok(partition, "list offsets", || async {
+                pc.get_offset(OffsetAt::Earliest)
+                    .await
+                    .map_err(|e| kafka::request_error("list offsets", &e))
+            })
+            .await;
+            (earliest, true)
+        }
+    };
+    log::info!("partition {partition}: starting at offset {offset}");
+    let chunk_events = job.batch_events.min(CHUNK_EVENTS);
+    let mut offset = offset;
     let mut backoff = Duration::from_millis(200);
     let mut failing = false;
+    // Fetched but not yet batched: one fetch can bring more records than a batch takes.
+    let mut pending: VecDeque<RecordAndOffset> = VecDeque::new();
+    let mut fetch_from = offset;
     loop {
-        if job.stop_at.is_some_and(|end| job.offset >= end) {
+        if job.stop_at.is_some_and(|end| offset >= end) {
             let _ = job
                 .tx
                 .send(FromFetcher::Drained {
@@ -413,17 +480,42 @@ async fn fetch_partition(mut job: FetchJob) {
         }
         let mut batch = Batch {
             partition: job.partition,
-            start_offset: job.offset,
-            next_offset: job.offset,
+            start_offset: offset,
+            next_offset: offset,
+            new_partition,
             ..Default::default()
         };
         let deadline = Instant::now() + job.batch_wait;
         loop {
+            if batch.events.capacity() == 0 && !pending.is_empty() {
+                // Sized once, when records come: growing by doubling left a third of the
+                // consumer's peak memory allocated but unused.
+                batch.events.reserve_exact(chunk_events);
+            }
+            while batch.events.len() + batch.rejected.len() < chunk_events {
+                let Some(r) = pending.pop_front() else { break };
+                match event::decode(r.record.value.as_deref(), r.record.timestamp) {
+                    Ok(row) => batch.events.push((r.offset, row)),
+                    Err(reason) => batch.rejected.push(Rejected {
+                        offset: r.offset,
+                        key: r.record.key,
+                        value: r.record.value,
+                        reason: reason.0,
+                    }),
+                }
+                offset = r.offset + 1;
+                batch.next_offset = offset;
+            }
+            let full = batch.events.len() + batch.rejected.len() >= chunk_events;
+            let at_end = job.stop_at.is_some_and(|end| offset >= end);
+            if full || at_end || Instant::now() >= deadline {
+                break;
+            }
             let wait_ms = deadline
                 .saturating_duration_since(Instant::now())
                 .as_millis()
                 .clamp(10, 5_000) as i32;
-            let fetch = job.pc.fetch_records(job.offset, 1..FETCH_BYTES, wait_ms);
+            let fetch = pc.fetch_records(fetch_from, 1..FETCH_BYTES, wait_ms);
             match tokio::time::timeout(Duration::from_secs(30), fetch).await {
                 Ok(Ok((records, high))) => {
                     if failing {
@@ -432,24 +524,13 @@ async fn fetch_partition(mut job: FetchJob) {
                     }
                     backoff = Duration::from_millis(200);
                     for r in records {
-                        if r.offset < job.offset {
-                            continue;
+                        if r.offset >= fetch_from {
+                            fetch_from = r.offset + 1;
+                            pending.push_back(r);
                         }
-                        let value = r.record.value.as_deref();
-                        match event::decode(value, r.record.timestamp) {
-                            Ok(row) => batch.events.push((r.offset, row)),
-                            Err(reason) => batch.rejected.push(Rejected {
-                                offset: r.offset,
-                                key: r.record.key.clone(),
-                                value: r.record.value.clone(),
-                                reason: reason.0,
-                            }),
-                        }
-                        job.offset = r.offset + 1;
                     }
-                    batch.next_offset = job.offset;
                     if let Ok(mut p) = job.positions.lock() {
-                        p.insert(job.partition, (job.offset, high));
+                        p.insert(job.partition, (fetch_from, high));
                     }
                 }
                 Ok(Err(ClientError::ServerError {
@@ -459,19 +540,20 @@ async fn fetch_partition(mut job: FetchJob) {
                     // Retention removed records we had not consumed: say how many, go on.
                     if let Ok(Ok(earliest)) = tokio::time::timeout(
                         Duration::from_secs(15),
-                        job.pc.get_offset(OffsetAt::Earliest),
+                        pc.get_offset(OffsetAt::Earliest),
                     )
                     .await
                     {
-                        if earliest > job.offset {
+                        if earliest > fetch_from {
                             log::error!(
                                 "partition {}: {} record(s) expired in Kafka before they were consumed (offsets {}..{})",
                                 job.partition,
-                                earliest - job.offset,
-                                job.offset,
+                                earliest - fetch_from,
+                                fetch_from,
                                 earliest
                             );
-                            job.offset = earliest;
+                            fetch_from = earliest;
+                            offset = earliest;
                             batch.next_offset = earliest;
                         }
                     }
@@ -498,23 +580,17 @@ async fn fetch_partition(mut job: FetchJob) {
                     }
                 }
             }
-            let full = batch.events.len() + batch.rejected.len() >= job.batch_events;
-            let at_end = job.stop_at.is_some_and(|end| job.offset >= end);
-            if full || at_end || Instant::now() >= deadline {
-                break;
-            }
         }
-        if batch.next_offset > batch.start_offset
-            && job
-                .tx
-                .send(FromFetcher::Batch {
-                    generation: job.generation,
-                    batch,
-                })
-                .await
-                .is_err()
-        {
-            return;
+        if batch.next_offset > batch.start_offset {
+            let sent = job.tx.send(FromFetcher::Batch {
+                generation: job.generation,
+                batch,
+            });
+            if sent.await.is_err() {
+                return;
+            }
+            // The first batch written creates the partition's row in kafka_offsets.
+            new_partition = false;
         }
     }
 }

@@ -89,7 +89,7 @@ pub struct StoredEvent {
     pub elapsed: f64,
     pub status: Option<i32>,
     pub error: Option<String>,
-    pub error_kind: Option<String>,
+    pub error_kind: Option<&'static str>,
     pub content_match: Option<String>,
     pub body_prefix: Option<String>,
     pub dns_ms: Option<i32>,
@@ -191,7 +191,7 @@ fn from_v1(ev: CheckEvent) -> StoredEvent {
         elapsed: ev.elapsed_ms as f64 / 1000.0,
         status: ev.status.map(i32::from),
         error: ev.error,
-        error_kind: ev.error_kind.map(|k| k.as_str().to_string()),
+        error_kind: ev.error_kind.map(ErrorKind::as_str),
         content_match: ev.content_match,
         body_prefix: ev.body_prefix,
         dns_ms: ms_i32(ev.dns_ms),
@@ -241,19 +241,34 @@ pub fn time_from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
+/// Parses RFC 3339 straight from the JSON text, without an intermediate String: this runs
+/// once or twice per event in the consumer's hot loop.
+struct Rfc3339Visitor;
+
+impl serde::de::Visitor<'_> for Rfc3339Visitor {
+    type Value = DateTime<Utc>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an RFC 3339 time")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<DateTime<Utc>, E> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| E::custom(format!("bad RFC 3339 time {s:?}: {e}")))
+    }
+}
+
 mod rfc3339_millis {
     use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format_time(t))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| serde::de::Error::custom(format!("bad RFC 3339 time {s:?}: {e}")))
+        d.deserialize_str(super::Rfc3339Visitor)
     }
 }
 
@@ -269,12 +284,9 @@ mod rfc3339_opt {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            None => Ok(None),
-            Some(s) => DateTime::parse_from_rfc3339(&s)
-                .map(|t| Some(t.with_timezone(&Utc)))
-                .map_err(|e| serde::de::Error::custom(format!("bad RFC 3339 time {s:?}: {e}"))),
-        }
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::rfc3339_millis")] DateTime<Utc>);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(t)| t))
     }
 }
 

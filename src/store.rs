@@ -5,7 +5,7 @@
 //! This module owns every SQL statement. SQL is always parameterised; the password
 //! never reaches a log or an error message.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::pin;
 use std::time::Duration;
 
@@ -402,32 +402,27 @@ pub struct Batch {
     pub partition: i32,
     pub start_offset: i64,
     pub next_offset: i64,
+    /// The partition has no row in kafka_offsets yet: create it at `start_offset`.
+    pub new_partition: bool,
     pub events: Vec<(i64, StoredEvent)>,
     pub rejected: Vec<Rejected>,
 }
 
-/// The partition's committed position, created at `initial` when the partition is new to us.
-pub async fn committed_offset(
+/// The committed position of each of `partitions` that has one (a partition never
+/// consumed has no row yet: its first batch creates it).
+pub async fn committed_offsets(
     client: &Client,
     topic: &str,
-    partition: i32,
-    initial: i64,
-) -> Result<i64, StoreError> {
-    client
-        .execute(
-            "INSERT INTO kafka_offsets (topic, partition, next_offset) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            &[&topic, &partition, &initial],
-        )
-        .await
-        .map_err(|e| sql_error("offset set-up", &e))?;
-    let row = client
-        .query_one(
-            "SELECT next_offset FROM kafka_offsets WHERE topic = $1 AND partition = $2",
-            &[&topic, &partition],
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT partition, next_offset FROM kafka_offsets WHERE topic = $1 AND partition = ANY($2)",
+            &[&topic, &partitions],
         )
         .await
         .map_err(|e| sql_error("offset read", &e))?;
-    Ok(row.get(0))
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 const EVENT_COLUMNS: &str = "ts, url, elapsed, error, status, body_prefix, content_match, event_id, error_kind, \
@@ -458,63 +453,83 @@ const EVENT_TYPES: [Type; 21] = [
     Type::INT8,
 ];
 
-/// Write a batch and move the partition's offset from `start_offset` to `next_offset`, in
-/// one transaction. The offset move is a compare-and-set: if another consumer moved it,
-/// nothing is written and [`StoreError::OffsetMoved`] is returned.
+/// Write `batches` (from one or several partitions, each partition's in offset order) and
+/// move each partition's offset from its first batch's `start_offset` to its last batch's
+/// `next_offset`, all in one transaction. Each offset move is a compare-and-set: if another
+/// consumer moved an offset, nothing is written and [`StoreError::OffsetMoved`] is returned.
 ///
 /// Rows go in with binary COPY. A producer retry can put one event in the topic twice
-/// (at two offsets); the unique `event_id` then refuses the COPY, and the batch is
+/// (at two offsets); the unique `event_id` then refuses the COPY, and the transaction is
 /// written again through a temporary table with `ON CONFLICT DO NOTHING`.
-pub async fn write_batch(
+pub async fn write_batches(
     client: &mut Client,
     topic: &str,
-    batch: &Batch,
+    batches: &[Batch],
 ) -> Result<u64, StoreError> {
-    match write_batch_once(client, topic, batch, false).await {
+    match write_once(client, topic, batches, false).await {
         Err(StoreError::Sql { detail, .. }) if detail.contains("(23505)") => {
-            write_batch_once(client, topic, batch, true).await
+            write_once(client, topic, batches, true).await
         }
         other => other,
     }
 }
 
-async fn write_batch_once(
+/// Per partition: (start offset, next offset, whether its row must be created).
+fn offset_moves(batches: &[Batch]) -> BTreeMap<i32, (i64, i64, bool)> {
+    let mut moves: BTreeMap<i32, (i64, i64, bool)> = BTreeMap::new();
+    for b in batches {
+        let m =
+            moves
+                .entry(b.partition)
+                .or_insert((b.start_offset, b.start_offset, b.new_partition));
+        m.1 = b.next_offset;
+    }
+    moves
+}
+
+async fn write_once(
     client: &mut Client,
     topic: &str,
-    batch: &Batch,
+    batches: &[Batch],
     dedupe: bool,
 ) -> Result<u64, StoreError> {
     let tx = client
         .transaction()
         .await
         .map_err(|e| sql_error("begin", &e))?;
-    let moved = tx
-        .execute(
-            "UPDATE kafka_offsets SET next_offset = $3, updated_at = now() \
-             WHERE topic = $1 AND partition = $2 AND next_offset = $4",
-            &[
-                &topic,
-                &batch.partition,
-                &batch.next_offset,
-                &batch.start_offset,
-            ],
-        )
-        .await
-        .map_err(|e| sql_error("offset update", &e))?;
-    if moved != 1 {
-        return Err(StoreError::OffsetMoved {
-            partition: batch.partition,
-        });
+    for (partition, (start, next, new_partition)) in offset_moves(batches) {
+        if new_partition {
+            // Another consumer may have created it meanwhile: then the compare-and-set
+            // below decides, as for any other batch.
+            tx.execute(
+                "INSERT INTO kafka_offsets (topic, partition, next_offset) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+                &[&topic, &partition, &start],
+            )
+            .await
+            .map_err(|e| sql_error("offset set-up", &e))?;
+        }
+        let moved = tx
+            .execute(
+                "UPDATE kafka_offsets SET next_offset = $3, updated_at = now() \
+                 WHERE topic = $1 AND partition = $2 AND next_offset = $4",
+                &[&topic, &partition, &next, &start],
+            )
+            .await
+            .map_err(|e| sql_error("offset update", &e))?;
+        if moved != 1 {
+            return Err(StoreError::OffsetMoved { partition });
+        }
     }
     let mut written = 0;
-    if !batch.events.is_empty() {
+    if batches.iter().any(|b| !b.events.is_empty()) {
         if dedupe {
             tx.batch_execute(
                 "CREATE TEMP TABLE IF NOT EXISTS events_incoming (LIKE events) ON COMMIT DELETE ROWS",
             )
             .await
             .map_err(|e| sql_error("dedupe table", &e))?;
-            copy_events(&tx, "events_incoming", batch).await?;
+            copy_events(&tx, "events_incoming", batches).await?;
             written = tx
                 .execute(
                     &format!(
@@ -526,20 +541,25 @@ async fn write_batch_once(
                 .await
                 .map_err(|e| sql_error("dedupe insert", &e))?;
         } else {
-            written = copy_events(&tx, "events", batch).await?;
+            written = copy_events(&tx, "events", batches).await?;
         }
     }
-    if !batch.rejected.is_empty() {
-        let offsets: Vec<i64> = batch.rejected.iter().map(|r| r.offset).collect();
-        let keys: Vec<Option<&[u8]>> = batch.rejected.iter().map(|r| r.key.as_deref()).collect();
-        let values: Vec<Option<&[u8]>> =
-            batch.rejected.iter().map(|r| r.value.as_deref()).collect();
-        let reasons: Vec<&str> = batch.rejected.iter().map(|r| r.reason.as_str()).collect();
+    let rejected: Vec<(i32, &Rejected)> = batches
+        .iter()
+        .flat_map(|b| b.rejected.iter().map(move |r| (b.partition, r)))
+        .collect();
+    if !rejected.is_empty() {
+        let partitions: Vec<i32> = rejected.iter().map(|(p, _)| *p).collect();
+        let offsets: Vec<i64> = rejected.iter().map(|(_, r)| r.offset).collect();
+        let keys: Vec<Option<&[u8]>> = rejected.iter().map(|(_, r)| r.key.as_deref()).collect();
+        let values: Vec<Option<&[u8]>> = rejected.iter().map(|(_, r)| r.value.as_deref()).collect();
+        let reasons: Vec<&str> = rejected.iter().map(|(_, r)| r.reason.as_str()).collect();
         tx.execute(
             "INSERT INTO rejected_events (topic, partition, \"offset\", key, value, reason) \
-             SELECT $1, $2, o, k, v, r FROM unnest($3::bigint[], $4::bytea[], $5::bytea[], $6::text[]) AS u(o, k, v, r) \
+             SELECT $1, p, o, k, v, r \
+             FROM unnest($2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[]) AS u(p, o, k, v, r) \
              ON CONFLICT DO NOTHING",
-            &[&topic, &batch.partition, &offsets, &keys, &values, &reasons],
+            &[&topic, &partitions, &offsets, &keys, &values, &reasons],
         )
         .await
         .map_err(|e| sql_error("rejected_events insert", &e))?;
@@ -551,7 +571,7 @@ async fn write_batch_once(
 async fn copy_events(
     tx: &tokio_postgres::Transaction<'_>,
     table: &str,
-    batch: &Batch,
+    batches: &[Batch],
 ) -> Result<u64, StoreError> {
     let sink = tx
         .copy_in(&format!(
@@ -560,7 +580,10 @@ async fn copy_events(
         .await
         .map_err(|e| sql_error("copy", &e))?;
     let mut writer = pin!(BinaryCopyInWriter::new(sink, &EVENT_TYPES));
-    for (offset, e) in &batch.events {
+    for (partition, offset, e) in batches
+        .iter()
+        .flat_map(|b| b.events.iter().map(move |(o, e)| (&b.partition, o, e)))
+    {
         let row: [&(dyn ToSql + Sync); 21] = [
             &e.ts,
             &e.url,
@@ -581,7 +604,7 @@ async fn copy_events(
             &e.body_sha256,
             &e.schedule_lag_ms,
             &e.producer,
-            &batch.partition,
+            partition,
             offset,
         ];
         writer

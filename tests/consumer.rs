@@ -74,6 +74,53 @@ async fn drain_writes_every_event_once() {
     );
 }
 
+#[tokio::test]
+async fn drain_outlasting_a_rebalance_round_finishes_every_partition() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("uneven");
+    // One site fills the highest partition (the one a lease round gives back first); the
+    // others drain long before it, while leases are rebalanced around it (every 2 s).
+    let big = (0..)
+        .map(|k| format!("https://big-{k}.example/"))
+        .find(|u| checksite::kafka::partition_for(u.as_bytes(), 6) == 5)
+        .unwrap();
+    let mut records = Vec::new();
+    for i in 0..30_000u64 {
+        let url = if i % 100 == 0 {
+            format!("https://small-{}.example/", i % 7)
+        } else {
+            big.clone()
+        };
+        records.push((
+            url.clone().into_bytes(),
+            common::sample_event(&url, i).to_json(),
+        ));
+    }
+    let n = common::produce_raw(&tb, &topic, 6, records).await as i64;
+    let (pg, url) = tb.fresh_database("uneven").await;
+    let started = Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        consumer(&tb, &topic, &url, &["--drain"])
+            .env("CK_BATCH_EVENTS", "5")
+            .output(),
+    )
+    .await
+    .expect("--drain must finish")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the drain must outlast a rebalance round to test it"
+    );
+    let db = open(&pg).await;
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM events").await, n);
+}
+
 fn pseudo_random_ms(lo: u64, hi: u64) -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -6,6 +6,9 @@ use checksite::config::{ConsumerArgs, ConsumerConfig, Settings};
 use checksite::shutdown::Shutdown;
 use checksite::{EXIT_CONFIG, consume, logging};
 
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 fn main() -> ExitCode {
     let args: ConsumerArgs = argh::from_env();
     if args.version {
@@ -22,7 +25,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
