@@ -108,7 +108,11 @@ once_ms=$(awk '{ a[NR] = $1 } END { printf "%.1f", a[int((NR + 1) / 2)] / 1000 }
 cores=$(nproc)
 mem=$(free -g | awk '/^Mem:/ { print $2 " GiB" }')
 cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)
-verdict() { awk -v v="$1" -v t="$2" -v dir="$3" 'BEGIN { ok = (dir == "ge") ? (v >= t) : (v <= t); print ok ? "met" : "MISSED" }'; }
+verdict() {
+  # The targets are for the full counts; a smoke run only shows that everything still runs.
+  if [ $smoke = 1 ]; then echo "(smoke)"; return; fi
+  awk -v v="$1" -v t="$2" -v dir="$3" 'BEGIN { ok = (dir == "ge") ? (v >= t) : (v <= t); print ok ? "met" : "MISSED" }'
+}
 
 table=$(
   cat <<EOF
