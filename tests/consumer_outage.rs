@@ -6,22 +6,12 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::Listener;
 
 const BIN: &str = env!("CARGO_BIN_EXE_checksite-consumer");
-
-fn testbed_script(action: &str) {
-    let script = std::env::var("CK_TEST_TESTBED").expect("CK_TEST_TESTBED");
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg(action)
-        .status()
-        .unwrap();
-    assert!(status.success(), "testbed.sh {action}");
-}
 
 async fn rows(db: &tokio_postgres::Client) -> i64 {
     match db.query_one("SELECT count(*) FROM events", &[]).await {
@@ -47,23 +37,23 @@ async fn postgres_and_broker_restarted_mid_stream() {
 
     // PostgreSQL away for 5 s while the backlog is being written.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    testbed_script("stop-postgres");
+    common::testbed_script("stop-postgres");
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
         child.try_wait().unwrap().is_none(),
         "the consumer must wait for PostgreSQL, not exit"
     );
-    testbed_script("start-postgres");
+    common::testbed_script("start-postgres");
 
     // The broker away for 10 s, with more events produced after it is back.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    testbed_script("stop-kafka");
+    common::testbed_script("stop-kafka");
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(
         child.try_wait().unwrap().is_none(),
         "the consumer must wait for Kafka, not exit"
     );
-    testbed_script("start-kafka");
+    common::testbed_script("start-kafka");
     let second = common::produce_events(&tb, &topic, 3, 5_000, 100).await as i64;
 
     let db = pg.connect(Duration::from_secs(10)).await.unwrap();

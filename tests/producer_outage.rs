@@ -7,22 +7,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Listener, sites};
 
 const BIN: &str = env!("CARGO_BIN_EXE_checksite-producer");
-
-fn testbed_script(action: &str) {
-    let script = std::env::var("CK_TEST_TESTBED").expect("CK_TEST_TESTBED");
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg(action)
-        .status()
-        .unwrap();
-    assert!(status.success(), "testbed.sh {action}");
-}
 
 #[tokio::test]
 async fn broker_away_for_30s_loses_nothing() {
@@ -40,9 +29,9 @@ async fn broker_away_for_30s_loses_nothing() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    testbed_script("stop-kafka");
+    common::testbed_script("stop-kafka");
     tokio::time::sleep(Duration::from_secs(30)).await;
-    testbed_script("start-kafka");
+    common::testbed_script("start-kafka");
     tokio::time::sleep(Duration::from_secs(12)).await;
     common::terminate(&child);
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())

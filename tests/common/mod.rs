@@ -267,3 +267,14 @@ pub async fn produce_events(
         .collect();
     produce_raw(tb, topic, partitions, records).await
 }
+
+/// Run an action of scripts/testbed/testbed.sh (e.g. stop-kafka, start-postgres).
+pub fn testbed_script(action: &str) {
+    let script = std::env::var("CK_TEST_TESTBED").expect("CK_TEST_TESTBED");
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(action)
+        .status()
+        .unwrap();
+    assert!(status.success(), "testbed.sh {action}");
+}
