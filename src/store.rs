@@ -28,6 +28,11 @@ pub enum StoreError {
         what: &'static str,
         detail: String,
     },
+    /// A row with an event id already stored: a producer retry put one event in the topic
+    /// twice. Handled inside this module; it never reaches a caller of `write_batches`.
+    DuplicateEvent {
+        detail: String,
+    },
     /// Another consumer moved this partition's offset: we no longer own it.
     OffsetMoved {
         partition: i32,
@@ -50,6 +55,9 @@ impl std::fmt::Display for StoreError {
                 Ok(())
             }
             StoreError::Sql { what, detail } => write!(f, "PostgreSQL {what} failed: {detail}"),
+            StoreError::DuplicateEvent { detail } => {
+                write!(f, "an event id is already stored: {detail}")
+            }
             StoreError::OffsetMoved { partition } => {
                 write!(
                     f,
@@ -63,6 +71,15 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 pub(crate) fn sql_error(what: &'static str, e: &tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && db.constraint() == Some("events_event_id_key")
+        {
+            return StoreError::DuplicateEvent {
+                detail: db.message().to_string(),
+            };
+        }
+    }
     let detail = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => flatten(e),
@@ -467,9 +484,7 @@ pub async fn write_batches(
     batches: &[Batch],
 ) -> Result<u64, StoreError> {
     match write_once(client, topic, batches, false).await {
-        Err(StoreError::Sql { detail, .. }) if detail.contains("(23505)") => {
-            write_once(client, topic, batches, true).await
-        }
+        Err(StoreError::DuplicateEvent { .. }) => write_once(client, topic, batches, true).await,
         other => other,
     }
 }
