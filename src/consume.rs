@@ -1,5 +1,6 @@
 //! The consumer's loop: lease partitions, fetch each leased partition from its committed
-//! offset, decode, and write batch after batch (rows + new offset in one transaction).
+//! offset and decode it in a task of its own, and gather the decoded chunks of every
+//! partition into transactions (rows + each partition's new offset, committed together).
 //!
 //! This module owns the consumer's reaction to failure: Kafka errors are retried in the
 //! fetchers; a PostgreSQL error drops every lease and fetcher, reconnects with backoff and
@@ -31,7 +32,7 @@ use crate::store::{self, Batch, PartitionLeases, Rejected, StoreError};
 const FETCH_BYTES: i32 = 256 * 1024;
 /// Decoded chunks waiting for the writer, all partitions together: fetchers wait when
 /// PostgreSQL is slower than Kafka, instead of filling memory.
-const BATCHES_QUEUED: usize = 8;
+const CHUNKS_QUEUED: usize = 8;
 /// Most records a fetcher hands over at once; the writer gathers chunks from every
 /// partition into one transaction of up to `CK_BATCH_EVENTS`.
 const CHUNK_EVENTS: usize = 1000;
@@ -134,7 +135,7 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
         config.postgres.display()
     );
     let mut leases = PartitionLeases::new(&topic);
-    let (tx, mut rx) = mpsc::channel::<FromFetcher>(BATCHES_QUEUED);
+    let (tx, mut rx) = mpsc::channel::<FromFetcher>(CHUNKS_QUEUED);
     let mut fetchers: HashMap<i32, Fetcher> = HashMap::new();
     let mut generation = 0u64;
     let positions: Positions = Arc::default();
