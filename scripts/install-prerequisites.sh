@@ -16,6 +16,7 @@ command -v file >/dev/null || missing+=(file)
 command -v readelf >/dev/null || missing+=(binutils)
 command -v python3 >/dev/null || missing+=(python3)
 [ -x /usr/bin/time ] || missing+=(time)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v pip >/dev/null || command -v pip3 >/dev/null || missing+=(python3-pip)
 if [ "${CHECKSITE_WITH_PODMAN:-0}" = 1 ]; then
   command -v podman >/dev/null || missing+=(podman)
