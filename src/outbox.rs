@@ -64,28 +64,31 @@ impl Outbox {
     fn make_room(&self, q: &mut VecDeque<CheckEvent>, wanted: usize) {
         while !q.is_empty() && q.len() + wanted > self.capacity {
             q.pop_front();
-            let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if total == 1 || total % 1000 == 0 {
-                log::warn!(
-                    "event buffer full ({} events, CK_BUFFER_EVENTS): dropping the oldest; {total} dropped so far",
-                    self.capacity
-                );
-            }
+            self.count_dropped();
         }
     }
 
-    /// Put events that could not be published back at the front, in their order.
+    /// Put events that could not be published back at the front, in their order. When the
+    /// buffer filled up meanwhile, they are the oldest, so they are the ones dropped.
     fn requeue(&self, events: Vec<CheckEvent>) {
         let mut q = self.queue();
         for ev in events.into_iter().rev() {
             if q.len() >= self.capacity {
-                // Full: the returning events are the oldest, so they are the ones to go.
-                self.make_room(&mut q, 0);
-                let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                log::warn!("event buffer full: dropped an unsent event; {total} dropped so far");
+                self.count_dropped();
                 continue;
             }
             q.push_front(ev);
+        }
+    }
+
+    /// Count a dropped event; say so in the log on the first and every thousandth.
+    fn count_dropped(&self) {
+        let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if total == 1 || total % 1000 == 0 {
+            log::warn!(
+                "event buffer full ({} events, CK_BUFFER_EVENTS): dropping the oldest; {total} dropped so far",
+                self.capacity
+            );
         }
     }
 
@@ -297,4 +300,75 @@ async fn pause(backoff: &mut Duration, flush_deadline: Option<Instant>, shutdown
         }
     }
     *backoff = (*backoff * 2).min(MAX_BACKOFF);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u64) -> CheckEvent {
+        CheckEvent {
+            v: crate::event::WIRE_VERSION,
+            id: uuid::Uuid::now_v7(),
+            url: format!("https://site-{n}.example/"),
+            checked_at: chrono::Utc::now(),
+            elapsed_ms: n,
+            status: Some(200),
+            error: None,
+            error_kind: None,
+            content_match: None,
+            body_prefix: None,
+            dns_ms: None,
+            connect_ms: None,
+            tls_ms: None,
+            ttfb_ms: None,
+            bytes: None,
+            cert_expires_at: None,
+            ip: None,
+            body_sha256: None,
+            schedule_lag_ms: 0,
+            producer: "test".into(),
+        }
+    }
+
+    fn elapsed(v: &[CheckEvent]) -> Vec<u64> {
+        v.iter().map(|e| e.elapsed_ms).collect()
+    }
+
+    #[test]
+    fn a_full_buffer_drops_the_oldest_and_counts_them() {
+        let outbox = Outbox::new(3);
+        for n in 1..=5 {
+            outbox.push(event(n));
+        }
+        assert_eq!(outbox.dropped(), 2);
+        assert_eq!(elapsed(&outbox.take(10)), [3, 4, 5]);
+    }
+
+    #[test]
+    fn unsent_events_go_back_in_front_in_order() {
+        let outbox = Outbox::new(10);
+        for n in 1..=4 {
+            outbox.push(event(n));
+        }
+        let first = outbox.take(2);
+        outbox.push(event(5));
+        outbox.requeue(first);
+        assert_eq!(elapsed(&outbox.take(10)), [1, 2, 3, 4, 5]);
+        assert_eq!(outbox.dropped(), 0);
+    }
+
+    #[test]
+    fn returning_events_are_the_ones_dropped_when_full() {
+        let outbox = Outbox::new(3);
+        for n in 1..=3 {
+            outbox.push(event(n));
+        }
+        let first = outbox.take(2); // 1, 2 in flight; 3 waits
+        outbox.push(event(4));
+        outbox.push(event(5)); // full again: 3, 4, 5
+        outbox.requeue(first); // 1 and 2 are the oldest: dropped
+        assert_eq!(elapsed(&outbox.take(10)), [3, 4, 5]);
+        assert_eq!(outbox.dropped(), 2);
+    }
 }
