@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use checksite::config::{Compression, KafkaSettings, PublishSettings, Settings};
-use checksite::event::{CheckEvent, WIRE_VERSION};
+use checksite::event::CheckEvent;
 use checksite::kafka;
 use checksite::outbox::{self, Outbox};
 use checksite::shutdown::Shutdown;
@@ -28,16 +28,9 @@ fn settings(servers: &str, topic: &str) -> KafkaSettings {
 
 fn event(i: u64) -> CheckEvent {
     CheckEvent {
-        v: WIRE_VERSION,
-        id: uuid::Uuid::now_v7(),
-        url: format!("https://site-{}.example/", i % 1000),
-        checked_at: chrono::Utc::now(),
         elapsed_ms: 20 + i % 200,
         status: Some(200),
-        error: None,
-        error_kind: None,
         content_match: Some("Welcome".into()),
-        body_prefix: None,
         dns_ms: Some(1),
         connect_ms: Some(3),
         tls_ms: Some(12),
@@ -48,8 +41,7 @@ fn event(i: u64) -> CheckEvent {
         body_sha256: Some(
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
         ),
-        schedule_lag_ms: 0,
-        producer: "bench".into(),
+        ..CheckEvent::starting(&format!("https://site-{}.example/", i % 1000), "bench", 0)
     }
 }
 

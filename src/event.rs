@@ -4,7 +4,7 @@
 //! This module owns the bytes that cross Kafka. It must never do I/O, and every
 //! change to the JSON here is a change to the published format (bump [`WIRE_VERSION`]).
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -71,6 +71,32 @@ pub struct CheckEvent {
 }
 
 impl CheckEvent {
+    /// A check of `url` starting now, nothing measured yet.
+    pub fn starting(url: &str, producer: &str, schedule_lag_ms: i64) -> CheckEvent {
+        CheckEvent {
+            v: WIRE_VERSION,
+            id: Uuid::now_v7(),
+            url: url.to_string(),
+            checked_at: Utc::now(),
+            elapsed_ms: 0,
+            status: None,
+            error: None,
+            error_kind: None,
+            content_match: None,
+            body_prefix: None,
+            dns_ms: None,
+            connect_ms: None,
+            tls_ms: None,
+            ttfb_ms: None,
+            bytes: None,
+            cert_expires_at: None,
+            ip: None,
+            body_sha256: None,
+            schedule_lag_ms,
+            producer: producer.to_string(),
+        }
+    }
+
     /// The JSON value published to Kafka.
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising a struct of plain fields cannot fail.
@@ -236,11 +262,6 @@ pub fn format_time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Milliseconds since the Unix epoch to a time (Kafka record timestamps).
-pub fn time_from_millis(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
 /// Parses RFC 3339 straight from the JSON text, without an intermediate String: this runs
 /// once or twice per event in the consumer's hot loop.
 struct Rfc3339Visitor;
@@ -293,6 +314,7 @@ mod rfc3339_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
 
     fn sample() -> CheckEvent {
         CheckEvent {
@@ -371,7 +393,7 @@ mod tests {
 
     #[test]
     fn python_events_take_the_record_time() {
-        let t = time_from_millis(1_700_000_000_000);
+        let t = Utc.timestamp_millis_opt(1_700_000_000_000).unwrap();
         let raw = br#"{"url": "https://a.example", "elapsed": 0.25, "error": null, "status": 200, "body_prefix": null, "content_match": "ok"}"#;
         let row = decode(Some(raw), t).unwrap();
         assert_eq!(row.ts, t);

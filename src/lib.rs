@@ -35,4 +35,4 @@ pub mod store;
 pub mod tls;
 
 /// Exit code for a usage or configuration error (both binaries).
-pub const EXIT_CONFIG: i32 = 2;
+pub const EXIT_CONFIG: u8 = 2;

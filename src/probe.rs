@@ -21,10 +21,9 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, TcpConnector,
     Transport, TransportAdapter,
 };
-use uuid::Uuid;
 
 use crate::config::{ProbeSettings, Target};
-use crate::event::{CheckEvent, ErrorKind, WIRE_VERSION};
+use crate::event::{CheckEvent, ErrorKind};
 
 /// Characters of a non-2xx body kept in `body_prefix`.
 pub const BODY_PREFIX_CHARS: usize = 500;
@@ -295,32 +294,10 @@ impl Probe {
 
     /// Check `target` now. `schedule_lag_ms` is how late this check starts.
     pub fn check(&self, target: &Target, schedule_lag_ms: i64) -> CheckEvent {
-        let checked_at = Utc::now();
+        let mut event = CheckEvent::starting(&target.url, &self.producer, schedule_lag_ms);
         let start = Instant::now();
         let phases: SharedPhases = Arc::default();
         let agent = self.agent(target, &phases);
-        let mut event = CheckEvent {
-            v: WIRE_VERSION,
-            id: Uuid::now_v7(),
-            url: target.url.clone(),
-            checked_at,
-            elapsed_ms: 0,
-            status: None,
-            error: None,
-            error_kind: None,
-            content_match: None,
-            body_prefix: None,
-            dns_ms: None,
-            connect_ms: None,
-            tls_ms: None,
-            ttfb_ms: None,
-            bytes: None,
-            cert_expires_at: None,
-            ip: None,
-            body_sha256: None,
-            schedule_lag_ms,
-            producer: self.producer.clone(),
-        };
         let outcome = self.run(&agent, target, start, &mut event);
         event.elapsed_ms = start.elapsed().as_millis() as u64;
         with_phases(&phases, |p| {

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("checksite-consumer: {e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

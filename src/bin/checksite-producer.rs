@@ -50,7 +50,7 @@ fn main() -> ExitCode {
 
 fn config_error(e: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("checksite-producer: {e}");
-    ExitCode::from(EXIT_CONFIG as u8)
+    ExitCode::from(EXIT_CONFIG)
 }
 
 /// `--once`: every target checked once, concurrently; one JSON line each, in target order.

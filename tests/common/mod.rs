@@ -179,28 +179,17 @@ pub fn terminate(child: &tokio::process::Child) {
 
 /// A v1 event as the producer makes it, for `url`.
 pub fn sample_event(url: &str, n: u64) -> checksite::event::CheckEvent {
-    use checksite::event::{CheckEvent, WIRE_VERSION};
-    CheckEvent {
-        v: WIRE_VERSION,
-        id: uuid::Uuid::now_v7(),
-        url: url.to_string(),
-        checked_at: chrono::Utc::now(),
+    checksite::event::CheckEvent {
         elapsed_ms: 10 + n % 90,
         status: Some(200),
-        error: None,
-        error_kind: None,
         content_match: Some("ok".into()),
-        body_prefix: None,
         dns_ms: Some(1),
         connect_ms: Some(1),
-        tls_ms: None,
         ttfb_ms: Some(5),
         bytes: Some(1234),
-        cert_expires_at: None,
         ip: Some("127.0.0.1".into()),
         body_sha256: Some("0".repeat(64)),
-        schedule_lag_ms: 0,
-        producer: "test".into(),
+        ..checksite::event::CheckEvent::starting(url, "test", 0)
     }
 }
 
