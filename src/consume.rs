@@ -118,9 +118,14 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
             let pc = kafka::partition_client(&kafka_client, &topic, p)
                 .await
                 .map_err(ConsumeError::Kafka)?;
-            let end = pc
-                .get_offset(OffsetAt::Latest)
+            let end = tokio::time::timeout(kafka::REQUEST_TIMEOUT, pc.get_offset(OffsetAt::Latest))
                 .await
+                .map_err(|_| {
+                    ConsumeError::Kafka(KafkaError::Request {
+                        what: "list offsets".into(),
+                        detail: "no answer".into(),
+                    })
+                })?
                 .map_err(|e| ConsumeError::Kafka(kafka::request_error("list offsets", &e)))?;
             ends.insert(p, end);
         }
@@ -270,11 +275,11 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
                 generation: g,
                 partition,
             }) if fetchers.get(&partition).is_some_and(|f| f.generation == g) => {
-                drained.push(partition);
                 if let Some(f) = fetchers.remove(&partition) {
                     f.abort.abort();
                 }
-                // Its last records are in `pending`: written below, before the lease goes.
+                // Its last records are in `pending`: it counts as drained once they are
+                // committed, below (if that write fails, it is drained again later).
                 flush_now = true;
                 finished.push(partition);
             }
@@ -329,6 +334,7 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
         // that the fair share is counted over the partitions still to drain.
         for partition in finished.drain(..) {
             if db_ok {
+                drained.push(partition);
                 if let Err(e) = leases.release(&db, partition).await {
                     log::warn!("{e}; pausing until PostgreSQL answers");
                     db_ok = false;

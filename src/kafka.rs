@@ -94,6 +94,24 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> (String, &'static str) {
     (detail, hint)
 }
 
+/// Longest wait for one request to the cluster: rskafka has no timeout of its own.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `request`, bounded by [`REQUEST_TIMEOUT`]; `what` names it in the error.
+async fn bounded<T>(
+    what: &str,
+    request: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, KafkaError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(request_error(what, &e)),
+        Err(_) => Err(KafkaError::Request {
+            what: what.to_string(),
+            detail: format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+        }),
+    }
+}
+
 pub fn request_error(what: &str, e: &ClientError) -> KafkaError {
     KafkaError::Request {
         what: what.to_string(),
@@ -171,10 +189,7 @@ pub async fn topic_partitions(
     client: &Client,
     topic: &str,
 ) -> Result<Option<Vec<i32>>, KafkaError> {
-    let topics = client
-        .list_topics()
-        .await
-        .map_err(|e| request_error("metadata", &e))?;
+    let topics = bounded("metadata", client.list_topics()).await?;
     Ok(topics
         .into_iter()
         .find(|t| t.name == topic)
@@ -194,16 +209,20 @@ pub async fn ensure_topic(
     let controller = client
         .controller_client()
         .map_err(|e| request_error("controller lookup", &e))?;
-    match controller
-        .create_topic(topic, partitions, replication, 10_000)
-        .await
-    {
-        Ok(()) => log::info!("created Kafka topic {topic:?} ({partitions} partitions)"),
-        Err(ClientError::ServerError {
-            protocol_error: ProtocolError::TopicAlreadyExists,
-            ..
-        }) => {}
-        Err(e) => return Err(request_error(&format!("create topic {topic:?}"), &e)),
+    let create = controller.create_topic(topic, partitions, replication, 10_000);
+    let created = bounded(&format!("create topic {topic:?}"), async {
+        match create.await {
+            // Created meanwhile by another producer: as good.
+            Err(ClientError::ServerError {
+                protocol_error: ProtocolError::TopicAlreadyExists,
+                ..
+            }) => Ok(false),
+            other => other.map(|()| true),
+        }
+    })
+    .await?;
+    if created {
+        log::info!("created Kafka topic {topic:?} ({partitions} partitions)");
     }
     // Metadata can lag the creation by a moment.
     for _ in 0..50 {
@@ -224,10 +243,24 @@ pub async fn partition_client(
     topic: &str,
     partition: i32,
 ) -> Result<PartitionClient, KafkaError> {
-    client
-        .partition_client(topic, partition, UnknownTopicHandling::Error)
+    bounded(
+        &format!("partition {partition} lookup"),
+        client.partition_client(topic, partition, UnknownTopicHandling::Error),
+    )
+    .await
+}
+
+/// Append `records` to the partition, bounded by [`REQUEST_TIMEOUT`]. A timed-out produce
+/// may still have landed: the consumer stores an event once whatever the topic holds.
+pub async fn produce(
+    partition: &PartitionClient,
+    records: Vec<rskafka::record::Record>,
+    compression: rskafka::client::partition::Compression,
+) -> Result<(), KafkaError> {
+    let what = format!("produce to partition {}", partition.partition());
+    bounded(&what, partition.produce(records, compression))
         .await
-        .map_err(|e| request_error(&format!("partition {partition} lookup"), &e))
+        .map(|_| ())
 }
 
 /// Kafka's murmur2 hash, bit for bit as `org.apache.kafka.common.utils.Utils.murmur2`.

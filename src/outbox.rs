@@ -243,8 +243,8 @@ pub async fn publish(
                 Ok(w) => {
                     round.spawn(async move {
                         let records = events.iter().map(record).collect();
-                        let result = w.produce(records, compression).await;
-                        (partition, events, result)
+                        let result = kafka::produce(&w, records, compression).await;
+                        (events, result)
                     });
                 }
                 Err(e) => {
@@ -255,7 +255,7 @@ pub async fn publish(
         }
         let mut failed = !unsent.is_empty();
         while let Some(joined) = round.join_next().await {
-            let Ok((partition, events, result)) = joined else {
+            let Ok((events, result)) = joined else {
                 failed = true;
                 continue;
             };
@@ -268,10 +268,7 @@ pub async fn publish(
                 Err(e) => {
                     if failing_since.is_none() {
                         failing_since = Some(Instant::now());
-                        log::warn!(
-                            "{}; buffering events and retrying",
-                            kafka::request_error(&format!("produce to partition {partition}"), &e)
-                        );
+                        log::warn!("{e}; buffering events and retrying");
                     }
                     failed = true;
                     unsent.extend(events);
@@ -308,26 +305,8 @@ mod tests {
 
     fn event(n: u64) -> CheckEvent {
         CheckEvent {
-            v: crate::event::WIRE_VERSION,
-            id: uuid::Uuid::now_v7(),
-            url: format!("https://site-{n}.example/"),
-            checked_at: chrono::Utc::now(),
             elapsed_ms: n,
-            status: Some(200),
-            error: None,
-            error_kind: None,
-            content_match: None,
-            body_prefix: None,
-            dns_ms: None,
-            connect_ms: None,
-            tls_ms: None,
-            ttfb_ms: None,
-            bytes: None,
-            cert_expires_at: None,
-            ip: None,
-            body_sha256: None,
-            schedule_lag_ms: 0,
-            producer: "test".into(),
+            ..CheckEvent::starting(&format!("https://site-{n}.example/"), "test", 0)
         }
     }
 

@@ -70,6 +70,24 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// Longest wait for one piece of PostgreSQL work (a transaction, a lease round): past it,
+/// the server counts as unreachable. tokio-postgres has no timeout of its own.
+pub const DB_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn bounded<T>(
+    what: &'static str,
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(DB_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Sql {
+                what,
+                detail: format!("no answer within {} s", DB_TIMEOUT.as_secs()),
+            })
+        })
+}
+
 pub(crate) fn sql_error(what: &'static str, e: &tokio_postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
         if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
@@ -346,6 +364,10 @@ const MIGRATION_LOCK: i64 = 0x636b_7369_7465_0001;
 
 /// Create or upgrade the schema; returns the version it was at before.
 pub async fn migrate(client: &mut Client) -> Result<i32, StoreError> {
+    bounded("migration", migrate_unbounded(client)).await
+}
+
+async fn migrate_unbounded(client: &mut Client) -> Result<i32, StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -432,13 +454,16 @@ pub async fn committed_offsets(
     topic: &str,
     partitions: &[i32],
 ) -> Result<HashMap<i32, i64>, StoreError> {
-    let rows = client
-        .query(
-            "SELECT partition, next_offset FROM kafka_offsets WHERE topic = $1 AND partition = ANY($2)",
-            &[&topic, &partitions],
-        )
-        .await
-        .map_err(|e| sql_error("offset read", &e))?;
+    let rows = bounded("offset read", async {
+        client
+            .query(
+                "SELECT partition, next_offset FROM kafka_offsets WHERE topic = $1 AND partition = ANY($2)",
+                &[&topic, &partitions],
+            )
+            .await
+            .map_err(|e| sql_error("offset read", &e))
+    })
+    .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
@@ -681,13 +706,14 @@ impl PartitionLeases {
     /// Give one partition back.
     pub async fn release(&mut self, client: &Client, partition: i32) -> Result<(), StoreError> {
         if self.held.remove(&partition) {
-            client
-                .execute(
-                    "SELECT pg_advisory_unlock($1, $2)",
-                    &[&self.partition_key, &partition],
-                )
-                .await
-                .map_err(|e| sql_error("lease release", &e))?;
+            let key = self.partition_key;
+            bounded("lease release", async {
+                client
+                    .execute("SELECT pg_advisory_unlock($1, $2)", &[&key, &partition])
+                    .await
+                    .map_err(|e| sql_error("lease release", &e))
+            })
+            .await?;
         }
         Ok(())
     }
@@ -695,6 +721,19 @@ impl PartitionLeases {
     /// Take free partitions up to the fair share (all free ones when `greedy`), give back
     /// those above it. Returns the partitions gained and lost.
     pub async fn rebalance(
+        &mut self,
+        client: &Client,
+        partitions: &[i32],
+        greedy: bool,
+    ) -> Result<(Vec<i32>, Vec<i32>), StoreError> {
+        bounded(
+            "lease round",
+            self.rebalance_unbounded(client, partitions, greedy),
+        )
+        .await
+    }
+
+    async fn rebalance_unbounded(
         &mut self,
         client: &Client,
         partitions: &[i32],
