@@ -7,7 +7,8 @@ use checksite::shutdown::Shutdown;
 use checksite::{EXIT_CONFIG, consume, logging};
 
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: checksite::allocator::SpinLockedDlmalloc =
+    checksite::allocator::SpinLockedDlmalloc::new();
 
 fn main() -> ExitCode {
     let args: ConsumerArgs = argh::from_env();
