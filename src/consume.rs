@@ -1,6 +1,7 @@
 //! The consumer's loop: lease partitions, fetch each leased partition from its committed
-//! offset and decode it in a task of its own, and gather the decoded chunks of every
-//! partition into transactions (rows + each partition's new offset, committed together).
+//! offset in a task of its own, decode its records into rows on a blocking-pool thread, and
+//! gather the chunks of every partition into transactions (rows + each partition's new
+//! offset, committed together).
 //!
 //! This module owns the consumer's reaction to failure: Kafka errors are retried in the
 //! fetchers; a PostgreSQL error drops every lease and fetcher, reconnects with backoff and
@@ -16,7 +17,7 @@ use rskafka::client::Client as KafkaClient;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::OffsetAt;
 use rskafka::record::RecordAndOffset;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -24,15 +25,17 @@ use crate::config::ConsumerConfig;
 use crate::event;
 use crate::kafka::{self, KafkaError};
 use crate::shutdown::Shutdown;
-use crate::store::{self, Batch, PartitionLeases, Rejected, StoreError};
+use crate::store::{self, Batch, PartitionLeases, Rejected, RowEncoder, StoreError};
 
 /// Largest fetch response asked of the broker per partition. It counts compressed bytes:
 /// check events compress 5-10x, and one response per leased partition is held decoded,
-/// so this bounds the consumer's memory more than its speed.
-const FETCH_BYTES: i32 = 256 * 1024;
-/// Decoded chunks waiting for the writer, all partitions together: fetchers wait when
-/// PostgreSQL is slower than Kafka, instead of filling memory.
-const CHUNKS_QUEUED: usize = 8;
+/// so this bounds the consumer's memory more than its speed (256 KiB was no faster on
+/// the benchmark, and took 12 MiB more).
+const FETCH_BYTES: i32 = 128 * 1024;
+/// Chunks (encoded rows) waiting for the writer, all partitions together: two
+/// transactions' worth at the default `CK_BATCH_EVENTS`, so that the next transaction is
+/// ready when one commits; beyond that fetchers wait, instead of filling memory.
+const CHUNKS_QUEUED: usize = 20;
 /// Most records a fetcher hands over at once; the writer gathers chunks from every
 /// partition into one transaction of up to `CK_BATCH_EVENTS`.
 const CHUNK_EVENTS: usize = 1000;
@@ -92,48 +95,56 @@ struct Fetcher {
 /// are configuration problems; later failures are waited out.
 pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summary, ConsumeError> {
     let topic = config.kafka.topic.clone();
-    let kafka_client = Arc::new(
-        kafka::connect(&config.kafka, Duration::from_secs(10))
-            .await
-            .map_err(ConsumeError::Kafka)?,
-    );
-    let mut db = config
-        .postgres
-        .connect(Duration::from_secs(10))
-        .await
-        .map_err(ConsumeError::Store)?;
-    let before = store::migrate(&mut db).await.map_err(ConsumeError::Store)?;
-    if before != store::SCHEMA_VERSION {
-        log::info!(
-            "database schema upgraded from version {before} to {}",
-            store::SCHEMA_VERSION
+    // Kafka and PostgreSQL are set up side by side: a short --drain run is mostly start-up.
+    // Nothing is logged on the Kafka side until PostgreSQL is ready too, so that a wrong
+    // password stays a one-line error.
+    let kafka_side = async {
+        let client = Arc::new(
+            kafka::connect(&config.kafka, Duration::from_secs(10))
+                .await
+                .map_err(ConsumeError::Kafka)?,
         );
-    }
-    let Some(mut partitions) = wait_for_topic(&kafka_client, &topic, &mut shutdown).await? else {
-        return Ok(Summary::default());
+        let partitions = match kafka::topic_partitions(&client, &topic).await {
+            Ok(Some(p)) if !p.is_empty() => Some(p),
+            _ => None,
+        };
+        let ends = match &partitions {
+            Some(p) if config.drain => Some(partition_ends(&client, &topic, p).await?),
+            _ => None,
+        };
+        Ok((client, partitions, ends))
     };
-    let drain_to: Option<HashMap<i32, i64>> = if config.drain {
-        let mut ends = HashMap::new();
-        for &p in &partitions {
-            let pc = kafka::partition_client(&kafka_client, &topic, p)
-                .await
-                .map_err(ConsumeError::Kafka)?;
-            let end = tokio::time::timeout(kafka::REQUEST_TIMEOUT, pc.get_offset(OffsetAt::Latest))
-                .await
-                .map_err(|_| {
-                    ConsumeError::Kafka(KafkaError::Request {
-                        what: "list offsets".into(),
-                        detail: "no answer".into(),
-                    })
-                })?
-                .map_err(|e| ConsumeError::Kafka(kafka::request_error("list offsets", &e)))?;
-            ends.insert(p, end);
+    let postgres_side = async {
+        let mut db = config
+            .postgres
+            .connect(Duration::from_secs(10))
+            .await
+            .map_err(ConsumeError::Store)?;
+        let before = store::migrate(&mut db).await.map_err(ConsumeError::Store)?;
+        if before != store::SCHEMA_VERSION {
+            log::info!(
+                "database schema upgraded from version {before} to {}",
+                store::SCHEMA_VERSION
+            );
         }
-        log::info!("draining topic {topic:?} up to {ends:?}");
-        Some(ends)
-    } else {
-        None
+        Ok(db)
     };
+    let ((kafka_client, partitions, ends), mut db) = tokio::try_join!(kafka_side, postgres_side)?;
+    let mut partitions = match partitions {
+        Some(p) => p,
+        None => match wait_for_topic(&kafka_client, &topic, &mut shutdown).await? {
+            Some(p) => p,
+            None => return Ok(Summary::default()),
+        },
+    };
+    let drain_to = match ends {
+        Some(ends) => Some(ends),
+        None if config.drain => Some(partition_ends(&kafka_client, &topic, &partitions).await?),
+        None => None,
+    };
+    if let Some(ends) = &drain_to {
+        log::info!("draining topic {topic:?} up to {ends:?}");
+    }
 
     log::info!(
         "consuming topic {topic:?} into {}",
@@ -141,9 +152,18 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
     );
     let mut leases = PartitionLeases::new(&topic);
     let (tx, mut rx) = mpsc::channel::<FromFetcher>(CHUNKS_QUEUED);
+    let positions: Positions = Arc::default();
+    let shared = FetchShared {
+        kafka: kafka_client.clone(),
+        topic: topic.clone(),
+        batch_events: config.batch_events,
+        batch_wait: config.batch_wait,
+        tx,
+        positions: positions.clone(),
+        decoding: Arc::new(Semaphore::new(1)),
+    };
     let mut fetchers: HashMap<i32, Fetcher> = HashMap::new();
     let mut generation = 0u64;
-    let positions: Positions = Arc::default();
     let mut drained: Vec<i32> = Vec::new();
     let mut total = Summary::default();
     let mut window = Summary::default();
@@ -216,10 +236,7 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
                         }
                         // Not ours any more: its uncommitted records are the next owner's.
                         pending.retain(|b| b.partition != p);
-                        pending_events = pending
-                            .iter()
-                            .map(|b| b.events.len() + b.rejected.len())
-                            .sum();
+                        pending_events = pending.iter().map(Batch::records).sum();
                     }
                     if !gained.is_empty() {
                         match store::committed_offsets(&db, &topic, &gained).await {
@@ -227,14 +244,11 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
                                 for p in gained {
                                     generation += 1;
                                     let f = start_fetcher(
-                                        &kafka_client,
-                                        &config,
+                                        &shared,
                                         p,
                                         generation,
                                         committed.get(&p).copied(),
-                                        &drain_to,
-                                        &tx,
-                                        &positions,
+                                        drain_to.as_ref().and_then(|d| d.get(&p).copied()),
                                     );
                                     fetchers.insert(p, f);
                                 }
@@ -293,7 +307,7 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
                 if pending.is_empty() {
                     flush_due = Some(Instant::now() + config.batch_wait);
                 }
-                pending_events += batch.events.len() + batch.rejected.len();
+                pending_events += batch.records();
                 pending.push(batch);
             }
             // From a fetcher we already stopped.
@@ -353,6 +367,38 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
     Ok(total)
 }
 
+/// Where each partition ends now (its high watermark): what `--drain` consumes up to.
+async fn partition_ends(
+    client: &Arc<KafkaClient>,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, ConsumeError> {
+    let mut lookups = tokio::task::JoinSet::new();
+    for &p in partitions {
+        let client = client.clone();
+        let topic = topic.to_string();
+        lookups.spawn(async move {
+            let pc = kafka::partition_client(&client, &topic, p).await?;
+            let end = tokio::time::timeout(kafka::REQUEST_TIMEOUT, pc.get_offset(OffsetAt::Latest))
+                .await
+                .map_err(|_| KafkaError::Request {
+                    what: "list offsets".into(),
+                    detail: "no answer".into(),
+                })?
+                .map_err(|e| kafka::request_error("list offsets", &e))?;
+            Ok::<_, KafkaError>((p, end))
+        });
+    }
+    let mut ends = HashMap::new();
+    while let Some(joined) = lookups.join_next().await {
+        if let Ok(found) = joined {
+            let (p, end) = found.map_err(ConsumeError::Kafka)?;
+            ends.insert(p, end);
+        }
+    }
+    Ok(ends)
+}
+
 async fn wait_for_topic(
     client: &KafkaClient,
     topic: &str,
@@ -379,32 +425,39 @@ async fn wait_for_topic(
     }
 }
 
+/// What the fetchers of all partitions share.
+#[derive(Clone)]
+struct FetchShared {
+    kafka: Arc<KafkaClient>,
+    topic: String,
+    batch_events: usize,
+    batch_wait: Duration,
+    tx: mpsc::Sender<FromFetcher>,
+    positions: Positions,
+    /// Decoding runs on a blocking-pool thread, not on the runtime's: the writer then
+    /// answers PostgreSQL at once instead of after a chunk of decoding, and PostgreSQL
+    /// is kept busy. One chunk at a time, so that decoding takes at most one core from
+    /// PostgreSQL and Kafka when they run on the same machine (two was slower there).
+    decoding: Arc<Semaphore>,
+}
+
 /// Spawn the fetcher of one partition. `committed` is the partition's position in the
 /// database, None when it was never consumed (the fetcher then starts at the earliest
 /// record Kafka holds). Everything that talks to Kafka happens in the task, so that the
 /// partitions of a consumer start together.
-#[allow(clippy::too_many_arguments)]
 fn start_fetcher(
-    client: &Arc<KafkaClient>,
-    config: &ConsumerConfig,
+    shared: &FetchShared,
     partition: i32,
     generation: u64,
     committed: Option<i64>,
-    drain_to: &Option<HashMap<i32, i64>>,
-    tx: &mpsc::Sender<FromFetcher>,
-    positions: &Positions,
+    stop_at: Option<i64>,
 ) -> Fetcher {
     let task = tokio::spawn(fetch_partition(FetchJob {
-        client: client.clone(),
-        topic: config.kafka.topic.clone(),
+        shared: shared.clone(),
         partition,
         generation,
         committed,
-        stop_at: drain_to.as_ref().and_then(|d| d.get(&partition).copied()),
-        batch_events: config.batch_events,
-        batch_wait: config.batch_wait,
-        tx: tx.clone(),
-        positions: positions.clone(),
+        stop_at,
     }));
     Fetcher {
         generation,
@@ -413,16 +466,11 @@ fn start_fetcher(
 }
 
 struct FetchJob {
-    client: Arc<KafkaClient>,
-    topic: String,
+    shared: FetchShared,
     partition: i32,
     generation: u64,
     committed: Option<i64>,
     stop_at: Option<i64>,
-    batch_events: usize,
-    batch_wait: Duration,
-    tx: mpsc::Sender<FromFetcher>,
-    positions: Positions,
 }
 
 /// Retry `attempt` with backoff until it succeeds; each failure is logged once.
@@ -451,7 +499,7 @@ where
 async fn fetch_partition(job: FetchJob) {
     let partition = job.partition;
     let pc = until_ok(partition, "partition lookup", || {
-        kafka::partition_client(&job.client, &job.topic, partition)
+        kafka::partition_client(&job.shared.kafka, &job.shared.topic, partition)
     })
     .await;
     let (offset, mut new_partition) = match job.committed {
@@ -467,7 +515,7 @@ async fn fetch_partition(job: FetchJob) {
         }
     };
     log::info!("partition {partition}: starting at offset {offset}");
-    let chunk_events = job.batch_events.min(CHUNK_EVENTS);
+    let chunk_events = job.shared.batch_events.min(CHUNK_EVENTS);
     let mut offset = offset;
     let mut backoff = Duration::from_millis(200);
     let mut failing = false;
@@ -477,6 +525,7 @@ async fn fetch_partition(job: FetchJob) {
     loop {
         if job.stop_at.is_some_and(|end| offset >= end) {
             let _ = job
+                .shared
                 .tx
                 .send(FromFetcher::Drained {
                     generation: job.generation,
@@ -485,35 +534,16 @@ async fn fetch_partition(job: FetchJob) {
                 .await;
             return;
         }
-        let mut batch = Batch {
-            partition: job.partition,
-            start_offset: offset,
-            next_offset: offset,
-            new_partition,
-            ..Default::default()
-        };
-        let deadline = Instant::now() + job.batch_wait;
+        let start_offset = offset;
+        let mut raw: Vec<RecordAndOffset> = Vec::new();
+        let deadline = Instant::now() + job.shared.batch_wait;
         loop {
-            if batch.events.capacity() == 0 && !pending.is_empty() {
-                // Sized once, when records come: growing by doubling left a third of the
-                // consumer's peak memory allocated but unused.
-                batch.events.reserve_exact(chunk_events);
-            }
-            while batch.events.len() + batch.rejected.len() < chunk_events {
+            while raw.len() < chunk_events {
                 let Some(r) = pending.pop_front() else { break };
-                match event::decode(r.record.value.as_deref(), r.record.timestamp) {
-                    Ok(row) => batch.events.push((r.offset, row)),
-                    Err(reason) => batch.rejected.push(Rejected {
-                        offset: r.offset,
-                        key: r.record.key,
-                        value: r.record.value,
-                        reason: reason.0,
-                    }),
-                }
                 offset = r.offset + 1;
-                batch.next_offset = offset;
+                raw.push(r);
             }
-            let full = batch.events.len() + batch.rejected.len() >= chunk_events;
+            let full = raw.len() >= chunk_events;
             let at_end = job.stop_at.is_some_and(|end| offset >= end);
             if full || at_end || Instant::now() >= deadline {
                 break;
@@ -536,7 +566,7 @@ async fn fetch_partition(job: FetchJob) {
                             pending.push_back(r);
                         }
                     }
-                    if let Ok(mut p) = job.positions.lock() {
+                    if let Ok(mut p) = job.shared.positions.lock() {
                         p.insert(job.partition, (fetch_from, high));
                     }
                 }
@@ -561,7 +591,6 @@ async fn fetch_partition(job: FetchJob) {
                             );
                             fetch_from = earliest;
                             offset = earliest;
-                            batch.next_offset = earliest;
                         }
                     }
                 }
@@ -588,8 +617,18 @@ async fn fetch_partition(job: FetchJob) {
                 }
             }
         }
-        if batch.next_offset > batch.start_offset {
-            let sent = job.tx.send(FromFetcher::Batch {
+        if offset > start_offset {
+            let Ok(permit) = job.shared.decoding.clone().acquire_owned().await else {
+                return;
+            };
+            let partition = job.partition;
+            let decoded = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                decode_chunk(partition, start_offset, offset, new_partition, raw)
+            })
+            .await;
+            let Ok(batch) = decoded else { return };
+            let sent = job.shared.tx.send(FromFetcher::Batch {
                 generation: job.generation,
                 batch,
             });
@@ -599,6 +638,38 @@ async fn fetch_partition(job: FetchJob) {
             // The first batch written creates the partition's row in kafka_offsets.
             new_partition = false;
         }
+    }
+}
+
+fn decode_chunk(
+    partition: i32,
+    start_offset: i64,
+    next_offset: i64,
+    new_partition: bool,
+    raw: Vec<RecordAndOffset>,
+) -> Batch {
+    let mut rows = RowEncoder::with_capacity(raw.len());
+    let mut rejected = Vec::new();
+    for r in raw {
+        let stored = event::decode(r.record.value.as_deref(), r.record.timestamp)
+            .map_err(|reason| reason.0)
+            .and_then(|e| rows.push(partition, r.offset, &e));
+        if let Err(reason) = stored {
+            rejected.push(Rejected {
+                offset: r.offset,
+                key: r.record.key,
+                value: r.record.value,
+                reason,
+            });
+        }
+    }
+    Batch {
+        partition,
+        start_offset,
+        next_offset,
+        new_partition,
+        rows: rows.finish(),
+        rejected,
     }
 }
 

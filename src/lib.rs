@@ -14,8 +14,10 @@
 //! - [`schedule`]: fixed-rate, spread, bounded-concurrency checking of many targets.
 //! - [`outbox`]: the producer's bounded buffer and the loop that publishes it to Kafka.
 //! - [`kafka`]: connecting (mTLS/SASL), topics, partitioning (Java's murmur2), partition clients.
-//! - [`store`]: PostgreSQL: TLS connection, migrations, partition leases, exactly-once batches.
-//! - [`consume`]: the consumer's loop: fetch, decode, write, commit, per leased partition.
+//! - [`store`]: PostgreSQL: TLS connection, migrations, partition leases, events encoded as
+//!   binary COPY rows, exactly-once batches.
+//! - [`consume`]: the consumer's loop: fetch, decode (on a thread of its own), write, commit,
+//!   per leased partition.
 //! - [`tls`]: PEM files → rustls configs; the certificate expiry reader.
 //! - [`shutdown`]: SIGINT/SIGTERM → one signal every task awaits.
 //! - [`logging`]: the log format and level (`CK_LOG_LEVEL`).

@@ -6,13 +6,13 @@
 //! never reaches a log or an error message.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::pin::pin;
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::SinkExt;
 use tokio_postgres::Client;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 use crate::event::StoredEvent;
 
@@ -443,8 +443,127 @@ pub struct Batch {
     pub next_offset: i64,
     /// The partition has no row in kafka_offsets yet: create it at `start_offset`.
     pub new_partition: bool,
-    pub events: Vec<(i64, StoredEvent)>,
+    pub rows: EventRows,
     pub rejected: Vec<Rejected>,
+}
+
+impl Batch {
+    /// Records in the batch: events and rejects.
+    pub fn records(&self) -> usize {
+        self.rows.len() + self.rejected.len()
+    }
+}
+
+/// Events as rows of PostgreSQL's binary COPY format, ready to stream. They are encoded
+/// where records are decoded ([`RowEncoder`]), off the writer's path: a transaction then
+/// only streams bytes, and PostgreSQL is not kept waiting while the consumer encodes.
+#[derive(Debug, Default, Clone)]
+pub struct EventRows {
+    bytes: Bytes,
+    count: usize,
+}
+
+impl EventRows {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// Builds [`EventRows`] one event at a time.
+#[derive(Debug, Default)]
+pub struct RowEncoder {
+    bytes: BytesMut,
+    count: usize,
+}
+
+impl RowEncoder {
+    pub fn with_capacity(events: usize) -> RowEncoder {
+        RowEncoder {
+            // Check events average ~300 bytes as rows.
+            bytes: BytesMut::with_capacity(events * 320),
+            count: 0,
+        }
+    }
+
+    pub fn finish(self) -> EventRows {
+        EventRows {
+            bytes: self.bytes.freeze(),
+            count: self.count,
+        }
+    }
+
+    /// Append one event as the row it becomes, or say why it cannot be stored (then
+    /// nothing is appended): a record PostgreSQL would refuse must become a reject,
+    /// never a COPY that fails again on every retry.
+    pub fn push(&mut self, partition: i32, offset: i64, e: &StoredEvent) -> Result<(), String> {
+        let fields: [&(dyn ToSql + Sync); 21] = [
+            &e.ts,
+            &e.url,
+            &e.elapsed,
+            &e.error,
+            &e.status,
+            &e.body_prefix,
+            &e.content_match,
+            &e.id,
+            &e.error_kind,
+            &e.dns_ms,
+            &e.connect_ms,
+            &e.tls_ms,
+            &e.ttfb_ms,
+            &e.bytes,
+            &e.cert_expires_at,
+            &e.ip,
+            &e.body_sha256,
+            &e.schedule_lag_ms,
+            &e.producer,
+            &partition,
+            &offset,
+        ];
+        let texts = [
+            ("url", Some(e.url.as_str())),
+            ("error", e.error.as_deref()),
+            ("body_prefix", e.body_prefix.as_deref()),
+            ("content_match", e.content_match.as_deref()),
+            ("ip", e.ip.as_deref()),
+            ("body_sha256", e.body_sha256.as_deref()),
+            ("producer", e.producer.as_deref()),
+        ];
+        for (column, text) in texts {
+            if text.is_some_and(|t| t.contains('\0')) {
+                return Err(format!(
+                    "{column} contains a NUL character (\\u0000), which PostgreSQL text cannot hold"
+                ));
+            }
+        }
+        let start = self.bytes.len();
+        self.bytes.put_i16(fields.len() as i16);
+        for (value, ty) in fields.iter().zip(EVENT_TYPES.iter()) {
+            let at = self.bytes.len();
+            self.bytes.put_i32(-1);
+            let encoded = value.to_sql_checked(ty, &mut self.bytes);
+            let len = self.bytes.len() - at - 4;
+            match (encoded, i32::try_from(len)) {
+                (Ok(IsNull::Yes), _) => {}
+                (Ok(IsNull::No), Ok(len)) => {
+                    self.bytes[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                }
+                (Ok(IsNull::No), Err(_)) => {
+                    self.bytes.truncate(start);
+                    return Err(format!("a field of {len} bytes is too large to store"));
+                }
+                (Err(err), _) => {
+                    self.bytes.truncate(start);
+                    return Err(format!("cannot be stored as a {ty} column: {err}"));
+                }
+            }
+        }
+        self.count += 1;
+        Ok(())
+    }
 }
 
 /// The committed position of each of `partitions` that has one (a partition never
@@ -470,6 +589,10 @@ pub async fn committed_offsets(
 const EVENT_COLUMNS: &str = "ts, url, elapsed, error, status, body_prefix, content_match, event_id, error_kind, \
     dns_ms, connect_ms, tls_ms, ttfb_ms, bytes, cert_expires_at, ip, body_sha256, schedule_lag_ms, producer, \
     kafka_partition, kafka_offset";
+
+/// The binary COPY stream's header (signature, flags, no extension) and trailer.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+const COPY_TRAILER: &[u8] = &[0xff, 0xff];
 
 const EVENT_TYPES: [Type; 21] = [
     Type::TIMESTAMPTZ,
@@ -537,127 +660,147 @@ async fn write_once(
         .transaction()
         .await
         .map_err(|e| sql_error("begin", &e))?;
-    for (partition, (start, next, new_partition)) in offset_moves(batches) {
-        if new_partition {
-            // Another consumer may have created it meanwhile: then the compare-and-set
-            // below decides, as for any other batch.
-            tx.execute(
-                "INSERT INTO kafka_offsets (topic, partition, next_offset) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-                &[&topic, &partition, &start],
-            )
-            .await
-            .map_err(|e| sql_error("offset set-up", &e))?;
-        }
-        let moved = tx
-            .execute(
-                "UPDATE kafka_offsets SET next_offset = $3, updated_at = now() \
-                 WHERE topic = $1 AND partition = $2 AND next_offset = $4",
-                &[&topic, &partition, &next, &start],
-            )
-            .await
-            .map_err(|e| sql_error("offset update", &e))?;
-        if moved != 1 {
-            return Err(StoreError::OffsetMoved { partition });
-        }
+    let moves = offset_moves(batches);
+    let partitions: Vec<i32> = moves.keys().copied().collect();
+    let starts: Vec<i64> = moves.values().map(|m| m.0).collect();
+    let nexts: Vec<i64> = moves.values().map(|m| m.1).collect();
+    let created: Vec<i32> = moves.iter().filter(|(_, m)| m.2).map(|(p, _)| *p).collect();
+    if !created.is_empty() {
+        // Another consumer may have created one meanwhile: then the compare-and-set below
+        // decides, as for any other batch.
+        tx.execute_typed(
+            "INSERT INTO kafka_offsets (topic, partition, next_offset) \
+             SELECT $1, p, s FROM unnest($2::int[], $3::bigint[]) AS m(p, s) \
+             WHERE p = ANY($4::int[]) ON CONFLICT DO NOTHING",
+            &[
+                (&topic, Type::TEXT),
+                (&partitions, Type::INT4_ARRAY),
+                (&starts, Type::INT8_ARRAY),
+                (&created, Type::INT4_ARRAY),
+            ],
+        )
+        .await
+        .map_err(|e| sql_error("offset set-up", &e))?;
     }
-    let mut written = 0;
-    if batches.iter().any(|b| !b.events.is_empty()) {
-        if dedupe {
-            tx.batch_execute(
-                "CREATE TEMP TABLE IF NOT EXISTS events_incoming (LIKE events) ON COMMIT DELETE ROWS",
-            )
-            .await
-            .map_err(|e| sql_error("dedupe table", &e))?;
-            copy_events(&tx, "events_incoming", batches).await?;
-            written = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM events_incoming \
-                         ON CONFLICT (event_id) DO NOTHING"
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|e| sql_error("dedupe insert", &e))?;
-        } else {
-            written = copy_events(&tx, "events", batches).await?;
-        }
-    }
+    let table = if dedupe {
+        tx.batch_execute(
+            "CREATE TEMP TABLE IF NOT EXISTS events_incoming (LIKE events) ON COMMIT DELETE ROWS",
+        )
+        .await
+        .map_err(|e| sql_error("dedupe table", &e))?;
+        "events_incoming"
+    } else {
+        "events"
+    };
     let rejected: Vec<(i32, &Rejected)> = batches
         .iter()
         .flat_map(|b| b.rejected.iter().map(move |r| (b.partition, r)))
         .collect();
-    if !rejected.is_empty() {
+    let has_events = batches.iter().any(|b| !b.rows.is_empty());
+
+    // The offsets' compare-and-set, the rejected records and the start of the COPY go out
+    // together (tokio-postgres pipelines concurrent requests on one connection): every
+    // round trip waited for here is time PostgreSQL sits idle. A failure in any of them
+    // aborts the transaction, so nothing of it can be committed.
+    //
+    // Rows are locked in partition order (ORDER BY in the sub-select), as every consumer
+    // does, so two consumers racing for the same partitions cannot deadlock.
+    let cas_params: [(&(dyn ToSql + Sync), Type); 4] = [
+        (&topic, Type::TEXT),
+        (&partitions, Type::INT4_ARRAY),
+        (&starts, Type::INT8_ARRAY),
+        (&nexts, Type::INT8_ARRAY),
+    ];
+    let offsets = tx.query_typed(
+        "UPDATE kafka_offsets AS o SET next_offset = m.n, updated_at = now() \
+         FROM (SELECT * FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS u(p, s, n) ORDER BY p) AS m \
+         WHERE o.topic = $1 AND o.partition = m.p AND o.next_offset = m.s \
+         RETURNING o.partition",
+        &cas_params,
+    );
+    let rejects = async {
+        if rejected.is_empty() {
+            return Ok(0);
+        }
         let partitions: Vec<i32> = rejected.iter().map(|(p, _)| *p).collect();
         let offsets: Vec<i64> = rejected.iter().map(|(_, r)| r.offset).collect();
         let keys: Vec<Option<&[u8]>> = rejected.iter().map(|(_, r)| r.key.as_deref()).collect();
         let values: Vec<Option<&[u8]>> = rejected.iter().map(|(_, r)| r.value.as_deref()).collect();
         let reasons: Vec<&str> = rejected.iter().map(|(_, r)| r.reason.as_str()).collect();
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO rejected_events (topic, partition, \"offset\", key, value, reason) \
              SELECT $1, p, o, k, v, r \
              FROM unnest($2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[]) AS u(p, o, k, v, r) \
              ON CONFLICT DO NOTHING",
-            &[&topic, &partitions, &offsets, &keys, &values, &reasons],
+            &[
+                (&topic, Type::TEXT),
+                (&partitions, Type::INT4_ARRAY),
+                (&offsets, Type::INT8_ARRAY),
+                (&keys, Type::BYTEA_ARRAY),
+                (&values, Type::BYTEA_ARRAY),
+                (&reasons, Type::TEXT_ARRAY),
+            ],
         )
         .await
-        .map_err(|e| sql_error("rejected_events insert", &e))?;
+    };
+    let copy = async {
+        if !has_events {
+            return Ok(None);
+        }
+        let statement = format!("COPY {table} ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)");
+        tx.copy_in(&statement).await.map(Some)
+    };
+    let (moved, rejects, sink) = tokio::join!(offsets, rejects, copy);
+    let moved = moved.map_err(|e| sql_error("offset update", &e))?;
+    rejects.map_err(|e| sql_error("rejected_events insert", &e))?;
+    let sink = sink.map_err(|e| sql_error("copy", &e))?;
+    let done: Vec<i32> = moved.iter().filter_map(|r| r.try_get(0).ok()).collect();
+    if let Some(&partition) = partitions.iter().find(|p| !done.contains(p)) {
+        // Dropping the unfinished COPY aborts it, and the transaction rolls back.
+        return Err(StoreError::OffsetMoved { partition });
     }
-    tx.commit().await.map_err(|e| sql_error("commit", &e))?;
-    Ok(written)
-}
-
-async fn copy_events(
-    tx: &tokio_postgres::Transaction<'_>,
-    table: &str,
-    batches: &[Batch],
-) -> Result<u64, StoreError> {
-    let sink = tx
-        .copy_in(&format!(
-            "COPY {table} ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await
-        .map_err(|e| sql_error("copy", &e))?;
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, &EVENT_TYPES));
-    for (partition, offset, e) in batches
-        .iter()
-        .flat_map(|b| b.events.iter().map(move |(o, e)| (&b.partition, o, e)))
-    {
-        let row: [&(dyn ToSql + Sync); 21] = [
-            &e.ts,
-            &e.url,
-            &e.elapsed,
-            &e.error,
-            &e.status,
-            &e.body_prefix,
-            &e.content_match,
-            &e.id,
-            &e.error_kind,
-            &e.dns_ms,
-            &e.connect_ms,
-            &e.tls_ms,
-            &e.ttfb_ms,
-            &e.bytes,
-            &e.cert_expires_at,
-            &e.ip,
-            &e.body_sha256,
-            &e.schedule_lag_ms,
-            &e.producer,
-            partition,
-            offset,
-        ];
-        writer
-            .as_mut()
-            .write(&row)
+    let Some(sink) = sink else {
+        tx.commit().await.map_err(|e| sql_error("commit", &e))?;
+        return Ok(0);
+    };
+    let mut sink = std::pin::pin!(sink);
+    let streamed = async {
+        sink.feed(Bytes::from_static(COPY_HEADER)).await?;
+        for b in batches.iter().filter(|b| !b.rows.is_empty()) {
+            sink.feed(b.rows.bytes.clone()).await?;
+        }
+        sink.feed(Bytes::from_static(COPY_TRAILER)).await?;
+        Ok(())
+    };
+    let streamed: Result<(), tokio_postgres::Error> = streamed.await;
+    streamed.map_err(|e| sql_error("copy", &e))?;
+    let written = if dedupe {
+        sink.as_mut()
+            .finish()
             .await
             .map_err(|e| sql_error("copy", &e))?;
-    }
-    writer
-        .as_mut()
-        .finish()
-        .await
-        .map_err(|e| sql_error("copy", &e))
+        let inserted = tx
+            .execute(
+                &format!(
+                    "INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM events_incoming \
+                     ON CONFLICT (event_id) DO NOTHING"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| sql_error("dedupe insert", &e))?;
+        tx.commit().await.map_err(|e| sql_error("commit", &e))?;
+        inserted
+    } else {
+        // COMMIT follows the end of the COPY without waiting for its answer: the
+        // connection sends requests in order, and if the COPY failed the transaction is
+        // aborted, so the COMMIT only rolls back (and the COPY's error is returned).
+        let (copied, committed) = tokio::join!(sink.as_mut().finish(), tx.commit());
+        let copied = copied.map_err(|e| sql_error("copy", &e))?;
+        committed.map_err(|e| sql_error("commit", &e))?;
+        copied
+    };
+    Ok(written)
 }
 
 // ---------------------------------------------------------------- leases
@@ -845,5 +988,39 @@ mod tests {
         assert_eq!(percent_decode("%2Fetc%2Fca.pem"), "/etc/ca.pem");
         assert_eq!(percent_decode("plain"), "plain");
         assert_eq!(percent_decode("bad%zz"), "bad%zz");
+    }
+    fn stored(url: &str) -> StoredEvent {
+        let json = crate::event::CheckEvent::starting(url, "test", 0).to_json();
+        crate::event::decode(Some(&json), chrono::Utc::now()).unwrap()
+    }
+
+    #[test]
+    fn rows_are_binary_copy_tuples() {
+        let mut rows = RowEncoder::with_capacity(2);
+        rows.push(3, 41, &stored("https://a.example/")).unwrap();
+        rows.push(3, 42, &stored("https://b.example/")).unwrap();
+        let rows = rows.finish();
+        assert_eq!(rows.len(), 2);
+        // Each tuple starts with its field count; the first field is the 8-byte timestamp.
+        assert_eq!(&rows.bytes[..2], &21i16.to_be_bytes());
+        assert_eq!(&rows.bytes[2..6], &8i32.to_be_bytes());
+        // The last two fields are the partition (4 bytes) and the offset (8 bytes).
+        let end = rows.bytes.len();
+        assert_eq!(&rows.bytes[end - 8..], &42i64.to_be_bytes());
+        assert_eq!(&rows.bytes[end - 12..end - 8], &8i32.to_be_bytes());
+        assert_eq!(&rows.bytes[end - 16..end - 12], &3i32.to_be_bytes());
+    }
+
+    #[test]
+    fn an_event_postgres_cannot_hold_is_refused_and_leaves_no_trace() {
+        let mut rows = RowEncoder::with_capacity(2);
+        rows.push(0, 1, &stored("https://a.example/")).unwrap();
+        let before = rows.bytes.len();
+        let reason = rows
+            .push(0, 2, &stored("https://a.example/\u{0}"))
+            .unwrap_err();
+        assert!(reason.contains("url contains a NUL character"), "{reason}");
+        assert_eq!(rows.bytes.len(), before);
+        assert_eq!(rows.finish().len(), 1);
     }
 }

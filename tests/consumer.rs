@@ -194,6 +194,10 @@ async fn malformed_records_are_kept_aside_and_good_ones_all_land() {
             records.push((format!("bad-{i}").into_bytes(), value.clone()));
         }
     }
+    // valid JSON and a valid event, but PostgreSQL text cannot hold a NUL: before it was
+    // rejected, this one record made every retry of its COPY fail, for ever
+    let nul = common::sample_event("https://nul.example/\u{0}x", 1).to_json();
+    records.push((b"https://nul.example/".to_vec(), nul));
     // a producer retry: the same event twice, at two offsets
     let dup = common::sample_event("https://dup.example/", 0).to_json();
     records.push((b"https://dup.example/".to_vec(), dup.clone()));
@@ -209,7 +213,7 @@ async fn malformed_records_are_kept_aside_and_good_ones_all_land() {
     );
     assert_eq!(
         query_i64(&db, "SELECT count(*) FROM rejected_events").await,
-        6
+        7
     );
     let reasons: Vec<String> = db
         .query("SELECT reason FROM rejected_events ORDER BY reason", &[])
@@ -224,6 +228,7 @@ async fn malformed_records_are_kept_aside_and_good_ones_all_land() {
         "invalid v1 event",
         "unknown event format version 7",
         "limit",
+        "url contains a NUL character",
     ] {
         assert!(
             reasons.iter().any(|r| r.contains(want)),
