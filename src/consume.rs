@@ -1,13 +1,13 @@
 //! The consumer's loop: lease partitions, fetch each leased partition from its committed
-//! offset in a task of its own, decode its records into rows on a blocking-pool thread, and
-//! gather the chunks of every partition into transactions (rows + each partition's new
-//! offset, committed together).
+//! offset and decode its records into rows (on the Kafka thread, in a task per partition),
+//! and gather the chunks of every partition into transactions (rows + each partition's new
+//! offset, committed together) on the writer's thread.
 //!
 //! This module owns the consumer's reaction to failure: Kafka errors are retried in the
 //! fetchers; a PostgreSQL error drops every lease and fetcher, reconnects with backoff and
 //! starts again from the committed offsets, so nothing is lost or doubled. It never
-//! decides how a record becomes a row ([`crate::event`]) or how a batch is written
-//! ([`crate::store`]).
+//! decides how a record becomes a row ([`crate::event`], [`crate::store::RowEncoder`]) or
+//! how a batch is written ([`crate::store`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,7 @@ use rskafka::client::Client as KafkaClient;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::OffsetAt;
 use rskafka::record::RecordAndOffset;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -50,6 +50,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub enum ConsumeError {
     Kafka(KafkaError),
     Store(StoreError),
+    /// The Kafka thread could not be started (out of threads or memory).
+    Thread(std::io::Error),
 }
 
 impl std::fmt::Display for ConsumeError {
@@ -57,6 +59,7 @@ impl std::fmt::Display for ConsumeError {
         match self {
             ConsumeError::Kafka(e) => e.fmt(f),
             ConsumeError::Store(e) => e.fmt(f),
+            ConsumeError::Thread(e) => write!(f, "cannot start the Kafka thread: {e}"),
         }
     }
 }
@@ -98,12 +101,17 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
     // Kafka and PostgreSQL are set up side by side: a short --drain run is mostly start-up.
     // Nothing is logged on the Kafka side until PostgreSQL is ready too, so that a wrong
     // password stays a one-line error.
+    let kafka_thread = KafkaThread::start()?;
     let kafka_side = async {
-        let client = Arc::new(
-            kafka::connect(&config.kafka, Duration::from_secs(10))
-                .await
-                .map_err(ConsumeError::Kafka)?,
-        );
+        // Connected from the Kafka thread, so that its connections' tasks run there.
+        let settings = config.kafka.clone();
+        let connecting = kafka_thread
+            .runtime
+            .spawn(async move { kafka::connect(&settings, Duration::from_secs(10)).await });
+        let client = match connecting.await {
+            Ok(connected) => Arc::new(connected.map_err(ConsumeError::Kafka)?),
+            Err(e) => return Err(ConsumeError::Thread(std::io::Error::other(e))),
+        };
         let partitions = match kafka::topic_partitions(&client, &topic).await {
             Ok(Some(p)) if !p.is_empty() => Some(p),
             _ => None,
@@ -160,7 +168,7 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
         batch_wait: config.batch_wait,
         tx,
         positions: positions.clone(),
-        decoding: Arc::new(Semaphore::new(1)),
+        runtime: kafka_thread.runtime.clone(),
     };
     let mut fetchers: HashMap<i32, Fetcher> = HashMap::new();
     let mut generation = 0u64;
@@ -434,11 +442,40 @@ struct FetchShared {
     batch_wait: Duration,
     tx: mpsc::Sender<FromFetcher>,
     positions: Positions,
-    /// Decoding runs on a blocking-pool thread, not on the runtime's: the writer then
-    /// answers PostgreSQL at once instead of after a chunk of decoding, and PostgreSQL
-    /// is kept busy. One chunk at a time, so that decoding takes at most one core from
-    /// PostgreSQL and Kafka when they run on the same machine (two was slower there).
-    decoding: Arc<Semaphore>,
+    /// Where fetchers run: the Kafka thread.
+    runtime: tokio::runtime::Handle,
+}
+
+/// The thread every fetcher runs on, with the Kafka client's connections: fetching,
+/// decompressing, decoding and encoding there never delays the writer, which then feeds
+/// PostgreSQL at once (on the benchmark, PostgreSQL sat idle a quarter of the time while
+/// one thread did both). One thread, so that decoding takes at most one core from
+/// PostgreSQL and Kafka on the same machine. It ends when this is dropped.
+struct KafkaThread {
+    runtime: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl KafkaThread {
+    fn start() -> Result<KafkaThread, ConsumeError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ConsumeError::Thread)?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("kafka".into())
+            .spawn(move || {
+                // Returns when the sender is dropped; the runtime's tasks go with it.
+                let _ = runtime.block_on(stopped);
+            })
+            .map_err(ConsumeError::Thread)?;
+        Ok(KafkaThread {
+            runtime: handle,
+            _stop: stop,
+        })
+    }
 }
 
 /// Spawn the fetcher of one partition. `committed` is the partition's position in the
@@ -452,7 +489,7 @@ fn start_fetcher(
     committed: Option<i64>,
     stop_at: Option<i64>,
 ) -> Fetcher {
-    let task = tokio::spawn(fetch_partition(FetchJob {
+    let task = shared.runtime.spawn(fetch_partition(FetchJob {
         shared: shared.clone(),
         partition,
         generation,
@@ -618,16 +655,7 @@ async fn fetch_partition(job: FetchJob) {
             }
         }
         if offset > start_offset {
-            let Ok(permit) = job.shared.decoding.clone().acquire_owned().await else {
-                return;
-            };
-            let partition = job.partition;
-            let decoded = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                decode_chunk(partition, start_offset, offset, new_partition, raw)
-            })
-            .await;
-            let Ok(batch) = decoded else { return };
+            let batch = decode_chunk(job.partition, start_offset, offset, new_partition, raw);
             let sent = job.shared.tx.send(FromFetcher::Batch {
                 generation: job.generation,
                 batch,

@@ -16,8 +16,8 @@
 //! - [`kafka`]: connecting (mTLS/SASL), topics, partitioning (Java's murmur2), partition clients.
 //! - [`store`]: PostgreSQL: TLS connection, migrations, partition leases, events encoded as
 //!   binary COPY rows, exactly-once batches.
-//! - [`consume`]: the consumer's loop: fetch, decode (on a thread of its own), write, commit,
-//!   per leased partition.
+//! - [`consume`]: the consumer's loop: fetch and decode (on a Kafka thread), write and commit
+//!   (on the main thread), per leased partition.
 //! - [`tls`]: PEM files → rustls configs; the certificate expiry reader.
 //! - [`shutdown`]: SIGINT/SIGTERM → one signal every task awaits.
 //! - [`logging`]: the log format and level (`CK_LOG_LEVEL`).
