@@ -21,11 +21,9 @@
 //! - [`tls`]: PEM files → rustls configs; the certificate expiry reader.
 //! - [`shutdown`]: SIGINT/SIGTERM → one signal every task awaits.
 //! - [`logging`]: the log format and level (`CK_LOG_LEVEL`).
-//! - [`allocator`]: the consumer's memory allocator (dlmalloc behind a spin lock).
 //!
 //! The binaries in `src/bin` only wire these together and render errors for humans.
 
-pub mod allocator;
 pub mod config;
 pub mod consume;
 pub mod event;

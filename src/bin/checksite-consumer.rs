@@ -7,8 +7,7 @@ use checksite::shutdown::Shutdown;
 use checksite::{EXIT_CONFIG, consume, logging};
 
 #[global_allocator]
-static ALLOCATOR: checksite::allocator::SpinLockedDlmalloc =
-    checksite::allocator::SpinLockedDlmalloc::new();
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 fn main() -> ExitCode {
     let args: ConsumerArgs = argh::from_env();
