@@ -50,7 +50,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub enum ConsumeError {
     Kafka(KafkaError),
     Store(StoreError),
-    /// The Kafka thread could not be started (out of threads or memory).
+    /// The Kafka thread could not be started (out of threads or memory), or a task on it
+    /// ended unexpectedly.
     Thread(std::io::Error),
 }
 
@@ -59,7 +60,10 @@ impl std::fmt::Display for ConsumeError {
         match self {
             ConsumeError::Kafka(e) => e.fmt(f),
             ConsumeError::Store(e) => e.fmt(f),
-            ConsumeError::Thread(e) => write!(f, "cannot start the Kafka thread: {e}"),
+            ConsumeError::Thread(e) => write!(
+                f,
+                "the consumer's Kafka thread failed: {e} (is the process out of threads or memory?)"
+            ),
         }
     }
 }
@@ -399,10 +403,9 @@ async fn partition_ends(
     }
     let mut ends = HashMap::new();
     while let Some(joined) = lookups.join_next().await {
-        if let Ok(found) = joined {
-            let (p, end) = found.map_err(ConsumeError::Kafka)?;
-            ends.insert(p, end);
-        }
+        let found = joined.map_err(|e| ConsumeError::Thread(std::io::Error::other(e)))?;
+        let (p, end) = found.map_err(ConsumeError::Kafka)?;
+        ends.insert(p, end);
     }
     Ok(ends)
 }
