@@ -31,6 +31,11 @@ psql_admin() { PGOPTIONS="-c client_min_messages=warning" psql -qAt "$CK_TEST_PO
 # "%e %U %S %M" from /usr/bin/time (its last line: a failing command adds one before it):
 # wall s, user s, sys s, max RSS KiB
 timed() { /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@"; }
+verdict() {
+  # The targets are for the full counts; a smoke run only shows that everything still runs.
+  if [ $smoke = 1 ]; then echo "(smoke)"; return; fi
+  awk -v v="$1" -v t="$2" -v dir="$3" 'BEGIN { ok = (dir == "ge") ? (v >= t) : (v <= t); print ok ? "met" : "MISSED" }'
+}
 
 # ---- 1. consumer throughput, and raw COPY of the same rows
 # Rounds of (consumer drain, raw COPY) back to back; the medians of each are reported, so
@@ -99,12 +104,14 @@ pub_rate=$(awk -v n="$pub_n" -v t="$pub_secs" 'BEGIN { printf "%.0f", n / t }')
 size_kib() { echo $(($(stat -c %s "$1") / 1024)); }
 prod_kib=$(size_kib "$bin/checksite-producer")
 cons_kib=$(size_kib "$bin/checksite-consumer")
-image="(podman not installed)"
+image="(podman not installed)" image_verdict=""
 if command -v podman >/dev/null; then
   conf=$work/containers.conf
   printf '[containers]\ndefault_ulimits = []\n' >"$conf"
   if CONTAINERS_CONF=$conf scripts/image.sh >/dev/null 2>&1; then
-    image="$(($(CONTAINERS_CONF=$conf podman image inspect checksite:latest --format '{{.Size}}') / 1024)) KiB"
+    image_kib=$(($(CONTAINERS_CONF=$conf podman image inspect checksite:latest --format '{{.Size}}') / 1024))
+    image="$image_kib KiB"
+    image_verdict=$(verdict "$image_kib" 9765 le)
   fi
 fi
 
@@ -121,11 +128,6 @@ once_ms=$(awk '{ a[NR] = $1 } END { printf "%.1f", a[int((NR + 1) / 2)] / 1000 }
 cores=$(nproc)
 mem=$(free -g | awk '/^Mem:/ { print $2 " GiB" }')
 cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)
-verdict() {
-  # The targets are for the full counts; a smoke run only shows that everything still runs.
-  if [ $smoke = 1 ]; then echo "(smoke)"; return; fi
-  awk -v v="$1" -v t="$2" -v dir="$3" 'BEGIN { ok = (dir == "ge") ? (v >= t) : (v <= t); print ok ? "met" : "MISSED" }'
-}
 
 table=$(
   cat <<EOF
@@ -142,7 +144,7 @@ table=$(
 | consumer peak RSS at full speed | $((c_rss / 1024)) MiB ($c_rss KiB) | ≤ 40 MB | $(verdict "$c_rss" 39062 le) |
 | checksite-producer static binary | $prod_kib KiB | ≤ 5 MB | $(verdict "$prod_kib" 4882 le) |
 | checksite-consumer static binary | $cons_kib KiB | ≤ 5 MB | $(verdict "$cons_kib" 4882 le) |
-| image | $image | ≤ 10 MB | |
+| image | $image | ≤ 10 MB | $image_verdict |
 | \`--once\` wall time, local site (median of $runs) | $once_ms ms | ≤ 20 ms | $(verdict "$once_ms" 20 le) |
 EOF
 )
