@@ -672,6 +672,8 @@ async fn fetch_partition(job: FetchJob) {
     }
 }
 
+/// Decode a chunk of one partition's records into rows; what cannot be stored becomes a
+/// reject (kept raw, with the reason) so that the chunk still commits.
 fn decode_chunk(
     partition: i32,
     start_offset: i64,

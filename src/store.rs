@@ -436,7 +436,7 @@ pub struct Rejected {
 }
 
 /// The records of one partition from `start_offset` (inclusive) to `next_offset` (exclusive).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Batch {
     pub partition: i32,
     pub start_offset: i64,
@@ -457,7 +457,7 @@ impl Batch {
 /// Events as rows of PostgreSQL's binary COPY format, ready to stream. They are encoded
 /// where records are decoded ([`RowEncoder`]), off the writer's path: a transaction then
 /// only streams bytes, and PostgreSQL is not kept waiting while the consumer encodes.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug)]
 pub struct EventRows {
     bytes: Bytes,
     count: usize,
@@ -474,7 +474,7 @@ impl EventRows {
 }
 
 /// Builds [`EventRows`] one event at a time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RowEncoder {
     bytes: BytesMut,
     count: usize,
