@@ -14,6 +14,7 @@ use argh::FromArgs;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::secret::Secret;
 use crate::tls::ClientIdentity;
 
 /// A setting that cannot be used: the message says which and what to fix.
@@ -90,22 +91,12 @@ pub enum SaslMechanism {
     ScramSha512,
 }
 
-#[derive(Clone, PartialEq, Eq)]
+/// SASL credentials; the password prints as `<hidden>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaslSettings {
     pub mechanism: SaslMechanism,
     pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for SaslSettings {
-    // The password never reaches a log, even through {:?}.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SaslSettings")
-            .field("mechanism", &self.mechanism)
-            .field("username", &self.username)
-            .field("password", &"<hidden>")
-            .finish()
-    }
+    pub password: Secret,
 }
 
 /// How to reach the Kafka cluster.
@@ -244,7 +235,7 @@ fn sasl_from_settings(s: &Settings) -> Result<Option<SaslSettings>, ConfigError>
     Ok(Some(SaslSettings {
         mechanism,
         username: username.to_string(),
-        password: password.to_string(),
+        password: Secret::new(password),
     }))
 }
 
@@ -671,7 +662,7 @@ pub struct ConsumerArgs {
     pub drain: bool,
     /// postgres:// URL, libpq style, sslmode/sslrootcert honoured (CK_POSTGRESQL_URL)
     #[argh(option)]
-    pub postgresql_url: Option<String>,
+    pub postgresql_url: Option<Secret>,
     /// bootstrap servers host:port[,host:port] (CK_KAFKA_SERVERS)
     #[argh(option)]
     pub kafka_servers: Option<String>,
@@ -694,7 +685,10 @@ pub struct ConsumerArgs {
 
 impl ConsumerArgs {
     pub fn into_settings(self, mut s: Settings) -> Settings {
-        s.flag("CK_POSTGRESQL_URL", self.postgresql_url);
+        s.flag(
+            "CK_POSTGRESQL_URL",
+            self.postgresql_url.as_ref().map(Secret::expose),
+        );
         s.flag("CK_KAFKA_SERVERS", self.kafka_servers);
         s.flag("CK_KAFKA_SSL", self.kafka_ssl);
         s.flag("CK_KAFKA_TOPIC", self.topic);

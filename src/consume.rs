@@ -74,6 +74,9 @@ impl std::error::Error for ConsumeError {}
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Summary {
     pub written: u64,
+    /// Events found already stored and not stored again (producer retries, and records
+    /// the Python consumer stored before the switch).
+    pub already_stored: u64,
     pub rejected: u64,
 }
 
@@ -139,9 +142,27 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
                 store::SCHEMA_VERSION
             );
         }
-        Ok(db)
+        let python_until = store::python_rows_until(&db)
+            .await
+            .map_err(ConsumeError::Store)?;
+        if let Some(until) = python_until {
+            log::info!(
+                "rows of the Python checksite's consumer found (the last at {}): Python-format records up to then are stored only if it had not stored them",
+                event::format_time(&until)
+            );
+            if let Some(zone) = store::non_utc_timezone(&db)
+                .await
+                .map_err(ConsumeError::Store)?
+            {
+                log::warn!(
+                    "the server's TimeZone is {zone}: the Python checksite wrote events.ts in that zone's wall time, checksite writes UTC"
+                );
+            }
+        }
+        Ok((db, python_until))
     };
-    let ((kafka_client, partitions, ends), mut db) = tokio::try_join!(kafka_side, postgres_side)?;
+    let ((kafka_client, partitions, ends), (mut db, python_until)) =
+        tokio::try_join!(kafka_side, postgres_side)?;
     let mut partitions = match partitions {
         Some(p) => p,
         None => match wait_for_topic(&kafka_client, &topic, &mut shutdown).await? {
@@ -327,13 +348,14 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
         }
         let due = flush_due.is_some_and(|d| Instant::now() >= d);
         if !pending.is_empty() && (flush_now || due || pending_events >= config.batch_events) {
-            match store::write_batches(&mut db, &topic, &pending).await {
+            match store::write_batches(&mut db, &topic, &pending, python_until).await {
                 Ok(written) => {
                     let rejected: u64 = pending.iter().map(|b| b.rejected.len() as u64).sum();
-                    total.written += written;
-                    total.rejected += rejected;
-                    window.written += written;
-                    window.rejected += rejected;
+                    for sum in [&mut total, &mut window] {
+                        sum.written += written.rows;
+                        sum.already_stored += written.already_stored;
+                        sum.rejected += rejected;
+                    }
                     for b in &pending {
                         for r in &b.rejected {
                             log::warn!(
@@ -372,8 +394,9 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
         f.abort.abort();
     }
     log::info!(
-        "stopped: {} event(s) written, {} rejected",
+        "stopped: {} event(s) written, {} already stored, {} rejected",
         total.written,
+        total.already_stored,
         total.rejected
     );
     Ok(total)
@@ -683,10 +706,18 @@ fn decode_chunk(
 ) -> Batch {
     let mut rows = RowEncoder::with_capacity(raw.len());
     let mut rejected = Vec::new();
+    let mut python_from = None;
     for r in raw {
         let stored = event::decode(r.record.value.as_deref(), r.record.timestamp)
             .map_err(|reason| reason.0)
-            .and_then(|e| rows.push(partition, r.offset, &e));
+            .and_then(|e| {
+                if e.id.is_none() {
+                    python_from = Some(
+                        python_from.map_or(e.ts, |t: chrono::DateTime<chrono::Utc>| t.min(e.ts)),
+                    );
+                }
+                rows.push(partition, r.offset, &e)
+            });
         if let Err(reason) = stored {
             rejected.push(Rejected {
                 offset: r.offset,
@@ -703,6 +734,7 @@ fn decode_chunk(
         new_partition,
         rows: rows.finish(),
         rejected,
+        python_from,
     }
 }
 
@@ -715,10 +747,11 @@ fn log_progress(window: &Summary, positions: &Positions, over: Duration) {
         Err(_) => Vec::new(),
     };
     log::info!(
-        "{} event(s) written in the last {} s ({:.0}/s), {} rejected; lag {}",
+        "{} event(s) written in the last {} s ({:.0}/s), {} already stored, {} rejected; lag {}",
         window.written,
         over.as_secs(),
         window.written as f64 / over.as_secs_f64(),
+        window.already_stored,
         window.rejected,
         if lag.is_empty() {
             "unknown".to_string()

@@ -107,12 +107,13 @@ impl CheckEvent {
 /// A row for the `events` table: what the consumer stores, whichever format it came in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
-    /// None for the Python program's events, which had no id (their offset is their identity).
+    /// The check's id (`events.check_id`); None for the Python program's records, which
+    /// had none (their Kafka position is their identity).
     pub id: Option<Uuid>,
     pub ts: DateTime<Utc>,
     pub url: String,
-    /// Seconds, as the Python program stored it.
-    pub elapsed: f64,
+    /// Whole milliseconds, as the Python program stored it (`events.elapsed integer`).
+    pub elapsed: Option<i32>,
     pub status: Option<i32>,
     pub error: Option<String>,
     pub error_kind: Option<&'static str>,
@@ -134,21 +135,42 @@ pub struct StoredEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectReason(pub String);
 
+impl RejectReason {
+    /// A reason as PostgreSQL can store it: serde quotes field names and values into its
+    /// messages, and a NUL there would make the reject's own INSERT fail for ever.
+    pub fn new(text: impl Into<String>) -> RejectReason {
+        let text = text.into();
+        if text.contains('\0') {
+            RejectReason(text.replace('\0', "\\u0000"))
+        } else {
+            RejectReason(text)
+        }
+    }
+}
+
 impl std::fmt::Display for RejectReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-/// The Python checksite's event: `{url, elapsed, error, status, body_prefix, content_match}`.
+/// The Python checksite's record: `{"url", "elapsed", "error", "status", "body_prefix",
+/// "content_match", "timestamp"}`, `elapsed` in integer milliseconds and `timestamp`
+/// always null. Its consumer took the time from the Kafka record, and so do we: `timestamp`
+/// (null, a number, or absent) and any key we do not know are ignored, not a reason to
+/// lose the check.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct LegacyEvent {
     url: String,
+    #[serde(default)]
     elapsed: Option<f64>,
+    #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
     status: Option<i32>,
+    #[serde(default)]
     body_prefix: Option<String>,
+    #[serde(default)]
     content_match: Option<String>,
 }
 
@@ -158,7 +180,7 @@ pub fn decode(
     value: Option<&[u8]>,
     record_time: DateTime<Utc>,
 ) -> Result<StoredEvent, RejectReason> {
-    let reject = |s: String| Err(RejectReason(s));
+    let reject = |s: String| Err(RejectReason::new(s));
     let Some(bytes) = value else {
         return reject("record has no value".into());
     };
@@ -209,12 +231,20 @@ fn ms_i32(ms: Option<u64>) -> Option<i32> {
     ms.map(|m| i32::try_from(m).unwrap_or(i32::MAX))
 }
 
+/// The Python program sent integers; a float from some other writer is rounded, and a
+/// value outside `integer` saturates rather than losing the record.
+fn legacy_ms(elapsed: Option<f64>) -> Option<i32> {
+    elapsed
+        .filter(|e| e.is_finite())
+        .map(|e| e.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
+}
+
 fn from_v1(ev: CheckEvent) -> StoredEvent {
     StoredEvent {
         id: Some(ev.id),
         ts: ev.checked_at,
         url: ev.url,
-        elapsed: ev.elapsed_ms as f64 / 1000.0,
+        elapsed: ms_i32(Some(ev.elapsed_ms)),
         status: ev.status.map(i32::from),
         error: ev.error,
         error_kind: ev.error_kind.map(ErrorKind::as_str),
@@ -238,7 +268,7 @@ fn from_legacy(old: LegacyEvent, record_time: DateTime<Utc>) -> StoredEvent {
         id: None,
         ts: record_time,
         url: old.url,
-        elapsed: old.elapsed.unwrap_or(0.0),
+        elapsed: legacy_ms(old.elapsed),
         status: old.status,
         error: old.error,
         error_kind: None,
@@ -386,20 +416,55 @@ mod tests {
         let row = decode(Some(&ev.to_json()), Utc::now()).unwrap();
         assert_eq!(row.id, Some(ev.id));
         assert_eq!(row.ts, ev.checked_at);
-        assert_eq!(row.elapsed, 0.042);
+        assert_eq!(row.elapsed, Some(42));
         assert_eq!(row.status, Some(200));
         assert_eq!(row.producer.as_deref(), Some("host1"));
     }
 
     #[test]
-    fn python_events_take_the_record_time() {
-        let t = Utc.timestamp_millis_opt(1_700_000_000_000).unwrap();
-        let raw = br#"{"url": "https://a.example", "elapsed": 0.25, "error": null, "status": 200, "body_prefix": null, "content_match": "ok"}"#;
+    fn python_records_take_the_record_time_and_keep_integer_ms() {
+        let t = Utc.timestamp_millis_opt(1_700_000_000_123).unwrap();
+        // Exactly what the Python producer sends.
+        let raw = br#"{"url": "https://example.com/", "elapsed": 123, "error": null, "status": 200, "body_prefix": null, "content_match": "Example Domain", "timestamp": null}"#;
         let row = decode(Some(raw), t).unwrap();
         assert_eq!(row.ts, t);
         assert_eq!(row.id, None);
-        assert_eq!(row.elapsed, 0.25);
-        assert_eq!(row.content_match.as_deref(), Some("ok"));
+        assert_eq!(row.elapsed, Some(123));
+        assert_eq!(row.status, Some(200));
+        assert_eq!(row.content_match.as_deref(), Some("Example Domain"));
+    }
+
+    #[test]
+    fn python_records_with_or_without_timestamp_or_extra_keys_are_stored() {
+        let t = Utc::now();
+        for raw in [
+            &br#"{"url": "https://a.example/", "elapsed": 5, "error": null, "status": 500, "body_prefix": "oops", "content_match": null}"#[..],
+            br#"{"url": "https://a.example/", "elapsed": 5, "error": null, "status": 500, "body_prefix": "oops", "content_match": null, "timestamp": 1700000000}"#,
+            br#"{"url": "https://a.example/", "elapsed": 5, "error": null, "status": 500, "body_prefix": "oops", "content_match": null, "timestamp": null, "region": "eu"}"#,
+        ] {
+            let row = decode(Some(raw), t).unwrap_or_else(|e| panic!("{e}: {raw:?}"));
+            assert_eq!(row.elapsed, Some(5));
+            assert_eq!(row.body_prefix.as_deref(), Some("oops"));
+            assert_eq!(row.ts, t);
+        }
+        let failed = br#"{"url": "https://b.example/", "elapsed": 10003, "error": "Connection refused", "status": null, "body_prefix": null, "content_match": null, "timestamp": null}"#;
+        let row = decode(Some(failed), t).unwrap();
+        assert_eq!(row.status, None);
+        assert_eq!(row.error.as_deref(), Some("Connection refused"));
+    }
+
+    #[test]
+    fn a_reason_never_carries_a_nul() {
+        for raw in [
+            &br#"{"\u0000": 1}"#[..],
+            br#"{"v": 1, "id": "\u0000"}"#,
+            br#"{"v": "\u0000"}"#,
+            br#"{"url": "x", "status": "\u0000"}"#,
+        ] {
+            let err = decode(Some(raw), Utc::now()).unwrap_err();
+            assert!(!err.0.contains('\0'), "{err:?}");
+        }
+        assert_eq!(RejectReason::new("a\0b").0, "a\\u0000b");
     }
 
     #[test]

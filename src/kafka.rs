@@ -140,7 +140,7 @@ pub async fn connect(settings: &KafkaSettings, within: Duration) -> Result<Clien
         builder = builder.tls_config(Arc::new(tls));
     }
     if let Some(sasl) = &settings.sasl {
-        let creds = Credentials::new(sasl.username.clone(), sasl.password.clone());
+        let creds = Credentials::new(sasl.username.clone(), sasl.password.expose().to_string());
         builder = builder.sasl_config(match sasl.mechanism {
             SaslMechanism::Plain => SaslConfig::Plain(creds),
             SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),

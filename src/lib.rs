@@ -20,6 +20,7 @@
 //!   (on the main thread), per leased partition.
 //! - [`tls`]: PEM files → rustls configs; the certificate expiry reader.
 //! - [`shutdown`]: SIGINT/SIGTERM → one signal every task awaits.
+//! - [`secret`]: passwords and URLs that print as `<hidden>` (never in a log).
 //! - [`logging`]: the log format and level (`CK_LOG_LEVEL`).
 //!
 //! The binaries in `src/bin` only wire these together and render errors for humans.
@@ -32,6 +33,7 @@ pub mod logging;
 pub mod outbox;
 pub mod probe;
 pub mod schedule;
+pub mod secret;
 pub mod shutdown;
 pub mod store;
 pub mod tls;

@@ -77,7 +77,10 @@ async fn target_loop(
         let event = match tokio::task::spawn_blocking(move || p.check(&t, lag_ms)).await {
             Ok(ev) => ev,
             Err(e) => {
-                log::error!("check of {} crashed: {e}", target.url);
+                log::error!(
+                    "check of {} crashed: {e}",
+                    crate::secret::redact_url(&target.url)
+                );
                 return;
             }
         };

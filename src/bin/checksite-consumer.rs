@@ -40,8 +40,8 @@ fn main() -> ExitCode {
             Ok(summary) => {
                 if drain {
                     println!(
-                        "{} event(s) written, {} rejected",
-                        summary.written, summary.rejected
+                        "{} event(s) written, {} already stored, {} rejected",
+                        summary.written, summary.already_stored, summary.rejected
                     );
                 }
                 ExitCode::SUCCESS

@@ -133,6 +133,47 @@ impl Testbed {
 }
 pub mod sites;
 
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+
+/// checksite-consumer on `topic` (mutual TLS) and `db_url`, output captured.
+pub fn consumer(tb: &Testbed, topic: &str, db_url: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_checksite-consumer"));
+    cmd.envs(tb.kafka_env(Listener::MutualTls, topic))
+        .env("CK_POSTGRESQL_URL", db_url)
+        .env("CK_BATCH_MS", "100")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// `checksite-consumer --drain`, which must succeed within 120 s; returns its stdout.
+pub async fn drain(tb: &Testbed, topic: &str, db_url: &str) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        consumer(tb, topic, db_url, &["--drain"]).output(),
+    )
+    .await
+    .expect("--drain must finish")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "consumer failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The first column of the one row `sql` returns.
+pub async fn query_i64(db: &tokio_postgres::Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// A connection to a test database.
+pub async fn open(settings: &checksite::store::PostgresSettings) -> tokio_postgres::Client {
+    settings.connect(Duration::from_secs(10)).await.unwrap()
+}
+
 /// Every record of a topic: (partition, offset, key, value), read over plaintext.
 pub async fn read_topic(tb: &Testbed, topic: &str) -> Vec<(i32, i64, String, Vec<u8>)> {
     use checksite::kafka;
@@ -201,6 +242,18 @@ pub async fn produce_raw(
     partitions: i32,
     records: Vec<(Vec<u8>, Vec<u8>)>,
 ) -> usize {
+    let now = chrono::Utc::now();
+    let records = records.into_iter().map(|(k, v)| (k, v, now)).collect();
+    produce_timed(tb, topic, partitions, records).await
+}
+
+/// [`produce_raw`] with each record's Kafka timestamp given (milliseconds are kept).
+pub async fn produce_timed(
+    tb: &Testbed,
+    topic: &str,
+    partitions: i32,
+    records: Vec<(Vec<u8>, Vec<u8>, chrono::DateTime<chrono::Utc>)>,
+) -> usize {
     use checksite::kafka;
     use rskafka::record::Record;
     let settings = tb.kafka(Listener::Plaintext, topic);
@@ -212,13 +265,13 @@ pub async fn produce_raw(
         .expect("topic");
     let mut by_partition: std::collections::BTreeMap<i32, Vec<Record>> = Default::default();
     let count = records.len();
-    for (key, value) in records {
+    for (key, value, timestamp) in records {
         let p = kafka::partition_for(&key, n);
         by_partition.entry(p).or_default().push(Record {
             key: Some(key),
             value: Some(value),
             headers: Default::default(),
-            timestamp: chrono::Utc::now(),
+            timestamp,
         });
     }
     for (p, recs) in by_partition {
@@ -266,4 +319,39 @@ pub fn testbed_script(action: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "testbed.sh {action}");
+}
+
+/// A record exactly as the Python checksite's producer sends it (keys in its order,
+/// `timestamp` always null, `elapsed` in integer milliseconds).
+pub fn python_record(url: &str, elapsed: i64, status: Option<i32>) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "url": url,
+        "elapsed": elapsed,
+        "error": if status.is_none() { serde_json::json!("Connection refused") } else { serde_json::Value::Null },
+        "status": status,
+        "body_prefix": null,
+        "content_match": if status == Some(200) { serde_json::json!("Example Domain") } else { serde_json::Value::Null },
+        "timestamp": null,
+    }))
+    .expect("JSON")
+}
+
+/// Python-format records `ids` over `sites` URLs, record i with `elapsed` = i. Such records
+/// carry no id, so nothing dedupes them: a re-delivery shows as a second row, and these are
+/// what "nothing doubled" tests use (a unique index on v1 ids would hide a doubled write).
+pub async fn produce_python(
+    tb: &Testbed,
+    topic: &str,
+    partitions: i32,
+    ids: std::ops::Range<u64>,
+    sites: u64,
+) -> usize {
+    let records = ids
+        .map(|i| {
+            let url = format!("https://site-{}.example/", i % sites);
+            let value = python_record(&url, i as i64, Some(200));
+            (url.into_bytes(), value)
+        })
+        .collect();
+    produce_raw(tb, topic, partitions, records).await
 }
