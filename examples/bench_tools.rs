@@ -13,7 +13,6 @@ use checksite::config::{Compression, KafkaSettings, PublishSettings, Settings};
 use checksite::event::CheckEvent;
 use checksite::kafka;
 use checksite::outbox::{self, Outbox};
-use checksite::shutdown::Shutdown;
 use rskafka::client::partition::Compression as KafkaCompression;
 use rskafka::record::Record;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -173,10 +172,9 @@ async fn publish(servers: &str, topic: &str, events: u64) {
         buffer_events: events as usize,
         linger: Duration::from_millis(0),
     };
-    let (trigger, shutdown) = Shutdown::new();
-    trigger.trigger(); // flush what is there, then return
+    outbox.close(); // flush what is there, then return
     let started = Instant::now();
-    outbox::publish(outbox.clone(), publish, shutdown, Duration::from_secs(600)).await;
+    outbox::publish(outbox.clone(), publish, Duration::from_secs(600)).await;
     let secs = started.elapsed().as_secs_f64();
     // events published, seconds
     println!("{} {:.3}", outbox.published(), secs);

@@ -21,7 +21,6 @@ use tokio::time::Instant;
 use crate::config::{Compression, PublishSettings};
 use crate::event::CheckEvent;
 use crate::kafka::{self, KafkaError};
-use crate::shutdown::Shutdown;
 
 /// Longest wait between two reconnection attempts: a broker back from maintenance is used within seconds.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -34,6 +33,11 @@ pub struct Outbox {
     queue: Mutex<VecDeque<CheckEvent>>,
     capacity: usize,
     ready: Notify,
+    /// No event will be pushed any more: publish what is left, then stop.
+    closed: std::sync::atomic::AtomicBool,
+    /// Wakes a publisher pausing between reconnection attempts when the outbox closes
+    /// (not `ready`: every pushed event would cut the backoff short).
+    closing: Notify,
     dropped: AtomicU64,
     published: AtomicU64,
 }
@@ -44,6 +48,8 @@ impl Outbox {
             queue: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             ready: Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            closing: Notify::new(),
             dropped: AtomicU64::new(0),
             published: AtomicU64::new(0),
         })
@@ -96,6 +102,27 @@ impl Outbox {
         let mut q = self.queue();
         let n = q.len().min(max);
         q.drain(..n).collect()
+    }
+
+    /// Say that no event will come any more (every check has ended): [`publish`] delivers
+    /// what is left, within its flush time, and returns.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.ready.notify_one();
+        self.closing.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Count checks that started but whose events will never exist (still running when
+    /// the process had to exit) as dropped, and say so.
+    pub fn abandoned(&self, checks: u64) {
+        if checks > 0 {
+            self.dropped.fetch_add(checks, Ordering::Relaxed);
+            log::error!("{checks} check(s) still running at exit: their events are dropped");
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -157,13 +184,11 @@ fn record(ev: &CheckEvent) -> Record {
     }
 }
 
-/// Publish what arrives in `outbox` until `shutdown`, then flush for at most `flush_for`.
-pub async fn publish(
-    outbox: Arc<Outbox>,
-    settings: PublishSettings,
-    mut shutdown: Shutdown,
-    flush_for: Duration,
-) {
+/// Publish what arrives in `outbox` until it is closed ([`Outbox::close`], once every
+/// check has ended), then flush for at most `flush_for`; what is still buffered then is
+/// counted as dropped. Shutdown alone does not stop it: checks running at SIGTERM still
+/// bring their events, and those are published too.
+pub async fn publish(outbox: Arc<Outbox>, settings: PublishSettings, flush_for: Duration) {
     let compression = match settings.compression {
         Compression::None => KafkaCompression::NoCompression,
         Compression::Gzip => KafkaCompression::Gzip,
@@ -175,7 +200,7 @@ pub async fn publish(
     let mut flush_deadline: Option<Instant> = None;
     let mut failing_since: Option<Instant> = None;
     loop {
-        if flush_deadline.is_none() && shutdown.is_requested() {
+        if flush_deadline.is_none() && outbox.is_closed() {
             flush_deadline = Some(Instant::now() + flush_for);
         }
         if let Some(deadline) = flush_deadline {
@@ -183,19 +208,18 @@ pub async fn publish(
                 break;
             }
             if Instant::now() >= deadline {
+                let left = outbox.take(usize::MAX).len() as u64;
+                outbox.dropped.fetch_add(left, Ordering::Relaxed);
                 log::error!(
-                    "{} event(s) not delivered before exit: Kafka did not take them in time",
-                    outbox.len()
+                    "{left} event(s) not delivered before exit: Kafka did not take them in time (counted as dropped)"
                 );
                 break;
             }
         } else if outbox.is_empty() {
-            tokio::select! {
-                _ = outbox.ready.notified() => {}
-                _ = shutdown.requested() => continue,
-            }
+            outbox.ready.notified().await;
             // Linger a moment so that one request carries many events.
             tokio::time::sleep(settings.linger).await;
+            continue;
         }
         let c = match conn.as_mut() {
             Some(c) => c,
@@ -220,7 +244,7 @@ pub async fn publish(
                     } else {
                         log::debug!("still failing: {e}");
                     }
-                    pause(&mut backoff, flush_deadline, &mut shutdown).await;
+                    pause(&mut backoff, flush_deadline, &outbox).await;
                     continue;
                 }
             },
@@ -280,12 +304,14 @@ pub async fn publish(
             unsent.sort_by_key(|ev| ev.id);
             outbox.requeue(unsent);
             conn = None;
-            pause(&mut backoff, flush_deadline, &mut shutdown).await;
+            pause(&mut backoff, flush_deadline, &outbox).await;
         }
     }
 }
 
-async fn pause(backoff: &mut Duration, flush_deadline: Option<Instant>, shutdown: &mut Shutdown) {
+/// Wait `backoff` (doubling it), but not past the flush deadline, and wake early when the
+/// outbox closes (the flush deadline starts then).
+async fn pause(backoff: &mut Duration, flush_deadline: Option<Instant>, outbox: &Outbox) {
     let wake = Instant::now() + *backoff;
     let wake = flush_deadline.map_or(wake, |d| wake.min(d));
     if flush_deadline.is_some() {
@@ -293,7 +319,7 @@ async fn pause(backoff: &mut Duration, flush_deadline: Option<Instant>, shutdown
     } else {
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
-            _ = shutdown.requested() => {}
+            _ = outbox.closing.notified() => {}
         }
     }
     *backoff = (*backoff * 2).min(MAX_BACKOFF);

@@ -6,6 +6,7 @@
 //! [`crate::probe`]) and never talks to Kafka (that is [`crate::outbox`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -23,6 +24,7 @@ pub async fn run(
     probe: Probe,
     concurrency: usize,
     events: mpsc::Sender<CheckEvent>,
+    running: Arc<AtomicU64>,
     shutdown: Shutdown,
 ) {
     let permits = Arc::new(Semaphore::new(concurrency));
@@ -41,6 +43,7 @@ pub async fn run(
             probe.clone(),
             permits.clone(),
             events.clone(),
+            running.clone(),
             shutdown.clone(),
         ));
     }
@@ -54,6 +57,7 @@ async fn target_loop(
     probe: Probe,
     permits: Arc<Semaphore>,
     events: mpsc::Sender<CheckEvent>,
+    running: Arc<AtomicU64>,
     mut shutdown: Shutdown,
 ) {
     let mut planned = first;
@@ -74,6 +78,9 @@ async fn target_loop(
             .saturating_duration_since(planned)
             .as_millis() as i64;
         let (t, p) = (target.clone(), probe.clone());
+        // Counted from here until its event is handed on: what is still counted when the
+        // process must exit was started and never published, and is reported as dropped.
+        running.fetch_add(1, Ordering::SeqCst);
         let event = match tokio::task::spawn_blocking(move || p.check(&t, lag_ms)).await {
             Ok(ev) => ev,
             Err(e) => {
@@ -85,7 +92,9 @@ async fn target_loop(
             }
         };
         drop(permit);
-        if events.send(event).await.is_err() {
+        let sent = events.send(event).await;
+        running.fetch_sub(1, Ordering::SeqCst);
+        if sent.is_err() {
             return;
         }
         planned = next_slot(planned, target.interval, Instant::now());

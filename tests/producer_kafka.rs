@@ -114,3 +114,32 @@ async fn publishes_over_sasl_scram() {
         publish_for(&tb, Listener::Sasl("SCRAM-SHA-256"), Duration::from_secs(4)).await;
     check_topic(&tb, &topic, &urls, 5).await;
 }
+
+#[tokio::test]
+async fn sigterm_publishes_the_checks_in_flight() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("sigterm");
+    let site = sites::http_site();
+    // 10 targets at 1 s on a site that answers in 2 s: at SIGTERM (3.5 s) the second
+    // round of checks is under way, and its events must reach the topic too.
+    let urls: Vec<String> = (0..10).map(|i| format!("{site}/slow/2000?t={i}")).collect();
+    let child = tokio::process::Command::new(BIN)
+        .envs(tb.kafka_env(Listener::MutualTls, &topic))
+        .env("CK_SITE_URL", urls.join(" "))
+        .env("CK_CHECK_DELAY", "1")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    common::terminate(&child);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let events = common::read_topic(&tb, &topic).await;
+    assert_eq!(events.len(), 20, "two rounds of 10 checks: {log}");
+    assert!(log.contains("20 event(s) published, 0 dropped"), "{log}");
+}

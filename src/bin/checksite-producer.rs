@@ -2,6 +2,8 @@
 //! target once and prints the events (`--once`), or checks on schedule and publishes.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use checksite::config::{ProducerArgs, ProducerConfig, Settings};
@@ -10,7 +12,7 @@ use checksite::probe::{self, Probe};
 use checksite::shutdown::Shutdown;
 use checksite::{EXIT_CONFIG, logging, schedule};
 
-/// How long running checks and the final flush may take after SIGINT/SIGTERM.
+/// How long running checks may take after SIGINT/SIGTERM, and then the final flush.
 const GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
@@ -98,12 +100,7 @@ async fn run(config: ProducerConfig, probe: Probe) -> ExitCode {
     );
     let shutdown = Shutdown::on_signals();
     let outbox = Outbox::new(publish.buffer_events);
-    let publisher = tokio::spawn(outbox::publish(
-        outbox.clone(),
-        publish,
-        shutdown.clone(),
-        GRACE,
-    ));
+    let publisher = tokio::spawn(outbox::publish(outbox.clone(), publish, GRACE));
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let feeder = {
         let outbox = outbox.clone();
@@ -113,15 +110,16 @@ async fn run(config: ProducerConfig, probe: Probe) -> ExitCode {
             }
         })
     };
+    let running = Arc::new(AtomicU64::new(0));
     let mut stop = shutdown.clone();
-    let checking = schedule::run(
+    let mut checking = Box::pin(schedule::run(
         config.targets,
         probe,
         config.concurrency,
         tx,
-        shutdown.clone(),
-    );
-    tokio::pin!(checking);
+        running.clone(),
+        shutdown,
+    ));
     tokio::select! {
         _ = &mut checking => {}
         _ = stop.requested() => {
@@ -131,7 +129,11 @@ async fn run(config: ProducerConfig, probe: Probe) -> ExitCode {
             }
         }
     }
+    // Ends the target loops still waiting on a check, and with them the event channel.
+    drop(checking);
     let _ = feeder.await;
+    outbox.abandoned(running.load(Ordering::SeqCst));
+    outbox.close();
     let _ = publisher.await;
     log::info!(
         "stopped: {} event(s) published, {} dropped",

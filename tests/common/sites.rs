@@ -8,7 +8,8 @@ use std::time::Duration;
 
 /// Answers by path:
 /// `/ok` 200 with a known body, `/404`, `/500`, `/redirect/N` (N hops, then /ok),
-/// `/loop` (redirects to itself), `/endless` (200, a body that never ends).
+/// `/loop` (redirects to itself), `/endless` (200, a body that never ends),
+/// `/slow/MS` (200 after MS milliseconds).
 pub fn http_site() -> String {
     serve(None)
 }
@@ -95,6 +96,9 @@ fn handle<S: Read + Write>(stream: S) {
         let _ = s.flush();
     };
     if path == "/ok" {
+        respond(&mut s, "200 OK", "", OK_BODY);
+    } else if let Some(ms) = path.strip_prefix("/slow/") {
+        std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(1000)));
         respond(&mut s, "200 OK", "", OK_BODY);
     } else if path == "/404" {
         respond(
