@@ -45,6 +45,12 @@ const REBALANCE_EVERY: Duration = Duration::from_secs(2);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Longest pause between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Largest fetch when one record is read again (it is at most 64 KiB, its batch more).
+const RAW_FETCH_BYTES: i32 = 4 * 1024 * 1024;
+/// How often a partition whose committed offset is past its end is looked at again.
+const PAST_END_RECHECK: Duration = Duration::from_secs(60);
+/// How long a transaction under way at SIGTERM may still take.
+const WRITE_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub enum ConsumeError {
@@ -348,23 +354,27 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
         }
         let due = flush_due.is_some_and(|d| Instant::now() >= d);
         if !pending.is_empty() && (flush_now || due || pending_events >= config.batch_events) {
-            match store::write_batches(&mut db, &topic, &pending, python_until).await {
-                Ok(written) => {
-                    let rejected: u64 = pending.iter().map(|b| b.rejected.len() as u64).sum();
+            let batches = std::mem::take(&mut pending);
+            let writing = write_all(&mut db, &topic, batches, python_until, &kafka_client);
+            // A transaction under way at SIGTERM may finish for a moment; past that it is
+            // dropped (rolled back: its records are read again at the next start).
+            let stopping = async {
+                shutdown.requested().await;
+                tokio::time::sleep(WRITE_GRACE).await;
+            };
+            let written = tokio::select! {
+                w = writing => w,
+                _ = stopping => {
+                    log::warn!("stopping: the transaction under way is rolled back");
+                    break;
+                }
+            };
+            match written {
+                Ok(done) => {
                     for sum in [&mut total, &mut window] {
-                        sum.written += written.rows;
-                        sum.already_stored += written.already_stored;
-                        sum.rejected += rejected;
-                    }
-                    for b in &pending {
-                        for r in &b.rejected {
-                            log::warn!(
-                                "partition {} offset {}: rejected: {}",
-                                b.partition,
-                                r.offset,
-                                r.reason
-                            );
-                        }
+                        sum.written += done.written;
+                        sum.already_stored += done.already_stored;
+                        sum.rejected += done.rejected;
                     }
                     backoff = Duration::from_millis(500);
                 }
@@ -431,6 +441,103 @@ async fn partition_ends(
         ends.insert(p, end);
     }
     Ok(ends)
+}
+
+/// Write `batches` in one transaction and log their rejects. When PostgreSQL refuses a
+/// row (a constraint, a limit: retrying fails the same way), the row is found by halving
+/// the batches, each half its own transaction over a contiguous range of offsets (so the
+/// offsets' compare-and-set stays exact), and kept in `rejected_events` with the record's
+/// raw bytes, re-read from Kafka; every other record is written. One bad record never
+/// blocks a partition.
+async fn write_all(
+    db: &mut tokio_postgres::Client,
+    topic: &str,
+    batches: Vec<Batch>,
+    python_until: Option<chrono::DateTime<chrono::Utc>>,
+    kafka: &KafkaClient,
+) -> Result<Summary, ConsumeError> {
+    let mut done = Summary::default();
+    let mut queue = VecDeque::from(batches);
+    let mut isolating = false;
+    while !queue.is_empty() {
+        // All at once at first; one batch at a time once a row was refused.
+        let take = if isolating { 1 } else { queue.len() };
+        let work: Vec<Batch> = queue.drain(..take).collect();
+        match store::write_batches(db, topic, &work, python_until).await {
+            Ok(written) => {
+                done.written += written.rows;
+                done.already_stored += written.already_stored;
+                for b in &work {
+                    for r in &b.rejected {
+                        done.rejected += 1;
+                        log::warn!(
+                            "partition {} offset {}: rejected: {}",
+                            b.partition,
+                            r.offset,
+                            r.reason
+                        );
+                    }
+                }
+            }
+            Err(StoreError::RowRefused { detail }) if !isolating => {
+                log::warn!("PostgreSQL refused a row ({detail}): finding it");
+                isolating = true;
+                queue = work.into();
+            }
+            Err(StoreError::RowRefused { detail }) => {
+                let Some(mut batch) = work.into_iter().next() else {
+                    continue;
+                };
+                if let Some(offset) = batch.single_row() {
+                    let (key, value) = raw_record(kafka, topic, batch.partition, offset).await?;
+                    let reason =
+                        event::RejectReason::new(format!("PostgreSQL refused it: {detail}"));
+                    batch.reject_single_row(Rejected {
+                        offset,
+                        key,
+                        value,
+                        reason: reason.0,
+                    });
+                    queue.push_front(batch);
+                } else if let Some(middle) = batch.middle_row() {
+                    let (left, right) = batch.split_at(middle);
+                    queue.push_front(right);
+                    queue.push_front(left);
+                } else {
+                    // No event row to blame: not a row's fault after all.
+                    return Err(ConsumeError::Store(StoreError::RowRefused { detail }));
+                }
+            }
+            Err(e) => return Err(ConsumeError::Store(e)),
+        }
+    }
+    Ok(done)
+}
+
+/// The key and value of the record at `offset`, read again from Kafka: a row PostgreSQL
+/// refused is kept as the bytes that came in, not as what we made of them.
+async fn raw_record(
+    kafka: &KafkaClient,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), ConsumeError> {
+    let pc = kafka::partition_client(kafka, topic, partition)
+        .await
+        .map_err(ConsumeError::Kafka)?;
+    let fetch = pc.fetch_records(offset, 1..RAW_FETCH_BYTES, 1_000);
+    let fetched = match tokio::time::timeout(kafka::REQUEST_TIMEOUT, fetch).await {
+        Ok(Ok((records, _))) => records,
+        Ok(Err(e)) => return Err(ConsumeError::Kafka(kafka::request_error("fetch", &e))),
+        Err(_) => {
+            return Err(ConsumeError::Kafka(KafkaError::Request {
+                what: "fetch".into(),
+                detail: "no answer".into(),
+            }));
+        }
+    };
+    let record = fetched.into_iter().find(|r| r.offset == offset);
+    Ok(record.map_or((None, None), |r| (r.record.key, r.record.value)))
 }
 
 async fn wait_for_topic(
@@ -637,24 +744,11 @@ async fn fetch_partition(job: FetchJob) {
                     protocol_error: ProtocolError::OffsetOutOfRange,
                     ..
                 })) => {
-                    // Retention removed records we had not consumed: say how many, go on.
-                    if let Ok(Ok(earliest)) = tokio::time::timeout(
-                        Duration::from_secs(15),
-                        pc.get_offset(OffsetAt::Earliest),
-                    )
-                    .await
+                    if let Some(skip_to) =
+                        out_of_range(&pc, job.partition, fetch_from, &job.shared.topic).await
                     {
-                        if earliest > fetch_from {
-                            log::error!(
-                                "partition {}: {} record(s) expired in Kafka before they were consumed (offsets {}..{})",
-                                job.partition,
-                                earliest - fetch_from,
-                                fetch_from,
-                                earliest
-                            );
-                            fetch_from = earliest;
-                            offset = earliest;
-                        }
+                        fetch_from = skip_to;
+                        offset = skip_to;
                     }
                 }
                 Ok(Err(e)) => {
@@ -691,6 +785,46 @@ async fn fetch_partition(job: FetchJob) {
             }
             // The first batch written creates the partition's row in kafka_offsets.
             new_partition = false;
+        }
+    }
+}
+
+/// The fetch position is outside the partition's log. Below its start: retention removed
+/// records before they were consumed; say how many and return where to go on. Past its
+/// end: the topic was deleted and re-created under the same name (or the offsets table
+/// belongs to another cluster); moving on by ourselves could skip or double records, so
+/// say what the user can do, and check again later, never in a busy loop.
+async fn out_of_range(
+    pc: &rskafka::client::partition::PartitionClient,
+    partition: i32,
+    fetch_from: i64,
+    topic: &str,
+) -> Option<i64> {
+    let bound = |at| tokio::time::timeout(Duration::from_secs(15), pc.get_offset(at));
+    let earliest = bound(OffsetAt::Earliest).await.ok()?.ok();
+    let latest = bound(OffsetAt::Latest).await.ok()?.ok();
+    match (earliest, latest) {
+        (Some(earliest), _) if earliest > fetch_from => {
+            log::error!(
+                "partition {partition}: {} record(s) expired in Kafka before they were consumed (offsets {fetch_from}..{earliest})",
+                earliest - fetch_from
+            );
+            Some(earliest)
+        }
+        (_, Some(end)) if fetch_from > end => {
+            log::error!(
+                "partition {partition}: the committed offset {fetch_from} is past the end of the partition ({end}): was topic {topic:?} deleted and re-created? \
+                 Nothing is read from this partition until its position is reset; to read the new topic from its start, stop the consumers and run: \
+                 DELETE FROM kafka_offsets WHERE topic = '{topic}' AND partition = {partition}; checking again in {} s",
+                PAST_END_RECHECK.as_secs()
+            );
+            tokio::time::sleep(PAST_END_RECHECK).await;
+            None
+        }
+        _ => {
+            // The broker's answers disagree with each other for now: ask again later.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            None
         }
     }
 }

@@ -37,6 +37,11 @@ pub enum StoreError {
     OffsetMoved {
         partition: i32,
     },
+    /// PostgreSQL refused the data of some row (a data exception, a constraint, a limit):
+    /// retrying the same rows fails the same way. The consumer isolates the row.
+    RowRefused {
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for StoreError {
@@ -57,6 +62,9 @@ impl std::fmt::Display for StoreError {
             StoreError::Sql { what, detail } => write!(f, "PostgreSQL {what} failed: {detail}"),
             StoreError::DuplicateEvent { detail } => {
                 write!(f, "an event id is already stored: {detail}")
+            }
+            StoreError::RowRefused { detail } => {
+                write!(f, "PostgreSQL refused a row: {detail}")
             }
             StoreError::OffsetMoved { partition } => {
                 write!(
@@ -102,6 +110,14 @@ pub(crate) fn sql_error(what: &'static str, e: &tokio_postgres::Error) -> StoreE
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => flatten(e),
     };
+    // Class 22 (data exception), 23 (integrity constraint: a CHECK or trigger a DBA added)
+    // and 54 (program limit, e.g. an index row too large) belong to the rows themselves.
+    let refused = e
+        .as_db_error()
+        .is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23" | "54"));
+    if refused {
+        return StoreError::RowRefused { detail };
+    }
     StoreError::Sql { what, detail }
 }
 
@@ -560,6 +576,59 @@ impl Batch {
     pub fn records(&self) -> usize {
         self.rows.len() + self.rejected.len()
     }
+
+    /// Split into the records before `offset` and those from it on: two batches that
+    /// cover the same range, each contiguous, so each can commit its own offset move.
+    pub fn split_at(self, offset: i64) -> (Batch, Batch) {
+        let offset = offset.clamp(self.start_offset, self.next_offset);
+        let (left_rows, right_rows) = self.rows.split_at_offset(offset);
+        let (left_rejects, right_rejects) =
+            self.rejected.into_iter().partition(|r| r.offset < offset);
+        let left = Batch {
+            partition: self.partition,
+            start_offset: self.start_offset,
+            next_offset: offset,
+            new_partition: self.new_partition,
+            rows: left_rows,
+            rejected: left_rejects,
+            python_from: self.python_from,
+        };
+        let right = Batch {
+            partition: self.partition,
+            start_offset: offset,
+            next_offset: self.next_offset,
+            new_partition: false,
+            rows: right_rows,
+            rejected: right_rejects,
+            python_from: self.python_from,
+        };
+        (left, right)
+    }
+
+    /// The offset of the one event row, when the batch holds exactly one.
+    pub fn single_row(&self) -> Option<i64> {
+        match self.rows.ends.as_slice() {
+            [(offset, _)] => Some(*offset),
+            _ => None,
+        }
+    }
+
+    /// The offset in the middle of the event rows, to split a batch in two halves of rows.
+    pub fn middle_row(&self) -> Option<i64> {
+        let ends = &self.rows.ends;
+        (ends.len() >= 2).then(|| ends[ends.len() / 2].0)
+    }
+
+    /// Turn the batch's one event row ([`Batch::single_row`]) into a reject, kept with the
+    /// record's raw bytes.
+    pub fn reject_single_row(&mut self, rejected: Rejected) {
+        self.rows = EventRows {
+            bytes: Bytes::new(),
+            ends: Vec::new(),
+        };
+        self.rejected.push(rejected);
+        self.rejected.sort_by_key(|r| r.offset);
+    }
 }
 
 /// Events as rows of PostgreSQL's binary COPY format, ready to stream. They are encoded
@@ -568,16 +637,39 @@ impl Batch {
 #[derive(Debug)]
 pub struct EventRows {
     bytes: Bytes,
-    count: usize,
+    /// Per row: its record's offset and where its bytes end, so that a chunk can be split
+    /// at any row when PostgreSQL refuses one of them.
+    ends: Vec<(i64, usize)>,
 }
 
 impl EventRows {
     pub fn len(&self) -> usize {
-        self.count
+        self.ends.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.ends.is_empty()
+    }
+
+    /// The rows of records before `offset`, and those from it on.
+    fn split_at_offset(self, offset: i64) -> (EventRows, EventRows) {
+        let n = self.ends.partition_point(|(o, _)| *o < offset);
+        let cut = if n == 0 { 0 } else { self.ends[n - 1].1 };
+        let mut bytes = self.bytes;
+        let right_bytes = bytes.split_off(cut);
+        let mut ends = self.ends;
+        let right_ends = ends
+            .split_off(n)
+            .into_iter()
+            .map(|(o, e)| (o, e - cut))
+            .collect();
+        (
+            EventRows { bytes, ends },
+            EventRows {
+                bytes: right_bytes,
+                ends: right_ends,
+            },
+        )
     }
 }
 
@@ -585,7 +677,7 @@ impl EventRows {
 #[derive(Debug)]
 pub struct RowEncoder {
     bytes: BytesMut,
-    count: usize,
+    ends: Vec<(i64, usize)>,
 }
 
 impl RowEncoder {
@@ -593,14 +685,14 @@ impl RowEncoder {
         RowEncoder {
             // Check events average ~300 bytes as rows.
             bytes: BytesMut::with_capacity(events * 320),
-            count: 0,
+            ends: Vec::with_capacity(events),
         }
     }
 
     pub fn finish(self) -> EventRows {
         EventRows {
             bytes: self.bytes.freeze(),
-            count: self.count,
+            ends: self.ends,
         }
     }
 
@@ -671,7 +763,7 @@ impl RowEncoder {
                 }
             }
         }
-        self.count += 1;
+        self.ends.push((offset, self.bytes.len()));
         Ok(())
     }
 }
@@ -762,11 +854,15 @@ pub async fn write_batches(
             .iter()
             .any(|b| b.python_from.is_some_and(|from| from <= until))
     });
+    // Each attempt is bounded: a server that stops answering mid-transaction is a
+    // failure to retry from the committed offsets, never a hang.
     if overlap {
-        return write_once(client, topic, batches, true).await;
+        return bounded("transaction", write_once(client, topic, batches, true)).await;
     }
-    match write_once(client, topic, batches, false).await {
-        Err(StoreError::DuplicateEvent { .. }) => write_once(client, topic, batches, true).await,
+    match bounded("transaction", write_once(client, topic, batches, false)).await {
+        Err(StoreError::DuplicateEvent { .. }) => {
+            bounded("transaction", write_once(client, topic, batches, true)).await
+        }
         other => other,
     }
 }

@@ -125,92 +125,164 @@ async fn kill_9_ten_times_loses_and_doubles_nothing() {
     );
 }
 
+/// Records that are not valid events, one of each kind a topic can hold: each must be kept
+/// in rejected_events with its raw bytes, and none may stop the valid events around it.
+fn malformed_kinds() -> Vec<(&'static str, Option<Vec<u8>>)> {
+    let v1 = |field: &str, value: &str| -> Vec<u8> {
+        let mut ev: serde_json::Value =
+            serde_json::from_slice(&common::sample_event("https://m.example/", 1).to_json())
+                .unwrap();
+        ev[field] = serde_json::from_str(value).unwrap();
+        serde_json::to_vec(&ev).unwrap()
+    };
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes();
+    vec![
+        ("not UTF-8", Some(vec![0xff, 0xfe, 0x00, 0x7b])),
+        ("empty", Some(Vec::new())),
+        ("tombstone", None),
+        ("whitespace", Some(b"   \n".to_vec())),
+        ("NUL in a key", Some(br#"{"\u0000": 1}"#.to_vec())),
+        (
+            "NUL in a v1 url",
+            Some(v1("url", r#""https://nul.example/\u0000x""#)),
+        ),
+        (
+            "NUL in a v1 error",
+            Some(v1("error", r#""bad\u0000thing""#)),
+        ),
+        (
+            "NUL in a Python url",
+            Some(br#"{"url": "https://p.example/\u0000", "elapsed": 3}"#.to_vec()),
+        ),
+        ("wrong type", Some(v1("url", "42"))),
+        (
+            "missing fields",
+            Some(br#"{"v": 1, "url": "https://a.example/"}"#.to_vec()),
+        ),
+        (
+            "future version",
+            Some(br#"{"v": 7, "url": "https://a.example/"}"#.to_vec()),
+        ),
+        ("version as text", Some(v1("v", r#""1""#))),
+        ("status overflows", Some(v1("status", "70000"))),
+        ("elapsed overflows", Some(v1("elapsed_ms", "1e30"))),
+        ("negative elapsed", Some(v1("elapsed_ms", "-5"))),
+        ("bad uuid", Some(v1("id", r#""not-a-uuid""#))),
+        ("bad time", Some(v1("checked_at", r#""yesterday""#))),
+        ("nesting 10,000 deep", Some(deep)),
+        (
+            "lone surrogate",
+            Some(br#"{"url": "https://s.example/\ud800", "elapsed": 1}"#.to_vec()),
+        ),
+        ("truncated", Some(br#"{"v": 1, "id": "01a2"#.to_vec())),
+        (
+            "over 64 KiB",
+            Some(format!(r#"{{"v": 1, "pad": "{}"}}"#, "x".repeat(100_000)).into_bytes()),
+        ),
+        ("array", Some(b"[1, 2]".to_vec())),
+        ("string", Some(br#""hello""#.to_vec())),
+        ("null", Some(b"null".to_vec())),
+        (
+            "Python url null",
+            Some(br#"{"url": null, "elapsed": 3, "status": 200}"#.to_vec()),
+        ),
+        (
+            "Python status as text",
+            Some(br#"{"url": "https://a.example/", "elapsed": 3, "status": "200"}"#.to_vec()),
+        ),
+        (
+            "Python status overflows",
+            Some(br#"{"url": "https://a.example/", "status": 9999999999}"#.to_vec()),
+        ),
+        (
+            "byte order mark",
+            Some(b"\xef\xbb\xbf{\"url\": \"https://a.example/\"}".to_vec()),
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn malformed_records_are_kept_aside_and_good_ones_all_land() {
     let tb = testbed_or_skip!();
     let topic = common::unique("malformed");
+    let kinds = malformed_kinds();
+    assert!(kinds.len() >= 20);
+    let now = chrono::Utc::now();
     let mut records = Vec::new();
-    let bad: Vec<(&str, Vec<u8>)> = vec![
-        ("not JSON", b"{this is not json".to_vec()),
-        ("not UTF-8", vec![0xff, 0xfe, 0x00, 0x7b]),
-        (
-            "wrong types",
-            br#"{"v": 1, "id": "01a220e6-750b-727c-ac3e-35286430d2bb", "url": 42}"#.to_vec(),
-        ),
-        (
-            "missing fields",
-            br#"{"v": 1, "url": "https://a.example/"}"#.to_vec(),
-        ),
-        (
-            "future version",
-            br#"{"v": 7, "url": "https://a.example/"}"#.to_vec(),
-        ),
-        (
-            "oversize",
-            format!(r#"{{"v": 1, "pad": "{}"}}"#, "x".repeat(100_000)).into_bytes(),
-        ),
-    ];
-    for i in 0..300u64 {
+    let mut good = 0i64;
+    for i in 0..600u64 {
         let url = format!("https://good-{}.example/", i % 7);
-        records.push((
-            url.clone().into_bytes(),
-            common::sample_event(&url, i).to_json(),
-        ));
-        if i % 50 == 0 {
-            let (_, value) = &bad[(i / 50) as usize % bad.len()];
-            records.push((format!("bad-{i}").into_bytes(), value.clone()));
+        let value = if i % 2 == 0 {
+            common::sample_event(&url, i).to_json()
+        } else {
+            common::python_record(&url, i as i64, Some(200))
+        };
+        records.push((url.into_bytes(), Some(value), now));
+        good += 1;
+        if i % 20 == 0 {
+            if let Some((kind, value)) = kinds.get((i / 20) as usize) {
+                records.push((format!("bad: {kind}").into_bytes(), value.clone(), now));
+            }
         }
     }
-    // valid JSON and a valid event, but PostgreSQL text cannot hold a NUL: before it was
-    // rejected, this one record made every retry of its COPY fail, for ever
-    let nul = common::sample_event("https://nul.example/\u{0}x", 1).to_json();
-    records.push((b"https://nul.example/".to_vec(), nul));
-    // a producer retry: the same event twice, at two offsets
+    // a producer retry: the same event twice, at two offsets (stored once, counted)
     let dup = common::sample_event("https://dup.example/", 0).to_json();
-    records.push((b"https://dup.example/".to_vec(), dup.clone()));
-    records.push((b"https://dup.example/".to_vec(), dup));
-    common::produce_raw(&tb, &topic, 3, records).await;
+    for _ in 0..2 {
+        records.push((b"https://dup.example/".to_vec(), Some(dup.clone()), now));
+    }
+    common::produce_timed(&tb, &topic, 3, records).await;
     let (pg, url) = tb.fresh_database("malformed").await;
-    drain(&tb, &topic, &url).await;
+    let out = drain(&tb, &topic, &url).await;
+    assert!(
+        out.contains(&format!(
+            "{} event(s) written, 1 already stored, {} rejected",
+            good + 1,
+            kinds.len()
+        )),
+        "{out}"
+    );
     let db = open(&pg).await;
     assert_eq!(
         query_i64(&db, "SELECT count(*) FROM events").await,
-        301,
-        "300 good + 1 of the duplicated pair"
+        good + 1
     );
-    assert_eq!(
-        query_i64(&db, "SELECT count(*) FROM rejected_events").await,
-        7
-    );
+    for (kind, value) in &kinds {
+        let key = format!("bad: {kind}").into_bytes();
+        let row = db
+            .query_one(
+                "SELECT value, reason FROM rejected_events WHERE key = $1",
+                &[&key],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: not kept ({e})"));
+        let kept: Option<Vec<u8>> = row.get(0);
+        let reason: String = row.get(1);
+        assert_eq!(&kept, value, "{kind}: raw bytes kept as they came");
+        assert!(
+            !reason.is_empty() && !reason.contains('\0'),
+            "{kind}: {reason:?}"
+        );
+    }
     let reasons: Vec<String> = db
-        .query("SELECT reason FROM rejected_events ORDER BY reason", &[])
+        .query("SELECT reason FROM rejected_events", &[])
         .await
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
     for want in [
-        "not JSON",
         "not UTF-8",
-        "invalid v1 event",
+        "no value",
+        "not JSON",
         "unknown event format version 7",
         "limit",
-        "url contains a NUL character",
+        "contains a NUL character",
     ] {
         assert!(
             reasons.iter().any(|r| r.contains(want)),
             "{want:?} not in {reasons:?}"
         );
     }
-    let raw: Vec<u8> = db
-        .query_one(
-            "SELECT value FROM rejected_events WHERE reason LIKE '%UTF-8%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(raw, vec![0xff, 0xfe, 0x00, 0x7b], "raw bytes kept");
 }
 
 #[tokio::test]
@@ -409,4 +481,106 @@ async fn runs_as_a_dedicated_least_privilege_role() {
         .unwrap()
         .get(0);
     assert!(!is_super);
+}
+
+#[tokio::test]
+async fn a_row_postgres_refuses_is_kept_aside_and_blocks_nothing() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("refused");
+    let mut records = Vec::new();
+    let mut poison = Vec::new();
+    for i in 0..600u64 {
+        let url = if i % 150 == 75 {
+            format!("https://poison-{i}.example/")
+        } else {
+            format!("https://good-{}.example/", i % 9)
+        };
+        let value = common::sample_event(&url, i).to_json();
+        if url.contains("poison") {
+            poison.push(value.clone());
+        }
+        records.push((url.into_bytes(), value));
+    }
+    common::produce_raw(&tb, &topic, 3, records).await;
+    let (pg, url) = tb.fresh_database("refused").await;
+    // A rule a DBA added, which valid events can break: PostgreSQL refuses those rows.
+    let mut admin = open(&pg).await;
+    checksite::store::migrate(&mut admin).await.unwrap();
+    admin
+        .batch_execute(
+            "ALTER TABLE events ADD CONSTRAINT no_poison CHECK (url NOT LIKE '%poison%')",
+        )
+        .await
+        .unwrap();
+    let out = drain(&tb, &topic, &url).await;
+    assert!(
+        out.contains("596 event(s) written, 0 already stored, 4 rejected"),
+        "{out}"
+    );
+    assert_eq!(query_i64(&admin, "SELECT count(*) FROM events").await, 596);
+    let kept: Vec<(String, Vec<u8>)> = admin
+        .query(
+            "SELECT reason, value FROM rejected_events ORDER BY partition, \"offset\"",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(kept.len(), 4);
+    for (reason, value) in &kept {
+        assert!(reason.contains("no_poison"), "{reason}");
+        assert!(poison.contains(value), "raw bytes kept as they came");
+    }
+    assert_eq!(
+        query_i64(&admin, "SELECT sum(next_offset)::bigint FROM kafka_offsets").await,
+        600
+    );
+}
+
+/// CPU time (user + system) a process has used so far, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn an_offset_past_the_end_is_explained_and_never_spins() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("pastend");
+    common::produce_events(&tb, &topic, 3, 30, 5).await;
+    let (pg, url) = tb.fresh_database("pastend").await;
+    drain(&tb, &topic, &url).await;
+    // As if the topic had been deleted and re-created: the positions are past its end.
+    let db = open(&pg).await;
+    db.execute(
+        "UPDATE kafka_offsets SET next_offset = next_offset + 1000",
+        &[],
+    )
+    .await
+    .unwrap();
+    let child = consumer(&tb, &topic, &url, &[]).spawn().unwrap();
+    let pid = child.id().unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let used = cpu_ticks(pid);
+    common::terminate(&child);
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    // Said once per partition, then waited on: a loop would say it again and again.
+    assert_eq!(
+        log.matches("is past the end of the partition").count(),
+        3,
+        "{log}"
+    );
+    assert!(log.contains("DELETE FROM kafka_offsets"), "{log}");
+    assert!(used < 40, "{used} ticks of CPU in 4 s: a busy loop");
+    assert_eq!(query_i64(&db, "SELECT count(*) FROM events").await, 30);
 }

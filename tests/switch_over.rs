@@ -80,7 +80,7 @@ async fn python_database_and_topic_are_taken_over_without_loss_or_doubles() {
         let at = base + Span::milliseconds(i * 1_537);
         records.push((
             site.clone().into_bytes(),
-            common::python_record(&site, 100 + i, Some(200)),
+            Some(common::python_record(&site, 100 + i, Some(200))),
             at,
         ));
         if i < 40 {
@@ -94,12 +94,12 @@ async fn python_database_and_topic_are_taken_over_without_loss_or_doubles() {
         let site = format!("https://site-{}.example/", i % 4);
         records.push((
             site.clone().into_bytes(),
-            common::sample_event(&site, i).to_json(),
+            Some(common::sample_event(&site, i).to_json()),
             later,
         ));
     }
     let odd = br#"{"url": "https://odd.example/", "elapsed": 77, "error": null, "status": 503, "body_prefix": "down", "content_match": null, "timestamp": 1764316800, "region": "eu-west"}"#;
-    records.push((b"https://odd.example/".to_vec(), odd.to_vec(), later));
+    records.push((b"https://odd.example/".to_vec(), Some(odd.to_vec()), later));
     common::produce_timed(&tb, &topic, 3, records).await;
 
     let python_rows = query_i64(&db, "SELECT count(*) FROM events").await;

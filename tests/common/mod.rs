@@ -243,16 +243,23 @@ pub async fn produce_raw(
     records: Vec<(Vec<u8>, Vec<u8>)>,
 ) -> usize {
     let now = chrono::Utc::now();
-    let records = records.into_iter().map(|(k, v)| (k, v, now)).collect();
+    let records = records
+        .into_iter()
+        .map(|(k, v)| (k, Some(v), now))
+        .collect();
     produce_timed(tb, topic, partitions, records).await
 }
 
-/// [`produce_raw`] with each record's Kafka timestamp given (milliseconds are kept).
+/// A record's key, value (None: a tombstone) and Kafka timestamp.
+pub type TimedRecord = (Vec<u8>, Option<Vec<u8>>, chrono::DateTime<chrono::Utc>);
+
+/// [`produce_raw`] with each record's Kafka timestamp given (milliseconds are kept), and
+/// values that may be missing (tombstones).
 pub async fn produce_timed(
     tb: &Testbed,
     topic: &str,
     partitions: i32,
-    records: Vec<(Vec<u8>, Vec<u8>, chrono::DateTime<chrono::Utc>)>,
+    records: Vec<TimedRecord>,
 ) -> usize {
     use checksite::kafka;
     use rskafka::record::Record;
@@ -269,7 +276,7 @@ pub async fn produce_timed(
         let p = kafka::partition_for(&key, n);
         by_partition.entry(p).or_default().push(Record {
             key: Some(key),
-            value: Some(value),
+            value,
             headers: Default::default(),
             timestamp,
         });
