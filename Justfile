@@ -15,10 +15,11 @@ services action="start":
     @echo "==> test bed: {{action}}"
     {{testbed}} {{action}}
 
-# run every test (unit + integration against the local test bed, which it starts if needed)
-test: (services "start")
-    @echo "==> cargo test (integration tests use the test bed in {{testbed_env}})"
-    source {{testbed_env}} && cargo test --all-targets
+# run every test (unit + integration against the local test bed, which it starts if needed);
+# strict: a test whose service is missing fails, it never skips
+test: build-static (services "start")
+    @echo "==> cargo test, strict (integration tests use the test bed in {{testbed_env}})"
+    source {{testbed_env}} && CK_TEST_STRICT=1 cargo test --all-targets
 
 # cargo fmt --check and clippy with warnings as errors
 lint:

@@ -18,10 +18,9 @@ command -v python3 >/dev/null || missing+=(python3)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v pip >/dev/null || command -v pip3 >/dev/null || missing+=(python3-pip)
-if [ "${CHECKSITE_WITH_PODMAN:-0}" = 1 ]; then
-  command -v podman >/dev/null || missing+=(podman)
-  command -v runc >/dev/null || missing+=(runc)
-fi
+# podman runs the image test (`just test`) and builds the image (`just image`).
+command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || missing+=(runc)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "error: missing packages: ${missing[*]}: install them (sudo apt-get install ${missing[*]}) or run this as root" >&2

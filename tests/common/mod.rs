@@ -1,7 +1,8 @@
 //! What every integration test shares: finding the test bed (scripts/testbed/testbed.sh)
 //! through its environment variables, a fresh topic and a fresh database per test.
 //!
-//! Locally a test whose service is absent skips with a message; under CI=true it fails.
+//! In a hand-run `cargo test` a test whose service is absent skips, saying so; under
+//! `just test` and CI ([`strict`]) it fails.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -19,6 +20,13 @@ pub struct Testbed {
     pub postgres_url: String,
 }
 
+/// Whether a missing service fails the test instead of skipping it: under CI (`CI=true`)
+/// and under `just test` (`CK_TEST_STRICT=1`). Only a hand-run `cargo test` may skip.
+pub fn strict() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("CK_TEST_STRICT").is_ok_and(|v| v == "1")
+}
+
 /// The running test bed, or None (after saying why) when it is not running locally.
 pub fn testbed() -> Option<Testbed> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -34,9 +42,9 @@ pub fn testbed() -> Option<Testbed> {
         })
     })();
     if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if strict() {
             panic!(
-                "CI=true but the test bed's CK_TEST_* variables are not set: start it with `just services` and run tests with `just test`"
+                "strict mode (CI=true or `just test`) but the test bed's CK_TEST_* variables are not set: start it with `just services` and run tests with `just test`"
             );
         }
         eprintln!(
