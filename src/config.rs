@@ -441,7 +441,8 @@ fn check_url(origin: &str, url: &str) -> Result<(), ConfigError> {
             Ok(())
         }
         _ => err(format!(
-            "{origin}: {url:?} is not an http:// or https:// URL with a host"
+            "{origin}: {:?} is not an http:// or https:// URL with a host",
+            crate::secret::redact_url(url)
         )),
     }
 }

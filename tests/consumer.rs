@@ -352,10 +352,14 @@ async fn three_consumers_share_partitions_and_take_over_from_a_dead_one() {
         .await,
         6
     );
-    let victim = children.remove(0);
-    let mut victim = victim;
+    let mut victim = children.remove(0);
     victim.start_kill().unwrap();
-    let _ = victim.wait().await;
+    let victim_log = victim.wait_with_output().await.unwrap().stderr;
+    let victim_held = last_holding(&String::from_utf8_lossy(&victim_log));
+    assert!(
+        !victim_held.is_empty(),
+        "the killed consumer held partitions"
+    );
     let second = common::produce_python(&tb, &topic, 6, 20_000..26_000, 300).await as i64;
     wait_for_rows(&db, first + second, Duration::from_secs(60)).await;
     assert_eq!(
@@ -365,13 +369,38 @@ async fn three_consumers_share_partitions_and_take_over_from_a_dead_one() {
     for c in &children {
         common::terminate(c);
     }
+    let mut survivors_hold = std::collections::BTreeSet::new();
     for c in children {
         let out = tokio::time::timeout(Duration::from_secs(15), c.wait_with_output())
             .await
             .unwrap()
             .unwrap();
         assert!(out.status.success());
+        let log = String::from_utf8_lossy(&out.stderr);
+        let held = last_holding(&log);
+        assert!(!held.is_empty(), "each consumer held partitions: {log}");
+        survivors_hold.extend(held);
     }
+    // The two survivors now hold all six, the dead one's among them.
+    assert_eq!(survivors_hold, (0..6).collect());
+    assert!(victim_held.is_subset(&survivors_hold));
+}
+
+/// The partitions a consumer said it held last ("... this one now holds partitions {0, 3}").
+fn last_holding(log: &str) -> std::collections::BTreeSet<i32> {
+    log.lines()
+        .filter_map(|l| {
+            l.split_once("this one now holds partitions ")
+                .map(|(_, set)| set)
+        })
+        .last()
+        .map(|set| {
+            set.trim_matches(|c| c == '{' || c == '}')
+                .split(", ")
+                .filter_map(|p| p.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -1,0 +1,189 @@
+//! No password reaches the output of either binary, whatever goes wrong: every error path a
+//! user can meet with a password in CK_POSTGRESQL_URL, --postgresql-url, the SASL settings
+//! or a target URL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Listener;
+
+const PASSWORD: &str = "Sup3r-s3cret-pw";
+
+/// Run a binary with `env` and `args`; returns (exit code, stdout + stderr).
+async fn run(bin: &str, env: &[(String, String)], args: &[&str]) -> (i32, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(40),
+        tokio::process::Command::new(bin)
+            .envs(env.iter().cloned())
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("must not hang")
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Run a binary that keeps running (the producer waits out a broker it cannot use) for
+/// `secs`, then SIGTERM it; returns stdout + stderr.
+async fn run_then_stop(bin: &str, env: &[(String, String)], secs: u64) -> String {
+    let child = tokio::process::Command::new(bin)
+        .envs(env.iter().cloned())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    common::terminate(&child);
+    let out = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn assert_hidden(case: &str, code: i32, text: &str) {
+    assert_ne!(code, 0, "{case}: must fail: {text}");
+    assert_no_password(case, text);
+}
+
+fn assert_no_password(case: &str, text: &str) {
+    assert!(!text.trim().is_empty(), "{case}: says nothing");
+    assert!(
+        !text.contains(PASSWORD),
+        "{case}: the password is in the output: {text}"
+    );
+    assert!(
+        !text.contains("s3cret"),
+        "{case}: part of the password is in the output: {text}"
+    );
+}
+
+#[tokio::test]
+async fn the_consumer_never_prints_the_postgres_password() {
+    let tb = testbed_or_skip!();
+    let bin = env!("CARGO_BIN_EXE_checksite-consumer");
+    let ca = tb.cert("ca.pem");
+    let good = url_of(&tb.postgres_url);
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "wrong password",
+            format!(
+                "postgres://{}:{PASSWORD}@{}?sslmode=verify-full&sslrootcert={ca}",
+                good.0, good.1
+            ),
+        ),
+        (
+            "nothing listening",
+            format!("postgres://ann:{PASSWORD}@127.0.0.1:1/db?sslmode=require"),
+        ),
+        (
+            "unknown sslmode",
+            format!("postgres://ann:{PASSWORD}@127.0.0.1/db?sslmode=sometimes"),
+        ),
+        (
+            "unknown parameter",
+            format!("postgres://ann:{PASSWORD}@127.0.0.1/db?sslmdoe=require"),
+        ),
+        ("two @", format!("postgres://ann:{PASSWORD}@x@127.0.0.1/db")),
+        (
+            "raw ? and a bad port",
+            format!("postgres://ann:{PASSWORD}?x@127.0.0.1:notaport/db"),
+        ),
+        (
+            "missing sslrootcert",
+            format!("postgres://ann:{PASSWORD}@127.0.0.1/db?sslrootcert=/nowhere/%aé.pem"),
+        ),
+        (
+            "not postgres",
+            format!("mysql://ann:{PASSWORD}@127.0.0.1/db"),
+        ),
+        (
+            "untrusted server",
+            format!(
+                "postgres://{}:{PASSWORD}@{}?sslmode=verify-full",
+                good.0, good.1
+            ),
+        ),
+    ];
+    for (case, url) in cases {
+        let mut env = tb.kafka_env(Listener::MutualTls, "secrets");
+        env.push(("CK_POSTGRESQL_URL".into(), url.clone()));
+        let (code, text) = run(bin, &env, &["--drain"]).await;
+        assert_hidden(case, code, &text);
+        // The same URL given as a flag.
+        let env = tb.kafka_env(Listener::MutualTls, "secrets");
+        let (code, text) = run(bin, &env, &["--drain", "--postgresql-url", &url]).await;
+        assert_hidden(&format!("{case} (flag)"), code, &text);
+    }
+    // Kafka unreachable, the password in the URL.
+    let env = vec![
+        ("CK_KAFKA_SERVERS".to_string(), "127.0.0.1:1".to_string()),
+        (
+            "CK_POSTGRESQL_URL".to_string(),
+            format!(
+                "postgres://{}:{PASSWORD}@{}?sslmode=verify-full&sslrootcert={ca}",
+                good.0, good.1
+            ),
+        ),
+    ];
+    let (code, text) = run(bin, &env, &["--drain"]).await;
+    assert_hidden("Kafka unreachable", code, &text);
+}
+
+/// (user, host:port/db) of the test bed's URL.
+fn url_of(url: &str) -> (String, String) {
+    let rest = url.split_once("://").unwrap().1;
+    let (user, host) = rest.split_once('@').unwrap();
+    let user = user.split(':').next().unwrap().to_string();
+    let host = host.split('?').next().unwrap().to_string();
+    (user, host)
+}
+
+#[tokio::test]
+async fn the_producer_never_prints_a_sasl_or_site_password() {
+    let tb = testbed_or_skip!();
+    let bin = env!("CARGO_BIN_EXE_checksite-producer");
+    // A wrong SASL password.
+    let mut env = tb.kafka_env(Listener::Sasl("SCRAM-SHA-256"), "secrets");
+    env.retain(|(k, _)| k != "CK_KAFKA_SASL_PASSWORD");
+    env.push(("CK_KAFKA_SASL_PASSWORD".into(), PASSWORD.into()));
+    env.push((
+        "CK_SITE_URL".into(),
+        format!("http://ann:{PASSWORD}@127.0.0.1:1/"),
+    ));
+    let text = run_then_stop(bin, &env, 6).await;
+    assert!(text.contains("SaslAuthenticationFailed"), "{text}");
+    assert_no_password("wrong SASL password", &text);
+    // A SASL password with nothing listening.
+    env.retain(|(k, _)| k != "CK_KAFKA_SERVERS");
+    env.push(("CK_KAFKA_SERVERS".into(), "127.0.0.1:1".into()));
+    let text = run_then_stop(bin, &env, 4).await;
+    assert!(text.contains("Connection refused"), "{text}");
+    assert_no_password("Kafka unreachable", &text);
+    // Bad settings next to a password: the error names the setting, not the secret.
+    for (var, value) in [
+        ("CK_CHECK_DELAY", "soon"),
+        ("CK_KAFKA_SASL_MECHANISM", "MAGIC"),
+        ("CK_SITE_URL", "ftp://ann:Sup3r-s3cret-pw@127.0.0.1/"),
+        ("CK_SITE_URL", "http://ann:Sup3r-s3cret-pw@/"),
+    ] {
+        let mut env = env.clone();
+        env.retain(|(k, _)| k != var);
+        env.push((var.into(), value.into()));
+        let (code, text) = run(bin, &env, &[]).await;
+        assert_hidden(&format!("{var}={value}"), code, &text);
+    }
+}
