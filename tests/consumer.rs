@@ -389,11 +389,12 @@ async fn three_consumers_share_partitions_and_take_over_from_a_dead_one() {
 /// The partitions a consumer said it held last ("... this one now holds partitions {0, 3}").
 fn last_holding(log: &str) -> std::collections::BTreeSet<i32> {
     log.lines()
+        .rev()
         .filter_map(|l| {
             l.split_once("this one now holds partitions ")
                 .map(|(_, set)| set)
         })
-        .last()
+        .next()
         .map(|set| {
             set.trim_matches(|c| c == '{' || c == '}')
                 .split(", ")
