@@ -17,12 +17,17 @@ use rskafka::client::partition::Compression as KafkaCompression;
 use rskafka::record::Record;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Kafka at `servers`, over TLS as CK_KAFKA_SSL says when it is set (mutual TLS in the
+/// benchmarks, as users run it).
 fn settings(servers: &str, topic: &str) -> KafkaSettings {
-    let env = [("CK_KAFKA_SERVERS", servers), ("CK_KAFKA_TOPIC", topic)];
-    KafkaSettings::from_settings(&Settings::new(
-        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-    ))
-    .unwrap_or_else(|e| panic!("{e}"))
+    let mut env = vec![
+        ("CK_KAFKA_SERVERS".to_string(), servers.to_string()),
+        ("CK_KAFKA_TOPIC".to_string(), topic.to_string()),
+    ];
+    if let Ok(ssl) = std::env::var("CK_KAFKA_SSL") {
+        env.push(("CK_KAFKA_SSL".to_string(), ssl));
+    }
+    KafkaSettings::from_settings(&Settings::new(env)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn event(i: u64) -> CheckEvent {

@@ -64,8 +64,8 @@ psql -q "$db_url" -P footer=off <<'SQL'
 SELECT url,
        count(*) AS checks,
        round(100.0 * avg((status BETWEEN 200 AND 399 AND error IS NULL)::int), 1) AS "up %",
-       round((1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY elapsed))::numeric, 1) AS "median ms",
-       round((1000 * percentile_cont(0.95) WITHIN GROUP (ORDER BY elapsed))::numeric, 1) AS "p95 ms",
+       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY elapsed)::numeric, 1) AS "median ms",
+       round(percentile_cont(0.95) WITHIN GROUP (ORDER BY elapsed)::numeric, 1) AS "p95 ms",
        (array_agg(coalesce(status::text, error_kind) ORDER BY ts DESC))[1] AS "last status",
        (array_agg(content_match ORDER BY ts DESC))[1] AS "last match"
   FROM events GROUP BY url ORDER BY url;
