@@ -25,17 +25,14 @@
 //!
 //! The binaries in `src/bin` only wire these together and render errors for humans.
 
-pub mod config;
-pub mod consume;
+pub mod consumer;
 pub mod event;
 pub mod kafka;
 pub mod logging;
-pub mod outbox;
-pub mod probe;
-pub mod schedule;
+pub mod producer;
 pub mod secret;
+pub mod settings;
 pub mod shutdown;
-pub mod store;
 pub mod tls;
 
 /// Exit code for a usage or configuration error (both binaries).

@@ -499,7 +499,7 @@ async fn runs_as_a_dedicated_least_privilege_role() {
     let topic = common::unique("leastpriv");
     let n = common::produce_events(&tb, &topic, 3, 500, 10).await as i64;
     drain(&tb, &topic, &url).await;
-    let pg = checksite::store::PostgresSettings::parse(&url).unwrap();
+    let pg = checksite::consumer::store::PostgresSettings::parse(&url).unwrap();
     let db = pg.connect(Duration::from_secs(10)).await.unwrap();
     assert_eq!(query_i64(&db, "SELECT count(*) FROM events").await, n);
     let is_super: bool = db
@@ -535,7 +535,7 @@ async fn a_row_postgres_refuses_is_kept_aside_and_blocks_nothing() {
     let (pg, url) = tb.fresh_database("refused").await;
     // A rule a DBA added, which valid events can break: PostgreSQL refuses those rows.
     let mut admin = open(&pg).await;
-    checksite::store::migrate(&mut admin).await.unwrap();
+    checksite::consumer::store::migrate(&mut admin).await.unwrap();
     admin
         .batch_execute(
             "ALTER TABLE events ADD CONSTRAINT no_poison CHECK (url NOT LIKE '%poison%')",

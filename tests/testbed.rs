@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use checksite::config::{KafkaSettings, Settings};
+use checksite::kafka::KafkaSettings;
+use checksite::settings::Settings;
 use checksite::kafka;
 use common::Listener;
 use rskafka::chrono::Utc;
@@ -154,7 +155,7 @@ async fn postgres_untrusted_server_gets_the_sslrootcert_hint() {
     let tb = testbed_or_skip!();
     let url = tb.postgres_url.replace("ca.pem", "other-ca.pem");
     let started = Instant::now();
-    let err = checksite::store::PostgresSettings::parse(&url)
+    let err = checksite::consumer::store::PostgresSettings::parse(&url)
         .unwrap()
         .connect(Duration::from_secs(8))
         .await
@@ -172,7 +173,7 @@ async fn postgres_wrong_password_is_one_clear_line() {
         .postgres_url
         .replacen("checksite:", "checksite:wrong-", 1);
     let started = Instant::now();
-    let err = checksite::store::PostgresSettings::parse(&url)
+    let err = checksite::consumer::store::PostgresSettings::parse(&url)
         .unwrap()
         .connect(Duration::from_secs(8))
         .await

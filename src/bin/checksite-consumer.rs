@@ -2,9 +2,11 @@
 
 use std::process::ExitCode;
 
-use checksite::config::{ConsumerArgs, ConsumerConfig, Settings};
+use checksite::consumer::config::{ConsumerArgs, ConsumerConfig};
+use checksite::settings::Settings;
 use checksite::shutdown::Shutdown;
-use checksite::{EXIT_CONFIG, consume, logging};
+use checksite::consumer::consume;
+use checksite::{EXIT_CONFIG, logging};
 
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use checksite::config::{ProducerArgs, ProducerConfig, Settings};
-use checksite::outbox::{self, Outbox};
-use checksite::probe::{self, Probe};
+use checksite::producer::config::{ProducerArgs, ProducerConfig};
+use checksite::settings::Settings;
+use checksite::producer::outbox::{self, Outbox};
+use checksite::producer::probe::{self, Probe};
 use checksite::shutdown::Shutdown;
-use checksite::{EXIT_CONFIG, logging, schedule};
+use checksite::producer::schedule;
+use checksite::{EXIT_CONFIG, logging};
 
 /// How long running checks may take after SIGINT/SIGTERM, and then the final flush.
 const GRACE: Duration = Duration::from_secs(10);

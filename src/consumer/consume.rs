@@ -21,11 +21,12 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::config::ConsumerConfig;
+use crate::consumer::config::ConsumerConfig;
 use crate::event;
 use crate::kafka::{self, KafkaError};
 use crate::shutdown::Shutdown;
-use crate::store::{self, Batch, PartitionLeases, Rejected, RowEncoder, StoreError};
+use crate::consumer::record;
+use crate::consumer::store::{self, Batch, PartitionLeases, Rejected, RowEncoder, StoreError};
 
 /// Largest fetch response asked of the broker per partition. It counts compressed bytes:
 /// check events compress 5-10x, and one response per leased partition is held decoded,
@@ -491,7 +492,7 @@ async fn write_all(
                 if let Some(offset) = batch.single_row() {
                     let (key, value) = raw_record(kafka, topic, batch.partition, offset).await?;
                     let reason =
-                        event::RejectReason::new(format!("PostgreSQL refused it: {detail}"));
+                        record::RejectReason::new(format!("PostgreSQL refused it: {detail}"));
                     batch.reject_single_row(Rejected {
                         offset,
                         key,
@@ -842,7 +843,7 @@ fn decode_chunk(
     let mut rejected = Vec::new();
     let mut python_from = None;
     for r in raw {
-        let stored = event::decode(r.record.value.as_deref(), r.record.timestamp)
+        let stored = record::decode(r.record.value.as_deref(), r.record.timestamp)
             .map_err(|reason| reason.0)
             .and_then(|e| {
                 if e.id.is_none() {

@@ -3,7 +3,7 @@
 //! firing at once, and a bound on the checks running at the same time.
 //!
 //! This module owns time and concurrency. It never measures anything itself (that is
-//! [`crate::probe`]) and never talks to Kafka (that is [`crate::outbox`]).
+//! [`super::probe`]) and never talks to Kafka (that is [`super::outbox`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +12,9 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-use crate::config::Target;
+use super::config::Target;
 use crate::event::CheckEvent;
-use crate::probe::Probe;
+use super::probe::Probe;
 use crate::shutdown::Shutdown;
 
 /// Check every target on its schedule and send each event to `events`, until `shutdown`.

@@ -22,7 +22,7 @@ use ureq::unversioned::transport::{
     Transport, TransportAdapter,
 };
 
-use crate::config::{ProbeSettings, Target};
+use super::config::{ProbeSettings, Target};
 use crate::event::{CheckEvent, ErrorKind};
 
 /// Characters of a non-2xx body kept in `body_prefix`.
@@ -214,7 +214,7 @@ impl<In: Transport> Connector<In> for TimedTls {
         let not_after = conn
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .and_then(|leaf| crate::tls::certificate_not_after(leaf));
+            .and_then(|leaf| super::cert_expiry::certificate_not_after(leaf));
         with_phases(&self.phases, |p| {
             add_ms(&mut p.tls_ms, start);
             p.cert_expires_at = not_after;

@@ -14,7 +14,9 @@ use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 
-use crate::config::{KafkaSettings, SaslMechanism};
+pub mod settings;
+
+pub use settings::{DEFAULT_TOPIC, KafkaSettings, KafkaTls, SaslMechanism, SaslSettings};
 
 #[derive(Debug)]
 pub enum KafkaError {

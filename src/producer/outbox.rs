@@ -18,7 +18,7 @@ use rskafka::record::Record;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::config::{Compression, PublishSettings};
+use super::config::{Compression, PublishSettings};
 use crate::event::CheckEvent;
 use crate::kafka::{self, KafkaError};
 

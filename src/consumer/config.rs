@@ -1,0 +1,96 @@
+//! The consumer's configuration: Kafka, `CK_POSTGRESQL_URL` and the batch sizes, validated
+//! into a [`ConsumerConfig`]; and its command line ([`ConsumerArgs`]).
+
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::kafka::KafkaSettings;
+use crate::secret::Secret;
+use crate::settings::{ConfigError, Settings, err};
+
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub kafka: KafkaSettings,
+    pub postgres: crate::consumer::store::PostgresSettings,
+    pub batch_events: usize,
+    pub batch_wait: Duration,
+    pub drain: bool,
+}
+
+/// Command line of checksite-consumer. Every flag overrides the variable it names.
+#[derive(FromArgs, Debug)]
+#[argh(
+    description = "Read check events from Kafka and write them into PostgreSQL, exactly once.\n\
+Settings come from CK_* environment variables (see config.env.in); flags override them."
+)]
+pub struct ConsumerArgs {
+    /// consume up to the end of every partition as it was at start, then exit
+    #[argh(switch)]
+    pub drain: bool,
+    /// postgres:// URL, libpq style, sslmode/sslrootcert honoured (CK_POSTGRESQL_URL)
+    #[argh(option)]
+    pub postgresql_url: Option<Secret>,
+    /// bootstrap servers host:port[,host:port] (CK_KAFKA_SERVERS)
+    #[argh(option)]
+    pub kafka_servers: Option<String>,
+    /// TLS files: 'ca.pem service.cert service.key', or 'ca.pem' with SASL (CK_KAFKA_SSL)
+    #[argh(option)]
+    pub kafka_ssl: Option<String>,
+    /// topic (CK_KAFKA_TOPIC, default checksite)
+    #[argh(option)]
+    pub topic: Option<String>,
+    /// most events written per transaction (CK_BATCH_EVENTS, default 10000)
+    #[argh(option)]
+    pub batch_events: Option<String>,
+    /// longest wait to fill a batch, ms (CK_BATCH_MS, default 200)
+    #[argh(option)]
+    pub batch_ms: Option<String>,
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+}
+
+impl ConsumerArgs {
+    pub fn into_settings(self, mut s: Settings) -> Settings {
+        s.flag(
+            "CK_POSTGRESQL_URL",
+            self.postgresql_url.as_ref().map(Secret::expose),
+        );
+        s.flag("CK_KAFKA_SERVERS", self.kafka_servers);
+        s.flag("CK_KAFKA_SSL", self.kafka_ssl);
+        s.flag("CK_KAFKA_TOPIC", self.topic);
+        s.flag("CK_BATCH_EVENTS", self.batch_events);
+        s.flag("CK_BATCH_MS", self.batch_ms);
+        s
+    }
+}
+
+impl ConsumerConfig {
+    pub fn from_settings(s: &Settings, drain: bool) -> Result<ConsumerConfig, ConfigError> {
+        let kafka = KafkaSettings::from_settings(s)?;
+        let Some(url) = s.get("CK_POSTGRESQL_URL") else {
+            return err(
+                "CK_POSTGRESQL_URL is not set: give postgres://user:password@host:port/dbname?sslmode=require",
+            );
+        };
+        let postgres = crate::consumer::store::PostgresSettings::parse(url)
+            .map_err(|e| ConfigError(format!("CK_POSTGRESQL_URL: {e}")))?;
+        let batch_events: usize = s.parse("CK_BATCH_EVENTS", 10_000, "an event count")?;
+        if !(1..=1_000_000).contains(&batch_events) {
+            return err(format!(
+                "CK_BATCH_EVENTS={batch_events} is out of range: give 1 to 1000000"
+            ));
+        }
+        let batch_wait = Duration::from_millis(s.parse("CK_BATCH_MS", 200, "milliseconds")?);
+        Ok(ConsumerConfig {
+            kafka,
+            postgres,
+            batch_events,
+            batch_wait,
+            drain,
+        })
+    }
+}
+

@@ -1,0 +1,320 @@
+//! What the consumer makes of a Kafka record: a row of the `events` table
+//! ([`StoredEvent`]) from a v1 event or a record of the Python checksite, or the reason it is
+//! not one ([`RejectReason`]).
+//!
+//! This module owns the reading of every format a topic may hold. It never does I/O.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::event::{CheckEvent, ErrorKind, WIRE_VERSION};
+
+/// Events larger than this are rejected by the consumer (a check event is < 2 KiB).
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// A row for the `events` table: what the consumer stores, whichever format it came in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The check's id (`events.check_id`); None for the Python program's records, which
+    /// had none (their Kafka position is their identity).
+    pub id: Option<Uuid>,
+    pub ts: DateTime<Utc>,
+    pub url: String,
+    /// Whole milliseconds, as the Python program stored it (`events.elapsed integer`).
+    pub elapsed: Option<i32>,
+    pub status: Option<i32>,
+    pub error: Option<String>,
+    pub error_kind: Option<&'static str>,
+    pub content_match: Option<String>,
+    pub body_prefix: Option<String>,
+    pub dns_ms: Option<i32>,
+    pub connect_ms: Option<i32>,
+    pub tls_ms: Option<i32>,
+    pub ttfb_ms: Option<i32>,
+    pub bytes: Option<i64>,
+    pub cert_expires_at: Option<DateTime<Utc>>,
+    pub ip: Option<String>,
+    pub body_sha256: Option<String>,
+    pub schedule_lag_ms: Option<i64>,
+    pub producer: Option<String>,
+}
+
+/// Why a record is not a valid event: stored in `rejected_events.reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectReason(pub String);
+
+impl RejectReason {
+    /// A reason as PostgreSQL can store it: serde quotes field names and values into its
+    /// messages, and a NUL there would make the reject's own INSERT fail for ever.
+    pub fn new(text: impl Into<String>) -> RejectReason {
+        let text = text.into();
+        if text.contains('\0') {
+            RejectReason(text.replace('\0', "\\u0000"))
+        } else {
+            RejectReason(text)
+        }
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The Python checksite's record: `{"url", "elapsed", "error", "status", "body_prefix",
+/// "content_match", "timestamp"}`, `elapsed` in integer milliseconds and `timestamp`
+/// always null. Its consumer took the time from the Kafka record, and so do we: `timestamp`
+/// (null, a number, or absent) and any key we do not know are ignored, not a reason to
+/// lose the check.
+#[derive(Deserialize)]
+struct LegacyEvent {
+    url: String,
+    #[serde(default)]
+    elapsed: Option<f64>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    status: Option<i32>,
+    #[serde(default)]
+    body_prefix: Option<String>,
+    #[serde(default)]
+    content_match: Option<String>,
+}
+
+/// Decode a record value. `record_time` is the Kafka record's timestamp, used for
+/// the Python program's events, which carried no time of their own.
+pub fn decode(
+    value: Option<&[u8]>,
+    record_time: DateTime<Utc>,
+) -> Result<StoredEvent, RejectReason> {
+    let reject = |s: String| Err(RejectReason::new(s));
+    let Some(bytes) = value else {
+        return reject("record has no value".into());
+    };
+    if bytes.len() > MAX_EVENT_BYTES {
+        return reject(format!(
+            "value is {} bytes, over the {MAX_EVENT_BYTES}-byte limit",
+            bytes.len()
+        ));
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => return reject(format!("value is not UTF-8: {e}")),
+    };
+    // The fast path: a v1 event, parsed once straight into its struct.
+    if let Ok(ev) = serde_json::from_str::<CheckEvent>(text) {
+        if ev.v == WIRE_VERSION {
+            return Ok(from_v1(ev));
+        }
+    }
+    // Anything else is parsed again, generically, to say what it is.
+    let json: serde_json::Value = match serde_json::from_str(text) {
+        Ok(j) => j,
+        Err(e) => return reject(format!("value is not JSON: {e}")),
+    };
+    let Some(obj) = json.as_object() else {
+        return reject("value is not a JSON object".into());
+    };
+    match obj.get("v") {
+        None => match serde_json::from_value::<LegacyEvent>(json) {
+            Ok(old) => Ok(from_legacy(old, record_time)),
+            Err(e) => reject(format!(
+                "not a v1 event (no \"v\") nor a Python checksite event: {e}"
+            )),
+        },
+        Some(v) if v.as_u64() == Some(WIRE_VERSION as u64) => {
+            match serde_json::from_value::<CheckEvent>(json) {
+                Ok(ev) => Ok(from_v1(ev)),
+                Err(e) => reject(format!("invalid v1 event: {e}")),
+            }
+        }
+        Some(v) => reject(format!(
+            "unknown event format version {v} (this consumer reads v{WIRE_VERSION})"
+        )),
+    }
+}
+
+fn ms_i32(ms: Option<u64>) -> Option<i32> {
+    ms.map(|m| i32::try_from(m).unwrap_or(i32::MAX))
+}
+
+/// The Python program sent integers; a float from some other writer is rounded, and a
+/// value outside `integer` saturates rather than losing the record.
+fn legacy_ms(elapsed: Option<f64>) -> Option<i32> {
+    elapsed
+        .filter(|e| e.is_finite())
+        .map(|e| e.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
+}
+
+fn from_v1(ev: CheckEvent) -> StoredEvent {
+    StoredEvent {
+        id: Some(ev.id),
+        ts: ev.checked_at,
+        url: ev.url,
+        elapsed: ms_i32(Some(ev.elapsed_ms)),
+        status: ev.status.map(i32::from),
+        error: ev.error,
+        error_kind: ev.error_kind.map(ErrorKind::as_str),
+        content_match: ev.content_match,
+        body_prefix: ev.body_prefix,
+        dns_ms: ms_i32(ev.dns_ms),
+        connect_ms: ms_i32(ev.connect_ms),
+        tls_ms: ms_i32(ev.tls_ms),
+        ttfb_ms: ms_i32(ev.ttfb_ms),
+        bytes: ev.bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+        cert_expires_at: ev.cert_expires_at,
+        ip: ev.ip,
+        body_sha256: ev.body_sha256,
+        schedule_lag_ms: Some(ev.schedule_lag_ms),
+        producer: Some(ev.producer),
+    }
+}
+
+fn from_legacy(old: LegacyEvent, record_time: DateTime<Utc>) -> StoredEvent {
+    StoredEvent {
+        id: None,
+        ts: record_time,
+        url: old.url,
+        elapsed: legacy_ms(old.elapsed),
+        status: old.status,
+        error: old.error,
+        error_kind: None,
+        content_match: old.content_match,
+        body_prefix: old.body_prefix,
+        dns_ms: None,
+        connect_ms: None,
+        tls_ms: None,
+        ttfb_ms: None,
+        bytes: None,
+        cert_expires_at: None,
+        ip: None,
+        body_sha256: None,
+        schedule_lag_ms: None,
+        producer: None,
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::WIRE_VERSION;
+    use chrono::TimeZone;
+
+    fn sample() -> CheckEvent {
+        CheckEvent {
+            v: WIRE_VERSION,
+            id: Uuid::now_v7(),
+            url: "https://example.com/".into(),
+            checked_at: Utc.with_ymd_and_hms(2026, 11, 28, 6, 31, 33).unwrap()
+                + chrono::Duration::milliseconds(123),
+            elapsed_ms: 42,
+            status: Some(200),
+            error: None,
+            error_kind: None,
+            content_match: Some("Example".into()),
+            body_prefix: None,
+            dns_ms: Some(1),
+            connect_ms: Some(2),
+            tls_ms: Some(3),
+            ttfb_ms: Some(10),
+            bytes: Some(1256),
+            cert_expires_at: None,
+            ip: Some("127.0.0.1".into()),
+            body_sha256: Some("ab".repeat(32)),
+            schedule_lag_ms: 0,
+            producer: "host1".into(),
+        }
+    }
+
+    #[test]
+    fn v1_round_trips_through_decode() {
+        let ev = sample();
+        let row = decode(Some(&ev.to_json()), Utc::now()).unwrap();
+        assert_eq!(row.id, Some(ev.id));
+        assert_eq!(row.ts, ev.checked_at);
+        assert_eq!(row.elapsed, Some(42));
+        assert_eq!(row.status, Some(200));
+        assert_eq!(row.producer.as_deref(), Some("host1"));
+    }
+
+    #[test]
+    fn python_records_take_the_record_time_and_keep_integer_ms() {
+        let t = Utc.timestamp_millis_opt(1_700_000_000_123).unwrap();
+        // Exactly what the Python producer sends.
+        let raw = br#"{"url": "https://example.com/", "elapsed": 123, "error": null, "status": 200, "body_prefix": null, "content_match": "Example Domain", "timestamp": null}"#;
+        let row = decode(Some(raw), t).unwrap();
+        assert_eq!(row.ts, t);
+        assert_eq!(row.id, None);
+        assert_eq!(row.elapsed, Some(123));
+        assert_eq!(row.status, Some(200));
+        assert_eq!(row.content_match.as_deref(), Some("Example Domain"));
+    }
+
+    #[test]
+    fn python_records_with_or_without_timestamp_or_extra_keys_are_stored() {
+        let t = Utc::now();
+        for raw in [
+            &br#"{"url": "https://a.example/", "elapsed": 5, "error": null, "status": 500, "body_prefix": "oops", "content_match": null}"#[..],
+            br#"{"url": "https://a.example/", "elapsed": 5, "error": null, "status": 500, "body_prefix": "oops", "content_match": null, "timestamp": 1700000000}"#,
+            br#"{"url": "https://a.example/", "elapsed": 5, "error": null, "status": 500, "body_prefix": "oops", "content_match": null, "timestamp": null, "region": "eu"}"#,
+        ] {
+            let row = decode(Some(raw), t).unwrap_or_else(|e| panic!("{e}: {raw:?}"));
+            assert_eq!(row.elapsed, Some(5));
+            assert_eq!(row.body_prefix.as_deref(), Some("oops"));
+            assert_eq!(row.ts, t);
+        }
+        let failed = br#"{"url": "https://b.example/", "elapsed": 10003, "error": "Connection refused", "status": null, "body_prefix": null, "content_match": null, "timestamp": null}"#;
+        let row = decode(Some(failed), t).unwrap();
+        assert_eq!(row.status, None);
+        assert_eq!(row.error.as_deref(), Some("Connection refused"));
+    }
+
+    #[test]
+    fn a_reason_never_carries_a_nul() {
+        for raw in [
+            &br#"{"\u0000": 1}"#[..],
+            br#"{"v": 1, "id": "\u0000"}"#,
+            br#"{"v": "\u0000"}"#,
+            br#"{"url": "x", "status": "\u0000"}"#,
+        ] {
+            let err = decode(Some(raw), Utc::now()).unwrap_err();
+            assert!(!err.0.contains('\0'), "{err:?}");
+        }
+        assert_eq!(RejectReason::new("a\0b").0, "a\\u0000b");
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_with_a_reason() {
+        let now = Utc::now();
+        let cases: Vec<(Option<&[u8]>, &str)> = vec![
+            (None, "no value"),
+            (Some(b"\xff\xfe"), "not UTF-8"),
+            (Some(b"{nope"), "not JSON"),
+            (Some(b"[1,2]"), "not a JSON object"),
+            (Some(br#"{"v": 1, "url": 5}"#), "invalid v1 event"),
+            (
+                Some(br#"{"v": 99, "url": "x"}"#),
+                "unknown event format version 99",
+            ),
+            (
+                Some(br#"{"hello": "world"}"#),
+                "nor a Python checksite event",
+            ),
+        ];
+        for (value, want) in cases {
+            let err = decode(value, now).unwrap_err();
+            assert!(
+                err.0.contains(want),
+                "{:?}: got {:?}, want {:?}",
+                value,
+                err.0,
+                want
+            );
+        }
+        let big = vec![b' '; MAX_EVENT_BYTES + 1];
+        assert!(decode(Some(&big), now).unwrap_err().0.contains("limit"));
+    }
+}

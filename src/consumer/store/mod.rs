@@ -1,0 +1,138 @@
+//! PostgreSQL, everything of it: the connection ([`connect`]: libpq's `sslmode` and
+//! `sslrootcert` honoured, the server always verified), the schema and its migrations
+//! ([`schema`]), the exactly-once write of batches with their partitions' offsets
+//! ([`write`]) and the partition leases ([`leases`]).
+//!
+//! This module owns every SQL statement. SQL is always parameterised; the password
+//! never reaches a log or an error message.
+
+use std::time::Duration;
+
+pub mod connect;
+pub mod leases;
+pub mod schema;
+pub mod write;
+
+pub use connect::PostgresSettings;
+pub use leases::PartitionLeases;
+pub use schema::{SCHEMA_VERSION, migrate, non_utc_timezone, python_rows_until};
+pub use write::{Batch, EventRows, Rejected, RowEncoder, Written, committed_offsets, write_batches};
+
+#[derive(Debug)]
+pub enum StoreError {
+    Url(String),
+    Connect {
+        target: String,
+        detail: String,
+        hint: &'static str,
+    },
+    Sql {
+        what: &'static str,
+        detail: String,
+    },
+    /// A row with an event id already stored: a producer retry put one event in the topic
+    /// twice. Handled inside this module; it never reaches a caller of `write_batches`.
+    DuplicateEvent {
+        detail: String,
+    },
+    /// Another consumer moved this partition's offset: we no longer own it.
+    OffsetMoved {
+        partition: i32,
+    },
+    /// PostgreSQL refused the data of some row (a data exception, a constraint, a limit):
+    /// retrying the same rows fails the same way. The consumer isolates the row.
+    RowRefused {
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Url(m) => f.write_str(m),
+            StoreError::Connect {
+                target,
+                detail,
+                hint,
+            } => {
+                write!(f, "cannot use PostgreSQL at {target}: {detail}")?;
+                if !hint.is_empty() {
+                    write!(f, " ({hint})")?;
+                }
+                Ok(())
+            }
+            StoreError::Sql { what, detail } => write!(f, "PostgreSQL {what} failed: {detail}"),
+            StoreError::DuplicateEvent { detail } => {
+                write!(f, "an event id is already stored: {detail}")
+            }
+            StoreError::RowRefused { detail } => {
+                write!(f, "PostgreSQL refused a row: {detail}")
+            }
+            StoreError::OffsetMoved { partition } => {
+                write!(
+                    f,
+                    "partition {partition}'s offset was moved by another consumer; giving it up"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Longest wait for one piece of PostgreSQL work (a transaction, a lease round): past it,
+/// the server counts as unreachable. tokio-postgres has no timeout of its own.
+pub const DB_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) async fn bounded<T>(
+    what: &'static str,
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(DB_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Sql {
+                what,
+                detail: format!("no answer within {} s", DB_TIMEOUT.as_secs()),
+            })
+        })
+}
+
+pub(crate) fn sql_error(what: &'static str, e: &tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && db.constraint() == Some("events_check_id_key")
+        {
+            return StoreError::DuplicateEvent {
+                detail: db.message().to_string(),
+            };
+        }
+    }
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => flatten(e),
+    };
+    // Class 22 (data exception), 23 (integrity constraint: a CHECK or trigger a DBA added)
+    // and 54 (program limit, e.g. an index row too large) belong to the rows themselves.
+    let refused = e
+        .as_db_error()
+        .is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23" | "54"));
+    if refused {
+        return StoreError::RowRefused { detail };
+    }
+    StoreError::Sql { what, detail }
+}
+
+pub(crate) fn flatten(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+

@@ -1,0 +1,555 @@
+//! The write path: events encoded as binary COPY rows where they are decoded
+//! ([`RowEncoder`]), and batches written with their partitions' offset moves in one
+//! transaction ([`write_batches`]): the exactly-once step.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::SinkExt;
+use tokio_postgres::Client;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+
+use super::{StoreError, bounded, sql_error};
+use crate::consumer::record::StoredEvent;
+
+
+/// A record that is not a valid event, kept with its position and the reason.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub reason: String,
+}
+
+/// The records of one partition from `start_offset` (inclusive) to `next_offset` (exclusive).
+#[derive(Debug)]
+pub struct Batch {
+    pub partition: i32,
+    pub start_offset: i64,
+    pub next_offset: i64,
+    /// The partition has no row in kafka_offsets yet: create it at `start_offset`.
+    pub new_partition: bool,
+    pub rows: EventRows,
+    pub rejected: Vec<Rejected>,
+    /// The earliest record time of the Python-format records among `rows`, if any: the
+    /// Python consumer may have stored those already (see [`python_rows_until`]).
+    pub python_from: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Batch {
+    /// Records in the batch: events and rejects.
+    pub fn records(&self) -> usize {
+        self.rows.len() + self.rejected.len()
+    }
+
+    /// Split into the records before `offset` and those from it on: two batches that
+    /// cover the same range, each contiguous, so each can commit its own offset move.
+    pub fn split_at(self, offset: i64) -> (Batch, Batch) {
+        let offset = offset.clamp(self.start_offset, self.next_offset);
+        let (left_rows, right_rows) = self.rows.split_at_offset(offset);
+        let (left_rejects, right_rejects) =
+            self.rejected.into_iter().partition(|r| r.offset < offset);
+        let left = Batch {
+            partition: self.partition,
+            start_offset: self.start_offset,
+            next_offset: offset,
+            new_partition: self.new_partition,
+            rows: left_rows,
+            rejected: left_rejects,
+            python_from: self.python_from,
+        };
+        let right = Batch {
+            partition: self.partition,
+            start_offset: offset,
+            next_offset: self.next_offset,
+            new_partition: false,
+            rows: right_rows,
+            rejected: right_rejects,
+            python_from: self.python_from,
+        };
+        (left, right)
+    }
+
+    /// The offset of the one event row, when the batch holds exactly one.
+    pub fn single_row(&self) -> Option<i64> {
+        match self.rows.ends.as_slice() {
+            [(offset, _)] => Some(*offset),
+            _ => None,
+        }
+    }
+
+    /// The offset in the middle of the event rows, to split a batch in two halves of rows.
+    pub fn middle_row(&self) -> Option<i64> {
+        let ends = &self.rows.ends;
+        (ends.len() >= 2).then(|| ends[ends.len() / 2].0)
+    }
+
+    /// Turn the batch's one event row ([`Batch::single_row`]) into a reject, kept with the
+    /// record's raw bytes.
+    pub fn reject_single_row(&mut self, rejected: Rejected) {
+        self.rows = EventRows {
+            bytes: Bytes::new(),
+            ends: Vec::new(),
+        };
+        self.rejected.push(rejected);
+        self.rejected.sort_by_key(|r| r.offset);
+    }
+}
+
+/// Events as rows of PostgreSQL's binary COPY format, ready to stream. They are encoded
+/// where records are decoded ([`RowEncoder`]), off the writer's path: a transaction then
+/// only streams bytes, and PostgreSQL is not kept waiting while the consumer encodes.
+#[derive(Debug)]
+pub struct EventRows {
+    bytes: Bytes,
+    /// Per row: its record's offset and where its bytes end, so that a chunk can be split
+    /// at any row when PostgreSQL refuses one of them.
+    ends: Vec<(i64, usize)>,
+}
+
+impl EventRows {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The rows of records before `offset`, and those from it on.
+    fn split_at_offset(self, offset: i64) -> (EventRows, EventRows) {
+        let n = self.ends.partition_point(|(o, _)| *o < offset);
+        let cut = if n == 0 { 0 } else { self.ends[n - 1].1 };
+        let mut bytes = self.bytes;
+        let right_bytes = bytes.split_off(cut);
+        let mut ends = self.ends;
+        let right_ends = ends
+            .split_off(n)
+            .into_iter()
+            .map(|(o, e)| (o, e - cut))
+            .collect();
+        (
+            EventRows { bytes, ends },
+            EventRows {
+                bytes: right_bytes,
+                ends: right_ends,
+            },
+        )
+    }
+}
+
+/// Builds [`EventRows`] one event at a time.
+#[derive(Debug)]
+pub struct RowEncoder {
+    bytes: BytesMut,
+    ends: Vec<(i64, usize)>,
+}
+
+impl RowEncoder {
+    pub fn with_capacity(events: usize) -> RowEncoder {
+        RowEncoder {
+            // Check events average ~300 bytes as rows.
+            bytes: BytesMut::with_capacity(events * 320),
+            ends: Vec::with_capacity(events),
+        }
+    }
+
+    pub fn finish(self) -> EventRows {
+        EventRows {
+            bytes: self.bytes.freeze(),
+            ends: self.ends,
+        }
+    }
+
+    /// Append one event as the row it becomes, or say why it cannot be stored (then
+    /// nothing is appended): a record PostgreSQL would refuse must become a reject,
+    /// never a COPY that fails again on every retry.
+    pub fn push(&mut self, partition: i32, offset: i64, e: &StoredEvent) -> Result<(), String> {
+        // `events.ts` is the Python program's `timestamp` (no zone): UTC wall time.
+        let ts = e.ts.naive_utc();
+        let fields: [&(dyn ToSql + Sync); 21] = [
+            &ts,
+            &e.url,
+            &e.elapsed,
+            &e.error,
+            &e.status,
+            &e.body_prefix,
+            &e.content_match,
+            &e.id,
+            &e.error_kind,
+            &e.dns_ms,
+            &e.connect_ms,
+            &e.tls_ms,
+            &e.ttfb_ms,
+            &e.bytes,
+            &e.cert_expires_at,
+            &e.ip,
+            &e.body_sha256,
+            &e.schedule_lag_ms,
+            &e.producer,
+            &partition,
+            &offset,
+        ];
+        let texts = [
+            ("url", Some(e.url.as_str())),
+            ("error", e.error.as_deref()),
+            ("body_prefix", e.body_prefix.as_deref()),
+            ("content_match", e.content_match.as_deref()),
+            ("ip", e.ip.as_deref()),
+            ("body_sha256", e.body_sha256.as_deref()),
+            ("producer", e.producer.as_deref()),
+        ];
+        for (column, text) in texts {
+            if text.is_some_and(|t| t.contains('\0')) {
+                return Err(format!(
+                    "{column} contains a NUL character (\\u0000), which PostgreSQL text cannot hold"
+                ));
+            }
+        }
+        let start = self.bytes.len();
+        self.bytes.put_i16(fields.len() as i16);
+        for (value, ty) in fields.iter().zip(EVENT_TYPES.iter()) {
+            let at = self.bytes.len();
+            self.bytes.put_i32(-1);
+            let encoded = value.to_sql_checked(ty, &mut self.bytes);
+            let len = self.bytes.len() - at - 4;
+            match (encoded, i32::try_from(len)) {
+                (Ok(IsNull::Yes), _) => {}
+                (Ok(IsNull::No), Ok(len)) => {
+                    self.bytes[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                }
+                (Ok(IsNull::No), Err(_)) => {
+                    self.bytes.truncate(start);
+                    return Err(format!("a field of {len} bytes is too large to store"));
+                }
+                (Err(err), _) => {
+                    self.bytes.truncate(start);
+                    return Err(format!("cannot be stored as a {ty} column: {err}"));
+                }
+            }
+        }
+        self.ends.push((offset, self.bytes.len()));
+        Ok(())
+    }
+}
+
+/// The committed position of each of `partitions` that has one (a partition never
+/// consumed has no row yet: its first batch creates it).
+pub async fn committed_offsets(
+    client: &Client,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, StoreError> {
+    let rows = bounded("offset read", async {
+        client
+            .query(
+                "SELECT partition, next_offset FROM kafka_offsets WHERE topic = $1 AND partition = ANY($2)",
+                &[&topic, &partitions],
+            )
+            .await
+            .map_err(|e| sql_error("offset read", &e))
+    })
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+const EVENT_COLUMNS: &str = "ts, url, elapsed, error, status, body_prefix, content_match, check_id, error_kind, \
+    dns_ms, connect_ms, tls_ms, ttfb_ms, bytes, cert_expires_at, ip, body_sha256, schedule_lag_ms, producer, \
+    kafka_partition, kafka_offset";
+
+/// The binary COPY stream's header (signature, flags, no extension) and trailer.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+const COPY_TRAILER: &[u8] = &[0xff, 0xff];
+
+/// The columns' types: the Python program's first (varchar and integer milliseconds).
+const EVENT_TYPES: [Type; 21] = [
+    Type::TIMESTAMP,
+    Type::VARCHAR,
+    Type::INT4,
+    Type::VARCHAR,
+    Type::INT4,
+    Type::VARCHAR,
+    Type::VARCHAR,
+    Type::UUID,
+    Type::TEXT,
+    Type::INT4,
+    Type::INT4,
+    Type::INT4,
+    Type::INT4,
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT4,
+    Type::INT8,
+];
+
+/// What one transaction stored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Rows added to `events`.
+    pub rows: u64,
+    /// Events in the batches that were already stored, and were not stored again: a
+    /// producer retry (same `check_id` at a new offset), or a record the Python consumer
+    /// had stored before the switch.
+    pub already_stored: u64,
+}
+
+/// Write `batches` (from one or several partitions, each partition's in offset order) and
+/// move each partition's offset from its first batch's `start_offset` to its last batch's
+/// `next_offset`, all in one transaction. Each offset move is a compare-and-set: if another
+/// consumer moved an offset, nothing is written and [`StoreError::OffsetMoved`] is returned.
+///
+/// Rows go in with binary COPY. Two kinds of event may already be stored, and those
+/// transactions take the checked path (a temporary table, then an INSERT that skips them):
+/// a producer retry puts one event in the topic twice, at two offsets (the unique
+/// `check_id` refuses the fast COPY, and the transaction is written again); and a
+/// Python-format record the Python consumer stored before the switch (known in advance:
+/// its time is not after `python_until`, the last of the Python consumer's rows).
+pub async fn write_batches(
+    client: &mut Client,
+    topic: &str,
+    batches: &[Batch],
+    python_until: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Written, StoreError> {
+    let overlap = python_until.is_some_and(|until| {
+        batches
+            .iter()
+            .any(|b| b.python_from.is_some_and(|from| from <= until))
+    });
+    // Each attempt is bounded: a server that stops answering mid-transaction is a
+    // failure to retry from the committed offsets, never a hang.
+    if overlap {
+        return bounded("transaction", write_once(client, topic, batches, true)).await;
+    }
+    match bounded("transaction", write_once(client, topic, batches, false)).await {
+        Err(StoreError::DuplicateEvent { .. }) => {
+            bounded("transaction", write_once(client, topic, batches, true)).await
+        }
+        other => other,
+    }
+}
+
+/// Per partition: (start offset, next offset, whether its row must be created).
+fn offset_moves(batches: &[Batch]) -> BTreeMap<i32, (i64, i64, bool)> {
+    let mut moves: BTreeMap<i32, (i64, i64, bool)> = BTreeMap::new();
+    for b in batches {
+        let m =
+            moves
+                .entry(b.partition)
+                .or_insert((b.start_offset, b.start_offset, b.new_partition));
+        m.1 = b.next_offset;
+    }
+    moves
+}
+
+async fn write_once(
+    client: &mut Client,
+    topic: &str,
+    batches: &[Batch],
+    checked: bool,
+) -> Result<Written, StoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| sql_error("begin", &e))?;
+    let moves = offset_moves(batches);
+    let partitions: Vec<i32> = moves.keys().copied().collect();
+    let starts: Vec<i64> = moves.values().map(|m| m.0).collect();
+    let nexts: Vec<i64> = moves.values().map(|m| m.1).collect();
+    let created: Vec<i32> = moves.iter().filter(|(_, m)| m.2).map(|(p, _)| *p).collect();
+    if !created.is_empty() {
+        // Another consumer may have created one meanwhile: then the compare-and-set below
+        // decides, as for any other batch.
+        tx.execute_typed(
+            "INSERT INTO kafka_offsets (topic, partition, next_offset) \
+             SELECT $1, p, s FROM unnest($2::int[], $3::bigint[]) AS m(p, s) \
+             WHERE p = ANY($4::int[]) ON CONFLICT DO NOTHING",
+            &[
+                (&topic, Type::TEXT),
+                (&partitions, Type::INT4_ARRAY),
+                (&starts, Type::INT8_ARRAY),
+                (&created, Type::INT4_ARRAY),
+            ],
+        )
+        .await
+        .map_err(|e| sql_error("offset set-up", &e))?;
+    }
+    let table = if checked {
+        // Only the columns, none of the constraints: `LIKE events` would copy the NOT NULL
+        // of `event_id`, which the COPY leaves to its identity default.
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE IF NOT EXISTS events_incoming ON COMMIT DELETE ROWS AS \
+             SELECT {EVENT_COLUMNS} FROM events WITH NO DATA"
+        ))
+        .await
+        .map_err(|e| sql_error("dedupe table", &e))?;
+        "events_incoming"
+    } else {
+        "events"
+    };
+    let rejected: Vec<(i32, &Rejected)> = batches
+        .iter()
+        .flat_map(|b| b.rejected.iter().map(move |r| (b.partition, r)))
+        .collect();
+    let has_events = batches.iter().any(|b| !b.rows.is_empty());
+
+    // The offsets' compare-and-set, the rejected records and the start of the COPY go out
+    // together (tokio-postgres pipelines concurrent requests on one connection): every
+    // round trip waited for here is time PostgreSQL sits idle. A failure in any of them
+    // aborts the transaction, so nothing of it can be committed.
+    //
+    // Rows are locked in partition order (ORDER BY in the sub-select), as every consumer
+    // does, so two consumers racing for the same partitions cannot deadlock.
+    let cas_params: [(&(dyn ToSql + Sync), Type); 4] = [
+        (&topic, Type::TEXT),
+        (&partitions, Type::INT4_ARRAY),
+        (&starts, Type::INT8_ARRAY),
+        (&nexts, Type::INT8_ARRAY),
+    ];
+    let offsets = tx.query_typed(
+        "UPDATE kafka_offsets AS o SET next_offset = m.n, updated_at = now() \
+         FROM (SELECT * FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS u(p, s, n) ORDER BY p) AS m \
+         WHERE o.topic = $1 AND o.partition = m.p AND o.next_offset = m.s \
+         RETURNING o.partition",
+        &cas_params,
+    );
+    let rejects = async {
+        if rejected.is_empty() {
+            return Ok(0);
+        }
+        let partitions: Vec<i32> = rejected.iter().map(|(p, _)| *p).collect();
+        let offsets: Vec<i64> = rejected.iter().map(|(_, r)| r.offset).collect();
+        let keys: Vec<Option<&[u8]>> = rejected.iter().map(|(_, r)| r.key.as_deref()).collect();
+        let values: Vec<Option<&[u8]>> = rejected.iter().map(|(_, r)| r.value.as_deref()).collect();
+        let reasons: Vec<&str> = rejected.iter().map(|(_, r)| r.reason.as_str()).collect();
+        tx.execute_typed(
+            "INSERT INTO rejected_events (topic, partition, \"offset\", key, value, reason) \
+             SELECT $1, p, o, k, v, r \
+             FROM unnest($2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[]) AS u(p, o, k, v, r) \
+             ON CONFLICT DO NOTHING",
+            &[
+                (&topic, Type::TEXT),
+                (&partitions, Type::INT4_ARRAY),
+                (&offsets, Type::INT8_ARRAY),
+                (&keys, Type::BYTEA_ARRAY),
+                (&values, Type::BYTEA_ARRAY),
+                (&reasons, Type::TEXT_ARRAY),
+            ],
+        )
+        .await
+    };
+    let copy = async {
+        if !has_events {
+            return Ok(None);
+        }
+        let statement = format!("COPY {table} ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)");
+        tx.copy_in(&statement).await.map(Some)
+    };
+    let (moved, rejects, sink) = tokio::join!(offsets, rejects, copy);
+    let moved = moved.map_err(|e| sql_error("offset update", &e))?;
+    rejects.map_err(|e| sql_error("rejected_events insert", &e))?;
+    let sink = sink.map_err(|e| sql_error("copy", &e))?;
+    let done: Vec<i32> = moved.iter().filter_map(|r| r.try_get(0).ok()).collect();
+    if let Some(&partition) = partitions.iter().find(|p| !done.contains(p)) {
+        // Dropping the unfinished COPY aborts it, and the transaction rolls back.
+        return Err(StoreError::OffsetMoved { partition });
+    }
+    let Some(sink) = sink else {
+        tx.commit().await.map_err(|e| sql_error("commit", &e))?;
+        return Ok(Written::default());
+    };
+    let mut sink = std::pin::pin!(sink);
+    let streamed = async {
+        sink.feed(Bytes::from_static(COPY_HEADER)).await?;
+        for b in batches.iter().filter(|b| !b.rows.is_empty()) {
+            sink.feed(b.rows.bytes.clone()).await?;
+        }
+        sink.feed(Bytes::from_static(COPY_TRAILER)).await?;
+        Ok(())
+    };
+    let streamed: Result<(), tokio_postgres::Error> = streamed.await;
+    streamed.map_err(|e| sql_error("copy", &e))?;
+    if checked {
+        let copied = sink
+            .as_mut()
+            .finish()
+            .await
+            .map_err(|e| sql_error("copy", &e))?;
+        // The Python consumer wrote `ts` in the server's TimeZone: the record's time (here
+        // UTC wall time) is converted the same way before it is compared.
+        let inserted = tx
+            .execute(
+                &format!(
+                    "INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM events_incoming AS i \
+                     WHERE i.check_id IS NOT NULL OR NOT EXISTS ( \
+                       SELECT 1 FROM events AS e WHERE e.kafka_offset IS NULL \
+                       AND e.ts = (i.ts AT TIME ZONE 'UTC')::timestamp AND e.url = i.url) \
+                     ON CONFLICT (check_id) DO NOTHING"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| sql_error("dedupe insert", &e))?;
+        tx.commit().await.map_err(|e| sql_error("commit", &e))?;
+        Ok(Written {
+            rows: inserted,
+            already_stored: copied.saturating_sub(inserted),
+        })
+    } else {
+        // COMMIT follows the end of the COPY without waiting for its answer: the
+        // connection sends requests in order, and if the COPY failed the transaction is
+        // aborted, so the COMMIT only rolls back (and the COPY's error is returned).
+        let (copied, committed) = tokio::join!(sink.as_mut().finish(), tx.commit());
+        let copied = copied.map_err(|e| sql_error("copy", &e))?;
+        committed.map_err(|e| sql_error("commit", &e))?;
+        Ok(Written {
+            rows: copied,
+            already_stored: 0,
+        })
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(url: &str) -> StoredEvent {
+        let json = crate::event::CheckEvent::starting(url, "test", 0).to_json();
+        crate::consumer::record::decode(Some(&json), chrono::Utc::now()).unwrap()
+    }
+
+    #[test]
+    fn rows_are_binary_copy_tuples() {
+        let mut rows = RowEncoder::with_capacity(2);
+        rows.push(3, 41, &stored("https://a.example/")).unwrap();
+        rows.push(3, 42, &stored("https://b.example/")).unwrap();
+        let rows = rows.finish();
+        assert_eq!(rows.len(), 2);
+        // Each tuple starts with its field count; the first field is the 8-byte timestamp.
+        assert_eq!(&rows.bytes[..2], &21i16.to_be_bytes());
+        assert_eq!(&rows.bytes[2..6], &8i32.to_be_bytes());
+        // The last two fields are the partition (4 bytes) and the offset (8 bytes).
+        let end = rows.bytes.len();
+        assert_eq!(&rows.bytes[end - 8..], &42i64.to_be_bytes());
+        assert_eq!(&rows.bytes[end - 12..end - 8], &8i32.to_be_bytes());
+        assert_eq!(&rows.bytes[end - 16..end - 12], &3i32.to_be_bytes());
+    }
+
+    #[test]
+    fn an_event_postgres_cannot_hold_is_refused_and_leaves_no_trace() {
+        let mut rows = RowEncoder::with_capacity(2);
+        rows.push(0, 1, &stored("https://a.example/")).unwrap();
+        let before = rows.bytes.len();
+        let reason = rows
+            .push(0, 2, &stored("https://a.example/\u{0}"))
+            .unwrap_err();
+        assert!(reason.contains("url contains a NUL character"), "{reason}");
+        assert_eq!(rows.bytes.len(), before);
+        assert_eq!(rows.finish().len(), 1);
+    }
+}

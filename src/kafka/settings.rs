@@ -1,0 +1,193 @@
+//! Kafka's settings: `CK_KAFKA_SERVERS`, `CK_KAFKA_TOPIC`, `CK_KAFKA_SSL` (Aiven's
+//! `ca.pem service.cert service.key`) and SASL, validated into [`KafkaSettings`] for both
+//! programs. It reads the PEM files to check them, and never connects.
+
+use std::path::PathBuf;
+
+use crate::secret::Secret;
+use crate::settings::{ConfigError, Settings, err};
+use crate::tls::ClientIdentity;
+
+
+/// SASL over TLS, the alternative to client certificates that Aiven offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+/// SASL credentials; the password prints as `<hidden>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslSettings {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// How to reach the Kafka cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSettings {
+    pub servers: Vec<String>,
+    pub topic: String,
+    /// None: plaintext. Some: TLS, verified against `ca` (or the web PKI roots).
+    pub tls: Option<KafkaTls>,
+    pub sasl: Option<SaslSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaTls {
+    pub ca: Option<PathBuf>,
+    pub identity: Option<ClientIdentity>,
+}
+
+pub const DEFAULT_TOPIC: &str = "checksite";
+
+impl KafkaSettings {
+    pub fn from_settings(s: &Settings) -> Result<KafkaSettings, ConfigError> {
+        let servers: Vec<String> = s
+            .get("CK_KAFKA_SERVERS")
+            .unwrap_or("")
+            .split([',', ' '])
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect();
+        if servers.is_empty() {
+            return err(
+                "CK_KAFKA_SERVERS is not set: give the bootstrap server(s) as host:port[,host:port]",
+            );
+        }
+        for server in &servers {
+            let port_ok = server
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok {
+                return err(format!(
+                    "CK_KAFKA_SERVERS: {server:?} is not host:port (Aiven shows it as the service URI)"
+                ));
+            }
+        }
+        let topic = s.get("CK_KAFKA_TOPIC").unwrap_or(DEFAULT_TOPIC).to_string();
+        let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if topic.len() > 249 || !topic.chars().all(legal) || topic == "." || topic == ".." {
+            return err(format!(
+                "CK_KAFKA_TOPIC={topic:?} is not a legal Kafka topic name (letters, digits, '.', '_', '-'; at most 249)"
+            ));
+        }
+        let files: Vec<PathBuf> = s
+            .get("CK_KAFKA_SSL")
+            .unwrap_or("")
+            .split_whitespace()
+            .map(PathBuf::from)
+            .collect();
+        let sasl = sasl_from_settings(s)?;
+        let tls = match files.as_slice() {
+            [] if sasl.is_some() => Some(KafkaTls {
+                ca: None,
+                identity: None,
+            }),
+            [] => None,
+            [ca] => Some(KafkaTls {
+                ca: Some(ca.clone()),
+                identity: None,
+            }),
+            [ca, cert, key] => Some(KafkaTls {
+                ca: Some(ca.clone()),
+                identity: Some(ClientIdentity {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+            }),
+            _ => {
+                return err(format!(
+                    "CK_KAFKA_SSL has {} file names: give 'ca.pem service.cert service.key' (mutual TLS) or 'ca.pem' (with SASL)",
+                    files.len()
+                ));
+            }
+        };
+        if let (
+            Some(_),
+            Some(KafkaTls {
+                identity: Some(_), ..
+            }),
+        ) = (&sasl, &tls)
+        {
+            return err(
+                "both SASL (CK_KAFKA_SASL_MECHANISM) and a client certificate (CK_KAFKA_SSL with 3 files) are set: choose one",
+            );
+        }
+        let settings = KafkaSettings {
+            servers,
+            topic,
+            tls,
+            sasl,
+        };
+        // Read and check the PEM files now, so a wrong file stops us at start with a clear line.
+        settings.tls_config()?;
+        Ok(settings)
+    }
+
+    /// The rustls config for the brokers, or None for plaintext.
+    pub fn tls_config(&self) -> Result<Option<rustls::ClientConfig>, ConfigError> {
+        match &self.tls {
+            None => Ok(None),
+            Some(t) => crate::tls::client_config(t.ca.as_deref(), t.identity.as_ref())
+                .map(Some)
+                .map_err(|e| ConfigError(format!("CK_KAFKA_SSL: {e}"))),
+        }
+    }
+}
+
+fn sasl_from_settings(s: &Settings) -> Result<Option<SaslSettings>, ConfigError> {
+    let Some(raw) = s.get("CK_KAFKA_SASL_MECHANISM") else {
+        return Ok(None);
+    };
+    let mechanism = match raw.to_ascii_uppercase().as_str() {
+        "PLAIN" => SaslMechanism::Plain,
+        "SCRAM-SHA-256" => SaslMechanism::ScramSha256,
+        "SCRAM-SHA-512" => SaslMechanism::ScramSha512,
+        _ => {
+            return err(format!(
+                "CK_KAFKA_SASL_MECHANISM={raw:?} is not supported: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+            ));
+        }
+    };
+    let Some(username) = s.get("CK_KAFKA_SASL_USERNAME") else {
+        return err("CK_KAFKA_SASL_MECHANISM is set but CK_KAFKA_SASL_USERNAME is not");
+    };
+    let Some(password) = s.get("CK_KAFKA_SASL_PASSWORD") else {
+        return err("CK_KAFKA_SASL_MECHANISM is set but CK_KAFKA_SASL_PASSWORD is not");
+    };
+    Ok(Some(SaslSettings {
+        mechanism,
+        username: username.to_string(),
+        password: Secret::new(password),
+    }))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        Settings::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn sasl_password_is_not_printed() {
+        let s = settings(&[
+            ("CK_KAFKA_SERVERS", "k:1"),
+            ("CK_KAFKA_SASL_MECHANISM", "scram-sha-512"),
+            ("CK_KAFKA_SASL_USERNAME", "avnadmin"),
+            ("CK_KAFKA_SASL_PASSWORD", "hunter2"),
+        ]);
+        let k = KafkaSettings::from_settings(&s).unwrap();
+        assert_eq!(
+            k.sasl.as_ref().unwrap().mechanism,
+            SaslMechanism::ScramSha512
+        );
+        assert!(k.tls.is_some(), "SASL always goes over TLS");
+        assert!(!format!("{k:?}").contains("hunter2"));
+    }
+}
