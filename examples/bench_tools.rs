@@ -9,12 +9,12 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use checksite::kafka::KafkaSettings;
-use checksite::producer::config::{Compression, PublishSettings};
-use checksite::settings::Settings;
 use checksite::event::CheckEvent;
 use checksite::kafka;
+use checksite::kafka::KafkaSettings;
+use checksite::producer::config::{Compression, PublishSettings};
 use checksite::producer::outbox::{self, Outbox};
+use checksite::settings::Settings;
 use rskafka::client::partition::Compression as KafkaCompression;
 use rskafka::record::Record;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

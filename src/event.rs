@@ -156,7 +156,6 @@ mod rfc3339_opt {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -535,7 +535,9 @@ async fn a_row_postgres_refuses_is_kept_aside_and_blocks_nothing() {
     let (pg, url) = tb.fresh_database("refused").await;
     // A rule a DBA added, which valid events can break: PostgreSQL refuses those rows.
     let mut admin = open(&pg).await;
-    checksite::consumer::store::migrate(&mut admin).await.unwrap();
+    checksite::consumer::store::migrate(&mut admin)
+        .await
+        .unwrap();
     admin
         .batch_execute(
             "ALTER TABLE events ADD CONSTRAINT no_poison CHECK (url NOT LIKE '%poison%')",

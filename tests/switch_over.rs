@@ -219,7 +219,10 @@ async fn a_fresh_database_gets_the_python_layout() {
             &[]
         )
         .await,
-        format!("schema_version={}", checksite::consumer::store::SCHEMA_VERSION)
+        format!(
+            "schema_version={}",
+            checksite::consumer::store::SCHEMA_VERSION
+        )
     );
     // sample_event(_, 7) has elapsed_ms = 17.
     assert_eq!(

@@ -5,9 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use checksite::kafka;
 use checksite::kafka::KafkaSettings;
 use checksite::settings::Settings;
-use checksite::kafka;
 use common::Listener;
 use rskafka::chrono::Utc;
 use rskafka::client::partition::Compression;

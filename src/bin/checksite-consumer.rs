@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use checksite::consumer::config::{ConsumerArgs, ConsumerConfig};
+use checksite::consumer::consume;
 use checksite::settings::Settings;
 use checksite::shutdown::Shutdown;
-use checksite::consumer::consume;
 use checksite::{EXIT_CONFIG, logging};
 
 #[global_allocator]

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use checksite::producer::config::{ProducerArgs, ProducerConfig};
-use checksite::settings::Settings;
 use checksite::producer::outbox::{self, Outbox};
 use checksite::producer::probe::{self, Probe};
-use checksite::shutdown::Shutdown;
 use checksite::producer::schedule;
+use checksite::settings::Settings;
+use checksite::shutdown::Shutdown;
 use checksite::{EXIT_CONFIG, logging};
 
 /// How long running checks may take after SIGINT/SIGTERM, and then the final flush.

@@ -9,7 +9,6 @@ use crate::kafka::KafkaSettings;
 use crate::secret::Secret;
 use crate::settings::{ConfigError, Settings, err};
 
-
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     pub kafka: KafkaSettings,
@@ -93,4 +92,3 @@ impl ConsumerConfig {
         })
     }
 }
-

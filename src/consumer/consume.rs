@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rskafka::client::Client as KafkaClient;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::OffsetAt;
@@ -22,11 +23,11 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::consumer::config::ConsumerConfig;
+use crate::consumer::record;
+use crate::consumer::store::{self, Batch, PartitionLeases, Rejected, RowEncoder, StoreError};
 use crate::event;
 use crate::kafka::{self, KafkaError};
 use crate::shutdown::Shutdown;
-use crate::consumer::record;
-use crate::consumer::store::{self, Batch, PartitionLeases, Rejected, RowEncoder, StoreError};
 
 /// Largest fetch response asked of the broker per partition. It counts compressed bytes:
 /// check events compress 5-10x, and one response per leased partition is held decoded,
@@ -116,85 +117,31 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
     // Nothing is logged on the Kafka side until PostgreSQL is ready too, so that a wrong
     // password stays a one-line error.
     let kafka_thread = KafkaThread::start()?;
-    let kafka_side = async {
-        // Connected from the Kafka thread, so that its connections' tasks run there.
-        let settings = config.kafka.clone();
-        let connecting = kafka_thread
-            .runtime
-            .spawn(async move { kafka::connect(&settings, Duration::from_secs(10)).await });
-        let client = match connecting.await {
-            Ok(connected) => Arc::new(connected.map_err(ConsumeError::Kafka)?),
-            Err(e) => return Err(ConsumeError::Thread(std::io::Error::other(e))),
-        };
-        let partitions = match kafka::topic_partitions(&client, &topic).await {
-            Ok(Some(p)) if !p.is_empty() => Some(p),
-            _ => None,
-        };
-        let ends = match &partitions {
-            Some(p) if config.drain => Some(partition_ends(&client, &topic, p).await?),
-            _ => None,
-        };
-        Ok((client, partitions, ends))
-    };
-    let postgres_side = async {
-        let mut db = config
-            .postgres
-            .connect(Duration::from_secs(10))
-            .await
-            .map_err(ConsumeError::Store)?;
-        let before = store::migrate(&mut db).await.map_err(ConsumeError::Store)?;
-        if before != store::SCHEMA_VERSION {
-            log::info!(
-                "database schema upgraded from version {before} to {}",
-                store::SCHEMA_VERSION
-            );
-        }
-        let python_until = store::python_rows_until(&db)
-            .await
-            .map_err(ConsumeError::Store)?;
-        if let Some(until) = python_until {
-            log::info!(
-                "rows of the Python checksite's consumer found (the last at {}): Python-format records up to then are stored only if it had not stored them",
-                event::format_time(&until)
-            );
-            if let Some(zone) = store::non_utc_timezone(&db)
-                .await
-                .map_err(ConsumeError::Store)?
-            {
-                log::warn!(
-                    "the server's TimeZone is {zone}: the Python checksite wrote events.ts in that zone's wall time, checksite writes UTC"
-                );
-            }
-        }
-        Ok((db, python_until))
-    };
-    let ((kafka_client, partitions, ends), (mut db, python_until)) =
-        tokio::try_join!(kafka_side, postgres_side)?;
-    let mut partitions = match partitions {
+    let ((kafka, partitions, ends), (db, python_until)) =
+        tokio::try_join!(open_kafka(&config, &kafka_thread), open_postgres(&config))?;
+    let partitions = match partitions {
         Some(p) => p,
-        None => match wait_for_topic(&kafka_client, &topic, &mut shutdown).await? {
+        None => match wait_for_topic(&kafka, &topic, &mut shutdown).await? {
             Some(p) => p,
             None => return Ok(Summary::default()),
         },
     };
     let drain_to = match ends {
         Some(ends) => Some(ends),
-        None if config.drain => Some(partition_ends(&kafka_client, &topic, &partitions).await?),
+        None if config.drain => Some(partition_ends(&kafka, &topic, &partitions).await?),
         None => None,
     };
     if let Some(ends) = &drain_to {
         log::info!("draining topic {topic:?} up to {ends:?}");
     }
-
     log::info!(
         "consuming topic {topic:?} into {}",
         config.postgres.display()
     );
-    let mut leases = PartitionLeases::new(&topic);
-    let (tx, mut rx) = mpsc::channel::<FromFetcher>(CHUNKS_QUEUED);
+    let (tx, rx) = mpsc::channel::<FromFetcher>(CHUNKS_QUEUED);
     let positions: Positions = Arc::default();
     let shared = FetchShared {
-        kafka: kafka_client.clone(),
+        kafka: kafka.clone(),
         topic: topic.clone(),
         batch_events: config.batch_events,
         batch_wait: config.batch_wait,
@@ -202,215 +149,398 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
         positions: positions.clone(),
         runtime: kafka_thread.runtime.clone(),
     };
-    let mut fetchers: HashMap<i32, Fetcher> = HashMap::new();
-    let mut generation = 0u64;
-    let mut drained: Vec<i32> = Vec::new();
-    let mut total = Summary::default();
-    let mut window = Summary::default();
-    let mut next_rebalance = Instant::now();
-    let mut next_progress = Instant::now() + PROGRESS_EVERY;
-    let mut backoff = Duration::from_millis(500);
-    let mut db_ok = true;
-    // Chunks received but not yet written: one transaction takes many, from any partitions.
-    let mut pending: Vec<Batch> = Vec::new();
-    let mut pending_events = 0usize;
-    let mut flush_due: Option<Instant> = None;
-    let mut finished: Vec<i32> = Vec::new();
+    let mut consumer = ConsumerLoop {
+        leases: PartitionLeases::new(&topic),
+        config,
+        topic,
+        kafka,
+        db,
+        python_until,
+        shutdown,
+        rx,
+        shared,
+        positions,
+        partitions,
+        drain_to,
+        fetchers: HashMap::new(),
+        generation: 0,
+        drained: Vec::new(),
+        finished: Vec::new(),
+        pending: Vec::new(),
+        pending_events: 0,
+        flush_due: None,
+        total: Summary::default(),
+        window: Summary::default(),
+        next_rebalance: Instant::now(),
+        next_progress: Instant::now() + PROGRESS_EVERY,
+        backoff: Duration::from_millis(500),
+        db_ok: true,
+    };
+    consumer.run().await;
+    Ok(consumer.total)
+}
 
-    loop {
-        if shutdown.is_requested() {
-            break;
+/// Kafka from the Kafka thread (so that its connections' tasks run there): the client, the
+/// topic's partitions if it exists, and with `--drain` where each partition ends.
+async fn open_kafka(
+    config: &ConsumerConfig,
+    kafka_thread: &KafkaThread,
+) -> Result<
+    (
+        Arc<KafkaClient>,
+        Option<Vec<i32>>,
+        Option<HashMap<i32, i64>>,
+    ),
+    ConsumeError,
+> {
+    let settings = config.kafka.clone();
+    let connecting = kafka_thread
+        .runtime
+        .spawn(async move { kafka::connect(&settings, Duration::from_secs(10)).await });
+    let client = match connecting.await {
+        Ok(connected) => Arc::new(connected.map_err(ConsumeError::Kafka)?),
+        Err(e) => return Err(ConsumeError::Thread(std::io::Error::other(e))),
+    };
+    let topic = &config.kafka.topic;
+    let partitions = match kafka::topic_partitions(&client, topic).await {
+        Ok(Some(p)) if !p.is_empty() => Some(p),
+        _ => None,
+    };
+    let ends = match &partitions {
+        Some(p) if config.drain => Some(partition_ends(&client, topic, p).await?),
+        _ => None,
+    };
+    Ok((client, partitions, ends))
+}
+
+/// PostgreSQL connected and migrated, and the time of the Python consumer's last row.
+async fn open_postgres(
+    config: &ConsumerConfig,
+) -> Result<(tokio_postgres::Client, Option<DateTime<Utc>>), ConsumeError> {
+    let mut db = config
+        .postgres
+        .connect(Duration::from_secs(10))
+        .await
+        .map_err(ConsumeError::Store)?;
+    let before = store::migrate(&mut db).await.map_err(ConsumeError::Store)?;
+    if before != store::SCHEMA_VERSION {
+        log::info!(
+            "database schema upgraded from version {before} to {}",
+            store::SCHEMA_VERSION
+        );
+    }
+    let python_until = store::python_rows_until(&db)
+        .await
+        .map_err(ConsumeError::Store)?;
+    if let Some(until) = python_until {
+        log::info!(
+            "rows of the Python checksite's consumer found (the last at {}): Python-format records up to then are stored only if it had not stored them",
+            event::format_time(&until)
+        );
+        if let Some(zone) = store::non_utc_timezone(&db)
+            .await
+            .map_err(ConsumeError::Store)?
+        {
+            log::warn!(
+                "the server's TimeZone is {zone}: the Python checksite wrote events.ts in that zone's wall time, checksite writes UTC"
+            );
         }
-        if let Some(ends) = &drain_to {
-            if ends.keys().all(|p| drained.contains(p)) {
+    }
+    Ok((db, python_until))
+}
+
+/// The consumer at work: what it holds (leases, fetchers, chunks not yet written) and the
+/// steps of its loop: recover, rebalance, report, receive, write, release.
+struct ConsumerLoop {
+    config: ConsumerConfig,
+    topic: String,
+    kafka: Arc<KafkaClient>,
+    db: tokio_postgres::Client,
+    python_until: Option<DateTime<Utc>>,
+    shutdown: Shutdown,
+    leases: PartitionLeases,
+    rx: mpsc::Receiver<FromFetcher>,
+    shared: FetchShared,
+    positions: Positions,
+    partitions: Vec<i32>,
+    /// `--drain`: where each partition ended at start.
+    drain_to: Option<HashMap<i32, i64>>,
+    fetchers: HashMap<i32, Fetcher>,
+    generation: u64,
+    /// `--drain`: partitions consumed to their end and committed.
+    drained: Vec<i32>,
+    /// `--drain`: partitions whose fetcher reached the end; drained once their last chunk commits.
+    finished: Vec<i32>,
+    /// Chunks received but not yet written: one transaction takes many, from any partitions.
+    pending: Vec<Batch>,
+    pending_events: usize,
+    flush_due: Option<Instant>,
+    total: Summary,
+    window: Summary,
+    next_rebalance: Instant,
+    next_progress: Instant,
+    backoff: Duration,
+    /// False once PostgreSQL failed: every lease went with its session.
+    db_ok: bool,
+}
+
+/// What one wait for the fetchers brought.
+enum Received {
+    Nothing,
+    /// Write what is pending now (a partition reached its end).
+    FlushNow,
+    Stop,
+}
+
+impl ConsumerLoop {
+    async fn run(&mut self) {
+        loop {
+            if self.shutdown.is_requested() || self.drain_done() {
                 break;
             }
+            if !self.db_ok && !self.recover().await {
+                continue;
+            }
+            if Instant::now() >= self.next_rebalance && !self.rebalance().await {
+                continue;
+            }
+            self.report();
+            let flush_now = match self.receive().await {
+                Received::Stop => break,
+                Received::FlushNow => true,
+                Received::Nothing => false,
+            };
+            if self.write_due(flush_now) && !self.write().await {
+                break;
+            }
+            self.release_drained().await;
         }
-        if !db_ok {
-            // PostgreSQL went away: every lease went with the session. Start over from the
-            // committed offsets once it is back.
-            for (_, f) in fetchers.drain() {
+        for (_, f) in self.fetchers.drain() {
+            f.abort.abort();
+        }
+        log::info!(
+            "stopped: {} event(s) written, {} already stored, {} rejected",
+            self.total.written,
+            self.total.already_stored,
+            self.total.rejected
+        );
+    }
+
+    fn drain_done(&self) -> bool {
+        self.drain_to
+            .as_ref()
+            .is_some_and(|ends| ends.keys().all(|p| self.drained.contains(p)))
+    }
+
+    /// PostgreSQL went away: drop every fetcher and chunk (the leases went with the
+    /// session), pause, reconnect. True once connected again; the loop then starts over
+    /// from the committed offsets.
+    async fn recover(&mut self) -> bool {
+        for (_, f) in self.fetchers.drain() {
+            f.abort.abort();
+        }
+        self.leases.lost();
+        while self.rx.try_recv().is_ok() {}
+        self.clear_pending();
+        self.finished.clear();
+        // Pause first: whatever failed (a restart, a moved offset) gets time to settle,
+        // and a persistent fault cannot turn this into a busy loop.
+        tokio::select! {
+            _ = tokio::time::sleep(self.backoff) => {}
+            _ = self.shutdown.requested() => return false,
+        }
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        match self.config.postgres.connect(Duration::from_secs(10)).await {
+            Ok(c) => {
+                log::info!("PostgreSQL is back: resuming from the committed offsets");
+                self.db = c;
+                self.db_ok = true;
+                self.next_rebalance = Instant::now();
+                true
+            }
+            Err(e) => {
+                log::warn!("{e}; retrying in {} ms", self.backoff.as_millis());
+                false
+            }
+        }
+    }
+
+    /// Take this consumer's share of the partitions, give back what is above it, and start
+    /// a fetcher for each partition gained. False when PostgreSQL failed.
+    async fn rebalance(&mut self) -> bool {
+        self.next_rebalance = Instant::now() + REBALANCE_EVERY;
+        if let Ok(Some(now)) = kafka::topic_partitions(&self.kafka, &self.topic).await {
+            self.partitions = now;
+        }
+        let open: Vec<i32> = self
+            .partitions
+            .iter()
+            .copied()
+            .filter(|p| !self.drained.contains(p))
+            .collect();
+        let greedy = self.drain_to.is_some();
+        let (gained, lost) = match self.leases.rebalance(&self.db, &open, greedy).await {
+            Ok(moved) => moved,
+            Err(e) => {
+                log::warn!("{e}; pausing until PostgreSQL answers");
+                self.db_ok = false;
+                return false;
+            }
+        };
+        for p in lost {
+            if let Some(f) = self.fetchers.remove(&p) {
                 f.abort.abort();
             }
-            leases.lost();
-            while rx.try_recv().is_ok() {}
-            pending.clear();
-            pending_events = 0;
-            flush_due = None;
-            finished.clear();
-            // Pause first: whatever failed (a restart, a moved offset) gets time to settle,
-            // and a persistent fault cannot turn this into a busy loop.
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.requested() => continue,
+            // Not ours any more: its uncommitted records are the next owner's.
+            self.pending.retain(|b| b.partition != p);
+            self.pending_events = self.pending.iter().map(Batch::records).sum();
+        }
+        if gained.is_empty() {
+            return true;
+        }
+        match store::committed_offsets(&self.db, &self.topic, &gained).await {
+            Ok(committed) => {
+                for p in gained {
+                    self.generation += 1;
+                    let stop_at = self.drain_to.as_ref().and_then(|d| d.get(&p).copied());
+                    let f = start_fetcher(
+                        &self.shared,
+                        p,
+                        self.generation,
+                        committed.get(&p).copied(),
+                        stop_at,
+                    );
+                    self.fetchers.insert(p, f);
+                }
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            match config.postgres.connect(Duration::from_secs(10)).await {
-                Ok(c) => {
-                    log::info!("PostgreSQL is back: resuming from the committed offsets");
-                    db = c;
-                    db_ok = true;
-                    next_rebalance = Instant::now();
-                }
-                Err(e) => {
-                    log::warn!("{e}; retrying in {} ms", backoff.as_millis());
-                    continue;
-                }
+            Err(e) => {
+                log::warn!("{e}; pausing until PostgreSQL answers");
+                self.db_ok = false;
             }
         }
-        if Instant::now() >= next_rebalance {
-            next_rebalance = Instant::now() + REBALANCE_EVERY;
-            if let Ok(Some(now)) = kafka::topic_partitions(&kafka_client, &topic).await {
-                partitions = now;
-            }
-            let open: Vec<i32> = partitions
-                .iter()
-                .copied()
-                .filter(|p| !drained.contains(p))
-                .collect();
-            match leases.rebalance(&db, &open, drain_to.is_some()).await {
-                Ok((gained, lost)) => {
-                    for p in lost {
-                        if let Some(f) = fetchers.remove(&p) {
-                            f.abort.abort();
-                        }
-                        // Not ours any more: its uncommitted records are the next owner's.
-                        pending.retain(|b| b.partition != p);
-                        pending_events = pending.iter().map(Batch::records).sum();
-                    }
-                    if !gained.is_empty() {
-                        match store::committed_offsets(&db, &topic, &gained).await {
-                            Ok(committed) => {
-                                for p in gained {
-                                    generation += 1;
-                                    let f = start_fetcher(
-                                        &shared,
-                                        p,
-                                        generation,
-                                        committed.get(&p).copied(),
-                                        drain_to.as_ref().and_then(|d| d.get(&p).copied()),
-                                    );
-                                    fetchers.insert(p, f);
-                                }
-                            }
-                            Err(e) => {
-                                log::warn!("{e}; pausing until PostgreSQL answers");
-                                db_ok = false;
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    log::warn!("{e}; pausing until PostgreSQL answers");
-                    db_ok = false;
-                    continue;
-                }
-            }
+        true
+    }
+
+    fn report(&mut self) {
+        if Instant::now() >= self.next_progress {
+            self.next_progress = Instant::now() + PROGRESS_EVERY;
+            log_progress(&self.window, &self.positions, PROGRESS_EVERY);
+            self.window = Summary::default();
         }
-        if Instant::now() >= next_progress {
-            next_progress = Instant::now() + PROGRESS_EVERY;
-            log_progress(&window, &positions, PROGRESS_EVERY);
-            window = Summary::default();
-        }
-        let mut wake = next_rebalance.min(next_progress);
-        if let Some(due) = flush_due {
+    }
+
+    /// Wait for a chunk from a fetcher, until the next timed step is due.
+    async fn receive(&mut self) -> Received {
+        let mut wake = self.next_rebalance.min(self.next_progress);
+        if let Some(due) = self.flush_due {
             wake = wake.min(due);
         }
         let msg = tokio::select! {
-            m = rx.recv() => m,
+            m = self.rx.recv() => m,
             _ = tokio::time::sleep_until(wake) => None,
-            _ = shutdown.requested() => break,
+            _ = self.shutdown.requested() => return Received::Stop,
         };
-        let mut flush_now = false;
+        let current = |fetchers: &HashMap<i32, Fetcher>, p: i32, g: u64| {
+            fetchers.get(&p).is_some_and(|f| f.generation == g)
+        };
         match msg {
-            None if rx.is_closed() => break,
-            None => {}
+            None if self.rx.is_closed() => Received::Stop,
+            None => Received::Nothing,
             Some(FromFetcher::Drained {
-                generation: g,
+                generation,
                 partition,
-            }) if fetchers.get(&partition).is_some_and(|f| f.generation == g) => {
-                if let Some(f) = fetchers.remove(&partition) {
+            }) if current(&self.fetchers, partition, generation) => {
+                if let Some(f) = self.fetchers.remove(&partition) {
                     f.abort.abort();
                 }
-                // Its last records are in `pending`: it counts as drained once they are
-                // committed, below (if that write fails, it is drained again later).
-                flush_now = true;
-                finished.push(partition);
+                // Its last records are pending: it counts as drained once they are
+                // committed (if that write fails, it is drained again later).
+                self.finished.push(partition);
+                Received::FlushNow
             }
-            Some(FromFetcher::Batch {
-                generation: g,
-                batch,
-            }) if fetchers
-                .get(&batch.partition)
-                .is_some_and(|f| f.generation == g) =>
+            Some(FromFetcher::Batch { generation, batch })
+                if current(&self.fetchers, batch.partition, generation) =>
             {
-                if pending.is_empty() {
-                    flush_due = Some(Instant::now() + config.batch_wait);
+                if self.pending.is_empty() {
+                    self.flush_due = Some(Instant::now() + self.config.batch_wait);
                 }
-                pending_events += batch.records();
-                pending.push(batch);
+                self.pending_events += batch.records();
+                self.pending.push(batch);
+                Received::Nothing
             }
             // From a fetcher we already stopped.
-            Some(_) => {}
+            Some(_) => Received::Nothing,
         }
-        let due = flush_due.is_some_and(|d| Instant::now() >= d);
-        if !pending.is_empty() && (flush_now || due || pending_events >= config.batch_events) {
-            let batches = std::mem::take(&mut pending);
-            let writing = write_all(&mut db, &topic, batches, python_until, &kafka_client);
-            // A transaction under way at SIGTERM may finish for a moment; past that it is
-            // dropped (rolled back: its records are read again at the next start).
-            let stopping = async {
-                shutdown.requested().await;
-                tokio::time::sleep(WRITE_GRACE).await;
-            };
-            let written = tokio::select! {
-                w = writing => w,
-                _ = stopping => {
-                    log::warn!("stopping: the transaction under way is rolled back");
-                    break;
-                }
-            };
-            match written {
-                Ok(done) => {
-                    for sum in [&mut total, &mut window] {
-                        sum.written += done.written;
-                        sum.already_stored += done.already_stored;
-                        sum.rejected += done.rejected;
-                    }
-                    backoff = Duration::from_millis(500);
-                }
-                Err(e) => {
-                    // OffsetMoved included: a new session re-takes leases cleanly.
-                    log::warn!("{e}; pausing, then resuming from the committed offsets");
-                    db_ok = false;
-                }
+    }
+
+    fn write_due(&self, flush_now: bool) -> bool {
+        let due = self.flush_due.is_some_and(|d| Instant::now() >= d);
+        !self.pending.is_empty()
+            && (flush_now || due || self.pending_events >= self.config.batch_events)
+    }
+
+    /// Write and commit what is pending. False when the process must stop now.
+    async fn write(&mut self) -> bool {
+        let batches = std::mem::take(&mut self.pending);
+        self.clear_pending();
+        let writing = write_all(
+            &mut self.db,
+            &self.topic,
+            batches,
+            self.python_until,
+            &self.kafka,
+        );
+        // A transaction under way at SIGTERM may finish for a moment; past that it is
+        // dropped (rolled back: its records are read again at the next start).
+        let shutdown = &mut self.shutdown;
+        let stopping = async {
+            shutdown.requested().await;
+            tokio::time::sleep(WRITE_GRACE).await;
+        };
+        let written = tokio::select! {
+            w = writing => w,
+            _ = stopping => {
+                log::warn!("stopping: the transaction under way is rolled back");
+                return false;
             }
-            pending.clear();
-            pending_events = 0;
-            flush_due = None;
+        };
+        match written {
+            Ok(done) => {
+                for sum in [&mut self.total, &mut self.window] {
+                    sum.written += done.written;
+                    sum.already_stored += done.already_stored;
+                    sum.rejected += done.rejected;
+                }
+                self.backoff = Duration::from_millis(500);
+            }
+            Err(e) => {
+                // OffsetMoved included: a new session re-takes leases cleanly.
+                log::warn!("{e}; pausing, then resuming from the committed offsets");
+                self.db_ok = false;
+            }
         }
-        // Drained partitions whose last records are committed: give the lease back, so
-        // that the fair share is counted over the partitions still to drain.
-        for partition in finished.drain(..) {
-            if db_ok {
-                drained.push(partition);
-                if let Err(e) = leases.release(&db, partition).await {
+        true
+    }
+
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.pending_events = 0;
+        self.flush_due = None;
+    }
+
+    /// Drained partitions whose last records are committed: give the lease back, so that
+    /// the fair share is counted over the partitions still to drain.
+    async fn release_drained(&mut self) {
+        for partition in std::mem::take(&mut self.finished) {
+            if self.db_ok {
+                self.drained.push(partition);
+                if let Err(e) = self.leases.release(&self.db, partition).await {
                     log::warn!("{e}; pausing until PostgreSQL answers");
-                    db_ok = false;
+                    self.db_ok = false;
                 }
             }
         }
     }
-    for (_, f) in fetchers.drain() {
-        f.abort.abort();
-    }
-    log::info!(
-        "stopped: {} event(s) written, {} already stored, {} rejected",
-        total.written,
-        total.already_stored,
-        total.rejected
-    );
-    Ok(total)
 }
 
 /// Where each partition ends now (its high watermark): what `--drain` consumes up to.

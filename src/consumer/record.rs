@@ -196,7 +196,6 @@ fn from_legacy(old: LegacyEvent, record_time: DateTime<Utc>) -> StoredEvent {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

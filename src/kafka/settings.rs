@@ -8,7 +8,6 @@ use crate::secret::Secret;
 use crate::settings::{ConfigError, Settings, err};
 use crate::tls::ClientIdentity;
 
-
 /// SASL over TLS, the alternative to client certificates that Aiven offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaslMechanism {
@@ -164,7 +163,6 @@ fn sasl_from_settings(s: &Settings) -> Result<Option<SaslSettings>, ConfigError>
         password: Secret::new(password),
     }))
 }
-
 
 #[cfg(test)]
 mod tests {

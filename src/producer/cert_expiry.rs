@@ -5,7 +5,6 @@
 //! pure-Rust X.509 crates would add to a binary kept under 5 MB. It never panics on bad
 //! input: a certificate it cannot read gives None.
 
-
 /// notAfter of a DER certificate, from the `validity` field of its TBSCertificate.
 ///
 /// A small DER walk rather than a full X.509 parser: this is the one field we read.
@@ -64,7 +63,6 @@ fn der_item(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
 fn der_skip(input: &[u8]) -> Option<&[u8]> {
     der_item(input, *input.first()?).map(|(_, rest)| rest)
 }
-
 
 #[cfg(test)]
 mod tests {

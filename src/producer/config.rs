@@ -16,7 +16,6 @@ use serde::Deserialize;
 use crate::kafka::KafkaSettings;
 use crate::settings::{ConfigError, Settings, err};
 
-
 /// One site to check.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -415,7 +414,6 @@ pub fn host_name() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown-host".into())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -13,8 +13,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::config::Target;
-use crate::event::CheckEvent;
 use super::probe::Probe;
+use crate::event::CheckEvent;
 use crate::shutdown::Shutdown;
 
 /// Check every target on its schedule and send each event to `events`, until `shutdown`.

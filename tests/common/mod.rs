@@ -7,9 +7,9 @@
 
 use std::path::PathBuf;
 
+use checksite::consumer::store::PostgresSettings;
 use checksite::kafka::KafkaSettings;
 use checksite::settings::Settings;
-use checksite::consumer::store::PostgresSettings;
 
 pub struct Testbed {
     pub kafka_plaintext: String,
@@ -179,7 +179,9 @@ pub async fn query_i64(db: &tokio_postgres::Client, sql: &str) -> i64 {
 }
 
 /// A connection to a test database.
-pub async fn open(settings: &checksite::consumer::store::PostgresSettings) -> tokio_postgres::Client {
+pub async fn open(
+    settings: &checksite::consumer::store::PostgresSettings,
+) -> tokio_postgres::Client {
     settings.connect(Duration::from_secs(10)).await.unwrap()
 }
 

@@ -186,7 +186,6 @@ impl PostgresSettings {
     }
 }
 
-
 /// URL parameters tokio-postgres understands, passed on to it as they are.
 const PASSED_ON: &[&str] = &[
     "user",
@@ -233,7 +232,6 @@ fn split_query(url: &str) -> Result<(String, &str), StoreError> {
     let base = format!("{}{host_part}", &url[..url.len() - rest.len() + host_from]);
     Ok((base, query))
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,6 @@ use tokio_postgres::Client;
 
 use super::{StoreError, bounded, sql_error};
 
-
 /// This consumer's share of a topic's partitions, held as PostgreSQL advisory locks on its
 /// session: a consumer that dies (or loses its connection) releases them with its session.
 ///
@@ -142,4 +141,3 @@ async fn try_lock(client: &Client, key: i32, sub: i32) -> Result<bool, StoreErro
         .map_err(|e| sql_error("lease", &e))?;
     Ok(row.get(0))
 }
-

@@ -16,7 +16,9 @@ pub mod write;
 pub use connect::PostgresSettings;
 pub use leases::PartitionLeases;
 pub use schema::{SCHEMA_VERSION, migrate, non_utc_timezone, python_rows_until};
-pub use write::{Batch, EventRows, Rejected, RowEncoder, Written, committed_offsets, write_batches};
+pub use write::{
+    Batch, EventRows, Rejected, RowEncoder, Written, committed_offsets, write_batches,
+};
 
 #[derive(Debug)]
 pub enum StoreError {
@@ -135,4 +137,3 @@ pub(crate) fn flatten(e: &(dyn std::error::Error + 'static)) -> String {
     }
     parts.join(": ").replace('\n', " ")
 }
-

@@ -8,7 +8,6 @@ use tokio_postgres::Client;
 
 use super::{StoreError, bounded, sql_error};
 
-
 /// Numbered migrations, applied in order under [`MIGRATION_LOCK`]; `metadata`'s
 /// `schema_version` row records the last one. Version 1 is the Python checksite's schema,
 /// to the letter, so that its databases start from there and a fresh database has the
@@ -239,4 +238,3 @@ pub async fn non_utc_timezone(client: &Client) -> Result<Option<String>, StoreEr
     })
     .await
 }
-

@@ -12,7 +12,6 @@ use tokio_postgres::types::{IsNull, ToSql, Type};
 use super::{StoreError, bounded, sql_error};
 use crate::consumer::record::StoredEvent;
 
-
 /// A record that is not a valid event, kept with its position and the reason.
 #[derive(Debug, Clone)]
 pub struct Rejected {
@@ -512,7 +511,6 @@ async fn write_once(
         })
     }
 }
-
 
 #[cfg(test)]
 mod tests {
