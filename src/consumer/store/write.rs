@@ -3,11 +3,12 @@
 //! transaction ([`write_batches`]): the exactly-once step.
 
 use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
-use tokio_postgres::Client;
 use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::{Client, CopyInSink, Transaction};
 
 use super::{StoreError, bounded, sql_error};
 use crate::consumer::record::StoredEvent;
@@ -332,17 +333,148 @@ pub async fn write_batches(
     }
 }
 
-/// Per partition: (start offset, next offset, whether its row must be created).
-fn offset_moves(batches: &[Batch]) -> BTreeMap<i32, (i64, i64, bool)> {
-    let mut moves: BTreeMap<i32, (i64, i64, bool)> = BTreeMap::new();
-    for b in batches {
-        let m =
-            moves
-                .entry(b.partition)
-                .or_insert((b.start_offset, b.start_offset, b.new_partition));
-        m.1 = b.next_offset;
+/// The offset moves of a transaction, per partition in partition order.
+struct OffsetMoves {
+    partitions: Vec<i32>,
+    /// Where each partition's batches start: the compare-and-set's expected value.
+    starts: Vec<i64>,
+    nexts: Vec<i64>,
+    /// Partitions without a row in kafka_offsets yet.
+    created: Vec<i32>,
+}
+
+impl OffsetMoves {
+    fn of(batches: &[Batch]) -> OffsetMoves {
+        // Per partition: (start offset, next offset, whether its row must be created).
+        let mut moves: BTreeMap<i32, (i64, i64, bool)> = BTreeMap::new();
+        for b in batches {
+            let m = moves.entry(b.partition).or_insert((
+                b.start_offset,
+                b.start_offset,
+                b.new_partition,
+            ));
+            m.1 = b.next_offset;
+        }
+        OffsetMoves {
+            partitions: moves.keys().copied().collect(),
+            starts: moves.values().map(|m| m.0).collect(),
+            nexts: moves.values().map(|m| m.1).collect(),
+            created: moves.iter().filter(|(_, m)| m.2).map(|(p, _)| *p).collect(),
+        }
     }
-    moves
+
+    /// Rows for partitions never written before. Another consumer may have created one
+    /// meanwhile: then the compare-and-set decides, as for any other batch.
+    async fn create_missing(&self, tx: &Transaction<'_>, topic: &str) -> Result<(), StoreError> {
+        if self.created.is_empty() {
+            return Ok(());
+        }
+        tx.execute_typed(
+            "INSERT INTO kafka_offsets (topic, partition, next_offset) \
+             SELECT $1, p, s FROM unnest($2::int[], $3::bigint[]) AS m(p, s) \
+             WHERE p = ANY($4::int[]) ON CONFLICT DO NOTHING",
+            &[
+                (&topic, Type::TEXT),
+                (&self.partitions, Type::INT4_ARRAY),
+                (&self.starts, Type::INT8_ARRAY),
+                (&self.created, Type::INT4_ARRAY),
+            ],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| sql_error("offset set-up", &e))
+    }
+
+    /// Move every partition's offset from its start to its next, where it still is at its
+    /// start; returns the partitions moved. Rows are locked in partition order (ORDER BY in
+    /// the sub-select), as every consumer does, so two consumers racing cannot deadlock.
+    async fn compare_and_set(
+        &self,
+        tx: &Transaction<'_>,
+        topic: &str,
+    ) -> Result<Vec<i32>, StoreError> {
+        let params: [(&(dyn ToSql + Sync), Type); 4] = [
+            (&topic, Type::TEXT),
+            (&self.partitions, Type::INT4_ARRAY),
+            (&self.starts, Type::INT8_ARRAY),
+            (&self.nexts, Type::INT8_ARRAY),
+        ];
+        let rows = tx
+            .query_typed(
+                "UPDATE kafka_offsets AS o SET next_offset = m.n, updated_at = now() \
+                 FROM (SELECT * FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS u(p, s, n) ORDER BY p) AS m \
+                 WHERE o.topic = $1 AND o.partition = m.p AND o.next_offset = m.s \
+                 RETURNING o.partition",
+                &params,
+            )
+            .await
+            .map_err(|e| sql_error("offset update", &e))?;
+        Ok(rows.iter().filter_map(|r| r.try_get(0).ok()).collect())
+    }
+}
+
+/// The batches' rejected records into rejected_events, raw bytes and reason.
+async fn insert_rejects(
+    tx: &Transaction<'_>,
+    topic: &str,
+    batches: &[Batch],
+) -> Result<(), StoreError> {
+    let rejected: Vec<(i32, &Rejected)> = batches
+        .iter()
+        .flat_map(|b| b.rejected.iter().map(move |r| (b.partition, r)))
+        .collect();
+    if rejected.is_empty() {
+        return Ok(());
+    }
+    let partitions: Vec<i32> = rejected.iter().map(|(p, _)| *p).collect();
+    let offsets: Vec<i64> = rejected.iter().map(|(_, r)| r.offset).collect();
+    let keys: Vec<Option<&[u8]>> = rejected.iter().map(|(_, r)| r.key.as_deref()).collect();
+    let values: Vec<Option<&[u8]>> = rejected.iter().map(|(_, r)| r.value.as_deref()).collect();
+    let reasons: Vec<&str> = rejected.iter().map(|(_, r)| r.reason.as_str()).collect();
+    tx.execute_typed(
+        "INSERT INTO rejected_events (topic, partition, \"offset\", key, value, reason) \
+         SELECT $1, p, o, k, v, r \
+         FROM unnest($2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[]) AS u(p, o, k, v, r) \
+         ON CONFLICT DO NOTHING",
+        &[
+            (&topic, Type::TEXT),
+            (&partitions, Type::INT4_ARRAY),
+            (&offsets, Type::INT8_ARRAY),
+            (&keys, Type::BYTEA_ARRAY),
+            (&values, Type::BYTEA_ARRAY),
+            (&reasons, Type::TEXT_ARRAY),
+        ],
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| sql_error("rejected_events insert", &e))
+}
+
+/// The COPY of the rows into `table`, started; None when there are no rows.
+async fn start_copy(
+    tx: &Transaction<'_>,
+    table: &str,
+    has_rows: bool,
+) -> Result<Option<CopyInSink<Bytes>>, StoreError> {
+    if !has_rows {
+        return Ok(None);
+    }
+    let statement = format!("COPY {table} ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)");
+    tx.copy_in(&statement)
+        .await
+        .map(Some)
+        .map_err(|e| sql_error("copy", &e))
+}
+
+/// The checked path's table: only the columns, none of the constraints (`LIKE events`
+/// would copy the NOT NULL of `event_id`, which the COPY leaves to its identity default).
+async fn create_incoming_table(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE IF NOT EXISTS events_incoming ON COMMIT DELETE ROWS AS \
+         SELECT {EVENT_COLUMNS} FROM events WITH NO DATA"
+    ))
+    .await
+    .map_err(|e| sql_error("dedupe table", &e))
 }
 
 async fn write_once(
@@ -355,105 +487,27 @@ async fn write_once(
         .transaction()
         .await
         .map_err(|e| sql_error("begin", &e))?;
-    let moves = offset_moves(batches);
-    let partitions: Vec<i32> = moves.keys().copied().collect();
-    let starts: Vec<i64> = moves.values().map(|m| m.0).collect();
-    let nexts: Vec<i64> = moves.values().map(|m| m.1).collect();
-    let created: Vec<i32> = moves.iter().filter(|(_, m)| m.2).map(|(p, _)| *p).collect();
-    if !created.is_empty() {
-        // Another consumer may have created one meanwhile: then the compare-and-set below
-        // decides, as for any other batch.
-        tx.execute_typed(
-            "INSERT INTO kafka_offsets (topic, partition, next_offset) \
-             SELECT $1, p, s FROM unnest($2::int[], $3::bigint[]) AS m(p, s) \
-             WHERE p = ANY($4::int[]) ON CONFLICT DO NOTHING",
-            &[
-                (&topic, Type::TEXT),
-                (&partitions, Type::INT4_ARRAY),
-                (&starts, Type::INT8_ARRAY),
-                (&created, Type::INT4_ARRAY),
-            ],
-        )
-        .await
-        .map_err(|e| sql_error("offset set-up", &e))?;
-    }
+    let moves = OffsetMoves::of(batches);
+    moves.create_missing(&tx, topic).await?;
     let table = if checked {
-        // Only the columns, none of the constraints: `LIKE events` would copy the NOT NULL
-        // of `event_id`, which the COPY leaves to its identity default.
-        tx.batch_execute(&format!(
-            "CREATE TEMP TABLE IF NOT EXISTS events_incoming ON COMMIT DELETE ROWS AS \
-             SELECT {EVENT_COLUMNS} FROM events WITH NO DATA"
-        ))
-        .await
-        .map_err(|e| sql_error("dedupe table", &e))?;
+        create_incoming_table(&tx).await?;
         "events_incoming"
     } else {
         "events"
     };
-    let rejected: Vec<(i32, &Rejected)> = batches
-        .iter()
-        .flat_map(|b| b.rejected.iter().map(move |r| (b.partition, r)))
-        .collect();
-    let has_events = batches.iter().any(|b| !b.rows.is_empty());
-
+    let has_rows = batches.iter().any(|b| !b.rows.is_empty());
     // The offsets' compare-and-set, the rejected records and the start of the COPY go out
     // together (tokio-postgres pipelines concurrent requests on one connection): every
     // round trip waited for here is time PostgreSQL sits idle. A failure in any of them
     // aborts the transaction, so nothing of it can be committed.
-    //
-    // Rows are locked in partition order (ORDER BY in the sub-select), as every consumer
-    // does, so two consumers racing for the same partitions cannot deadlock.
-    let cas_params: [(&(dyn ToSql + Sync), Type); 4] = [
-        (&topic, Type::TEXT),
-        (&partitions, Type::INT4_ARRAY),
-        (&starts, Type::INT8_ARRAY),
-        (&nexts, Type::INT8_ARRAY),
-    ];
-    let offsets = tx.query_typed(
-        "UPDATE kafka_offsets AS o SET next_offset = m.n, updated_at = now() \
-         FROM (SELECT * FROM unnest($2::int[], $3::bigint[], $4::bigint[]) AS u(p, s, n) ORDER BY p) AS m \
-         WHERE o.topic = $1 AND o.partition = m.p AND o.next_offset = m.s \
-         RETURNING o.partition",
-        &cas_params,
+    let (moved, rejects, sink) = tokio::join!(
+        moves.compare_and_set(&tx, topic),
+        insert_rejects(&tx, topic, batches),
+        start_copy(&tx, table, has_rows)
     );
-    let rejects = async {
-        if rejected.is_empty() {
-            return Ok(0);
-        }
-        let partitions: Vec<i32> = rejected.iter().map(|(p, _)| *p).collect();
-        let offsets: Vec<i64> = rejected.iter().map(|(_, r)| r.offset).collect();
-        let keys: Vec<Option<&[u8]>> = rejected.iter().map(|(_, r)| r.key.as_deref()).collect();
-        let values: Vec<Option<&[u8]>> = rejected.iter().map(|(_, r)| r.value.as_deref()).collect();
-        let reasons: Vec<&str> = rejected.iter().map(|(_, r)| r.reason.as_str()).collect();
-        tx.execute_typed(
-            "INSERT INTO rejected_events (topic, partition, \"offset\", key, value, reason) \
-             SELECT $1, p, o, k, v, r \
-             FROM unnest($2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[]) AS u(p, o, k, v, r) \
-             ON CONFLICT DO NOTHING",
-            &[
-                (&topic, Type::TEXT),
-                (&partitions, Type::INT4_ARRAY),
-                (&offsets, Type::INT8_ARRAY),
-                (&keys, Type::BYTEA_ARRAY),
-                (&values, Type::BYTEA_ARRAY),
-                (&reasons, Type::TEXT_ARRAY),
-            ],
-        )
-        .await
-    };
-    let copy = async {
-        if !has_events {
-            return Ok(None);
-        }
-        let statement = format!("COPY {table} ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)");
-        tx.copy_in(&statement).await.map(Some)
-    };
-    let (moved, rejects, sink) = tokio::join!(offsets, rejects, copy);
-    let moved = moved.map_err(|e| sql_error("offset update", &e))?;
-    rejects.map_err(|e| sql_error("rejected_events insert", &e))?;
-    let sink = sink.map_err(|e| sql_error("copy", &e))?;
-    let done: Vec<i32> = moved.iter().filter_map(|r| r.try_get(0).ok()).collect();
-    if let Some(&partition) = partitions.iter().find(|p| !done.contains(p)) {
+    let (moved, sink) = (moved?, sink?);
+    rejects?;
+    if let Some(&partition) = moves.partitions.iter().find(|p| !moved.contains(p)) {
         // Dropping the unfinished COPY aborts it, and the transaction rolls back.
         return Err(StoreError::OffsetMoved { partition });
     }
@@ -462,42 +516,11 @@ async fn write_once(
         return Ok(Written::default());
     };
     let mut sink = std::pin::pin!(sink);
-    let streamed = async {
-        sink.feed(Bytes::from_static(COPY_HEADER)).await?;
-        for b in batches.iter().filter(|b| !b.rows.is_empty()) {
-            sink.feed(b.rows.bytes.clone()).await?;
-        }
-        sink.feed(Bytes::from_static(COPY_TRAILER)).await?;
-        Ok(())
-    };
-    let streamed: Result<(), tokio_postgres::Error> = streamed.await;
-    streamed.map_err(|e| sql_error("copy", &e))?;
+    stream_rows(sink.as_mut(), batches)
+        .await
+        .map_err(|e| sql_error("copy", &e))?;
     if checked {
-        let copied = sink
-            .as_mut()
-            .finish()
-            .await
-            .map_err(|e| sql_error("copy", &e))?;
-        // The Python consumer wrote `ts` in the server's TimeZone: the record's time (here
-        // UTC wall time) is converted the same way before it is compared.
-        let inserted = tx
-            .execute(
-                &format!(
-                    "INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM events_incoming AS i \
-                     WHERE i.check_id IS NOT NULL OR NOT EXISTS ( \
-                       SELECT 1 FROM events AS e WHERE e.kafka_offset IS NULL \
-                       AND e.ts = (i.ts AT TIME ZONE 'UTC')::timestamp AND e.url = i.url) \
-                     ON CONFLICT (check_id) DO NOTHING"
-                ),
-                &[],
-            )
-            .await
-            .map_err(|e| sql_error("dedupe insert", &e))?;
-        tx.commit().await.map_err(|e| sql_error("commit", &e))?;
-        Ok(Written {
-            rows: inserted,
-            already_stored: copied.saturating_sub(inserted),
-        })
+        finish_checked(tx, sink).await
     } else {
         // COMMIT follows the end of the COPY without waiting for its answer: the
         // connection sends requests in order, and if the COPY failed the transaction is
@@ -510,6 +533,48 @@ async fn write_once(
             already_stored: 0,
         })
     }
+}
+
+/// The binary COPY stream: header, every batch's pre-encoded rows, trailer.
+async fn stream_rows(
+    mut sink: Pin<&mut CopyInSink<Bytes>>,
+    batches: &[Batch],
+) -> Result<(), tokio_postgres::Error> {
+    sink.feed(Bytes::from_static(COPY_HEADER)).await?;
+    for b in batches.iter().filter(|b| !b.rows.is_empty()) {
+        sink.feed(b.rows.bytes.clone()).await?;
+    }
+    sink.feed(Bytes::from_static(COPY_TRAILER)).await
+}
+
+/// The checked path's end: the rows from the temporary table into `events`, except those
+/// already stored (a producer retry's `check_id`; a Python-format record the Python
+/// consumer stored), then COMMIT.
+async fn finish_checked(
+    tx: Transaction<'_>,
+    sink: Pin<&mut CopyInSink<Bytes>>,
+) -> Result<Written, StoreError> {
+    let copied = sink.finish().await.map_err(|e| sql_error("copy", &e))?;
+    // The Python consumer wrote `ts` in the server's TimeZone: the record's time (here
+    // UTC wall time) is converted the same way before it is compared.
+    let inserted = tx
+        .execute(
+            &format!(
+                "INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM events_incoming AS i \
+                 WHERE i.check_id IS NOT NULL OR NOT EXISTS ( \
+                   SELECT 1 FROM events AS e WHERE e.kafka_offset IS NULL \
+                   AND e.ts = (i.ts AT TIME ZONE 'UTC')::timestamp AND e.url = i.url) \
+                 ON CONFLICT (check_id) DO NOTHING"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| sql_error("dedupe insert", &e))?;
+    tx.commit().await.map_err(|e| sql_error("commit", &e))?;
+    Ok(Written {
+        rows: inserted,
+        already_stored: copied.saturating_sub(inserted),
+    })
 }
 
 #[cfg(test)]
