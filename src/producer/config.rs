@@ -226,112 +226,22 @@ const METHODS: [&str; 4] = ["GET", "HEAD", "POST", "OPTIONS"];
 
 impl ProducerConfig {
     pub fn from_settings(s: &Settings, once: bool) -> Result<ProducerConfig, ConfigError> {
-        let interval = seconds(
-            "CK_CHECK_DELAY",
-            s.parse("CK_CHECK_DELAY", 60.0, "seconds, e.g. 30 or 0.5")?,
-        )?;
-        let timeout_ms: u64 = s.parse("CK_TIMEOUT_MS", 10_000, "milliseconds, e.g. 10000")?;
-        if !(100..=600_000).contains(&timeout_ms) {
-            return err(format!(
-                "CK_TIMEOUT_MS={timeout_ms} is out of range: give 100 to 600000"
-            ));
-        }
-        let timeout = Duration::from_millis(timeout_ms);
-        let default_regex = match s.get("CK_CONTENT_REGEX") {
-            Some(p) => Some(compile_regex("CK_CONTENT_REGEX", p)?),
-            None => None,
-        };
-        let default_target = |url: &str| Target {
-            url: url.to_string(),
-            interval,
-            regex: default_regex.clone(),
-            timeout,
-            method: "GET".into(),
-            headers: Vec::new(),
-            expect_status: None,
-        };
+        let defaults = target_defaults(s)?;
         let mut targets = Vec::new();
         for url in s.get("CK_SITE_URL").unwrap_or("").split_whitespace() {
             check_url("CK_SITE_URL", url)?;
-            targets.push(default_target(url));
+            targets.push(Target {
+                url: url.to_string(),
+                ..defaults.clone()
+            });
         }
         if let Some(path) = s.get("CK_TARGETS") {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError(format!("CK_TARGETS: cannot read targets file {path}: {e}"))
-            })?;
-            let entries: Vec<TargetEntry> = serde_json::from_str(&text).map_err(|e| {
-                ConfigError(format!(
-                    "targets file {path}: {e} (expected [{{\"url\": \"https://...\"}}, ...])"
-                ))
-            })?;
-            for (i, e) in entries.into_iter().enumerate() {
-                let origin = format!("targets file {path}, entry {}", i + 1);
-                check_url(&origin, &e.url)?;
-                let mut t = default_target(&e.url);
-                if let Some(secs) = e.interval_s {
-                    t.interval = seconds(&format!("{origin}: interval_s"), secs)?;
-                }
-                if let Some(p) = &e.regex {
-                    t.regex = Some(compile_regex(&origin, p)?);
-                }
-                if let Some(ms) = e.timeout_ms {
-                    if !(100..=600_000).contains(&ms) {
-                        return err(format!(
-                            "{origin}: timeout_ms={ms} is out of range: give 100 to 600000"
-                        ));
-                    }
-                    t.timeout = Duration::from_millis(ms);
-                }
-                if let Some(m) = e.method {
-                    let m = m.to_ascii_uppercase();
-                    if !METHODS.contains(&m.as_str()) {
-                        return err(format!(
-                            "{origin}: method {m:?} is not supported: use one of {METHODS:?}"
-                        ));
-                    }
-                    t.method = m;
-                }
-                let mut headers: Vec<(String, String)> = e.headers.into_iter().collect();
-                headers.sort();
-                for (k, v) in &headers {
-                    if ureq::http::HeaderName::from_bytes(k.as_bytes()).is_err()
-                        || ureq::http::HeaderValue::from_str(v).is_err()
-                    {
-                        return err(format!("{origin}: header {k:?} is not a valid HTTP header"));
-                    }
-                }
-                t.headers = headers;
-                t.expect_status = match e.expect_status {
-                    None => None,
-                    Some(StatusList::One(c)) => Some(vec![c]),
-                    Some(StatusList::Many(v)) => Some(v),
-                };
-                if let Some(codes) = &t.expect_status {
-                    if codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)) {
-                        return err(format!(
-                            "{origin}: expect_status must hold HTTP status codes (100-599)"
-                        ));
-                    }
-                }
-                targets.push(t);
-            }
+            targets.extend(targets_file(path, &defaults)?);
         }
         if targets.is_empty() {
             return err(
                 "no site to check: set CK_SITE_URL, give --targets FILE, or give URLs on the command line",
             );
-        }
-        let probe = ProbeSettings {
-            connect_timeout: Duration::from_millis(
-                s.parse("CK_CONNECT_TIMEOUT_MS", 5_000u64, "milliseconds")?
-                    .max(1),
-            ),
-            max_redirects: s.parse("CK_MAX_REDIRECTS", 5, "a count, 0 = do not follow")?,
-            body_cap: s.parse("CK_BODY_CAP_BYTES", 4 << 20, "a byte count")?,
-            site_ca: s.get("CK_SITE_CA").map(PathBuf::from),
-        };
-        if let Some(ca) = &probe.site_ca {
-            crate::tls::load_certs(ca).map_err(|e| ConfigError(format!("CK_SITE_CA: {e}")))?;
         }
         let concurrency: usize = s.parse("CK_CONCURRENCY", 64, "a count")?;
         if !(1..=4096).contains(&concurrency) {
@@ -350,12 +260,130 @@ impl ProducerConfig {
         };
         Ok(ProducerConfig {
             targets,
-            probe,
+            probe: probe_settings(s)?,
             concurrency,
             producer_id,
             publish,
         })
     }
+}
+
+/// What every target gets unless its entry in the targets file says otherwise
+/// (`CK_CHECK_DELAY`, `CK_TIMEOUT_MS`, `CK_CONTENT_REGEX`); the URL is left empty.
+fn target_defaults(s: &Settings) -> Result<Target, ConfigError> {
+    let interval = seconds(
+        "CK_CHECK_DELAY",
+        s.parse("CK_CHECK_DELAY", 60.0, "seconds, e.g. 30 or 0.5")?,
+    )?;
+    let timeout_ms: u64 = s.parse("CK_TIMEOUT_MS", 10_000, "milliseconds, e.g. 10000")?;
+    if !(100..=600_000).contains(&timeout_ms) {
+        return err(format!(
+            "CK_TIMEOUT_MS={timeout_ms} is out of range: give 100 to 600000"
+        ));
+    }
+    let regex = match s.get("CK_CONTENT_REGEX") {
+        Some(p) => Some(compile_regex("CK_CONTENT_REGEX", p)?),
+        None => None,
+    };
+    Ok(Target {
+        url: String::new(),
+        interval,
+        regex,
+        timeout: Duration::from_millis(timeout_ms),
+        method: "GET".into(),
+        headers: Vec::new(),
+        expect_status: None,
+    })
+}
+
+/// The targets of a targets file (`CK_TARGETS`), each entry over `defaults`.
+fn targets_file(path: &str, defaults: &Target) -> Result<Vec<Target>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("CK_TARGETS: cannot read targets file {path}: {e}")))?;
+    let entries: Vec<TargetEntry> = serde_json::from_str(&text).map_err(|e| {
+        ConfigError(format!(
+            "targets file {path}: {e} (expected [{{\"url\": \"https://...\"}}, ...])"
+        ))
+    })?;
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.into_target(&format!("targets file {path}, entry {}", i + 1), defaults))
+        .collect()
+}
+
+impl TargetEntry {
+    /// This entry as a target; `origin` names it in errors.
+    fn into_target(self, origin: &str, defaults: &Target) -> Result<Target, ConfigError> {
+        check_url(origin, &self.url)?;
+        let mut t = Target {
+            url: self.url,
+            ..defaults.clone()
+        };
+        if let Some(secs) = self.interval_s {
+            t.interval = seconds(&format!("{origin}: interval_s"), secs)?;
+        }
+        if let Some(p) = &self.regex {
+            t.regex = Some(compile_regex(origin, p)?);
+        }
+        if let Some(ms) = self.timeout_ms {
+            if !(100..=600_000).contains(&ms) {
+                return err(format!(
+                    "{origin}: timeout_ms={ms} is out of range: give 100 to 600000"
+                ));
+            }
+            t.timeout = Duration::from_millis(ms);
+        }
+        if let Some(m) = self.method {
+            let m = m.to_ascii_uppercase();
+            if !METHODS.contains(&m.as_str()) {
+                return err(format!(
+                    "{origin}: method {m:?} is not supported: use one of {METHODS:?}"
+                ));
+            }
+            t.method = m;
+        }
+        let mut headers: Vec<(String, String)> = self.headers.into_iter().collect();
+        headers.sort();
+        for (k, v) in &headers {
+            if ureq::http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || ureq::http::HeaderValue::from_str(v).is_err()
+            {
+                return err(format!("{origin}: header {k:?} is not a valid HTTP header"));
+            }
+        }
+        t.headers = headers;
+        t.expect_status = match self.expect_status {
+            None => None,
+            Some(StatusList::One(c)) => Some(vec![c]),
+            Some(StatusList::Many(v)) => Some(v),
+        };
+        if let Some(codes) = &t.expect_status {
+            if codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)) {
+                return err(format!(
+                    "{origin}: expect_status must hold HTTP status codes (100-599)"
+                ));
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// How every check is made: connect timeout, redirects, body cap, an extra CA.
+fn probe_settings(s: &Settings) -> Result<ProbeSettings, ConfigError> {
+    let probe = ProbeSettings {
+        connect_timeout: Duration::from_millis(
+            s.parse("CK_CONNECT_TIMEOUT_MS", 5_000u64, "milliseconds")?
+                .max(1),
+        ),
+        max_redirects: s.parse("CK_MAX_REDIRECTS", 5, "a count, 0 = do not follow")?,
+        body_cap: s.parse("CK_BODY_CAP_BYTES", 4 << 20, "a byte count")?,
+        site_ca: s.get("CK_SITE_CA").map(PathBuf::from),
+    };
+    if let Some(ca) = &probe.site_ca {
+        crate::tls::load_certs(ca).map_err(|e| ConfigError(format!("CK_SITE_CA: {e}")))?;
+    }
+    Ok(probe)
 }
 
 fn publish_settings(s: &Settings) -> Result<PublishSettings, ConfigError> {
