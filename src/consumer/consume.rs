@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rskafka::client::Client as KafkaClient;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
-use rskafka::client::partition::OffsetAt;
+use rskafka::client::partition::{OffsetAt, PartitionClient};
 use rskafka::record::RecordAndOffset;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -798,115 +798,26 @@ where
 /// Fetch one partition from `offset` on, sending batches of decoded records. Broker
 /// errors are retried here with backoff; the position only moves through what is sent.
 async fn fetch_partition(job: FetchJob) {
-    let partition = job.partition;
-    let pc = until_ok(partition, "partition lookup", || {
-        kafka::partition_client(&job.shared.kafka, &job.shared.topic, partition)
-    })
-    .await;
-    let (offset, mut new_partition) = match job.committed {
-        Some(offset) => (offset, false),
-        None => {
-            let earliest = until_ok(partition, "list offsets", || async {
-                pc.get_offset(OffsetAt::Earliest)
-                    .await
-                    .map_err(|e| kafka::request_error("list offsets", &e))
-            })
-            .await;
-            (earliest, true)
-        }
-    };
-    log::info!("partition {partition}: starting at offset {offset}");
-    let chunk_events = job.shared.batch_events.min(CHUNK_EVENTS);
-    let mut offset = offset;
-    let mut backoff = Duration::from_millis(200);
-    let mut failing = false;
-    // Fetched but not yet batched: one fetch can bring more records than a batch takes.
-    let mut pending: VecDeque<RecordAndOffset> = VecDeque::new();
-    let mut fetch_from = offset;
+    let mut fetch = PartitionFetch::start(&job).await;
     loop {
-        if job.stop_at.is_some_and(|end| offset >= end) {
-            let _ = job
-                .shared
-                .tx
-                .send(FromFetcher::Drained {
-                    generation: job.generation,
-                    partition: job.partition,
-                })
-                .await;
+        if job.stop_at.is_some_and(|end| fetch.offset >= end) {
+            let drained = FromFetcher::Drained {
+                generation: job.generation,
+                partition: job.partition,
+            };
+            let _ = job.shared.tx.send(drained).await;
             return;
         }
-        let start_offset = offset;
-        let mut raw: Vec<RecordAndOffset> = Vec::new();
-        let deadline = Instant::now() + job.shared.batch_wait;
-        loop {
-            while raw.len() < chunk_events {
-                let Some(r) = pending.pop_front() else { break };
-                offset = r.offset + 1;
-                raw.push(r);
-            }
-            let full = raw.len() >= chunk_events;
-            let at_end = job.stop_at.is_some_and(|end| offset >= end);
-            if full || at_end || Instant::now() >= deadline {
-                break;
-            }
-            let wait_ms = deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis()
-                .clamp(10, 5_000) as i32;
-            let fetch = pc.fetch_records(fetch_from, 1..FETCH_BYTES, wait_ms);
-            match tokio::time::timeout(Duration::from_secs(30), fetch).await {
-                Ok(Ok((records, high))) => {
-                    if failing {
-                        log::info!("partition {}: Kafka answers again", job.partition);
-                        failing = false;
-                    }
-                    backoff = Duration::from_millis(200);
-                    for r in records {
-                        if r.offset >= fetch_from {
-                            fetch_from = r.offset + 1;
-                            pending.push_back(r);
-                        }
-                    }
-                    if let Ok(mut p) = job.shared.positions.lock() {
-                        p.insert(job.partition, (fetch_from, high));
-                    }
-                }
-                Ok(Err(ClientError::ServerError {
-                    protocol_error: ProtocolError::OffsetOutOfRange,
-                    ..
-                })) => {
-                    if let Some(skip_to) =
-                        out_of_range(&pc, job.partition, fetch_from, &job.shared.topic).await
-                    {
-                        fetch_from = skip_to;
-                        offset = skip_to;
-                    }
-                }
-                Ok(Err(e)) => {
-                    if !failing {
-                        log::warn!(
-                            "partition {}: {}; retrying",
-                            job.partition,
-                            kafka::request_error("fetch", &e)
-                        );
-                        failing = true;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Err(_) => {
-                    if !failing {
-                        log::warn!(
-                            "partition {}: Kafka fetch timed out; retrying",
-                            job.partition
-                        );
-                        failing = true;
-                    }
-                }
-            }
-        }
-        if offset > start_offset {
-            let batch = decode_chunk(job.partition, start_offset, offset, new_partition, raw);
+        let start_offset = fetch.offset;
+        let raw = fetch.next_chunk(&job).await;
+        if fetch.offset > start_offset {
+            let batch = decode_chunk(
+                job.partition,
+                start_offset,
+                fetch.offset,
+                fetch.new_partition,
+                raw,
+            );
             let sent = job.shared.tx.send(FromFetcher::Batch {
                 generation: job.generation,
                 batch,
@@ -915,7 +826,135 @@ async fn fetch_partition(job: FetchJob) {
                 return;
             }
             // The first batch written creates the partition's row in kafka_offsets.
-            new_partition = false;
+            fetch.new_partition = false;
+        }
+    }
+}
+
+/// One partition's fetching state: where the next chunk starts (`offset`), where the next
+/// fetch starts (`fetch_from`), and the records fetched but not yet in a chunk.
+struct PartitionFetch {
+    pc: PartitionClient,
+    offset: i64,
+    fetch_from: i64,
+    /// The partition has no committed offset yet: its first batch creates the row.
+    new_partition: bool,
+    /// Fetched but not yet batched: one fetch can bring more records than a chunk takes.
+    pending: VecDeque<RecordAndOffset>,
+    backoff: Duration,
+    failing: bool,
+}
+
+impl PartitionFetch {
+    /// The partition's client and its starting offset: the committed one, or the earliest
+    /// record Kafka holds for a partition never consumed. Retried until Kafka answers.
+    async fn start(job: &FetchJob) -> PartitionFetch {
+        let partition = job.partition;
+        let pc = until_ok(partition, "partition lookup", || {
+            kafka::partition_client(&job.shared.kafka, &job.shared.topic, partition)
+        })
+        .await;
+        let (offset, new_partition) = match job.committed {
+            Some(offset) => (offset, false),
+            None => {
+                let earliest = until_ok(partition, "list offsets", || async {
+                    pc.get_offset(OffsetAt::Earliest)
+                        .await
+                        .map_err(|e| kafka::request_error("list offsets", &e))
+                })
+                .await;
+                (earliest, true)
+            }
+        };
+        log::info!("partition {partition}: starting at offset {offset}");
+        PartitionFetch {
+            pc,
+            offset,
+            fetch_from: offset,
+            new_partition,
+            pending: VecDeque::new(),
+            backoff: Duration::from_millis(200),
+            failing: false,
+        }
+    }
+
+    /// Records for the next chunk: up to the chunk size, the partition's end (`--drain`) or
+    /// the batch wait, whichever comes first. `offset` moves past what it returns.
+    async fn next_chunk(&mut self, job: &FetchJob) -> Vec<RecordAndOffset> {
+        let chunk_events = job.shared.batch_events.min(CHUNK_EVENTS);
+        let deadline = Instant::now() + job.shared.batch_wait;
+        let mut raw = Vec::new();
+        loop {
+            while raw.len() < chunk_events {
+                let Some(r) = self.pending.pop_front() else {
+                    break;
+                };
+                self.offset = r.offset + 1;
+                raw.push(r);
+            }
+            let full = raw.len() >= chunk_events;
+            let at_end = job.stop_at.is_some_and(|end| self.offset >= end);
+            if full || at_end || Instant::now() >= deadline {
+                return raw;
+            }
+            let wait_ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .clamp(10, 5_000) as i32;
+            self.fetch_once(job, wait_ms).await;
+        }
+    }
+
+    /// One fetch request; errors are logged once while they last and retried with backoff.
+    async fn fetch_once(&mut self, job: &FetchJob, wait_ms: i32) {
+        let partition = job.partition;
+        let fetch = self
+            .pc
+            .fetch_records(self.fetch_from, 1..FETCH_BYTES, wait_ms);
+        match tokio::time::timeout(Duration::from_secs(30), fetch).await {
+            Ok(Ok((records, high))) => {
+                if self.failing {
+                    log::info!("partition {partition}: Kafka answers again");
+                    self.failing = false;
+                }
+                self.backoff = Duration::from_millis(200);
+                for r in records {
+                    if r.offset >= self.fetch_from {
+                        self.fetch_from = r.offset + 1;
+                        self.pending.push_back(r);
+                    }
+                }
+                if let Ok(mut p) = job.shared.positions.lock() {
+                    p.insert(partition, (self.fetch_from, high));
+                }
+            }
+            Ok(Err(ClientError::ServerError {
+                protocol_error: ProtocolError::OffsetOutOfRange,
+                ..
+            })) => {
+                let topic = &job.shared.topic;
+                if let Some(skip_to) =
+                    out_of_range(&self.pc, partition, self.fetch_from, topic).await
+                {
+                    self.fetch_from = skip_to;
+                    self.offset = skip_to;
+                }
+            }
+            Ok(Err(e)) => {
+                if !self.failing {
+                    let e = kafka::request_error("fetch", &e);
+                    log::warn!("partition {partition}: {e}; retrying");
+                    self.failing = true;
+                }
+                tokio::time::sleep(self.backoff).await;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(_) => {
+                if !self.failing {
+                    log::warn!("partition {partition}: Kafka fetch timed out; retrying");
+                    self.failing = true;
+                }
+            }
         }
     }
 }
