@@ -194,65 +194,122 @@ pub async fn publish(outbox: Arc<Outbox>, settings: PublishSettings, flush_for: 
         Compression::Gzip => KafkaCompression::Gzip,
         Compression::Snappy => KafkaCompression::Snappy,
     };
-    let topic = settings.kafka.topic.clone();
-    let mut conn: Option<Connection> = None;
-    let mut backoff = Duration::from_millis(500);
-    let mut flush_deadline: Option<Instant> = None;
-    let mut failing_since: Option<Instant> = None;
+    let mut publisher = Publisher {
+        outbox,
+        settings,
+        compression,
+        conn: None,
+        backoff: Duration::from_millis(500),
+        flush_deadline: None,
+        failing_since: None,
+    };
     loop {
-        if flush_deadline.is_none() && outbox.is_closed() {
-            flush_deadline = Some(Instant::now() + flush_for);
+        match publisher.next_step(flush_for).await {
+            Step::Stop => break,
+            Step::Again => continue,
+            Step::Publish => {}
         }
-        if let Some(deadline) = flush_deadline {
-            if outbox.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
+        if !publisher.connect().await {
+            publisher.pause().await;
+            continue;
+        }
+        let batch = publisher.outbox.take(MAX_ROUND);
+        if !batch.is_empty() && !publisher.publish_round(batch).await {
+            publisher.conn = None;
+            publisher.pause().await;
+        }
+    }
+}
+
+/// What the publisher does next.
+enum Step {
+    Publish,
+    /// Look again (something arrived, or the outbox closed).
+    Again,
+    Stop,
+}
+
+/// The publishing loop's state: the connection, the backoff, and the flush deadline once
+/// the outbox is closed.
+struct Publisher {
+    outbox: Arc<Outbox>,
+    settings: PublishSettings,
+    compression: KafkaCompression,
+    conn: Option<Connection>,
+    backoff: Duration,
+    flush_deadline: Option<Instant>,
+    failing_since: Option<Instant>,
+}
+
+impl Publisher {
+    /// Wait for events (lingering so that one request carries many), or, once the outbox
+    /// is closed, stop when it is empty or the flush time is over (what is left is dropped,
+    /// counted and logged).
+    async fn next_step(&mut self, flush_for: Duration) -> Step {
+        let outbox = &self.outbox;
+        if self.flush_deadline.is_none() && outbox.is_closed() {
+            self.flush_deadline = Some(Instant::now() + flush_for);
+        }
+        match self.flush_deadline {
+            Some(_) if outbox.is_empty() => Step::Stop,
+            Some(deadline) if Instant::now() >= deadline => {
                 let left = outbox.take(usize::MAX).len() as u64;
                 outbox.dropped.fetch_add(left, Ordering::Relaxed);
                 log::error!(
                     "{left} event(s) not delivered before exit: Kafka did not take them in time (counted as dropped)"
                 );
-                break;
+                Step::Stop
             }
-        } else if outbox.is_empty() {
-            outbox.ready.notified().await;
-            // Linger a moment so that one request carries many events.
-            tokio::time::sleep(settings.linger).await;
-            continue;
+            Some(_) => Step::Publish,
+            None if outbox.is_empty() => {
+                outbox.ready.notified().await;
+                tokio::time::sleep(self.settings.linger).await;
+                Step::Again
+            }
+            None => Step::Publish,
         }
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match Connection::open(&settings).await {
-                Ok(c) => {
-                    if failing_since.take().is_some() {
-                        log::info!(
-                            "Kafka is back: delivering {} buffered event(s)",
-                            outbox.len()
-                        );
-                    }
-                    backoff = Duration::from_millis(500);
-                    conn.insert(c)
+    }
+
+    /// A connection, opened if needed. False when Kafka cannot be used (said once while
+    /// it lasts).
+    async fn connect(&mut self) -> bool {
+        if self.conn.is_some() {
+            return true;
+        }
+        match Connection::open(&self.settings).await {
+            Ok(c) => {
+                if self.failing_since.take().is_some() {
+                    log::info!(
+                        "Kafka is back: delivering {} buffered event(s)",
+                        self.outbox.len()
+                    );
                 }
-                Err(e) => {
-                    if failing_since.is_none() {
-                        failing_since = Some(Instant::now());
-                        log::warn!(
-                            "{e}; buffering events (up to {}) and retrying",
-                            outbox.capacity
-                        );
-                    } else {
-                        log::debug!("still failing: {e}");
-                    }
-                    pause(&mut backoff, flush_deadline, &outbox).await;
-                    continue;
+                self.backoff = Duration::from_millis(500);
+                self.conn = Some(c);
+                true
+            }
+            Err(e) => {
+                if self.failing_since.is_none() {
+                    self.failing_since = Some(Instant::now());
+                    log::warn!(
+                        "{e}; buffering events (up to {}) and retrying",
+                        self.outbox.capacity
+                    );
+                } else {
+                    log::debug!("still failing: {e}");
                 }
-            },
+                false
+            }
+        }
+    }
+
+    /// Publish `batch`, each partition's events in one request, all partitions at once.
+    /// False when some could not be published: those go back to the outbox, oldest first.
+    async fn publish_round(&mut self, batch: Vec<CheckEvent>) -> bool {
+        let Some(c) = self.conn.as_mut() else {
+            self.outbox.requeue(batch);
+            return false;
         };
-        let batch = outbox.take(MAX_ROUND);
-        if batch.is_empty() {
-            continue;
-        }
         let mut by_partition: HashMap<i32, Vec<CheckEvent>> = HashMap::new();
         for ev in batch {
             by_partition
@@ -263,8 +320,9 @@ pub async fn publish(outbox: Arc<Outbox>, settings: PublishSettings, flush_for: 
         let mut round = tokio::task::JoinSet::new();
         let mut unsent = Vec::new();
         for (partition, events) in by_partition {
-            match c.writer(&topic, partition).await {
+            match c.writer(&self.settings.kafka.topic, partition).await {
                 Ok(w) => {
+                    let compression = self.compression;
                     round.spawn(async move {
                         let records = events.iter().map(record).collect();
                         let result = kafka::produce(&w, records, compression).await;
@@ -285,13 +343,12 @@ pub async fn publish(outbox: Arc<Outbox>, settings: PublishSettings, flush_for: 
             };
             match result {
                 Ok(_) => {
-                    outbox
-                        .published
-                        .fetch_add(events.len() as u64, Ordering::Relaxed);
+                    let n = events.len() as u64;
+                    self.outbox.published.fetch_add(n, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    if failing_since.is_none() {
-                        failing_since = Some(Instant::now());
+                    if self.failing_since.is_none() {
+                        self.failing_since = Some(Instant::now());
                         log::warn!("{e}; buffering events and retrying");
                     }
                     failed = true;
@@ -302,27 +359,26 @@ pub async fn publish(outbox: Arc<Outbox>, settings: PublishSettings, flush_for: 
         if failed {
             // Oldest first, so each target's events keep their order.
             unsent.sort_by_key(|ev| ev.id);
-            outbox.requeue(unsent);
-            conn = None;
-            pause(&mut backoff, flush_deadline, &outbox).await;
+            self.outbox.requeue(unsent);
         }
+        !failed
     }
-}
 
-/// Wait `backoff` (doubling it), but not past the flush deadline, and wake early when the
-/// outbox closes (the flush deadline starts then).
-async fn pause(backoff: &mut Duration, flush_deadline: Option<Instant>, outbox: &Outbox) {
-    let wake = Instant::now() + *backoff;
-    let wake = flush_deadline.map_or(wake, |d| wake.min(d));
-    if flush_deadline.is_some() {
-        tokio::time::sleep_until(wake).await;
-    } else {
-        tokio::select! {
-            _ = tokio::time::sleep_until(wake) => {}
-            _ = outbox.closing.notified() => {}
+    /// Wait `backoff` (doubling it), but not past the flush deadline, and wake early when
+    /// the outbox closes (the flush deadline starts then).
+    async fn pause(&mut self) {
+        let wake = Instant::now() + self.backoff;
+        let wake = self.flush_deadline.map_or(wake, |d| wake.min(d));
+        if self.flush_deadline.is_some() {
+            tokio::time::sleep_until(wake).await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.outbox.closing.notified() => {}
+            }
         }
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
-    *backoff = (*backoff * 2).min(MAX_BACKOFF);
 }
 
 #[cfg(test)]
