@@ -16,17 +16,26 @@ pub const WIRE_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorKind {
+    /// The host name did not resolve.
     Dns,
+    /// No TCP connection (refused, unreachable).
     Connect,
+    /// The TLS handshake failed (untrusted or expired certificate, wrong name, ...).
     Tls,
+    /// A phase, or the whole check, ran out of time.
     Timeout,
+    /// The server's answer is not valid HTTP.
     Http,
+    /// The body could not be read to its end.
     Body,
+    /// Too many redirects, or a redirect that cannot be followed.
     Redirect,
+    /// Anything else.
     Other,
 }
 
 impl ErrorKind {
+    /// The name in the JSON (`"dns"`, `"connect"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Dns => "dns",
@@ -44,27 +53,47 @@ impl ErrorKind {
 /// One check of one site: the value of one Kafka record (the key is `url`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckEvent {
+    /// The format version, [`WIRE_VERSION`].
     pub v: u32,
+    /// This check's id (UUID v7, time-ordered): the consumer stores each id once.
     pub id: Uuid,
+    /// The target as configured (also the record's key).
     pub url: String,
     #[serde(with = "rfc3339_millis")]
+    /// When the request started (RFC 3339 UTC, milliseconds, in the JSON).
     pub checked_at: DateTime<Utc>,
+    /// Start to the end of the body, or to the error.
     pub elapsed_ms: u64,
+    /// The final response's HTTP status; None when there was no response.
     pub status: Option<u16>,
+    /// What went wrong, when the check failed before a response.
     pub error: Option<String>,
+    /// What kind of failure `error` is.
     pub error_kind: Option<ErrorKind>,
+    /// The text the regex matched in a 2xx body (at most 1000 characters).
     pub content_match: Option<String>,
+    /// The first 500 characters of the body when the status is not 2xx.
     pub body_prefix: Option<String>,
+    /// Name lookup time, summed over redirects; None where there was none.
     pub dns_ms: Option<u64>,
+    /// TCP connect time, summed over redirects.
     pub connect_ms: Option<u64>,
+    /// TLS handshake time, summed over redirects (https only).
     pub tls_ms: Option<u64>,
+    /// Start to the final response's headers.
     pub ttfb_ms: Option<u64>,
+    /// Body bytes read (capped by `CK_BODY_CAP_BYTES`).
     pub bytes: Option<u64>,
     #[serde(with = "rfc3339_opt")]
+    /// notAfter of the site's leaf certificate (https only).
     pub cert_expires_at: Option<DateTime<Utc>>,
+    /// The address the check connected to.
     pub ip: Option<String>,
+    /// Hex SHA-256 of the body read: content changes without storing bodies.
     pub body_sha256: Option<String>,
+    /// Actual start minus planned start: shows an overloaded producer.
     pub schedule_lag_ms: i64,
+    /// `CK_PRODUCER_ID` or the host name: the vantage point.
     pub producer: String,
 }
 
@@ -129,11 +158,11 @@ mod rfc3339_millis {
     use chrono::{DateTime, Utc};
     use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format_time(t))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         d.deserialize_str(super::Rfc3339Visitor)
     }
 }
@@ -142,14 +171,19 @@ mod rfc3339_opt {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        t: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => super::rfc3339_millis::serialize(t, s),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
         #[derive(Deserialize)]
         struct Wrapped(#[serde(with = "super::rfc3339_millis")] DateTime<Utc>);
         Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(t)| t))

@@ -25,6 +25,8 @@
 //!
 //! The binaries in `src/bin` only wire these together and render errors for humans.
 
+#![warn(missing_docs)]
+
 pub mod consumer;
 pub mod event;
 pub mod kafka;

@@ -3,6 +3,7 @@
 //!
 //! This module owns the log format. Nothing logged anywhere may contain a secret.
 
+/// Log to stderr, one line per event of note, at `CK_LOG_LEVEL` (default info).
 pub fn init() {
     let level = std::env::var("CK_LOG_LEVEL")
         .ok()

@@ -31,6 +31,7 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Settings from these environment variables, with no flags yet.
     pub fn new(env: impl IntoIterator<Item = (String, String)>) -> Settings {
         Settings {
             flags: HashMap::new(),
@@ -38,6 +39,7 @@ impl Settings {
         }
     }
 
+    /// Settings from the process's environment.
     pub fn from_process_env() -> Settings {
         Settings::new(std::env::vars())
     }
@@ -49,6 +51,7 @@ impl Settings {
         }
     }
 
+    /// A setting's value, the flag first; empty or blank counts as unset.
     pub fn get(&self, var: &str) -> Option<&str> {
         self.flags
             .get(var)

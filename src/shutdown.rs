@@ -18,12 +18,14 @@ pub struct ShutdownTrigger {
 }
 
 impl ShutdownTrigger {
+    /// Request shutdown (what a signal does).
     pub fn trigger(&self) {
         let _ = self.tx.send(true);
     }
 }
 
 impl Shutdown {
+    /// A trigger and the shutdown it controls (tests, tools).
     pub fn new() -> (ShutdownTrigger, Shutdown) {
         let (tx, rx) = watch::channel(false);
         (ShutdownTrigger { tx }, Shutdown { rx })
@@ -40,6 +42,7 @@ impl Shutdown {
         shutdown
     }
 
+    /// Whether shutdown was requested.
     pub fn is_requested(&self) -> bool {
         *self.rx.borrow()
     }

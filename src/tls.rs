@@ -13,29 +13,48 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Debug)]
+/// A PEM file that cannot be used; the message names the file and what to fix.
 pub enum TlsError {
+    /// The file cannot be read.
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file holds no certificate.
     NoCertificate {
+        /// The file.
         path: PathBuf,
     },
+    /// The file is not valid PEM.
     BadPem {
+        /// The file.
         path: PathBuf,
+        /// What was expected in it.
         what: &'static str,
+        /// The parser's message.
         detail: String,
     },
+    /// The file holds no private key.
     NoKey {
+        /// The file.
         path: PathBuf,
     },
+    /// A CA certificate rustls refuses.
     BadCa {
+        /// The file.
         path: PathBuf,
+        /// Why.
         detail: String,
     },
+    /// The key does not fit the certificate, or is refused.
     KeyRejected {
+        /// The certificate file.
         cert: PathBuf,
+        /// The key file.
         key: PathBuf,
+        /// Why.
         detail: String,
     },
 }
@@ -149,7 +168,9 @@ pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
 /// A client certificate and its key, as Aiven hands them out (`service.cert`, `service.key`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIdentity {
+    /// The client certificate (Aiven's `service.cert`).
     pub cert: PathBuf,
+    /// Its private key (Aiven's `service.key`).
     pub key: PathBuf,
 }
 

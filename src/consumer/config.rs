@@ -10,11 +10,17 @@ use crate::secret::Secret;
 use crate::settings::{ConfigError, Settings, err};
 
 #[derive(Debug, Clone)]
+/// Everything the consumer needs, validated.
 pub struct ConsumerConfig {
+    /// Where to read events.
     pub kafka: KafkaSettings,
+    /// Where to write them (`CK_POSTGRESQL_URL`).
     pub postgres: crate::consumer::store::PostgresSettings,
+    /// Most events in one transaction (`CK_BATCH_EVENTS`).
     pub batch_events: usize,
+    /// Longest wait to fill a transaction (`CK_BATCH_MS`).
     pub batch_wait: Duration,
+    /// `--drain`: stop once every partition is consumed to where it ended at start.
     pub drain: bool,
 }
 
@@ -52,6 +58,7 @@ pub struct ConsumerArgs {
 }
 
 impl ConsumerArgs {
+    /// The flags given, over the environment's `settings`.
     pub fn into_settings(self, mut s: Settings) -> Settings {
         s.flag(
             "CK_POSTGRESQL_URL",
@@ -67,6 +74,7 @@ impl ConsumerArgs {
 }
 
 impl ConsumerConfig {
+    /// Read and check the consumer's settings; `drain` is `--drain`.
     pub fn from_settings(s: &Settings, drain: bool) -> Result<ConsumerConfig, ConfigError> {
         let kafka = KafkaSettings::from_settings(s)?;
         let Some(url) = s.get("CK_POSTGRESQL_URL") else {

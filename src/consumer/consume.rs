@@ -55,8 +55,11 @@ const PAST_END_RECHECK: Duration = Duration::from_secs(60);
 const WRITE_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
+/// Why the consumer could not start.
 pub enum ConsumeError {
+    /// Kafka cannot be used.
     Kafka(KafkaError),
+    /// PostgreSQL cannot be used.
     Store(StoreError),
     /// The Kafka thread could not be started (out of threads or memory), or a task on it
     /// ended unexpectedly.
@@ -81,10 +84,12 @@ impl std::error::Error for ConsumeError {}
 /// What a run did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Summary {
+    /// Events stored.
     pub written: u64,
     /// Events found already stored and not stored again (producer retries, and records
     /// the Python consumer stored before the switch).
     pub already_stored: u64,
+    /// Records kept in `rejected_events`.
     pub rejected: u64,
 }
 

@@ -6,5 +6,5 @@
 
 pub mod config;
 pub mod consume;
-pub mod record;
+pub(crate) mod record;
 pub mod store;

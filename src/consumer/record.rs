@@ -11,43 +11,43 @@ use uuid::Uuid;
 use crate::event::{CheckEvent, ErrorKind, WIRE_VERSION};
 
 /// Events larger than this are rejected by the consumer (a check event is < 2 KiB).
-pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 /// A row for the `events` table: what the consumer stores, whichever format it came in.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoredEvent {
+pub(crate) struct StoredEvent {
     /// The check's id (`events.check_id`); None for the Python program's records, which
     /// had none (their Kafka position is their identity).
-    pub id: Option<Uuid>,
-    pub ts: DateTime<Utc>,
-    pub url: String,
+    pub(crate) id: Option<Uuid>,
+    pub(crate) ts: DateTime<Utc>,
+    pub(crate) url: String,
     /// Whole milliseconds, as the Python program stored it (`events.elapsed integer`).
-    pub elapsed: Option<i32>,
-    pub status: Option<i32>,
-    pub error: Option<String>,
-    pub error_kind: Option<&'static str>,
-    pub content_match: Option<String>,
-    pub body_prefix: Option<String>,
-    pub dns_ms: Option<i32>,
-    pub connect_ms: Option<i32>,
-    pub tls_ms: Option<i32>,
-    pub ttfb_ms: Option<i32>,
-    pub bytes: Option<i64>,
-    pub cert_expires_at: Option<DateTime<Utc>>,
-    pub ip: Option<String>,
+    pub(crate) elapsed: Option<i32>,
+    pub(crate) status: Option<i32>,
+    pub(crate) error: Option<String>,
+    pub(crate) error_kind: Option<&'static str>,
+    pub(crate) content_match: Option<String>,
+    pub(crate) body_prefix: Option<String>,
+    pub(crate) dns_ms: Option<i32>,
+    pub(crate) connect_ms: Option<i32>,
+    pub(crate) tls_ms: Option<i32>,
+    pub(crate) ttfb_ms: Option<i32>,
+    pub(crate) bytes: Option<i64>,
+    pub(crate) cert_expires_at: Option<DateTime<Utc>>,
+    pub(crate) ip: Option<String>,
     pub body_sha256: Option<String>,
-    pub schedule_lag_ms: Option<i64>,
-    pub producer: Option<String>,
+    pub(crate) schedule_lag_ms: Option<i64>,
+    pub(crate) producer: Option<String>,
 }
 
 /// Why a record is not a valid event: stored in `rejected_events.reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RejectReason(pub String);
+pub(crate) struct RejectReason(pub String);
 
 impl RejectReason {
     /// A reason as PostgreSQL can store it: serde quotes field names and values into its
     /// messages, and a NUL there would make the reject's own INSERT fail for ever.
-    pub fn new(text: impl Into<String>) -> RejectReason {
+    pub(crate) fn new(text: impl Into<String>) -> RejectReason {
         let text = text.into();
         if text.contains('\0') {
             RejectReason(text.replace('\0', "\\u0000"))
@@ -85,7 +85,7 @@ struct LegacyEvent {
 
 /// Decode a record value. `record_time` is the Kafka record's timestamp, used for
 /// the Python program's events, which carried no time of their own.
-pub fn decode(
+pub(crate) fn decode(
     value: Option<&[u8]>,
     record_time: DateTime<Utc>,
 ) -> Result<StoredEvent, RejectReason> {

@@ -19,22 +19,30 @@ pub mod settings;
 pub use settings::{DEFAULT_TOPIC, KafkaSettings, KafkaTls, SaslMechanism, SaslSettings};
 
 #[derive(Debug)]
+/// Why Kafka cannot be used; rendered as one line that says what to check.
 pub enum KafkaError {
     /// Could not connect, or the broker refused us; `hint` says what to check.
     Connect {
+        /// The bootstrap servers tried.
         servers: String,
+        /// What the client library said.
         detail: String,
+        /// What to check, when we know it.
         hint: &'static str,
     },
     /// The topic is not there (the consumer waits for it).
     NoTopic {
+        /// The topic.
         topic: String,
     },
     /// A request failed after its retries.
     Request {
+        /// The request (fetch, produce, list offsets, ...).
         what: String,
+        /// What went wrong.
         detail: String,
     },
+    /// Settings that cannot be used (a PEM file, ...).
     Config(String),
 }
 
@@ -114,6 +122,7 @@ async fn bounded<T>(
     }
 }
 
+/// A failed request as a [`KafkaError`], with a hint where the cause is known.
 pub fn request_error(what: &str, e: &ClientError) -> KafkaError {
     KafkaError::Request {
         what: what.to_string(),
@@ -240,6 +249,7 @@ pub async fn ensure_topic(
     })
 }
 
+/// The client of one partition of `topic`, bounded by [`REQUEST_TIMEOUT`].
 pub async fn partition_client(
     client: &Client,
     topic: &str,

@@ -11,38 +11,52 @@ use crate::tls::ClientIdentity;
 /// SASL over TLS, the alternative to client certificates that Aiven offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaslMechanism {
+    /// SASL/PLAIN.
     Plain,
+    /// SASL/SCRAM-SHA-256.
     ScramSha256,
+    /// SASL/SCRAM-SHA-512.
     ScramSha512,
 }
 
 /// SASL credentials; the password prints as `<hidden>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaslSettings {
+    /// `CK_KAFKA_SASL_MECHANISM`.
     pub mechanism: SaslMechanism,
+    /// `CK_KAFKA_SASL_USERNAME`.
     pub username: String,
+    /// `CK_KAFKA_SASL_PASSWORD` (prints as `<hidden>`).
     pub password: Secret,
 }
 
 /// How to reach the Kafka cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port` each (`CK_KAFKA_SERVERS`).
     pub servers: Vec<String>,
+    /// The topic (`CK_KAFKA_TOPIC`).
     pub topic: String,
     /// None: plaintext. Some: TLS, verified against `ca` (or the web PKI roots).
     pub tls: Option<KafkaTls>,
+    /// SASL credentials, if any (always over TLS).
     pub sasl: Option<SaslSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// TLS to the brokers: the CA to verify them with, and a client certificate for mutual TLS.
 pub struct KafkaTls {
+    /// The CA file (Aiven's `ca.pem`); None: the web PKI roots.
     pub ca: Option<PathBuf>,
+    /// `service.cert` and `service.key`, for mutual TLS.
     pub identity: Option<ClientIdentity>,
 }
 
+/// The topic when `CK_KAFKA_TOPIC` is not set (the Python checksite's default).
 pub const DEFAULT_TOPIC: &str = "checksite";
 
 impl KafkaSettings {
+    /// Read and check the Kafka settings (the PEM files included).
     pub fn from_settings(s: &Settings) -> Result<KafkaSettings, ConfigError> {
         let servers: Vec<String> = s
             .get("CK_KAFKA_SERVERS")

@@ -19,11 +19,17 @@ use crate::settings::{ConfigError, Settings, err};
 /// One site to check.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The URL as configured (the events' key).
     pub url: String,
+    /// Time between two checks' starts.
     pub interval: Duration,
+    /// Searched in a 2xx body, `.` matching newlines.
     pub regex: Option<Regex>,
+    /// Time allowed for the whole check.
     pub timeout: Duration,
+    /// HTTP method (GET unless the targets file says otherwise).
     pub method: String,
+    /// Extra request headers.
     pub headers: Vec<(String, String)>,
     /// None: 2xx and 3xx count as up.
     pub expect_status: Option<Vec<u16>>,
@@ -32,35 +38,54 @@ pub struct Target {
 /// How each check behaves, whatever the target.
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {
+    /// Time allowed to connect (`CK_CONNECT_TIMEOUT_MS`), shared by a host's addresses.
     pub connect_timeout: Duration,
+    /// Redirects followed (`CK_MAX_REDIRECTS`).
     pub max_redirects: u32,
+    /// Most body bytes read (`CK_BODY_CAP_BYTES`).
     pub body_cap: u64,
     /// Extra CA for checked sites (e.g. an internal CA); the web PKI roots are always trusted.
     pub site_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Compression of published record batches (`CK_KAFKA_COMPRESSION`).
 pub enum Compression {
+    /// None.
     None,
+    /// gzip.
     Gzip,
+    /// snappy (the default).
     Snappy,
 }
 
 #[derive(Debug, Clone)]
+/// Where and how events are published.
 pub struct PublishSettings {
+    /// The Kafka cluster and topic.
     pub kafka: KafkaSettings,
+    /// Partitions of a topic the producer creates.
     pub partitions: i32,
+    /// Replication factor of a topic the producer creates (-1: the broker's default).
     pub replication: i16,
+    /// Record batch compression.
     pub compression: Compression,
+    /// Most events kept while Kafka is away (`CK_BUFFER_EVENTS`).
     pub buffer_events: usize,
+    /// How long to wait for more events before a produce request.
     pub linger: Duration,
 }
 
 #[derive(Debug, Clone)]
+/// Everything the producer needs, validated.
 pub struct ProducerConfig {
+    /// The sites to check.
     pub targets: Vec<Target>,
+    /// How every check is made.
     pub probe: ProbeSettings,
+    /// Most checks running at once (`CK_CONCURRENCY`).
     pub concurrency: usize,
+    /// The vantage point's name in every event.
     pub producer_id: String,
     /// None with `--once`, which prints events instead of publishing them.
     pub publish: Option<PublishSettings>,
@@ -133,6 +158,7 @@ pub struct ProducerArgs {
 }
 
 impl ProducerArgs {
+    /// The flags given, over the environment's `settings`.
     pub fn into_settings(self, mut s: Settings) -> Settings {
         s.flag("CK_TARGETS", self.targets);
         s.flag("CK_CHECK_DELAY", self.interval);
@@ -225,6 +251,7 @@ fn check_url(origin: &str, url: &str) -> Result<(), ConfigError> {
 const METHODS: [&str; 4] = ["GET", "HEAD", "POST", "OPTIONS"];
 
 impl ProducerConfig {
+    /// Read and check the producer's settings; `once` is `--once` (no Kafka needed).
     pub fn from_settings(s: &Settings, once: bool) -> Result<ProducerConfig, ConfigError> {
         let defaults = target_defaults(s)?;
         let mut targets = Vec::new();

@@ -4,7 +4,7 @@
 //! fixed rate; [`outbox`] buffers the events and publishes them to Kafka; [`run`] wires
 //! these together until shutdown, and [`check_once`] is `--once`.
 
-pub mod cert_expiry;
+pub(crate) mod cert_expiry;
 pub mod config;
 pub mod outbox;
 pub mod probe;

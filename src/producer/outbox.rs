@@ -43,6 +43,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// An empty outbox that holds at most `capacity` events.
     pub fn new(capacity: usize) -> Arc<Outbox> {
         Arc::new(Outbox {
             queue: Mutex::new(VecDeque::new()),
@@ -59,6 +60,7 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Add an event; when full, the oldest one is dropped (counted and logged).
     pub fn push(&self, event: CheckEvent) {
         let mut q = self.queue();
         self.make_room(&mut q, 1);
@@ -125,18 +127,22 @@ impl Outbox {
         }
     }
 
+    /// Events waiting.
     pub fn len(&self) -> usize {
         self.queue().len()
     }
 
+    /// Whether no event waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Events dropped so far (buffer full, or not delivered before exit).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Events Kafka has taken.
     pub fn published(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
     }

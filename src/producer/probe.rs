@@ -39,6 +39,7 @@ pub struct Probe {
 }
 
 #[derive(Debug)]
+/// The probe cannot be set up (a CA file, ...): one line for the user.
 pub struct ProbeError(pub String);
 
 impl std::fmt::Display for ProbeError {
@@ -291,6 +292,7 @@ impl<In: Transport> Connector<In> for Connected {
 }
 
 impl Probe {
+    /// A probe with its TLS configuration and root store, built once.
     pub fn new(settings: ProbeSettings, producer: String) -> Result<Probe, ProbeError> {
         let mut roots = crate::tls::root_store(None).map_err(|e| ProbeError(e.to_string()))?;
         if let Some(ca) = &settings.site_ca {

@@ -114,6 +114,7 @@ impl PostgresSettings {
         })
     }
 
+    /// host:port/dbname and user, for messages: never the password.
     pub fn display(&self) -> &str {
         &self.display
     }

@@ -12,7 +12,7 @@ use super::{StoreError, bounded, sql_error};
 ///
 /// Each consumer also holds one "member" lock, so that every consumer can count the
 /// live members in `pg_locks` and take its fair share: ceil(partitions / members).
-pub struct PartitionLeases {
+pub(crate) struct PartitionLeases {
     topic: String,
     member_key: i32,
     partition_key: i32,
@@ -21,7 +21,7 @@ pub struct PartitionLeases {
 }
 
 impl PartitionLeases {
-    pub fn new(topic: &str) -> PartitionLeases {
+    pub(crate) fn new(topic: &str) -> PartitionLeases {
         // FNV-1a of the topic: a stable lock space per topic, positive so that pg_locks'
         // unsigned classid compares equal.
         let mut h: u32 = 0x811c_9dc5;
@@ -38,18 +38,22 @@ impl PartitionLeases {
         }
     }
 
-    pub fn held(&self) -> &BTreeSet<i32> {
+    pub(crate) fn held(&self) -> &BTreeSet<i32> {
         &self.held
     }
 
     /// Forget every lease (the session that held them is gone).
-    pub fn lost(&mut self) {
+    pub(crate) fn lost(&mut self) {
         self.member_slot = None;
         self.held.clear();
     }
 
     /// Give one partition back.
-    pub async fn release(&mut self, client: &Client, partition: i32) -> Result<(), StoreError> {
+    pub(crate) async fn release(
+        &mut self,
+        client: &Client,
+        partition: i32,
+    ) -> Result<(), StoreError> {
         if self.held.remove(&partition) {
             let key = self.partition_key;
             bounded("lease release", async {
@@ -65,7 +69,7 @@ impl PartitionLeases {
 
     /// Take free partitions up to the fair share (all free ones when `greedy`), give back
     /// those above it. Returns the partitions gained and lost.
-    pub async fn rebalance(
+    pub(crate) async fn rebalance(
         &mut self,
         client: &Client,
         partitions: &[i32],

@@ -8,42 +8,53 @@
 
 use std::time::Duration;
 
-pub mod connect;
-pub mod leases;
-pub mod schema;
-pub mod write;
+mod connect;
+mod leases;
+mod schema;
+mod write;
 
 pub use connect::PostgresSettings;
-pub use leases::PartitionLeases;
-pub use schema::{SCHEMA_VERSION, migrate, non_utc_timezone, python_rows_until};
-pub use write::{
-    Batch, EventRows, Rejected, RowEncoder, Written, committed_offsets, write_batches,
-};
+pub(crate) use leases::PartitionLeases;
+pub use schema::{SCHEMA_VERSION, migrate};
+pub(crate) use schema::{non_utc_timezone, python_rows_until};
+pub(crate) use write::{Batch, Rejected, RowEncoder, committed_offsets, write_batches};
 
 #[derive(Debug)]
+/// Why PostgreSQL work failed; rendered as one line, never with the password.
 pub enum StoreError {
+    /// `CK_POSTGRESQL_URL` cannot be used.
     Url(String),
+    /// The server cannot be reached or refuses us.
     Connect {
+        /// host:port/dbname as user (never the password).
         target: String,
+        /// What went wrong.
         detail: String,
+        /// What to check, when we know it.
         hint: &'static str,
     },
+    /// A statement failed.
     Sql {
+        /// What we were doing.
         what: &'static str,
+        /// PostgreSQL's message and SQLSTATE.
         detail: String,
     },
     /// A row with an event id already stored: a producer retry put one event in the topic
     /// twice. Handled inside this module; it never reaches a caller of `write_batches`.
     DuplicateEvent {
+        /// PostgreSQL's message.
         detail: String,
     },
     /// Another consumer moved this partition's offset: we no longer own it.
     OffsetMoved {
+        /// The partition.
         partition: i32,
     },
     /// PostgreSQL refused the data of some row (a data exception, a constraint, a limit):
     /// retrying the same rows fails the same way. The consumer isolates the row.
     RowRefused {
+        /// PostgreSQL's message and SQLSTATE.
         detail: String,
     },
 }

@@ -83,7 +83,7 @@ const MIGRATION_LOCK: i64 = 0x636b_7369_7465_0001;
 /// Longest wait for the migrations, the lock included. Far above [`super::DB_TIMEOUT`]: building
 /// an index over a Python-era table of tens of millions of rows takes minutes, and a
 /// migration cut short by a timeout would start again, and be cut short again, for ever.
-pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const MIGRATION_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// Create or upgrade the schema; returns the version it was at before.
 pub async fn migrate(client: &mut Client) -> Result<i32, StoreError> {
@@ -202,7 +202,7 @@ fn schema_error(e: &tokio_postgres::Error) -> StoreError {
 /// there are none. Records of the Python format up to then may already be stored: those
 /// batches go through [`write_batches`]' overlap check (cheap: an index covers exactly
 /// these rows). The Python consumer wrote `ts` in the server's TimeZone.
-pub async fn python_rows_until(
+pub(crate) async fn python_rows_until(
     client: &Client,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
     bounded("reading the Python-era rows", async {
@@ -220,7 +220,7 @@ pub async fn python_rows_until(
 
 /// The server's `TimeZone`, when it is not UTC: `events.ts` is a `timestamp` (the Python
 /// program's type) that checksite fills in UTC, and the Python program filled in this zone.
-pub async fn non_utc_timezone(client: &Client) -> Result<Option<String>, StoreError> {
+pub(crate) async fn non_utc_timezone(client: &Client) -> Result<Option<String>, StoreError> {
     bounded("reading TimeZone", async {
         let row = client
             .query_one(

@@ -15,37 +15,37 @@ use crate::consumer::record::StoredEvent;
 
 /// A record that is not a valid event, kept with its position and the reason.
 #[derive(Debug, Clone)]
-pub struct Rejected {
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub reason: String,
+pub(crate) struct Rejected {
+    pub(crate) offset: i64,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) reason: String,
 }
 
 /// The records of one partition from `start_offset` (inclusive) to `next_offset` (exclusive).
 #[derive(Debug)]
-pub struct Batch {
-    pub partition: i32,
-    pub start_offset: i64,
-    pub next_offset: i64,
+pub(crate) struct Batch {
+    pub(crate) partition: i32,
+    pub(crate) start_offset: i64,
+    pub(crate) next_offset: i64,
     /// The partition has no row in kafka_offsets yet: create it at `start_offset`.
-    pub new_partition: bool,
-    pub rows: EventRows,
-    pub rejected: Vec<Rejected>,
+    pub(crate) new_partition: bool,
+    pub(crate) rows: EventRows,
+    pub(crate) rejected: Vec<Rejected>,
     /// The earliest record time of the Python-format records among `rows`, if any: the
     /// Python consumer may have stored those already (see [`python_rows_until`]).
-    pub python_from: Option<chrono::DateTime<chrono::Utc>>,
+    pub(crate) python_from: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Batch {
     /// Records in the batch: events and rejects.
-    pub fn records(&self) -> usize {
+    pub(crate) fn records(&self) -> usize {
         self.rows.len() + self.rejected.len()
     }
 
     /// Split into the records before `offset` and those from it on: two batches that
     /// cover the same range, each contiguous, so each can commit its own offset move.
-    pub fn split_at(self, offset: i64) -> (Batch, Batch) {
+    pub(crate) fn split_at(self, offset: i64) -> (Batch, Batch) {
         let offset = offset.clamp(self.start_offset, self.next_offset);
         let (left_rows, right_rows) = self.rows.split_at_offset(offset);
         let (left_rejects, right_rejects) =
@@ -72,7 +72,7 @@ impl Batch {
     }
 
     /// The offset of the one event row, when the batch holds exactly one.
-    pub fn single_row(&self) -> Option<i64> {
+    pub(crate) fn single_row(&self) -> Option<i64> {
         match self.rows.ends.as_slice() {
             [(offset, _)] => Some(*offset),
             _ => None,
@@ -80,14 +80,14 @@ impl Batch {
     }
 
     /// The offset in the middle of the event rows, to split a batch in two halves of rows.
-    pub fn middle_row(&self) -> Option<i64> {
+    pub(crate) fn middle_row(&self) -> Option<i64> {
         let ends = &self.rows.ends;
         (ends.len() >= 2).then(|| ends[ends.len() / 2].0)
     }
 
     /// Turn the batch's one event row ([`Batch::single_row`]) into a reject, kept with the
     /// record's raw bytes.
-    pub fn reject_single_row(&mut self, rejected: Rejected) {
+    pub(crate) fn reject_single_row(&mut self, rejected: Rejected) {
         self.rows = EventRows {
             bytes: Bytes::new(),
             ends: Vec::new(),
@@ -101,7 +101,7 @@ impl Batch {
 /// where records are decoded ([`RowEncoder`]), off the writer's path: a transaction then
 /// only streams bytes, and PostgreSQL is not kept waiting while the consumer encodes.
 #[derive(Debug)]
-pub struct EventRows {
+pub(crate) struct EventRows {
     bytes: Bytes,
     /// Per row: its record's offset and where its bytes end, so that a chunk can be split
     /// at any row when PostgreSQL refuses one of them.
@@ -109,11 +109,11 @@ pub struct EventRows {
 }
 
 impl EventRows {
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
 
@@ -141,13 +141,13 @@ impl EventRows {
 
 /// Builds [`EventRows`] one event at a time.
 #[derive(Debug)]
-pub struct RowEncoder {
+pub(crate) struct RowEncoder {
     bytes: BytesMut,
     ends: Vec<(i64, usize)>,
 }
 
 impl RowEncoder {
-    pub fn with_capacity(events: usize) -> RowEncoder {
+    pub(crate) fn with_capacity(events: usize) -> RowEncoder {
         RowEncoder {
             // Check events average ~300 bytes as rows.
             bytes: BytesMut::with_capacity(events * 320),
@@ -155,7 +155,7 @@ impl RowEncoder {
         }
     }
 
-    pub fn finish(self) -> EventRows {
+    pub(crate) fn finish(self) -> EventRows {
         EventRows {
             bytes: self.bytes.freeze(),
             ends: self.ends,
@@ -165,7 +165,12 @@ impl RowEncoder {
     /// Append one event as the row it becomes, or say why it cannot be stored (then
     /// nothing is appended): a record PostgreSQL would refuse must become a reject,
     /// never a COPY that fails again on every retry.
-    pub fn push(&mut self, partition: i32, offset: i64, e: &StoredEvent) -> Result<(), String> {
+    pub(crate) fn push(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        e: &StoredEvent,
+    ) -> Result<(), String> {
         // `events.ts` is the Python program's `timestamp` (no zone): UTC wall time.
         let ts = e.ts.naive_utc();
         let fields: [&(dyn ToSql + Sync); 21] = [
@@ -236,7 +241,7 @@ impl RowEncoder {
 
 /// The committed position of each of `partitions` that has one (a partition never
 /// consumed has no row yet: its first batch creates it).
-pub async fn committed_offsets(
+pub(crate) async fn committed_offsets(
     client: &Client,
     topic: &str,
     partitions: &[i32],
@@ -289,13 +294,13 @@ const EVENT_TYPES: [Type; 21] = [
 
 /// What one transaction stored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
+pub(crate) struct Written {
     /// Rows added to `events`.
-    pub rows: u64,
+    pub(crate) rows: u64,
     /// Events in the batches that were already stored, and were not stored again: a
     /// producer retry (same `check_id` at a new offset), or a record the Python consumer
     /// had stored before the switch.
-    pub already_stored: u64,
+    pub(crate) already_stored: u64,
 }
 
 /// Write `batches` (from one or several partitions, each partition's in offset order) and
@@ -309,7 +314,7 @@ pub struct Written {
 /// `check_id` refuses the fast COPY, and the transaction is written again); and a
 /// Python-format record the Python consumer stored before the switch (known in advance:
 /// its time is not after `python_until`, the last of the Python consumer's rows).
-pub async fn write_batches(
+pub(crate) async fn write_batches(
     client: &mut Client,
     topic: &str,
     batches: &[Batch],
