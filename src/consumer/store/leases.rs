@@ -38,10 +38,6 @@ impl PartitionLeases {
         }
     }
 
-    pub(crate) fn held(&self) -> &BTreeSet<i32> {
-        &self.held
-    }
-
     /// Forget every lease (the session that held them is gone).
     pub(crate) fn lost(&mut self) {
         self.member_slot = None;
