@@ -3,7 +3,7 @@
 //! This module owns the bytes that cross Kafka. It must never do I/O, and every
 //! change to the JSON here is a change to the published format (bump [`WIRE_VERSION`]).
 //! How the consumer reads what it finds in a topic (v1, and the Python checksite's
-//! records) is [`crate::consumer::record`]'s.
+//! records) is `consumer::record`'s.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,31 @@ use uuid::Uuid;
 
 /// The `v` field of every event this program publishes.
 pub const WIRE_VERSION: u32 = 1;
+
+/// The v1 event's fields, in the order the README documents them: what a consumer of
+/// the topic can rely on (the tests check the JSON against this list).
+pub const FIELDS: [&str; 20] = [
+    "v",
+    "id",
+    "url",
+    "checked_at",
+    "elapsed_ms",
+    "status",
+    "error",
+    "error_kind",
+    "content_match",
+    "body_prefix",
+    "dns_ms",
+    "connect_ms",
+    "tls_ms",
+    "ttfb_ms",
+    "bytes",
+    "cert_expires_at",
+    "ip",
+    "body_sha256",
+    "schedule_lag_ms",
+    "producer",
+];
 
 /// Why a check failed before (or while) getting a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,28 +256,7 @@ mod tests {
             .map(|k| k.as_str())
             .collect();
         keys.sort();
-        let mut want = vec![
-            "v",
-            "id",
-            "url",
-            "checked_at",
-            "elapsed_ms",
-            "status",
-            "error",
-            "error_kind",
-            "content_match",
-            "body_prefix",
-            "dns_ms",
-            "connect_ms",
-            "tls_ms",
-            "ttfb_ms",
-            "bytes",
-            "cert_expires_at",
-            "ip",
-            "body_sha256",
-            "schedule_lag_ms",
-            "producer",
-        ];
+        let mut want = FIELDS.to_vec();
         want.sort();
         assert_eq!(keys, want);
         assert_eq!(json["checked_at"], "2026-11-28T06:31:33.123Z");

@@ -6,22 +6,31 @@
 //!              outbox                   JSON value)     batch, commit          offsets, rejects
 //! ```
 //!
-//! The map of the modules:
+//! The map of the modules: the two programs, and the edges they share.
 //!
-//! - [`config`]: `CK_*` variables, flags and the targets file → validated configs.
-//! - [`event`]: the wire format ([`event::CheckEvent`], v1) and decoding of what is in the topic.
-//! - [`probe`]: one HTTP(S) check with phase timings and certificate expiry (blocking, ureq).
-//! - [`schedule`]: fixed-rate, spread, bounded-concurrency checking of many targets.
-//! - [`outbox`]: the producer's bounded buffer and the loop that publishes it to Kafka.
-//! - [`kafka`]: connecting (mTLS/SASL), topics, partitioning (Java's murmur2), partition clients.
-//! - [`store`]: PostgreSQL: TLS connection, migrations, partition leases, events encoded as
-//!   binary COPY rows, exactly-once batches.
-//! - [`consume`]: the consumer's loop: fetch and decode (on a Kafka thread), write and commit
-//!   (on the main thread), per leased partition.
-//! - [`tls`]: PEM files → rustls configs; the certificate expiry reader.
-//! - [`shutdown`]: SIGINT/SIGTERM → one signal every task awaits.
-//! - [`secret`]: passwords and URLs that print as `<hidden>` (never in a log).
-//! - [`logging`]: the log format and level (`CK_LOG_LEVEL`).
+//! - checksite-producer, [`producer`]:
+//!   - [`producer::config`]: targets (`CK_SITE_URL`, the targets file) and check settings.
+//!   - [`producer::probe`]: one HTTP(S) check with phase timings and certificate expiry
+//!     (blocking, ureq, our own timed resolver and connectors).
+//!   - [`producer::schedule`]: fixed-rate, spread, bounded-concurrency checking.
+//!   - [`producer::outbox`]: the bounded buffer of events and the loop that publishes it.
+//!   - [`producer::run`] wires these until shutdown; [`producer::check_once`] is `--once`.
+//! - checksite-consumer, [`consumer`]:
+//!   - [`consumer::config`]: Kafka, `CK_POSTGRESQL_URL`, batch sizes.
+//!   - `consumer::record`: a Kafka record → a row (v1 events and the Python checksite's
+//!     records) or the reason it is not one.
+//!   - [`consumer::consume`]: the loop (leases, fetch on a Kafka thread, write, commit).
+//!   - [`consumer::store`]: PostgreSQL: connect (URL rules, TLS), schema (migrations from
+//!     the Python schema), write (binary COPY rows, exactly-once batches), leases.
+//! - Shared edges:
+//!   - [`event`]: the wire format ([`event::CheckEvent`], v1), and nothing else.
+//!   - [`kafka`]: connecting (mutual TLS, SASL), topics, partitioning (Java's murmur2), and
+//!     its settings ([`kafka::KafkaSettings`]).
+//!   - [`tls`]: PEM files (Aiven's `ca.pem`, `service.cert`, `service.key`) → rustls configs.
+//!   - [`settings`]: where raw settings come from (`CK_*` variables, flags); [`settings::ConfigError`].
+//!   - [`secret`]: passwords and URLs that print as `<hidden>` (never in a log).
+//!   - [`shutdown`]: SIGINT/SIGTERM → one signal every task awaits.
+//!   - [`logging`]: the log format and level (`CK_LOG_LEVEL`).
 //!
 //! The binaries in `src/bin` only wire these together and render errors for humans.
 

@@ -10,28 +10,7 @@ use common::{Listener, sites};
 
 const BIN: &str = env!("CARGO_BIN_EXE_checksite-producer");
 
-const FIELDS: [&str; 20] = [
-    "v",
-    "id",
-    "url",
-    "checked_at",
-    "elapsed_ms",
-    "status",
-    "error",
-    "error_kind",
-    "content_match",
-    "body_prefix",
-    "dns_ms",
-    "connect_ms",
-    "tls_ms",
-    "ttfb_ms",
-    "bytes",
-    "cert_expires_at",
-    "ip",
-    "body_sha256",
-    "schedule_lag_ms",
-    "producer",
-];
+use checksite::event::FIELDS;
 
 async fn publish_for(
     tb: &common::Testbed,

@@ -37,7 +37,7 @@ pub struct ConsumerArgs {
     /// postgres:// URL, libpq style, sslmode/sslrootcert honoured (CK_POSTGRESQL_URL)
     #[argh(option)]
     pub postgresql_url: Option<Secret>,
-    /// bootstrap servers host:port[,host:port] (CK_KAFKA_SERVERS)
+    /// bootstrap servers host:port, comma-separated (CK_KAFKA_SERVERS)
     #[argh(option)]
     pub kafka_servers: Option<String>,
     /// TLS files: 'ca.pem service.cert service.key', or 'ca.pem' with SASL (CK_KAFKA_SSL)

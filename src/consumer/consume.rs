@@ -6,8 +6,8 @@
 //! This module owns the consumer's reaction to failure: Kafka errors are retried in the
 //! fetchers; a PostgreSQL error drops every lease and fetcher, reconnects with backoff and
 //! starts again from the committed offsets, so nothing is lost or doubled. It never
-//! decides how a record becomes a row ([`crate::event`], [`crate::store::RowEncoder`]) or
-//! how a batch is written ([`crate::store`]).
+//! decides how a record becomes a row ([`crate::event`], `store::RowEncoder`) or
+//! how a batch is written ([`store`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

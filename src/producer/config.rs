@@ -128,7 +128,7 @@ pub struct ProducerArgs {
     /// extra CA file trusted for the checked sites (CK_SITE_CA)
     #[argh(option)]
     pub site_ca: Option<String>,
-    /// bootstrap servers host:port[,host:port] (CK_KAFKA_SERVERS)
+    /// bootstrap servers host:port, comma-separated (CK_KAFKA_SERVERS)
     #[argh(option)]
     pub kafka_servers: Option<String>,
     /// TLS files: 'ca.pem service.cert service.key', or 'ca.pem' with SASL (CK_KAFKA_SSL)

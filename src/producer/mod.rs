@@ -9,3 +9,116 @@ pub mod config;
 pub mod outbox;
 pub mod probe;
 pub mod schedule;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::event::CheckEvent;
+use crate::shutdown::Shutdown;
+use config::{ProducerConfig, PublishSettings};
+use outbox::Outbox;
+use probe::Probe;
+
+/// How long running checks may take after SIGINT/SIGTERM, and then the final flush.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// What a run published.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivered {
+    /// Events Kafka took.
+    pub published: u64,
+    /// Events dropped: buffer full, Kafka away at exit, or checks still running at exit.
+    pub dropped: u64,
+}
+
+/// Check every target on its schedule and publish the events until `shutdown`; then let
+/// the running checks finish (up to [`GRACE`]), and publish what they bring (up to
+/// [`GRACE`] more). A check that started is published or counted as dropped.
+pub async fn run(
+    config: ProducerConfig,
+    publish: PublishSettings,
+    probe: Probe,
+    shutdown: Shutdown,
+) -> Delivered {
+    log::info!(
+        "checking {} target(s), publishing to topic {:?} at {}",
+        config.targets.len(),
+        publish.kafka.topic,
+        publish.kafka.servers.join(",")
+    );
+    let outbox = Outbox::new(publish.buffer_events);
+    let publisher = tokio::spawn(outbox::publish(outbox.clone(), publish, GRACE));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let feeder = {
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                outbox.push(ev);
+            }
+        })
+    };
+    let running = Arc::new(AtomicU64::new(0));
+    let mut stop = shutdown.clone();
+    let mut checking = Box::pin(schedule::run(
+        config.targets,
+        probe,
+        config.concurrency,
+        tx,
+        running.clone(),
+        shutdown,
+    ));
+    tokio::select! {
+        _ = &mut checking => {}
+        _ = stop.requested() => {
+            // Running checks may finish (each is bounded by its own timeout), up to GRACE.
+            if tokio::time::timeout(GRACE, &mut checking).await.is_err() {
+                log::warn!("checks still running after {} s: not waiting for them", GRACE.as_secs());
+            }
+        }
+    }
+    // Ends the target loops still waiting on a check, and with them the event channel.
+    drop(checking);
+    let _ = feeder.await;
+    outbox.abandoned(running.load(Ordering::SeqCst));
+    outbox.close();
+    let _ = publisher.await;
+    let delivered = Delivered {
+        published: outbox.published(),
+        dropped: outbox.dropped(),
+    };
+    log::info!(
+        "stopped: {} event(s) published, {} dropped",
+        delivered.published,
+        delivered.dropped
+    );
+    delivered
+}
+
+/// `--once`: every target checked once, concurrently (at most `concurrency` at a time);
+/// each event with whether its site is up, in target order. A check whose task failed is
+/// None.
+pub async fn check_once(config: ProducerConfig, probe: Probe) -> Vec<Option<(CheckEvent, bool)>> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency));
+    let mut checks = Vec::new();
+    for target in config.targets {
+        let (probe, permits) = (probe.clone(), permits.clone());
+        checks.push(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            tokio::task::spawn_blocking(move || {
+                let ev = probe.check(&target, 0);
+                let up = probe::is_up(&target, &ev);
+                (ev, up)
+            })
+            .await
+        }));
+    }
+    let mut results = Vec::with_capacity(checks.len());
+    for check in checks {
+        results.push(match check.await {
+            Ok(Ok(checked)) => Some(checked),
+            _ => None,
+        });
+    }
+    results
+}

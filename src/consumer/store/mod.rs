@@ -1,7 +1,7 @@
-//! PostgreSQL, everything of it: the connection ([`connect`]: libpq's `sslmode` and
+//! PostgreSQL, everything of it: the connection (`connect`: libpq's `sslmode` and
 //! `sslrootcert` honoured, the server always verified), the schema and its migrations
-//! ([`schema`]), the exactly-once write of batches with their partitions' offsets
-//! ([`write`]) and the partition leases ([`leases`]).
+//! (`schema`), the exactly-once write of batches with their partitions' offsets
+//! (`write`) and the partition leases (`leases`).
 //!
 //! This module owns every SQL statement. SQL is always parameterised; the password
 //! never reaches a log or an error message.
