@@ -216,11 +216,12 @@ mod rfc3339_opt {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn sample() -> CheckEvent {
+    /// A v1 event with every field filled, for the tests of the modules that read it.
+    pub(crate) fn sample() -> CheckEvent {
         CheckEvent {
             v: WIRE_VERSION,
             id: Uuid::now_v7(),

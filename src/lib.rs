@@ -46,5 +46,21 @@ pub mod settings;
 pub mod shutdown;
 pub mod tls;
 
+/// "cannot use SERVICE at TARGET: DETAIL (HINT)": how both programs say that Kafka or
+/// PostgreSQL cannot be used, the hint saying what to check when the cause is known.
+pub(crate) fn write_cannot_use(
+    f: &mut std::fmt::Formatter<'_>,
+    service: &str,
+    target: &str,
+    detail: &str,
+    hint: &str,
+) -> std::fmt::Result {
+    write!(f, "cannot use {service} at {target}: {detail}")?;
+    if !hint.is_empty() {
+        write!(f, " ({hint})")?;
+    }
+    Ok(())
+}
+
 /// Exit code for a usage or configuration error (both binaries).
 pub const EXIT_CONFIG: u8 = 2;

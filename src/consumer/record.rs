@@ -199,34 +199,8 @@ fn from_legacy(old: LegacyEvent, record_time: DateTime<Utc>) -> StoredEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::WIRE_VERSION;
+    use crate::event::tests::sample;
     use chrono::TimeZone;
-
-    fn sample() -> CheckEvent {
-        CheckEvent {
-            v: WIRE_VERSION,
-            id: Uuid::now_v7(),
-            url: "https://example.com/".into(),
-            checked_at: Utc.with_ymd_and_hms(2026, 11, 28, 6, 31, 33).unwrap()
-                + chrono::Duration::milliseconds(123),
-            elapsed_ms: 42,
-            status: Some(200),
-            error: None,
-            error_kind: None,
-            content_match: Some("Example".into()),
-            body_prefix: None,
-            dns_ms: Some(1),
-            connect_ms: Some(2),
-            tls_ms: Some(3),
-            ttfb_ms: Some(10),
-            bytes: Some(1256),
-            cert_expires_at: None,
-            ip: Some("127.0.0.1".into()),
-            body_sha256: Some("ab".repeat(32)),
-            schedule_lag_ms: 0,
-            producer: "host1".into(),
-        }
-    }
 
     #[test]
     fn v1_round_trips_through_decode() {

@@ -53,13 +53,7 @@ impl std::fmt::Display for KafkaError {
                 servers,
                 detail,
                 hint,
-            } => {
-                write!(f, "cannot use Kafka at {servers}: {detail}")?;
-                if !hint.is_empty() {
-                    write!(f, " ({hint})")?;
-                }
-                Ok(())
-            }
+            } => crate::write_cannot_use(f, "Kafka", servers, detail, hint),
             KafkaError::NoTopic { topic } => write!(f, "Kafka topic {topic:?} does not exist"),
             KafkaError::Request { what, detail } => write!(f, "Kafka {what} failed: {detail}"),
             KafkaError::Config(m) => f.write_str(m),

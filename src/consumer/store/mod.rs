@@ -67,13 +67,7 @@ impl std::fmt::Display for StoreError {
                 target,
                 detail,
                 hint,
-            } => {
-                write!(f, "cannot use PostgreSQL at {target}: {detail}")?;
-                if !hint.is_empty() {
-                    write!(f, " ({hint})")?;
-                }
-                Ok(())
-            }
+            } => crate::write_cannot_use(f, "PostgreSQL", target, detail, hint),
             StoreError::Sql { what, detail } => write!(f, "PostgreSQL {what} failed: {detail}"),
             StoreError::DuplicateEvent { detail } => {
                 write!(f, "an event id is already stored: {detail}")
