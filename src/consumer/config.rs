@@ -24,6 +24,7 @@ pub struct ConsumerConfig {
     pub drain: bool,
 }
 
+crate::kafka::settings::args_with_kafka_flags! {
 /// Command line of checksite-consumer. Every flag overrides the variable it names.
 #[derive(FromArgs, Debug)]
 #[argh(
@@ -37,15 +38,6 @@ pub struct ConsumerArgs {
     /// postgres:// URL, libpq style, sslmode/sslrootcert honoured (CK_POSTGRESQL_URL)
     #[argh(option)]
     pub postgresql_url: Option<Secret>,
-    /// bootstrap servers host:port, comma-separated (CK_KAFKA_SERVERS)
-    #[argh(option)]
-    pub kafka_servers: Option<String>,
-    /// TLS files: 'ca.pem service.cert service.key', or 'ca.pem' with SASL (CK_KAFKA_SSL)
-    #[argh(option)]
-    pub kafka_ssl: Option<String>,
-    /// topic (CK_KAFKA_TOPIC, default checksite)
-    #[argh(option)]
-    pub topic: Option<String>,
     /// most events written per transaction (CK_BATCH_EVENTS, default 10000)
     #[argh(option)]
     pub batch_events: Option<String>,
@@ -56,6 +48,7 @@ pub struct ConsumerArgs {
     #[argh(switch)]
     pub version: bool,
 }
+}
 
 impl ConsumerArgs {
     /// The flags given, over the environment's `settings`.
@@ -64,9 +57,7 @@ impl ConsumerArgs {
             "CK_POSTGRESQL_URL",
             self.postgresql_url.as_ref().map(Secret::expose),
         );
-        s.flag("CK_KAFKA_SERVERS", self.kafka_servers);
-        s.flag("CK_KAFKA_SSL", self.kafka_ssl);
-        s.flag("CK_KAFKA_TOPIC", self.topic);
+        crate::kafka::settings::flags(&mut s, self.kafka_servers, self.kafka_ssl, self.topic);
         s.flag("CK_BATCH_EVENTS", self.batch_events);
         s.flag("CK_BATCH_MS", self.batch_ms);
         s

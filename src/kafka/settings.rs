@@ -178,6 +178,39 @@ fn sasl_from_settings(s: &Settings) -> Result<Option<SaslSettings>, ConfigError>
     }))
 }
 
+/// Declares a program's command line (an `argh` struct) with the Kafka flags both programs
+/// take appended to its own: written once here, as `argh` cannot embed one struct in another.
+macro_rules! args_with_kafka_flags {
+    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($fields)*
+            /// bootstrap servers host:port, comma-separated (CK_KAFKA_SERVERS)
+            #[argh(option)]
+            pub kafka_servers: Option<String>,
+            /// TLS files: 'ca.pem service.cert service.key', or 'ca.pem' with SASL (CK_KAFKA_SSL)
+            #[argh(option)]
+            pub kafka_ssl: Option<String>,
+            /// topic (CK_KAFKA_TOPIC, default checksite)
+            #[argh(option)]
+            pub topic: Option<String>,
+        }
+    };
+}
+pub(crate) use args_with_kafka_flags;
+
+/// The Kafka flags given, recorded over the variables they override.
+pub(crate) fn flags(
+    s: &mut Settings,
+    servers: Option<String>,
+    ssl: Option<String>,
+    topic: Option<String>,
+) {
+    s.flag("CK_KAFKA_SERVERS", servers);
+    s.flag("CK_KAFKA_SSL", ssl);
+    s.flag("CK_KAFKA_TOPIC", topic);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

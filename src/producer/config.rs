@@ -91,6 +91,7 @@ pub struct ProducerConfig {
     pub publish: Option<PublishSettings>,
 }
 
+crate::kafka::settings::args_with_kafka_flags! {
 /// Command line of checksite-producer. Every flag overrides the variable it names.
 #[derive(FromArgs, Debug)]
 #[argh(
@@ -128,15 +129,6 @@ pub struct ProducerArgs {
     /// extra CA file trusted for the checked sites (CK_SITE_CA)
     #[argh(option)]
     pub site_ca: Option<String>,
-    /// bootstrap servers host:port, comma-separated (CK_KAFKA_SERVERS)
-    #[argh(option)]
-    pub kafka_servers: Option<String>,
-    /// TLS files: 'ca.pem service.cert service.key', or 'ca.pem' with SASL (CK_KAFKA_SSL)
-    #[argh(option)]
-    pub kafka_ssl: Option<String>,
-    /// topic (CK_KAFKA_TOPIC, default checksite)
-    #[argh(option)]
-    pub topic: Option<String>,
     /// partitions of a topic the producer creates (CK_KAFKA_PARTITIONS, default 3)
     #[argh(option)]
     pub partitions: Option<String>,
@@ -156,6 +148,7 @@ pub struct ProducerArgs {
     #[argh(positional)]
     pub urls: Vec<String>,
 }
+}
 
 impl ProducerArgs {
     /// The flags given, over the environment's `settings`.
@@ -169,9 +162,7 @@ impl ProducerArgs {
         s.flag("CK_BODY_CAP_BYTES", self.body_cap);
         s.flag("CK_CONCURRENCY", self.concurrency);
         s.flag("CK_SITE_CA", self.site_ca);
-        s.flag("CK_KAFKA_SERVERS", self.kafka_servers);
-        s.flag("CK_KAFKA_SSL", self.kafka_ssl);
-        s.flag("CK_KAFKA_TOPIC", self.topic);
+        crate::kafka::settings::flags(&mut s, self.kafka_servers, self.kafka_ssl, self.topic);
         s.flag("CK_KAFKA_PARTITIONS", self.partitions);
         s.flag("CK_KAFKA_COMPRESSION", self.compression);
         s.flag("CK_BUFFER_EVENTS", self.buffer_events);
