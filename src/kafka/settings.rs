@@ -87,48 +87,8 @@ impl KafkaSettings {
                 "CK_KAFKA_TOPIC={topic:?} is not a legal Kafka topic name (letters, digits, '.', '_', '-'; at most 249)"
             ));
         }
-        let files: Vec<PathBuf> = s
-            .get("CK_KAFKA_SSL")
-            .unwrap_or("")
-            .split_whitespace()
-            .map(PathBuf::from)
-            .collect();
         let sasl = sasl_from_settings(s)?;
-        let tls = match files.as_slice() {
-            [] if sasl.is_some() => Some(KafkaTls {
-                ca: None,
-                identity: None,
-            }),
-            [] => None,
-            [ca] => Some(KafkaTls {
-                ca: Some(ca.clone()),
-                identity: None,
-            }),
-            [ca, cert, key] => Some(KafkaTls {
-                ca: Some(ca.clone()),
-                identity: Some(ClientIdentity {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                }),
-            }),
-            _ => {
-                return err(format!(
-                    "CK_KAFKA_SSL has {} file names: give 'ca.pem service.cert service.key' (mutual TLS) or 'ca.pem' (with SASL)",
-                    files.len()
-                ));
-            }
-        };
-        if let (
-            Some(_),
-            Some(KafkaTls {
-                identity: Some(_), ..
-            }),
-        ) = (&sasl, &tls)
-        {
-            return err(
-                "both SASL (CK_KAFKA_SASL_MECHANISM) and a client certificate (CK_KAFKA_SSL with 3 files) are set: choose one",
-            );
-        }
+        let tls = tls_from_settings(s, sasl.is_some())?;
         let settings = KafkaSettings {
             servers,
             topic,
@@ -149,6 +109,47 @@ impl KafkaSettings {
                 .map_err(|e| ConfigError(format!("CK_KAFKA_SSL: {e}"))),
         }
     }
+}
+
+/// `CK_KAFKA_SSL`: the CA alone (with SASL) or the CA, certificate and key (mutual TLS);
+/// TLS without files when SASL is set (the web PKI roots then).
+fn tls_from_settings(s: &Settings, sasl: bool) -> Result<Option<KafkaTls>, ConfigError> {
+    let files: Vec<PathBuf> = s
+        .get("CK_KAFKA_SSL")
+        .unwrap_or("")
+        .split_whitespace()
+        .map(PathBuf::from)
+        .collect();
+    let tls = match files.as_slice() {
+        [] if sasl => Some(KafkaTls {
+            ca: None,
+            identity: None,
+        }),
+        [] => None,
+        [ca] => Some(KafkaTls {
+            ca: Some(ca.clone()),
+            identity: None,
+        }),
+        [ca, cert, key] if !sasl => Some(KafkaTls {
+            ca: Some(ca.clone()),
+            identity: Some(ClientIdentity {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+        }),
+        [_, _, _] => {
+            return err(
+                "both SASL (CK_KAFKA_SASL_MECHANISM) and a client certificate (CK_KAFKA_SSL with 3 files) are set: choose one",
+            );
+        }
+        _ => {
+            return err(format!(
+                "CK_KAFKA_SSL has {} file names: give 'ca.pem service.cert service.key' (mutual TLS) or 'ca.pem' (with SASL)",
+                files.len()
+            ));
+        }
+    };
+    Ok(tls)
 }
 
 fn sasl_from_settings(s: &Settings) -> Result<Option<SaslSettings>, ConfigError> {
