@@ -1,12 +1,12 @@
 //! Secrets that cannot reach a log by accident: [`Secret`] prints as `<hidden>` through
-//! both `{}` and `{:?}`, and [`redact_url`] hides the password of a URL that is shown.
+//! both `{}` and `{:?}`, and `redact_url` hides the password of a URL that is shown.
 //!
 //! This module owns how a secret looks when printed. It must never hand a secret's text
 //! to anything but the code that uses it (a connection's credentials).
 
 use std::borrow::Cow;
 
-/// A password, or a URL that holds one. Only [`Secret::expose`] gives the text.
+/// A password, or a URL that holds one. Only `Secret::expose` (crate-internal) gives the text.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
 
@@ -17,7 +17,7 @@ impl Secret {
     }
 
     /// The text, for the one place that needs it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -45,7 +45,7 @@ impl std::str::FromStr for Secret {
 
 /// `url` with the password of its user information replaced by `***`
 /// (`https://ann:pw@host/` → `https://ann:***@host/`), for logs and messages.
-pub fn redact_url(url: &str) -> Cow<'_, str> {
+pub(crate) fn redact_url(url: &str) -> Cow<'_, str> {
     let Some(scheme_end) = url.find("://") else {
         return Cow::Borrowed(url);
     };

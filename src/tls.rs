@@ -149,7 +149,7 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// Trust roots: the certificates of `ca_file`, or the web PKI roots when None.
-pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
+pub(crate) fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -175,7 +175,7 @@ pub struct ClientIdentity {
 }
 
 /// A verifying client config. `identity` adds a client certificate (mutual TLS).
-pub fn client_config(
+pub(crate) fn client_config(
     ca_file: Option<&Path>,
     identity: Option<&ClientIdentity>,
 ) -> Result<ClientConfig, TlsError> {

@@ -99,9 +99,9 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> (String, &'static str) {
 }
 
 /// Longest wait for one request to the cluster: rskafka has no timeout of its own.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `request`, bounded by [`REQUEST_TIMEOUT`]; `what` names it in the error.
+/// `request`, bounded by `REQUEST_TIMEOUT` (30 s); `what` names it in the error.
 async fn bounded<T>(
     what: &str,
     request: impl std::future::Future<Output = Result<T, ClientError>>,
@@ -117,7 +117,7 @@ async fn bounded<T>(
 }
 
 /// A failed request as a [`KafkaError`], with a hint where the cause is known.
-pub fn request_error(what: &str, e: &ClientError) -> KafkaError {
+pub(crate) fn request_error(what: &str, e: &ClientError) -> KafkaError {
     KafkaError::Request {
         what: what.to_string(),
         detail: describe(e).0,
@@ -243,7 +243,7 @@ pub async fn ensure_topic(
     })
 }
 
-/// The client of one partition of `topic`, bounded by [`REQUEST_TIMEOUT`].
+/// The client of one partition of `topic`, bounded by `REQUEST_TIMEOUT` (30 s).
 pub async fn partition_client(
     client: &Client,
     topic: &str,
@@ -256,7 +256,7 @@ pub async fn partition_client(
     .await
 }
 
-/// Append `records` to the partition, bounded by [`REQUEST_TIMEOUT`]. A timed-out produce
+/// Append `records` to the partition, bounded by `REQUEST_TIMEOUT` (30 s). A timed-out produce
 /// may still have landed: the consumer stores an event once whatever the topic holds.
 pub async fn produce(
     partition: &PartitionClient,
@@ -270,7 +270,7 @@ pub async fn produce(
 }
 
 /// Kafka's murmur2 hash, bit for bit as `org.apache.kafka.common.utils.Utils.murmur2`.
-pub fn murmur2(data: &[u8]) -> i32 {
+pub(crate) fn murmur2(data: &[u8]) -> i32 {
     const SEED: u32 = 0x9747_b28c;
     const M: u32 = 0x5bd1_e995;
     const R: u32 = 24;

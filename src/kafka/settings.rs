@@ -101,7 +101,7 @@ impl KafkaSettings {
     }
 
     /// The rustls config for the brokers, or None for plaintext.
-    pub fn tls_config(&self) -> Result<Option<rustls::ClientConfig>, ConfigError> {
+    pub(crate) fn tls_config(&self) -> Result<Option<rustls::ClientConfig>, ConfigError> {
         match &self.tls {
             None => Ok(None),
             Some(t) => crate::tls::client_config(t.ca.as_deref(), t.identity.as_ref())

@@ -453,7 +453,7 @@ fn publish_settings(s: &Settings) -> Result<PublishSettings, ConfigError> {
 }
 
 /// This machine's name, for the `producer` field.
-pub fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())

@@ -120,7 +120,7 @@ impl Outbox {
 
     /// Count checks that started but whose events will never exist (still running when
     /// the process had to exit) as dropped, and say so.
-    pub fn abandoned(&self, checks: u64) {
+    pub(crate) fn abandoned(&self, checks: u64) {
         if checks > 0 {
             self.dropped.fetch_add(checks, Ordering::Relaxed);
             log::error!("{checks} check(s) still running at exit: their events are dropped");

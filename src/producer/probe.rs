@@ -26,9 +26,9 @@ use super::config::{ProbeSettings, Target};
 use crate::event::{CheckEvent, ErrorKind};
 
 /// Characters of a non-2xx body kept in `body_prefix`.
-pub const BODY_PREFIX_CHARS: usize = 500;
+pub(crate) const BODY_PREFIX_CHARS: usize = 500;
 /// Longest `content_match` kept (a greedy regex could match the whole body).
-pub const CONTENT_MATCH_CHARS: usize = 1000;
+pub(crate) const CONTENT_MATCH_CHARS: usize = 1000;
 
 /// Checks sites. Cheap to share between threads; each check builds its own connection.
 #[derive(Clone)]
@@ -433,7 +433,7 @@ impl Probe {
 }
 
 /// Is the site up by this event? Status expected (2xx/3xx by default) and the regex matched.
-pub fn is_up(target: &Target, event: &CheckEvent) -> bool {
+pub(crate) fn is_up(target: &Target, event: &CheckEvent) -> bool {
     let Some(status) = event.status else {
         return false;
     };

@@ -89,7 +89,7 @@ impl std::error::Error for StoreError {}
 
 /// Longest wait for one piece of PostgreSQL work (a transaction, a lease round): past it,
 /// the server counts as unreachable. tokio-postgres has no timeout of its own.
-pub const DB_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DB_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) async fn bounded<T>(
     what: &'static str,
