@@ -10,7 +10,7 @@ smoke=0
 if [ $smoke = 1 ]; then
   events=5000 targets=50 seconds=5 runs=5 publish_events=5000 rounds=1 out=target/BENCHMARKS-smoke.md
 else
-  events=200000 targets=1000 seconds=30 runs=50 publish_events=200000 rounds=3 out=BENCHMARKS.md
+  events=200000 targets=1000 seconds=30 runs=50 publish_events=200000 rounds=5 out=BENCHMARKS.md
 fi
 port=${CHECKSITE_BENCH_PORT:-18700}
 musl=x86_64-unknown-linux-musl
