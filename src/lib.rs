@@ -62,5 +62,20 @@ pub(crate) fn write_cannot_use(
     Ok(())
 }
 
+/// An error and its causes on one line ("a: b: c"), each cause once: rskafka and
+/// tokio-postgres nest the useful words several levels deep.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
 /// Exit code for a usage or configuration error (both binaries).
 pub const EXIT_CONFIG: u8 = 2;

@@ -66,16 +66,7 @@ impl std::error::Error for KafkaError {}
 /// rskafka's errors nest their cause several levels deep and the useful words are at the
 /// bottom; this flattens them into one line and guesses the fix.
 fn describe(e: &(dyn std::error::Error + 'static)) -> (String, &'static str) {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    let detail = parts.join(": ").replace('\n', " ");
+    let detail = crate::error_chain(e);
     let lower = detail.to_lowercase();
     let hint = if lower.contains("unknownissuer") || lower.contains("invalid peer certificate") {
         "the broker's certificate is not signed by the CA given: use the ca.pem of this Kafka service"

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_postgres::config::SslMode;
 
-use super::{StoreError, flatten};
+use super::StoreError;
 
 /// A parsed `CK_POSTGRESQL_URL`.
 #[derive(Clone)]
@@ -164,7 +164,7 @@ impl PostgresSettings {
     fn connect_error(&self, e: &tokio_postgres::Error) -> StoreError {
         let detail = match e.as_db_error() {
             Some(db) => db.message().to_string(),
-            None => flatten(e),
+            None => crate::error_chain(e),
         };
         let lower = detail.to_lowercase();
         let hint = if lower.contains("password authentication failed") || lower.contains("password")

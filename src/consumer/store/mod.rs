@@ -117,7 +117,7 @@ pub(crate) fn sql_error(what: &'static str, e: &tokio_postgres::Error) -> StoreE
     }
     let detail = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => flatten(e),
+        None => crate::error_chain(e),
     };
     // Class 22 (data exception), 23 (integrity constraint: a CHECK or trigger a DBA added)
     // and 54 (program limit, e.g. an index row too large) belong to the rows themselves.
@@ -128,17 +128,4 @@ pub(crate) fn sql_error(what: &'static str, e: &tokio_postgres::Error) -> StoreE
         return StoreError::RowRefused { detail };
     }
     StoreError::Sql { what, detail }
-}
-
-pub(crate) fn flatten(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ").replace('\n', " ")
 }
