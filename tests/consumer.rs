@@ -303,12 +303,7 @@ async fn waits_for_a_topic_that_does_not_exist_yet() {
         assert!(Instant::now() < deadline, "events did not arrive");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    common::terminate(&child);
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "SIGTERM: exit 0");
+    common::stop(child, Duration::from_secs(15)).await;
 }
 
 async fn wait_for_rows(db: &tokio_postgres::Client, want: i64, within: Duration) {
@@ -599,13 +594,7 @@ async fn an_offset_past_the_end_is_explained_and_never_spins() {
     let pid = child.id().unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let used = cpu_ticks(pid);
-    common::terminate(&child);
-    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = common::stop(child, Duration::from_secs(15)).await;
     // Said once per partition, then waited on: a loop would say it again and again.
     assert_eq!(
         log.matches("is past the end of the partition").count(),

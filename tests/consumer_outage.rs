@@ -78,12 +78,6 @@ async fn postgres_and_broker_restarted_mid_stream() {
         .unwrap()
         .get(0);
     assert_eq!(distinct, first + second);
-    common::terminate(&child);
-    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = common::stop(child, Duration::from_secs(15)).await;
     assert!(log.contains("PostgreSQL is back"), "{log}");
 }

@@ -33,16 +33,7 @@ async fn publish_for(
         .kill_on_drop(true);
     let child = cmd.spawn().unwrap();
     tokio::time::sleep(run_for).await;
-    common::terminate(&child);
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::stop(child, Duration::from_secs(20)).await;
     (topic, urls)
 }
 
@@ -111,13 +102,7 @@ async fn sigterm_publishes_the_checks_in_flight() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    common::terminate(&child);
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = common::stop(child, Duration::from_secs(30)).await;
     let events = common::read_topic(&tb, &topic).await;
     assert_eq!(events.len(), 20, "two rounds of 10 checks: {log}");
     assert!(log.contains("20 event(s) published, 0 dropped"), "{log}");

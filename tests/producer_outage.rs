@@ -33,13 +33,7 @@ async fn broker_away_for_30s_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     common::testbed_script("start-kafka");
     tokio::time::sleep(Duration::from_secs(12)).await;
-    common::terminate(&child);
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = common::stop(child, Duration::from_secs(20)).await;
     assert!(
         log.contains("buffering events"),
         "the outage is logged: {log}"

@@ -229,6 +229,18 @@ pub fn terminate(child: &tokio::process::Child) {
     }
 }
 
+/// SIGTERM `child`; it must exit within `within`, with status 0. Returns its stderr.
+pub async fn stop(child: tokio::process::Child, within: Duration) -> String {
+    terminate(&child);
+    let out = tokio::time::timeout(within, child.wait_with_output())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("wait for the child");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "SIGTERM: exit 0 expected: {log}");
+    log
+}
+
 /// A v1 event as the producer makes it, for `url`.
 pub fn sample_event(url: &str, n: u64) -> checksite::event::CheckEvent {
     checksite::event::CheckEvent {
