@@ -3,16 +3,19 @@
 //!
 //!   bench_tools fill-topic SERVERS TOPIC PARTITIONS EVENTS
 //!   bench_tools serve PORT
+//!   bench_tools serve-tls PORT CERT KEY
 //!   bench_tools topic-stats SERVERS TOPIC
 //!   bench_tools publish SERVERS TOPIC EVENTS
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use checksite::event::CheckEvent;
 use checksite::kafka;
 use checksite::kafka::KafkaSettings;
 use checksite::producer::config::{Compression, PublishSettings};
+use checksite::producer::metrics::ProducerMetrics;
 use checksite::producer::outbox::{self, Outbox};
 use checksite::settings::Settings;
 use rskafka::client::partition::Compression as KafkaCompression;
@@ -84,6 +87,15 @@ async fn fill_topic(servers: &str, topic: &str, partitions: i32, events: u64) {
     }
 }
 
+/// The bench site's one answer: a small page, and the connection closes.
+fn site_response() -> String {
+    let body = "<html><body>Welcome to the bench site</body></html>";
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 async fn serve(port: u16) {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -101,12 +113,45 @@ async fn serve(port: u16) {
                     Ok(n) => seen.extend_from_slice(&buf[..n]),
                 }
             }
-            let body = "<html><body>Welcome to the bench site</body></html>";
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            let resp = site_response();
             let _ = s.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// The same site over TLS (a thread per connection: the handshakes measured are the
+/// producer's, not this server's speed).
+fn serve_tls(port: u16, cert: &str, key: &str) {
+    use std::io::{Read, Write};
+    let chain =
+        checksite::tls::load_certs(std::path::Path::new(cert)).unwrap_or_else(|e| panic!("{e}"));
+    let key = checksite::tls::load_key(std::path::Path::new(key)).unwrap_or_else(|e| panic!("{e}"));
+    let config = rustls::ServerConfig::builder_with_provider(checksite::tls::provider())
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = std::sync::Arc::new(config);
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    for stream in listener.incoming().flatten() {
+        let config = config.clone();
+        std::thread::spawn(move || {
+            let Ok(conn) = rustls::ServerConnection::new(config) else {
+                return;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let resp = site_response();
+            let _ = tls.write_all(resp.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
         });
     }
 }
@@ -181,7 +226,8 @@ async fn publish(servers: &str, topic: &str, events: u64) {
     };
     outbox.close(); // flush what is there, then return
     let started = Instant::now();
-    outbox::publish(outbox.clone(), publish, Duration::from_secs(600)).await;
+    let metrics = Arc::new(ProducerMetrics::new(&[], "bench", outbox.clone()));
+    outbox::publish(outbox.clone(), publish, metrics, Duration::from_secs(600)).await;
     let secs = started.elapsed().as_secs_f64();
     // events published, seconds
     println!("{} {:.3}", outbox.published(), secs);
@@ -202,13 +248,14 @@ async fn main() -> ExitCode {
             .await
         }
         ["serve", port] => serve(port.parse().unwrap_or(18700)).await,
+        ["serve-tls", port, cert, key] => serve_tls(port.parse().unwrap_or(18702), cert, key),
         ["topic-stats", servers, topic] => topic_stats(servers, topic).await,
         ["publish", servers, topic, events] => {
             publish(servers, topic, events.parse().unwrap_or(0)).await
         }
         _ => {
             eprintln!(
-                "usage: bench_tools fill-topic|serve|topic-stats|publish ... (see the source)"
+                "usage: bench_tools fill-topic|serve|serve-tls|topic-stats|publish ... (see the source)"
             );
             return ExitCode::from(2);
         }

@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
 if [ $smoke = 1 ]; then
-  events=5000 targets=50 seconds=5 runs=5 publish_events=5000 rounds=1 out=target/BENCHMARKS-smoke.md
+  events=5000 targets=50 seconds=5 prounds=1 runs=5 publish_events=5000 rounds=1 out=target/BENCHMARKS-smoke.md
+  scale_targets="100" https_targets=20 probes=100
 else
-  events=200000 targets=1000 seconds=30 runs=50 publish_events=200000 rounds=5 out=BENCHMARKS.md
+  events=200000 targets=1000 seconds=20 prounds=3 runs=50 publish_events=200000 rounds=5 out=BENCHMARKS.md
+  scale_targets="2000 3000 4000 5000 7500 10000" https_targets=300 probes=3000
 fi
 port=${CHECKSITE_BENCH_PORT:-18700}
 musl=x86_64-unknown-linux-musl
@@ -33,6 +35,15 @@ psql_admin() { PGOPTIONS="-c client_min_messages=warning" psql -qAt "$CK_TEST_PO
 # "%e %U %S %M" from /usr/bin/time (its last line: a failing command adds one before it):
 # wall s, user s, sys s, max RSS KiB
 timed() { /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@"; }
+# Scrape http://127.0.0.1:$1/metrics every second until killed; one line per scrape:
+# seconds, bytes (curl's view: the server's time plus loopback).
+scrape_every_second() {
+  while true; do
+    curl -s -o /dev/null -w '%{time_total} %{size_download}\n' "http://127.0.0.1:$1/metrics" || true
+    sleep 1
+  done
+}
+metrics_port=$((port + 1))
 verdict() {
   # The targets are for the full counts; a smoke run only shows that everything still runs.
   if [ $smoke = 1 ]; then echo "(smoke)"; return; fi
@@ -58,6 +69,17 @@ for round in $(seq 1 "$rounds"); do
   [ "$stored" = "$events" ] || { echo "error: $stored rows stored for $events events" >&2; exit 1; }
   echo "$wall" >>"$work/consumer-walls"
   if [ "$rss" -gt "$c_rss" ]; then c_rss=$rss; fi
+  # The same drain into a second database, with CK_HTTP_ADDR scraped every second.
+  psql_admin -c "CREATE DATABASE ${db}_scraped"
+  scrape_every_second "$metrics_port" >>"$work/consumer-scrapes" &
+  scraper=$!
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_POSTGRESQL_URL=${db_url/$db/${db}_scraped} CK_LOG_LEVEL=warn \
+    CK_HTTP_ADDR=127.0.0.1:$metrics_port timed "$bin/checksite-consumer" --drain >/dev/null
+  kill $scraper 2>/dev/null || true
+  wait $scraper 2>/dev/null || true
+  read -r wall _ _ _ < <(tail -n 1 "$work/time")
+  echo "$wall" >>"$work/consumer-scraped-walls"
+  psql_admin -c "DROP DATABASE ${db}_scraped" || true
   # The ceiling: PostgreSQL's own binary COPY of the same rows, from a file, into a table
   # with the same columns and indexes, in the same database, right after.
   copy_file=/tmp/checksite-bench-$stamp.copy
@@ -74,33 +96,108 @@ copy_ms=$(median "$work/copy-ms")
 c_rate=$(awk -v n="$events" -v t="$c_wall" 'BEGIN { printf "%.0f", n / t }')
 copy_rate=$(awk -v n="$events" -v ms="$copy_ms" 'BEGIN { printf "%.0f", n / (ms / 1000) }')
 ratio=$(awk -v a="$c_rate" -v b="$copy_rate" 'BEGIN { printf "%.0f", 100 * a / b }')
+cs_wall=$(median "$work/consumer-scraped-walls")
+cs_rate=$(awk -v n="$events" -v t="$cs_wall" 'BEGIN { printf "%.0f", n / t }')
+cs_ratio=$(awk -v a="$cs_rate" -v b="$c_rate" 'BEGIN { printf "%.0f", 100 * a / b }')
 c_walls=$(sort -n "$work/consumer-walls" | paste -sd/ -)
 copy_all=$(sort -n "$work/copy-ms" | awk '{ printf "%s%.0f", (NR > 1 ? "/" : ""), $1 }')
 
 # ---- 2. producer: many targets at a 1 s interval against a local site
-echo "==> producer: $targets targets at 1 s for $seconds s" >&2
 $tools serve "$port" &
 pids+=($!)
 sleep 0.5
-{
-  echo "["
-  for i in $(seq 1 "$targets"); do
-    sep=","; [ "$i" = "$targets" ] && sep=""
-    echo "{\"url\": \"http://127.0.0.1:$port/site/$i\", \"interval_s\": 1}$sep"
-  done
-  echo "]"
-} >"$work/targets.json"
-ptopic=bench-produce-$stamp
-CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$ptopic CK_TARGETS=$work/targets.json CK_CONCURRENCY=64 CK_LOG_LEVEL=warn \
-  timed timeout -s TERM "$seconds" "$bin/checksite-producer" || true
-read -r p_wall p_user p_sys p_rss < <(tail -n 1 "$work/time")
-read -r p_count p_span p_p50 p_p99 < <($tools topic-stats "$kafka" "$ptopic")
-p_rate=$(awk -v n="$p_count" -v t="$p_wall" 'BEGIN { printf "%.0f", n / t }')
-p_cpu=$(awk -v u="$p_user" -v s="$p_sys" -v t="$p_wall" 'BEGIN { printf "%.0f", 100 * (u + s) / t }')
+# targets_file N [BASE_URL]: N targets at 1 s on the local site; prints the file's path.
+targets_file() {
+  local base=${2:-http://127.0.0.1:$port} file=$work/targets-$1-$RANDOM.json
+  python3 -c 'import json, sys; n, base = int(sys.argv[1]), sys.argv[2]
+print(json.dumps([{"url": f"{base}/site/{i}", "interval_s": 1} for i in range(n)]))' "$1" "$base" >"$file"
+  echo "$file"
+}
+# producer_run TARGETS_FILE [HTTP_PORT]: one run of $seconds s; appends
+# "wall user sys rss_kib count span p50 p99" to $work/runs.
+producer_run() {
+  local http=() topic=bench-produce-$stamp-$RANDOM$RANDOM
+  [ -n "${2:-}" ] && http=(env "CK_HTTP_ADDR=127.0.0.1:$2")
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_TARGETS=$1 CK_CONCURRENCY=64 CK_LOG_LEVEL=warn \
+    timed "${http[@]}" timeout -s TERM "$seconds" "$bin/checksite-producer" || true
+  echo "$(tail -n 1 "$work/time") $($tools topic-stats "$kafka" "$topic")" >>"$work/runs"
+}
+# summarize: over the runs in $work/runs (then emptied), "checks/s p50 p99 cpu% rss_kib
+# us_cpu_per_check": medians, and the highest RSS.
+summarize() {
+  awk '{ rate[NR] = $5 / $1; p50[NR] = $7; p99[NR] = $8; cpu[NR] = 100 * ($2 + $3) / $1
+         us[NR] = 1e6 * ($2 + $3) / ($5 > 0 ? $5 : 1); if ($4 > rss) rss = $4 }
+    function med(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return a[int((n + 1) / 2)] }
+    END { printf "%.0f %d %d %.0f %d %.0f\n", med(rate, NR), med(p50, NR), med(p99, NR), med(cpu, NR), rss, med(us, NR) }' "$work/runs"
+  : >"$work/runs"
+}
+# Rounds of (plain, scraped every second) back to back: one noisy moment decides nothing.
+file=$(targets_file "$targets")
+: >"$work/runs" && : >"$work/runs-scraped"
+for round in $(seq 1 "$prounds"); do
+  echo "==> producer: $targets targets at 1 s for $seconds s, round $round of $prounds (plain, then scraped)" >&2
+  producer_run "$file"
+  (sleep 2 && scrape_every_second "$metrics_port") >>"$work/producer-scrapes" &
+  scraper=$!
+  producer_run "$file" "$metrics_port"
+  kill $scraper 2>/dev/null || true
+  wait $scraper 2>/dev/null || true
+  tail -n 1 "$work/runs" >>"$work/runs-scraped"
+  sed -i '$ d' "$work/runs"
+done
+read -r p_rate p_p50 p_p99 p_cpu p_rss p_us < <(summarize)
+cp "$work/runs-scraped" "$work/runs"
+read -r ps_rate ps_p50 ps_p99 ps_cpu ps_rss _ < <(summarize)
+# A scrape of the producer at $targets targets: median and worst time, and its size.
+read -r scrape_ms scrape_max_ms scrape_kib scrapes < <(awk '$2 > 0 { print $1 * 1000, $2 }' "$work/producer-scrapes" |
+  sort -n | awk '{ t[NR] = $1; b = $2 } END { printf "%.1f %.1f %d %d\n", t[int((NR + 1) / 2)], t[NR], b / 1024, NR }')
+
+# ---- 3. producer at scale: the knee (the most targets at 1 s with p99 lateness <= 50 ms)
+knee=0 scale_rows=""
+for n in $scale_targets; do
+  echo "==> producer at scale: $n targets at 1 s for $seconds s" >&2
+  producer_run "$(targets_file "$n")"
+  read -r rate p50 p99 _ rss us < <(summarize)
+  share=$(awk -v r="$rate" -v n="$n" 'BEGIN { printf "%.0f", 100 * r / n }')
+  [ "$p99" -le 50 ] && [ "$share" -ge 95 ] && knee=$n
+  scale_rows+="| producer, $n targets at 1 s | $rate checks/s ($share % of scheduled), lateness p50 / p99 $p50 / $p99 ms, $us µs CPU per check, RSS $((rss / 1024)) MiB | | |"$'\n'
+  [ "$n" = 5000 ] && s5_share=$share s5_p99=$p99 s5_us=$us
+  [ "$n" = 10000 ] && s10_rss=$rss
+done
+
+echo "==> producer: $https_targets HTTPS targets at 1 s (a full TLS handshake per check)" >&2
+tls_port=$((port + 2))
+$tools serve-tls "$tls_port" "$CK_TEST_CERTS/server.cert" "$CK_TEST_CERTS/server.key" &
+pids+=($!)
+sleep 0.5
+CK_SITE_CA=$CK_TEST_CERTS/ca.pem producer_run "$(targets_file "$https_targets" "https://localhost:$tls_port")"
+read -r tls_rate _ tls_p99 _ _ tls_us < <(summarize)
+
+echo "==> prometheus-blackbox-exporter: $probes probes of the same site through /probe" >&2
+bb_cpu_us="(not installed)"
+if command -v prometheus-blackbox-exporter >/dev/null; then
+  bb_port=$((port + 3))
+  printf 'modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n' >"$work/blackbox.yml"
+  prometheus-blackbox-exporter --config.file="$work/blackbox.yml" --web.listen-address="127.0.0.1:$bb_port" >/dev/null 2>&1 &
+  bb=$!
+  pids+=($bb)
+  sleep 1
+  probe_url="http://127.0.0.1:$bb_port/probe?module=http_2xx&target=http://127.0.0.1:$port/site"
+  curl -s "$probe_url/0" | grep -qx 'probe_success 1' || { echo "error: the blackbox exporter's probe failed" >&2; exit 1; }
+  for i in $(seq 1 "$probes"); do printf 'url = "%s/%d"\noutput = "/dev/null"\n' "$probe_url" "$i"; done >"$work/probes.cfg"
+  ticks() { awk '{ print $14 + $15 }' "/proc/$bb/stat"; }
+  before=$(ticks)
+  curl -s -Z --parallel-max 8 -K "$work/probes.cfg" >/dev/null 2>&1 || true
+  after=$(ticks)
+  bb_cpu_us=$(awk -v a="$before" -v b="$after" -v n="$probes" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f µs", 1e6 * (b - a) / hz / n }')
+  kill $bb 2>/dev/null || true
+fi
 
 echo "==> publishing alone: $publish_events events" >&2
 read -r pub_n pub_secs < <($tools publish "$kafka" "bench-publish-$stamp" "$publish_events")
 pub_rate=$(awk -v n="$pub_n" -v t="$pub_secs" 'BEGIN { printf "%.0f", n / t }')
+backlog_s=$(awk -v r="$pub_rate" 'BEGIN { printf "%.2f", 100000 / r }')
 
 # ---- 4. sizes
 size_kib() { echo $(($(stat -c %s "$1") / 1024)); }
@@ -138,14 +235,25 @@ table=$(
 | consumer throughput (\`--drain\`, $events events, 6 partitions; median of $rounds, walls $c_walls s) | $c_rate events/s | ≥ 100,000 | $(verdict "$c_rate" 100000 ge) |
 | raw binary \`COPY ... FROM\` file, same rows and indexes (median of $rounds: $copy_all ms) | $copy_rate rows/s | | |
 | consumer / raw COPY (medians) | $ratio % | ≥ 65 % | $(verdict "$ratio" 65 ge) |
-| producer checks/s ($targets targets at 1 s, ${seconds} s) | $p_rate | ~$targets | |
+| consumer with \`CK_HTTP_ADDR\` scraped every 1 s (median of $rounds) / without | $cs_rate events/s, $cs_ratio % | unchanged | |
+| producer checks/s ($targets targets at 1 s, ${seconds} s; medians of $prounds runs) | $p_rate | ~$targets | |
 | producer schedule lateness p50 / p99 | $p_p50 ms / $p_p99 ms | p99 ≤ 50 ms | $(verdict "$p_p99" 50 le) |
 | producer CPU | $p_cpu % of one core | | |
-| producer peak RSS, $targets targets | $((p_rss / 1024)) MiB ($p_rss KiB) | ≤ 20 MB | $(verdict "$p_rss" 19531 le) |
+| producer peak RSS, $targets targets (highest of $prounds) | $((p_rss / 1024)) MiB ($p_rss KiB) | ≤ 20 MB | $(verdict "$p_rss" 19531 le) |
+| same, \`/metrics\` scraped every 1 s: checks/s, lateness p50 / p99, CPU | $ps_rate, $ps_p50 ms / $ps_p99 ms, $ps_cpu % | unchanged | |
+| same: peak RSS | $((ps_rss / 1024)) MiB ($ps_rss KiB) | ≤ 20 MB | $(verdict "$ps_rss" 19531 le) |
+| a scrape of the producer, $targets targets (median / worst of $scrapes) | $scrape_ms ms / $scrape_max_ms ms, $scrape_kib KiB | | |
+| producer CPU per plain-HTTP check, $targets targets (median of $prounds) | $p_us µs (user + sys) | ≤ 150 µs | $(verdict "$p_us" 150 le) |
+${scale_rows}| the knee: most targets at 1 s with p99 lateness ≤ 50 ms and ≥ 95 % of checks made | $knee | ≥ 5,000 | $(verdict "$knee" 5000 ge) |
+| producer CPU per plain-HTTP check, 5,000 targets | ${s5_us:-} µs (user + sys) | ≤ 150 µs | $(verdict "${s5_us:-0}" 150 le) |
+| producer peak RSS, 10,000 targets | $((${s10_rss:-0} / 1024)) MiB | ≤ 32 MB | $(verdict "${s10_rss:-0}" 31250 le) |
+| producer, $https_targets HTTPS targets at 1 s (a new TLS handshake per check) | $tls_rate checks/s, p99 $tls_p99 ms, $tls_us µs CPU per check | | |
+| Debian's prometheus-blackbox-exporter 0.23, /probe of the same local site ($probes probes, 8 at a time) | $bb_cpu_us CPU per probe | | |
 | publish alone ($publish_events events) | $pub_rate events/s | | |
+| a backlog of 100,000 events, drained at that rate | $backlog_s s | ≤ 1 s | $(verdict "$backlog_s" 1 le) |
 | consumer peak RSS at full speed | $((c_rss / 1024)) MiB ($c_rss KiB) | ≤ 40 MB | $(verdict "$c_rss" 39062 le) |
-| checksite-producer static binary | $prod_kib KiB | ≤ 5 MB | $(verdict "$prod_kib" 4882 le) |
-| checksite-consumer static binary | $cons_kib KiB | ≤ 5 MB | $(verdict "$cons_kib" 4882 le) |
+| checksite-producer static binary | $prod_kib KiB | ≤ 5 MiB | $(verdict "$prod_kib" 5120 le) |
+| checksite-consumer static binary | $cons_kib KiB | ≤ 5 MiB | $(verdict "$cons_kib" 5120 le) |
 | image | $image | ≤ 10 MB | $image_verdict |
 | \`--once\` wall time, local site (median of $runs) | $once_ms ms | ≤ 20 ms | $(verdict "$once_ms" 20 le) |
 EOF

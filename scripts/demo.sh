@@ -46,14 +46,21 @@ export CK_KAFKA_SSL="$CK_TEST_CERTS/ca.pem $CK_TEST_CERTS/service.cert $CK_TEST_
 export CK_KAFKA_TOPIC=$topic
 
 echo "==> checksite-producer: 4 sites -> Kafka topic $topic (mutual TLS)"
-CK_TARGETS="$work/targets.json" "$bin/checksite-producer" 2>"$work/producer.log" &
+CK_TARGETS="$work/targets.json" CK_HTTP_ADDR=127.0.0.1:$((port + 1)) \
+  "$bin/checksite-producer" 2>"$work/producer.log" &
 pids+=($!)
 echo "==> checksite-consumer: Kafka -> PostgreSQL (TLS, verified)"
-CK_POSTGRESQL_URL=$db_url "$bin/checksite-consumer" 2>"$work/consumer.log" &
+CK_POSTGRESQL_URL=$db_url CK_HTTP_ADDR=127.0.0.1:$((port + 2)) \
+  "$bin/checksite-consumer" 2>"$work/consumer.log" &
 pids+=($!)
 
 echo "==> running for $seconds s (logs: $work/producer.log, $work/consumer.log)"
 sleep "$seconds"
+echo
+echo "==> what Prometheus would scrape (CK_HTTP_ADDR): the producer, http://127.0.0.1:$((port + 1))/metrics"
+curl -s "http://127.0.0.1:$((port + 1))/metrics" | grep -E '^(probe_success|checksite_producer_events_published_total)' || true
+echo "==> the consumer, http://127.0.0.1:$((port + 2))/metrics; /readyz says: $(curl -s "http://127.0.0.1:$((port + 2))/readyz")"
+curl -s "http://127.0.0.1:$((port + 2))/metrics" | grep -E '^checksite_consumer_(lag|events_written_total)' || true
 kill -TERM "${pids[1]}" && wait "${pids[1]}" || true
 sleep 2
 kill -TERM "${pids[2]}" && wait "${pids[2]}" || true

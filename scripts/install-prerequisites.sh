@@ -13,6 +13,7 @@ command -v mvn >/dev/null || missing+=(maven)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v file >/dev/null || missing+=(file)
+command -v curl >/dev/null || missing+=(curl)
 command -v readelf >/dev/null || missing+=(binutils)
 command -v python3 >/dev/null || missing+=(python3)
 [ -x /usr/bin/time ] || missing+=(time)
@@ -21,19 +22,36 @@ command -v pip >/dev/null || command -v pip3 >/dev/null || missing+=(python3-pip
 # podman runs the image test (`just test`) and builds the image (`just image`).
 command -v podman >/dev/null || missing+=(podman)
 command -v runc >/dev/null || missing+=(runc)
-if [ ${#missing[@]} -gt 0 ]; then
+# apt_install [APT_FLAGS...] -- PACKAGES...: as root, install them and stop the services
+# Debian starts with them (a PostgreSQL cluster on 5432, a Prometheus on 9090...): the test
+# bed, the tests and the bench run their own, on ports of their own.
+apt_install() {
+  local flags=()
+  while [ "$1" != "--" ]; do flags+=("$1"); shift; done
+  shift
+  [ $# -gt 0 ] || return 0
   if [ "$(id -u)" != 0 ]; then
-    echo "error: missing packages: ${missing[*]}: install them (sudo apt-get install ${missing[*]}) or run this as root" >&2
+    echo "error: missing packages: $*: install them (sudo apt-get install ${flags[*]} $*) or run this as root" >&2
     exit 1
   fi
-  echo "installing: ${missing[*]}"
+  echo "installing: $*"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  # Debian's package starts a cluster of its own on 5432; the test bed runs its own.
-  if [[ " ${missing[*]} " == *" postgresql "* ]]; then
-    service postgresql stop >/dev/null 2>&1 || true
-  fi
-fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${flags[@]}" "$@" >/dev/null
+  for service in postgresql prometheus prometheus-blackbox-exporter; do
+    if [[ " $* " == *" $service "* ]]; then
+      service "$service" stop >/dev/null 2>&1 || true
+    fi
+  done
+}
+apt_install -- "${missing[@]}"
+
+# prometheus and promtool: the metrics test scrapes both programs with a real Prometheus;
+# prometheus-blackbox-exporter: `just bench` sets its CPU per probe beside ours. Without
+# recommends (the node exporter and more, unused here).
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v prometheus-blackbox-exporter >/dev/null || missing+=(prometheus-blackbox-exporter)
+apt_install --no-install-recommends -- "${missing[@]}"
 
 command -v rustup >/dev/null || { echo "error: rustup is missing: install Rust from rustup.rs" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -14,6 +14,8 @@
 //!     (blocking, ureq, our own timed resolver and connectors).
 //!   - [`producer::schedule`]: fixed-rate, spread, bounded-concurrency checking.
 //!   - [`producer::outbox`]: the bounded buffer of events and the loop that publishes it.
+//!   - [`producer::metrics`]: the blackbox exporter's `probe_*` per target, its own
+//!     counters, and its readiness (Kafka answers).
 //!   - [`producer::run`] wires these until shutdown; [`producer::check_once`] is `--once`.
 //! - checksite-consumer, [`consumer`]:
 //!   - [`consumer::config`]: Kafka, `CK_POSTGRESQL_URL`, batch sizes.
@@ -22,6 +24,8 @@
 //!   - [`consumer::consume`]: the loop (leases, fetch on a Kafka thread, write, commit).
 //!   - [`consumer::store`]: PostgreSQL: connect (URL rules, TLS), schema (migrations from
 //!     the Python schema), write (binary COPY rows, exactly-once batches), leases.
+//!   - [`consumer::metrics`]: written, rejected, lag per partition, transactions, and its
+//!     readiness (PostgreSQL answers, leases taken).
 //! - Shared edges:
 //!   - [`event`]: the wire format ([`event::CheckEvent`], v1), and nothing else.
 //!   - [`kafka`]: connecting (mutual TLS, SASL), topics, partitioning (Java's murmur2), and
@@ -31,6 +35,8 @@
 //!   - [`secret`]: passwords and URLs that print as `<hidden>` (never in a log).
 //!   - [`shutdown`]: SIGINT/SIGTERM → one signal every task awaits.
 //!   - [`logging`]: the log format and level (`CK_LOG_LEVEL`).
+//!   - [`observe`]: `CK_HTTP_ADDR`: the HTTP server (`/metrics`, `/healthz`, `/readyz`),
+//!     the Prometheus text format, and the liveness of the programs' loops.
 //!
 //! The binaries in `src/bin` only wire these together and render errors for humans.
 
@@ -40,6 +46,7 @@ pub mod consumer;
 pub mod event;
 pub mod kafka;
 pub mod logging;
+pub mod observe;
 pub mod producer;
 pub mod secret;
 pub mod settings;

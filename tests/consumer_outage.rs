@@ -13,10 +13,12 @@ use common::Listener;
 
 const BIN: &str = env!("CARGO_BIN_EXE_checksite-consumer");
 
-async fn rows(db: &tokio_postgres::Client) -> i64 {
+/// The rows stored, or why the table cannot be read (PostgreSQL restarting, or the
+/// consumer not past its migration yet).
+async fn rows(db: &tokio_postgres::Client) -> Result<i64, String> {
     match db.query_one("SELECT count(*) FROM events", &[]).await {
-        Ok(r) => r.get(0),
-        Err(_) => -1,
+        Ok(r) => Ok(r.get(0)),
+        Err(e) => Err(format!("{e:?}")),
     }
 }
 
@@ -60,7 +62,10 @@ async fn postgres_and_broker_restarted_mid_stream() {
     let db = pg.connect(Duration::from_secs(10)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let n = rows(&db).await;
+        let (n, why) = match rows(&db).await {
+            Ok(n) => (n, String::new()),
+            Err(why) => (-1, why),
+        };
         if n == first + second {
             break;
         }
@@ -69,7 +74,14 @@ async fn postgres_and_broker_restarted_mid_stream() {
             "{n} rows for {} events",
             first + second
         );
-        assert!(Instant::now() < deadline, "{n} of {} rows", first + second);
+        if Instant::now() >= deadline {
+            // Say what the consumer said: the failure is in its log.
+            let log = common::stop(child, Duration::from_secs(15)).await;
+            panic!(
+                "{n} of {} rows after 90 s ({why}); the consumer said:\n{log}",
+                first + second
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let distinct: i64 = db

@@ -107,3 +107,52 @@ async fn sigterm_publishes_the_checks_in_flight() {
     assert_eq!(events.len(), 20, "two rounds of 10 checks: {log}");
     assert!(log.contains("20 event(s) published, 0 dropped"), "{log}");
 }
+
+#[tokio::test]
+async fn a_backlog_larger_than_a_kafka_request_is_published_in_order() {
+    use checksite::producer::config::{Compression, PublishSettings};
+    use checksite::producer::metrics::ProducerMetrics;
+    use checksite::producer::outbox::{self, Outbox};
+    use std::sync::Arc;
+    let tb = testbed_or_skip!();
+    let topic = common::unique("backlog");
+    // 6,000 events of ~1.2 KB on one partition, uncompressed: ~7 MB, seven times the
+    // broker's largest request (message.max.bytes, 1 MiB by default).
+    let outbox = Outbox::new(10_000);
+    let url = "https://one-partition.example/";
+    for n in 0..6_000u64 {
+        let mut ev = common::sample_event(url, n);
+        ev.body_prefix = Some(format!("{n:06}{}", "x".repeat(1_000)));
+        outbox.push(ev);
+    }
+    let settings = PublishSettings {
+        kafka: tb.kafka(Listener::Plaintext, &topic),
+        partitions: 1,
+        replication: -1,
+        compression: Compression::None,
+        buffer_events: 10_000,
+        linger: Duration::from_millis(0),
+    };
+    let metrics = Arc::new(ProducerMetrics::new(&[], "test", outbox.clone()));
+    outbox.close();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        outbox::publish(outbox.clone(), settings, metrics, Duration::from_secs(30)),
+    )
+    .await
+    .expect("the backlog is published within 60 s");
+    assert_eq!((outbox.published(), outbox.dropped()), (6_000, 0));
+    let records = common::read_topic(&tb, &topic).await;
+    let order: Vec<u64> = records
+        .iter()
+        .map(|(_, _, _, value)| {
+            let json: serde_json::Value = serde_json::from_slice(value).unwrap();
+            json["body_prefix"].as_str().unwrap()[..6].parse().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        order,
+        (0..6_000).collect::<Vec<u64>>(),
+        "all, once, in order"
+    );
+}

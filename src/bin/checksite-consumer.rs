@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use checksite::consumer::config::{ConsumerArgs, ConsumerConfig};
 use checksite::consumer::consume;
+use checksite::observe::HttpListener;
 use checksite::settings::Settings;
 use checksite::shutdown::Shutdown;
 use checksite::{EXIT_CONFIG, logging};
@@ -27,6 +28,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Bound before anything starts: a busy address is a configuration error.
+    let http = match config.http_addr.map(HttpListener::bind).transpose() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("checksite-consumer: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -38,7 +47,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        match consume::run(config, Shutdown::on_signals()).await {
+        match consume::run(config, Shutdown::on_signals(), http).await {
             Ok(summary) => {
                 if drain {
                     println!(

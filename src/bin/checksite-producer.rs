@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use checksite::observe::HttpListener;
 use checksite::producer;
 use checksite::producer::config::{ProducerArgs, ProducerConfig};
 use checksite::producer::probe::Probe;
@@ -27,6 +28,11 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return config_error(&e),
     };
+    // Bound before anything starts: a busy address is a configuration error.
+    let http = match config.http_addr.map(HttpListener::bind).transpose() {
+        Ok(h) => h,
+        Err(e) => return config_error(&e),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(config.concurrency + 4)
@@ -41,7 +47,7 @@ fn main() -> ExitCode {
     if once {
         runtime.block_on(check_once(config, probe))
     } else {
-        runtime.block_on(run(config, probe))
+        runtime.block_on(run(config, probe, http))
     }
 }
 
@@ -69,10 +75,10 @@ async fn check_once(config: ProducerConfig, probe: Probe) -> ExitCode {
     }
 }
 
-async fn run(config: ProducerConfig, probe: Probe) -> ExitCode {
+async fn run(config: ProducerConfig, probe: Probe, http: Option<HttpListener>) -> ExitCode {
     let Some(publish) = config.publish.clone() else {
         return ExitCode::FAILURE;
     };
-    producer::run(config, publish, probe, Shutdown::on_signals()).await;
+    producer::run(config, publish, probe, Shutdown::on_signals(), http).await;
     ExitCode::SUCCESS
 }

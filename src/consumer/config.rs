@@ -22,6 +22,8 @@ pub struct ConsumerConfig {
     pub batch_wait: Duration,
     /// `--drain`: stop once every partition is consumed to where it ended at start.
     pub drain: bool,
+    /// Where to serve /metrics, /healthz and /readyz (`CK_HTTP_ADDR`); None: nowhere.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 crate::kafka::settings::args_with_kafka_flags! {
@@ -44,6 +46,9 @@ pub struct ConsumerArgs {
     /// longest wait to fill a batch, ms (CK_BATCH_MS, default 200)
     #[argh(option)]
     pub batch_ms: Option<String>,
+    /// serve /metrics, /healthz, /readyz on IP:PORT, e.g. 127.0.0.1:9465 (CK_HTTP_ADDR)
+    #[argh(option)]
+    pub http_addr: Option<String>,
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
@@ -60,6 +65,7 @@ impl ConsumerArgs {
         crate::kafka::settings::flags(&mut s, self.kafka_servers, self.kafka_ssl, self.topic);
         s.flag("CK_BATCH_EVENTS", self.batch_events);
         s.flag("CK_BATCH_MS", self.batch_ms);
+        s.flag("CK_HTTP_ADDR", self.http_addr);
         s
     }
 }
@@ -88,6 +94,7 @@ impl ConsumerConfig {
             batch_events,
             batch_wait,
             drain,
+            http_addr: crate::observe::server::http_addr(s)?,
         })
     }
 }

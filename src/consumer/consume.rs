@@ -23,10 +23,12 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::consumer::config::ConsumerConfig;
+use crate::consumer::metrics::ConsumerMetrics;
 use crate::consumer::record;
 use crate::consumer::store::{self, Batch, PartitionLeases, Rejected, RowEncoder, StoreError};
 use crate::event;
 use crate::kafka::{self, KafkaError};
+use crate::observe::{HttpListener, LoopGuard};
 use crate::shutdown::Shutdown;
 
 /// Largest fetch response asked of the broker per partition. It counts compressed bytes:
@@ -53,6 +55,9 @@ const RAW_FETCH_BYTES: i32 = 4 * 1024 * 1024;
 const PAST_END_RECHECK: Duration = Duration::from_secs(60);
 /// How long a transaction under way at SIGTERM may still take.
 const WRITE_GRACE: Duration = Duration::from_secs(5);
+/// The loop turns at least every REBALANCE_EVERY; a write may take several bounded
+/// transactions (isolating a refused row): quiet longer than this means stuck (/healthz).
+const STUCK_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Debug)]
 /// Why the consumer could not start.
@@ -115,8 +120,27 @@ struct Fetcher {
 
 /// Run until shutdown (or, with `--drain`, until every partition is consumed to where it
 /// ended at start). Fails only at start-up: bad credentials or unreachable services then
-/// are configuration problems; later failures are waited out.
-pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summary, ConsumeError> {
+/// are configuration problems; later failures are waited out. With `http`, serves the
+/// metrics and health there from the start (`/readyz` says what is awaited).
+pub async fn run(
+    config: ConsumerConfig,
+    shutdown: Shutdown,
+    http: Option<HttpListener>,
+) -> Result<Summary, ConsumeError> {
+    let metrics = Arc::new(ConsumerMetrics::new(&config.kafka.topic));
+    let server = http.map(|h| h.serve(metrics.clone()));
+    let consumed = consume(config, shutdown, metrics).await;
+    if let Some(server) = server {
+        server.abort();
+    }
+    consumed
+}
+
+async fn consume(
+    config: ConsumerConfig,
+    mut shutdown: Shutdown,
+    metrics: Arc<ConsumerMetrics>,
+) -> Result<Summary, ConsumeError> {
     let topic = config.kafka.topic.clone();
     // Kafka and PostgreSQL are set up side by side: a short --drain run is mostly start-up.
     // Nothing is logged on the Kafka side until PostgreSQL is ready too, so that a wrong
@@ -153,6 +177,7 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
         tx,
         positions: positions.clone(),
         runtime: kafka_thread.runtime.clone(),
+        metrics: metrics.clone(),
     };
     let mut consumer = ConsumerLoop {
         leases: PartitionLeases::new(&topic),
@@ -180,6 +205,8 @@ pub async fn run(config: ConsumerConfig, mut shutdown: Shutdown) -> Result<Summa
         next_progress: Instant::now() + PROGRESS_EVERY,
         backoff: Duration::from_millis(500),
         db_ok: true,
+        alive: metrics.liveness.start("consume", Some(STUCK_AFTER)),
+        metrics,
     };
     consumer.run().await;
     Ok(consumer.total)
@@ -287,6 +314,8 @@ struct ConsumerLoop {
     backoff: Duration,
     /// False once PostgreSQL failed: every lease went with its session.
     db_ok: bool,
+    metrics: Arc<ConsumerMetrics>,
+    alive: LoopGuard,
 }
 
 /// What one wait for the fetchers brought.
@@ -300,6 +329,7 @@ enum Received {
 impl ConsumerLoop {
     async fn run(&mut self) {
         loop {
+            self.alive.beat();
             if self.shutdown.is_requested() || self.drain_done() {
                 break;
             }
@@ -365,6 +395,7 @@ impl ConsumerLoop {
             }
             Err(e) => {
                 log::warn!("{e}; retrying in {} ms", self.backoff.as_millis());
+                self.metrics.postgres_failed(&e.to_string());
                 false
             }
         }
@@ -388,7 +419,7 @@ impl ConsumerLoop {
             Ok(moved) => moved,
             Err(e) => {
                 log::warn!("{e}; pausing until PostgreSQL answers");
-                self.db_ok = false;
+                self.postgres_failed(&e);
                 return false;
             }
         };
@@ -401,10 +432,15 @@ impl ConsumerLoop {
             self.pending_events = self.pending.iter().map(Batch::records).sum();
         }
         if gained.is_empty() {
+            self.metrics.holding(self.leases.held().map(|p| (p, None)));
+            self.metrics.lease_round_done();
             return true;
         }
         match store::committed_offsets(&self.db, &self.topic, &gained).await {
             Ok(committed) => {
+                let held = self.leases.held().map(|p| (p, committed.get(&p).copied()));
+                self.metrics.holding(held);
+                self.metrics.lease_round_done();
                 for p in gained {
                     self.generation += 1;
                     let stop_at = self.drain_to.as_ref().and_then(|d| d.get(&p).copied());
@@ -420,10 +456,16 @@ impl ConsumerLoop {
             }
             Err(e) => {
                 log::warn!("{e}; pausing until PostgreSQL answers");
-                self.db_ok = false;
+                self.postgres_failed(&e);
             }
         }
         true
+    }
+
+    /// PostgreSQL failed: every lease went with the session; say so in `/readyz` too.
+    fn postgres_failed(&mut self, e: &dyn std::fmt::Display) {
+        self.db_ok = false;
+        self.metrics.postgres_failed(&e.to_string());
     }
 
     fn report(&mut self) {
@@ -490,10 +532,10 @@ impl ConsumerLoop {
         self.clear_pending();
         let writing = write_all(
             &mut self.db,
-            &self.topic,
+            (&self.topic, &self.kafka),
             batches,
             self.python_until,
-            &self.kafka,
+            &self.metrics,
         );
         // A transaction under way at SIGTERM may finish for a moment; past that it is
         // dropped (rolled back: its records are read again at the next start).
@@ -521,7 +563,7 @@ impl ConsumerLoop {
             Err(e) => {
                 // OffsetMoved included: a new session re-takes leases cleanly.
                 log::warn!("{e}; pausing, then resuming from the committed offsets");
-                self.db_ok = false;
+                self.postgres_failed(&e);
             }
         }
         true
@@ -541,7 +583,7 @@ impl ConsumerLoop {
                 self.drained.push(partition);
                 if let Err(e) = self.leases.release(&self.db, partition).await {
                     log::warn!("{e}; pausing until PostgreSQL answers");
-                    self.db_ok = false;
+                    self.postgres_failed(&e);
                 }
             }
         }
@@ -587,10 +629,10 @@ async fn partition_ends(
 /// blocks a partition.
 async fn write_all(
     db: &mut tokio_postgres::Client,
-    topic: &str,
+    (topic, kafka): (&str, &KafkaClient),
     batches: Vec<Batch>,
     python_until: Option<chrono::DateTime<chrono::Utc>>,
-    kafka: &KafkaClient,
+    metrics: &ConsumerMetrics,
 ) -> Result<Summary, ConsumeError> {
     let mut done = Summary::default();
     let mut queue = VecDeque::from(batches);
@@ -599,7 +641,13 @@ async fn write_all(
         // All at once at first; one batch at a time once a row was refused.
         let take = if isolating { 1 } else { queue.len() };
         let work: Vec<Batch> = queue.drain(..take).collect();
-        match store::write_batches(db, topic, &work, python_until).await {
+        let started = Instant::now();
+        let result = store::write_batches(db, topic, &work, python_until).await;
+        match &result {
+            Ok(written) => count_commit(metrics, started.elapsed(), &work, written),
+            Err(_) => metrics.transaction_failed(),
+        }
+        match result {
             Ok(written) => {
                 done.written += written.rows;
                 done.already_stored += written.already_stored;
@@ -626,13 +674,16 @@ async fn write_all(
                 };
                 if let Some(offset) = batch.single_row() {
                     let (key, value) = raw_record(kafka, topic, batch.partition, offset).await?;
-                    let reason =
-                        record::RejectReason::new(format!("PostgreSQL refused it: {detail}"));
+                    let reason = record::RejectReason::new(
+                        record::RejectKind::Refused,
+                        format!("PostgreSQL refused it: {detail}"),
+                    );
                     batch.reject_single_row(Rejected {
                         offset,
                         key,
                         value,
                         reason: reason.0,
+                        kind: reason.1,
                     });
                     queue.push_front(batch);
                 } else if let Some(middle) = batch.middle_row() {
@@ -648,6 +699,25 @@ async fn write_all(
         }
     }
     Ok(done)
+}
+
+/// A committed transaction of `work`, in the metrics.
+fn count_commit(
+    metrics: &ConsumerMetrics,
+    took: Duration,
+    work: &[Batch],
+    written: &store::Written,
+) {
+    let kinds: Vec<record::RejectKind> = work
+        .iter()
+        .flat_map(|b| b.rejected.iter().map(|r| r.kind))
+        .collect();
+    metrics.committed(
+        took,
+        work.iter().map(Batch::records).sum(),
+        (written.rows, written.already_stored, &kinds),
+        work.iter().map(|b| (b.partition, b.next_offset)),
+    );
 }
 
 /// The key and value of the record at `offset`, read again from Kafka: a row PostgreSQL
@@ -713,6 +783,7 @@ struct FetchShared {
     positions: Positions,
     /// Where fetchers run: the Kafka thread.
     runtime: tokio::runtime::Handle,
+    metrics: Arc<ConsumerMetrics>,
 }
 
 /// The thread every fetcher runs on, with the Kafka client's connections: fetching,
@@ -932,6 +1003,7 @@ impl PartitionFetch {
                 if let Ok(mut p) = job.shared.positions.lock() {
                     p.insert(partition, (self.fetch_from, high));
                 }
+                job.shared.metrics.log_end(partition, high);
             }
             Ok(Err(ClientError::ServerError {
                 protocol_error: ProtocolError::OffsetOutOfRange,
@@ -1017,22 +1089,21 @@ fn decode_chunk(
     let mut rejected = Vec::new();
     let mut python_from = None;
     for r in raw {
-        let stored = record::decode(r.record.value.as_deref(), r.record.timestamp)
-            .map_err(|reason| reason.0)
-            .and_then(|e| {
-                if e.id.is_none() {
-                    python_from = Some(
-                        python_from.map_or(e.ts, |t: chrono::DateTime<chrono::Utc>| t.min(e.ts)),
-                    );
-                }
-                rows.push(partition, r.offset, &e)
-            });
+        let stored = record::decode(r.record.value.as_deref(), r.record.timestamp).and_then(|e| {
+            if e.id.is_none() {
+                python_from =
+                    Some(python_from.map_or(e.ts, |t: chrono::DateTime<chrono::Utc>| t.min(e.ts)));
+            }
+            rows.push(partition, r.offset, &e)
+                .map_err(|text| record::RejectReason(text, record::RejectKind::Unstorable))
+        });
         if let Err(reason) = stored {
             rejected.push(Rejected {
                 offset: r.offset,
                 key: r.record.key,
                 value: r.record.value,
-                reason,
+                reason: reason.0,
+                kind: reason.1,
             });
         }
     }

@@ -40,19 +40,69 @@ pub(crate) struct StoredEvent {
     pub(crate) producer: Option<String>,
 }
 
-/// Why a record is not a valid event: stored in `rejected_events.reason`.
+/// Why a record is not a valid event: the text is stored in `rejected_events.reason`,
+/// the kind is counted in the metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RejectReason(pub String);
+pub(crate) struct RejectReason(pub String, pub RejectKind);
+
+/// What kind of record was rejected: a metric label, so a short fixed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectKind {
+    /// The record has no value.
+    NoValue,
+    /// The value is over [`MAX_EVENT_BYTES`].
+    TooLarge,
+    /// The value is not UTF-8 text.
+    NotUtf8,
+    /// The value is not JSON.
+    NotJson,
+    /// JSON, but neither a v1 event nor a Python checksite record.
+    NotAnEvent,
+    /// A format version this consumer does not read.
+    UnknownVersion,
+    /// An event PostgreSQL cannot hold (a NUL in a text, a field too large).
+    Unstorable,
+    /// PostgreSQL refused the row (a constraint, a limit).
+    Refused,
+}
+
+impl RejectKind {
+    /// Every kind, in label order.
+    pub const ALL: [RejectKind; 8] = [
+        RejectKind::NoValue,
+        RejectKind::TooLarge,
+        RejectKind::NotUtf8,
+        RejectKind::NotJson,
+        RejectKind::NotAnEvent,
+        RejectKind::UnknownVersion,
+        RejectKind::Unstorable,
+        RejectKind::Refused,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::NoValue => "no_value",
+            RejectKind::TooLarge => "too_large",
+            RejectKind::NotUtf8 => "not_utf8",
+            RejectKind::NotJson => "not_json",
+            RejectKind::NotAnEvent => "not_an_event",
+            RejectKind::UnknownVersion => "unknown_version",
+            RejectKind::Unstorable => "unstorable",
+            RejectKind::Refused => "refused",
+        }
+    }
+}
 
 impl RejectReason {
     /// A reason as PostgreSQL can store it: serde quotes field names and values into its
     /// messages, and a NUL there would make the reject's own INSERT fail for ever.
-    pub(crate) fn new(text: impl Into<String>) -> RejectReason {
+    pub(crate) fn new(kind: RejectKind, text: impl Into<String>) -> RejectReason {
         let text = text.into();
         if text.contains('\0') {
-            RejectReason(text.replace('\0', "\\u0000"))
+            RejectReason(text.replace('\0', "\\u0000"), kind)
         } else {
-            RejectReason(text)
+            RejectReason(text, kind)
         }
     }
 }
@@ -89,19 +139,23 @@ pub(crate) fn decode(
     value: Option<&[u8]>,
     record_time: DateTime<Utc>,
 ) -> Result<StoredEvent, RejectReason> {
-    let reject = |s: String| Err(RejectReason::new(s));
+    use RejectKind as K;
+    let reject = |kind, s: String| Err(RejectReason::new(kind, s));
     let Some(bytes) = value else {
-        return reject("record has no value".into());
+        return reject(K::NoValue, "record has no value".into());
     };
     if bytes.len() > MAX_EVENT_BYTES {
-        return reject(format!(
-            "value is {} bytes, over the {MAX_EVENT_BYTES}-byte limit",
-            bytes.len()
-        ));
+        return reject(
+            K::TooLarge,
+            format!(
+                "value is {} bytes, over the {MAX_EVENT_BYTES}-byte limit",
+                bytes.len()
+            ),
+        );
     }
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
-        Err(e) => return reject(format!("value is not UTF-8: {e}")),
+        Err(e) => return reject(K::NotUtf8, format!("value is not UTF-8: {e}")),
     };
     // The fast path: a v1 event, parsed once straight into its struct.
     if let Ok(ev) = serde_json::from_str::<CheckEvent>(text) {
@@ -112,27 +166,29 @@ pub(crate) fn decode(
     // Anything else is parsed again, generically, to say what it is.
     let json: serde_json::Value = match serde_json::from_str(text) {
         Ok(j) => j,
-        Err(e) => return reject(format!("value is not JSON: {e}")),
+        Err(e) => return reject(K::NotJson, format!("value is not JSON: {e}")),
     };
     let Some(obj) = json.as_object() else {
-        return reject("value is not a JSON object".into());
+        return reject(K::NotAnEvent, "value is not a JSON object".into());
     };
     match obj.get("v") {
         None => match serde_json::from_value::<LegacyEvent>(json) {
             Ok(old) => Ok(from_legacy(old, record_time)),
-            Err(e) => reject(format!(
-                "not a v1 event (no \"v\") nor a Python checksite event: {e}"
-            )),
+            Err(e) => reject(
+                K::NotAnEvent,
+                format!("not a v1 event (no \"v\") nor a Python checksite event: {e}"),
+            ),
         },
         Some(v) if v.as_u64() == Some(WIRE_VERSION as u64) => {
             match serde_json::from_value::<CheckEvent>(json) {
                 Ok(ev) => Ok(from_v1(ev)),
-                Err(e) => reject(format!("invalid v1 event: {e}")),
+                Err(e) => reject(K::NotAnEvent, format!("invalid v1 event: {e}")),
             }
         }
-        Some(v) => reject(format!(
-            "unknown event format version {v} (this consumer reads v{WIRE_VERSION})"
-        )),
+        Some(v) => reject(
+            K::UnknownVersion,
+            format!("unknown event format version {v} (this consumer reads v{WIRE_VERSION})"),
+        ),
     }
 }
 
@@ -256,7 +312,10 @@ mod tests {
             let err = decode(Some(raw), Utc::now()).unwrap_err();
             assert!(!err.0.contains('\0'), "{err:?}");
         }
-        assert_eq!(RejectReason::new("a\0b").0, "a\\u0000b");
+        assert_eq!(
+            RejectReason::new(RejectKind::NotJson, "a\0b").0,
+            "a\\u0000b"
+        );
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct ProducerConfig {
     pub producer_id: String,
     /// None with `--once`, which prints events instead of publishing them.
     pub publish: Option<PublishSettings>,
+    /// Where to serve /metrics, /healthz and /readyz (`CK_HTTP_ADDR`); None: nowhere.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 crate::kafka::settings::args_with_kafka_flags! {
@@ -141,6 +143,9 @@ pub struct ProducerArgs {
     /// name of this vantage point in every event (CK_PRODUCER_ID, default the host name)
     #[argh(option)]
     pub producer_id: Option<String>,
+    /// serve /metrics, /healthz, /readyz on IP:PORT, e.g. 127.0.0.1:9464 (CK_HTTP_ADDR)
+    #[argh(option)]
+    pub http_addr: Option<String>,
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
@@ -167,6 +172,7 @@ impl ProducerArgs {
         s.flag("CK_KAFKA_COMPRESSION", self.compression);
         s.flag("CK_BUFFER_EVENTS", self.buffer_events);
         s.flag("CK_PRODUCER_ID", self.producer_id);
+        s.flag("CK_HTTP_ADDR", self.http_addr);
         if !self.urls.is_empty() {
             s.flag("CK_SITE_URL", Some(self.urls.join(" ")));
         }
@@ -282,6 +288,11 @@ impl ProducerConfig {
             concurrency,
             producer_id,
             publish,
+            http_addr: if once {
+                None
+            } else {
+                crate::observe::server::http_addr(s)?
+            },
         })
     }
 }

@@ -6,6 +6,8 @@
 
 pub(crate) mod cert_expiry;
 pub mod config;
+pub(crate) mod lookup;
+pub mod metrics;
 pub mod outbox;
 pub mod probe;
 pub mod schedule;
@@ -15,8 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::event::CheckEvent;
+use crate::observe::HttpListener;
 use crate::shutdown::Shutdown;
 use config::{ProducerConfig, PublishSettings};
+use metrics::ProducerMetrics;
 use outbox::Outbox;
 use probe::Probe;
 
@@ -34,12 +38,14 @@ pub struct Delivered {
 
 /// Check every target on its schedule and publish the events until `shutdown`; then let
 /// the running checks finish (up to [`GRACE`]), and publish what they bring (up to
-/// [`GRACE`] more). A check that started is published or counted as dropped.
+/// [`GRACE`] more). A check that started is published or counted as dropped. With `http`,
+/// serves the metrics and health there meanwhile.
 pub async fn run(
     config: ProducerConfig,
     publish: PublishSettings,
     probe: Probe,
     shutdown: Shutdown,
+    http: Option<HttpListener>,
 ) -> Delivered {
     log::info!(
         "checking {} target(s), publishing to topic {:?} at {}",
@@ -48,7 +54,13 @@ pub async fn run(
         publish.kafka.servers.join(",")
     );
     let outbox = Outbox::new(publish.buffer_events);
-    let publisher = tokio::spawn(outbox::publish(outbox.clone(), publish, GRACE));
+    let metrics = Arc::new(ProducerMetrics::new(
+        &config.targets,
+        &config.producer_id,
+        outbox.clone(),
+    ));
+    let server = http.map(|h| h.serve(metrics.clone()));
+    let publisher = spawn_publisher(&outbox, publish, &metrics);
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let feeder = {
         let outbox = outbox.clone();
@@ -60,14 +72,18 @@ pub async fn run(
     };
     let running = Arc::new(AtomicU64::new(0));
     let mut stop = shutdown.clone();
-    let mut checking = Box::pin(schedule::run(
-        config.targets,
+    let checking = schedule::Checking {
         probe,
-        config.concurrency,
-        tx,
-        running.clone(),
-        shutdown,
-    ));
+        concurrency: config.concurrency,
+        events: tx,
+        running: running.clone(),
+        metrics: metrics.clone(),
+    };
+    let alive = metrics.liveness.start("schedule", None);
+    let mut checking = Box::pin(async move {
+        schedule::run(config.targets, checking, shutdown).await;
+        drop(alive);
+    });
     tokio::select! {
         _ = &mut checking => {}
         _ = stop.requested() => {
@@ -83,16 +99,34 @@ pub async fn run(
     outbox.abandoned(running.load(Ordering::SeqCst));
     outbox.close();
     let _ = publisher.await;
+    if let Some(server) = server {
+        server.abort();
+    }
     let delivered = Delivered {
         published: outbox.published(),
         dropped: outbox.dropped(),
     };
     log::info!(
-        "stopped: {} event(s) published, {} dropped",
+        "stopped: {} check(s) made, {} event(s) published, {} dropped",
+        metrics.checks_made(),
         delivered.published,
         delivered.dropped
     );
     delivered
+}
+
+/// The publishing loop on its own task, counted alive (`/healthz`) while it runs.
+fn spawn_publisher(
+    outbox: &Arc<Outbox>,
+    publish: PublishSettings,
+    metrics: &Arc<ProducerMetrics>,
+) -> tokio::task::JoinHandle<()> {
+    let alive = metrics.liveness.start("publish", None);
+    let publishing = outbox::publish(outbox.clone(), publish, metrics.clone(), GRACE);
+    tokio::spawn(async move {
+        publishing.await;
+        drop(alive);
+    })
 }
 
 /// `--once`: every target checked once, concurrently (at most `concurrency` at a time);

@@ -19,16 +19,24 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::config::{Compression, PublishSettings};
+use super::metrics::ProducerMetrics;
 use crate::event::CheckEvent;
 use crate::kafka::{self, KafkaError};
 
 /// Longest wait between two reconnection attempts: a broker back from maintenance is used within seconds.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Most events in one produce round (all partitions together).
-const MAX_ROUND: usize = 5_000;
+/// Most events in one produce round (all partitions together). A round waits for every
+/// partition's answer, so larger rounds drain a backlog faster: 100,000 events over mutual
+/// TLS took 2.0 s with rounds of 5,000, 1.05 s with 20,000.
+const MAX_ROUND: usize = 20_000;
+
+/// Most event bytes (JSON, before compression) in one produce request: under the broker's
+/// default `message.max.bytes` (1 MiB) even uncompressed, and on a one-partition topic.
+const MAX_REQUEST_BYTES: usize = 768 * 1024;
 
 /// Events waiting to be published. Bounded: when full, the oldest event is dropped.
+#[derive(Debug)]
 pub struct Outbox {
     queue: Mutex<VecDeque<CheckEvent>>,
     capacity: usize,
@@ -194,7 +202,12 @@ fn record(ev: &CheckEvent) -> Record {
 /// check has ended), then flush for at most `flush_for`; what is still buffered then is
 /// counted as dropped. Shutdown alone does not stop it: checks running at SIGTERM still
 /// bring their events, and those are published too.
-pub async fn publish(outbox: Arc<Outbox>, settings: PublishSettings, flush_for: Duration) {
+pub async fn publish(
+    outbox: Arc<Outbox>,
+    settings: PublishSettings,
+    metrics: Arc<ProducerMetrics>,
+    flush_for: Duration,
+) {
     let compression = match settings.compression {
         Compression::None => KafkaCompression::NoCompression,
         Compression::Gzip => KafkaCompression::Gzip,
@@ -203,6 +216,7 @@ pub async fn publish(outbox: Arc<Outbox>, settings: PublishSettings, flush_for: 
     let mut publisher = Publisher {
         outbox,
         settings,
+        metrics,
         compression,
         conn: None,
         backoff: Duration::from_millis(500),
@@ -240,6 +254,7 @@ enum Step {
 struct Publisher {
     outbox: Arc<Outbox>,
     settings: PublishSettings,
+    metrics: Arc<ProducerMetrics>,
     compression: KafkaCompression,
     conn: Option<Connection>,
     backoff: Duration,
@@ -284,6 +299,7 @@ impl Publisher {
         }
         match Connection::open(&self.settings).await {
             Ok(c) => {
+                self.metrics.kafka_ok(None);
                 if self.failing_since.take().is_some() {
                     log::info!(
                         "Kafka is back: delivering {} buffered event(s)",
@@ -295,6 +311,7 @@ impl Publisher {
                 true
             }
             Err(e) => {
+                self.metrics.kafka_failed(&e.to_string());
                 if self.failing_since.is_none() {
                     self.failing_since = Some(Instant::now());
                     log::warn!(
@@ -328,14 +345,11 @@ impl Publisher {
         for (partition, events) in by_partition {
             match c.writer(&self.settings.kafka.topic, partition).await {
                 Ok(w) => {
-                    let compression = self.compression;
-                    round.spawn(async move {
-                        let records = events.iter().map(record).collect();
-                        let result = kafka::produce(&w, records, compression).await;
-                        (events, result)
-                    });
+                    let (compression, metrics) = (self.compression, self.metrics.clone());
+                    round.spawn(produce_partition(w, events, compression, metrics));
                 }
                 Err(e) => {
+                    self.metrics.kafka_failed(&e.to_string());
                     log::warn!("{e}");
                     unsent.extend(events);
                 }
@@ -343,23 +357,20 @@ impl Publisher {
         }
         let mut failed = !unsent.is_empty();
         while let Some(joined) = round.join_next().await {
-            let Ok((events, result)) = joined else {
+            let Ok((published, rest, error)) = joined else {
                 failed = true;
                 continue;
             };
-            match result {
-                Ok(_) => {
-                    let n = events.len() as u64;
-                    self.outbox.published.fetch_add(n, Ordering::Relaxed);
+            self.outbox
+                .published
+                .fetch_add(published, Ordering::Relaxed);
+            if let Some(e) = error {
+                if self.failing_since.is_none() {
+                    self.failing_since = Some(Instant::now());
+                    log::warn!("{e}; buffering events and retrying");
                 }
-                Err(e) => {
-                    if self.failing_since.is_none() {
-                        self.failing_since = Some(Instant::now());
-                        log::warn!("{e}; buffering events and retrying");
-                    }
-                    failed = true;
-                    unsent.extend(events);
-                }
+                failed = true;
+                unsent.extend(rest);
             }
         }
         if failed {
@@ -385,6 +396,43 @@ impl Publisher {
         }
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Publish one partition's `events` in order, in requests of at most [`MAX_REQUEST_BYTES`]:
+/// how many Kafka took, and from the first request it did not take, the events left and why.
+async fn produce_partition(
+    writer: Arc<PartitionClient>,
+    mut events: Vec<CheckEvent>,
+    compression: KafkaCompression,
+    metrics: Arc<ProducerMetrics>,
+) -> (u64, Vec<CheckEvent>, Option<KafkaError>) {
+    let mut published = 0;
+    while !events.is_empty() {
+        let (mut records, mut bytes) = (Vec::new(), 0);
+        for ev in &events {
+            let r = record(ev);
+            bytes += r.value.as_ref().map_or(0, Vec::len);
+            // At least one per request: a single event is far under the limit.
+            if !records.is_empty() && bytes > MAX_REQUEST_BYTES {
+                break;
+            }
+            records.push(r);
+        }
+        let n = records.len();
+        let started = Instant::now();
+        match kafka::produce(&writer, records, compression).await {
+            Ok(()) => {
+                metrics.kafka_ok(Some(started.elapsed()));
+                events.drain(..n);
+                published += n as u64;
+            }
+            Err(e) => {
+                metrics.kafka_failed(&e.to_string());
+                return (published, events, Some(e));
+            }
+        }
+    }
+    (published, events, None)
 }
 
 #[cfg(test)]

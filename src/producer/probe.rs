@@ -16,14 +16,20 @@ use chrono::{DateTime, Utc};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use rustls_pki_types::ServerName;
 use ureq::Agent;
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, TcpConnector,
     Transport, TransportAdapter,
 };
 
 use super::config::{ProbeSettings, Target};
+use super::lookup::{LookupError, LookupPool};
 use crate::event::{CheckEvent, ErrorKind};
+
+/// Per connection: room for the largest response head ureq reads (64 KiB), and for a
+/// request (a line and a few headers).
+const INPUT_BUFFER_BYTES: usize = 64 * 1024;
+const OUTPUT_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Characters of a non-2xx body kept in `body_prefix`.
 pub(crate) const BODY_PREFIX_CHARS: usize = 500;
@@ -36,6 +42,7 @@ pub struct Probe {
     settings: ProbeSettings,
     tls: Arc<ClientConfig>,
     producer: String,
+    lookups: Arc<LookupPool>,
 }
 
 #[derive(Debug)]
@@ -60,6 +67,8 @@ struct Phases {
     cert_expires_at: Option<DateTime<Utc>>,
     /// The phase under way when a failure happened.
     current: Option<ErrorKind>,
+    /// Connections made: one per request, so redirects followed + 1.
+    connections: u32,
 }
 
 type SharedPhases = Arc<Mutex<Phases>>;
@@ -74,23 +83,61 @@ fn with_phases(p: &SharedPhases, f: impl FnOnce(&mut Phases)) {
     f(&mut guard)
 }
 
+/// The name lookup, timed, on the [`LookupPool`] (not ureq's thread per lookup). The
+/// system's resolver decides the addresses and their order; every address family is kept.
 #[derive(Debug)]
 struct TimedResolver {
     phases: SharedPhases,
+    lookups: Arc<LookupPool>,
 }
 
 impl Resolver for TimedResolver {
     fn resolve(
         &self,
         uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
+        _: &ureq::config::Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let start = Instant::now();
         with_phases(&self.phases, |p| p.current = Some(ErrorKind::Dns));
-        let result = DefaultResolver::default().resolve(uri, config, timeout);
+        let result = self.lookup(uri, timeout);
         with_phases(&self.phases, |p| add_ms(&mut p.dns_ms, start));
         result
+    }
+}
+
+impl TimedResolver {
+    fn lookup(
+        &self,
+        uri: &ureq::http::Uri,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let bad = || ureq::Error::BadUri(format!("cannot connect to {uri}"));
+        let host = uri.host().ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = match (uri.port_u16(), uri.scheme_str()) {
+            (Some(port), _) => port,
+            (None, Some("http")) => 80,
+            (None, Some("https")) => 443,
+            (None, _) => return Err(bad()),
+        };
+        let wait = (!timeout.after.is_not_happening()).then(|| *timeout.after);
+        let addrs = match self.lookups.lookup(host, port, wait) {
+            Ok(addrs) => addrs,
+            Err(LookupError::Timeout) => return Err(ureq::Error::Timeout(timeout.reason)),
+            Err(LookupError::Failed(e)) => return Err(ureq::Error::Io(e)),
+        };
+        let mut resolved = self.empty();
+        // ureq keeps 16 addresses at most; the rest are dropped, as its own resolver does.
+        for addr in addrs {
+            if resolved.try_push(addr).is_err() {
+                break;
+            }
+        }
+        if resolved.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        Ok(resolved)
     }
 }
 
@@ -286,7 +333,10 @@ impl<In: Transport> Connector<In> for Connected {
         _: &ConnectionDetails,
         chained: Option<In>,
     ) -> Result<Option<In>, ureq::Error> {
-        with_phases(&self.phases, |p| p.current = Some(ErrorKind::Http));
+        with_phases(&self.phases, |p| {
+            p.current = Some(ErrorKind::Http);
+            p.connections += 1;
+        });
         Ok(chained)
     }
 }
@@ -313,18 +363,32 @@ impl Probe {
             settings,
             tls: Arc::new(tls),
             producer,
+            lookups: Arc::default(),
         })
     }
 
     /// Check `target` now. `schedule_lag_ms` is how late this check starts.
     pub fn check(&self, target: &Target, schedule_lag_ms: i64) -> CheckEvent {
+        self.check_counting_redirects(target, schedule_lag_ms).0
+    }
+
+    /// [`Probe::check`], and how many redirects it followed (what the event does not say).
+    pub fn check_counting_redirects(
+        &self,
+        target: &Target,
+        schedule_lag_ms: i64,
+    ) -> (CheckEvent, u32) {
         let mut event = CheckEvent::starting(&target.url, &self.producer, schedule_lag_ms);
         let start = Instant::now();
         let phases: SharedPhases = Arc::default();
         let agent = self.agent(target, &phases);
         let outcome = self.run(&agent, target, start, &mut event);
         event.elapsed_ms = start.elapsed().as_millis() as u64;
+        let mut redirects = 0;
         with_phases(&phases, |p| {
+            if event.status.is_some() {
+                redirects = p.connections.saturating_sub(1);
+            }
             event.dns_ms = p.dns_ms;
             event.connect_ms = p.connect_ms;
             event.tls_ms = p.tls_ms;
@@ -336,7 +400,7 @@ impl Probe {
                 event.error = Some(message);
             }
         });
-        event
+        (event, redirects)
     }
 
     fn agent(&self, target: &Target, phases: &SharedPhases) -> Agent {
@@ -348,6 +412,11 @@ impl Probe {
             // With 0 the 3xx itself is the answer; otherwise a chain longer than allowed is an error.
             .max_redirects_will_error(self.settings.max_redirects > 0)
             .max_idle_connections(0)
+            // A response head may be as large as ureq allows (64 KiB), but the buffers need
+            // not be ureq's 128 KiB: below the C allocator's mmap threshold, they come from
+            // the heap, instead of an mmap and munmap (and their page faults) per check.
+            .input_buffer_size(INPUT_BUFFER_BYTES)
+            .output_buffer_size(OUTPUT_BUFFER_BYTES)
             .user_agent(concat!("checksite/", env!("CARGO_PKG_VERSION")))
             .build();
         let connector = ()
@@ -366,6 +435,7 @@ impl Probe {
             connector,
             TimedResolver {
                 phases: phases.clone(),
+                lookups: self.lookups.clone(),
             },
         )
     }

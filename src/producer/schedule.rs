@@ -13,21 +13,30 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::config::Target;
+use super::metrics::ProducerMetrics;
 use super::probe::Probe;
 use crate::event::CheckEvent;
 use crate::shutdown::Shutdown;
 
-/// Check every target on its schedule and send each event to `events`, until `shutdown`.
+/// What every target's loop shares.
+pub struct Checking {
+    /// Does the checks.
+    pub probe: Probe,
+    /// Most checks running at once.
+    pub concurrency: usize,
+    /// Where each check's event goes.
+    pub events: mpsc::Sender<CheckEvent>,
+    /// Checks started and not yet handed on (what is dropped if the process must exit).
+    pub running: Arc<AtomicU64>,
+    /// Each check's outcome is counted here.
+    pub metrics: Arc<ProducerMetrics>,
+}
+
+/// Check every target on its schedule and send each event on, until `shutdown`.
 /// Returns when every target's loop has ended; a check under way is let finish.
-pub async fn run(
-    targets: Vec<Target>,
-    probe: Probe,
-    concurrency: usize,
-    events: mpsc::Sender<CheckEvent>,
-    running: Arc<AtomicU64>,
-    shutdown: Shutdown,
-) {
-    let permits = Arc::new(Semaphore::new(concurrency));
+pub async fn run(targets: Vec<Target>, checking: Checking, shutdown: Shutdown) {
+    let permits = Arc::new(Semaphore::new(checking.concurrency));
+    let shared = Arc::new(checking);
     let count = targets.len() as u32;
     let started = Instant::now();
     let mut loops = tokio::task::JoinSet::new();
@@ -38,26 +47,22 @@ pub async fn run(
                 .interval
                 .mul_f64(f64::from(i as u32) / f64::from(count.max(1)));
         loops.spawn(target_loop(
-            Arc::new(target),
+            (i, Arc::new(target)),
             first,
-            probe.clone(),
+            shared.clone(),
             permits.clone(),
-            events.clone(),
-            running.clone(),
             shutdown.clone(),
         ));
     }
-    drop(events);
+    drop(shared);
     while loops.join_next().await.is_some() {}
 }
 
 async fn target_loop(
-    target: Arc<Target>,
+    (index, target): (usize, Arc<Target>),
     first: Instant,
-    probe: Probe,
+    shared: Arc<Checking>,
     permits: Arc<Semaphore>,
-    events: mpsc::Sender<CheckEvent>,
-    running: Arc<AtomicU64>,
     mut shutdown: Shutdown,
 ) {
     let mut planned = first;
@@ -77,12 +82,17 @@ async fn target_loop(
         let lag_ms = Instant::now()
             .saturating_duration_since(planned)
             .as_millis() as i64;
-        let (t, p) = (target.clone(), probe.clone());
+        let (t, p) = (target.clone(), shared.probe.clone());
         // Counted from here until its event is handed on: what is still counted when the
         // process must exit was started and never published, and is reported as dropped.
-        running.fetch_add(1, Ordering::SeqCst);
-        let event = match tokio::task::spawn_blocking(move || p.check(&t, lag_ms)).await {
-            Ok(ev) => ev,
+        shared.running.fetch_add(1, Ordering::SeqCst);
+        let checked = tokio::task::spawn_blocking(move || {
+            let (event, redirects) = p.check_counting_redirects(&t, lag_ms);
+            let up = super::probe::is_up(&t, &event);
+            (event, up, redirects)
+        });
+        let (event, up, redirects) = match checked.await {
+            Ok(checked) => checked,
             Err(e) => {
                 log::error!(
                     "check of {} crashed: {e}",
@@ -92,8 +102,9 @@ async fn target_loop(
             }
         };
         drop(permit);
-        let sent = events.send(event).await;
-        running.fetch_sub(1, Ordering::SeqCst);
+        shared.metrics.checked(index, &event, up, redirects);
+        let sent = shared.events.send(event).await;
+        shared.running.fetch_sub(1, Ordering::SeqCst);
         if sent.is_err() {
             return;
         }

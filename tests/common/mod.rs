@@ -385,3 +385,61 @@ pub async fn produce_python(
         .collect();
     produce_raw(tb, topic, partitions, records).await
 }
+
+/// A free port on 127.0.0.1 (bound, then let go: the caller listens on it at once).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `GET path` from 127.0.0.1:`port` (HTTP/1.0, so the answer ends when the connection
+/// does); the status and the body. None when nothing answers within 5 s.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The path of a program the tests need from Debian (installed by
+/// scripts/install-prerequisites.sh), or None (after saying so) to skip; strict: a failure.
+pub fn debian_program(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            !strict(),
+            "strict mode (CI=true or `just test`) but {name} is not installed: run scripts/install-prerequisites.sh"
+        );
+        eprintln!(
+            "SKIPPED: {name} is not installed (scripts/install-prerequisites.sh installs it)"
+        );
+    }
+    found
+}
+
+/// `GET path` once the endpoint on `port` answers (a program just started); panics after 10 s.
+pub async fn http_get_when_up(port: u16, path: &str) -> (u16, String) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(answer) = http_get(port, path) {
+            return answer;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing serves on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -38,6 +38,11 @@ impl PartitionLeases {
         }
     }
 
+    /// The partitions held now.
+    pub(crate) fn held(&self) -> impl Iterator<Item = i32> + '_ {
+        self.held.iter().copied()
+    }
+
     /// Forget every lease (the session that held them is gone).
     pub(crate) fn lost(&mut self) {
         self.member_slot = None;

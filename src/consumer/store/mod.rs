@@ -17,7 +17,7 @@ pub use connect::PostgresSettings;
 pub(crate) use leases::PartitionLeases;
 pub use schema::{SCHEMA_VERSION, migrate};
 pub(crate) use schema::{non_utc_timezone, python_rows_until};
-pub(crate) use write::{Batch, Rejected, RowEncoder, committed_offsets, write_batches};
+pub(crate) use write::{Batch, Rejected, RowEncoder, Written, committed_offsets, write_batches};
 
 #[derive(Debug)]
 /// Why PostgreSQL work failed; rendered as one line, never with the password.

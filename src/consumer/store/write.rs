@@ -20,6 +20,7 @@ pub(crate) struct Rejected {
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Option<Vec<u8>>,
     pub(crate) reason: String,
+    pub(crate) kind: crate::consumer::record::RejectKind,
 }
 
 /// The records of one partition from `start_offset` (inclusive) to `next_offset` (exclusive).

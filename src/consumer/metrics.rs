@@ -1,0 +1,298 @@
+//! The consumer's metrics and health, for `CK_HTTP_ADDR`.
+//!
+//! `checksite_consumer_*`: events written, already stored, rejected by kind; per partition
+//! held, the committed offset, the log end and the lag; leases; transactions, their
+//! duration and rows; the time of the last commit. Readiness: PostgreSQL answers and a
+//! lease round is done (a consumer holding no partition because others hold them all is
+//! a ready standby).
+//!
+//! Updates are atomics or a short lock, made where the work happens; rendering happens
+//! only when scraped. This module never touches Kafka or PostgreSQL itself.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::record::RejectKind;
+use crate::observe::exposition::{Counter, Exposition, Gauge, Histogram, Kind, labels};
+use crate::observe::{Endpoints, Liveness, unix_ms};
+
+/// Seconds: transaction durations, 1 ms to 60 s (the bound of one transaction).
+static SECONDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+/// Records per transaction, 1 to the largest `CK_BATCH_EVENTS`.
+static ROWS: [f64; 11] = [
+    1.0,
+    10.0,
+    100.0,
+    500.0,
+    1_000.0,
+    2_500.0,
+    5_000.0,
+    10_000.0,
+    25_000.0,
+    100_000.0,
+    1_000_000.0,
+];
+
+/// One partition this consumer holds.
+#[derive(Debug, Default, Clone, Copy)]
+struct PartitionState {
+    /// The next offset to consume, as committed in `kafka_offsets`.
+    committed: Option<i64>,
+    /// The broker's high watermark at the latest fetch.
+    log_end: Option<i64>,
+}
+
+/// Everything the consumer counts, and its health.
+#[derive(Debug)]
+pub struct ConsumerMetrics {
+    topic_label: String,
+    written: Counter,
+    already_stored: Counter,
+    rejected: [Counter; RejectKind::ALL.len()],
+    /// Only the partitions held now: a consumer reports its own share.
+    partitions: Mutex<BTreeMap<i32, PartitionState>>,
+    committed_tx: Counter,
+    failed_tx: Counter,
+    tx_seconds: Histogram,
+    tx_records: Histogram,
+    last_commit: Gauge,
+    /// Why PostgreSQL cannot be used now; None when it answers.
+    db_failure: Mutex<Option<String>>,
+    lease_round_done: AtomicBool,
+    /// The consumer's loops, for `/healthz`.
+    pub liveness: Liveness,
+}
+
+impl ConsumerMetrics {
+    /// Metrics of a consumer of `topic`.
+    pub fn new(topic: &str) -> ConsumerMetrics {
+        ConsumerMetrics {
+            topic_label: labels(&[("topic", topic)]),
+            written: Counter::default(),
+            already_stored: Counter::default(),
+            rejected: Default::default(),
+            partitions: Mutex::default(),
+            committed_tx: Counter::default(),
+            failed_tx: Counter::default(),
+            tx_seconds: Histogram::new(&SECONDS),
+            tx_records: Histogram::new(&ROWS),
+            last_commit: Gauge::default(),
+            db_failure: Mutex::new(Some("starting: connecting to PostgreSQL".into())),
+            lease_round_done: AtomicBool::new(false),
+            liveness: Liveness::default(),
+        }
+    }
+
+    fn partitions(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, PartitionState>> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A transaction committed: `records` in it, `written` rows added, `already_stored`
+    /// absorbed, `rejected` kept aside; each `(partition, next offset)` committed.
+    pub(crate) fn committed(
+        &self,
+        took: Duration,
+        records: usize,
+        counts: (u64, u64, &[RejectKind]),
+        offsets: impl Iterator<Item = (i32, i64)>,
+    ) {
+        let (written, already_stored, rejected) = counts;
+        self.committed_tx.add(1);
+        self.tx_seconds.observe(took.as_secs_f64());
+        self.tx_records.observe(records as f64);
+        self.written.add(written);
+        self.already_stored.add(already_stored);
+        for kind in rejected {
+            if let Some(i) = RejectKind::ALL.iter().position(|k| k == kind) {
+                self.rejected[i].add(1);
+            }
+        }
+        let mut held = self.partitions();
+        for (partition, next) in offsets {
+            if let Some(p) = held.get_mut(&partition) {
+                p.committed = Some(p.committed.map_or(next, |c| c.max(next)));
+            }
+        }
+        drop(held);
+        self.last_commit.set(unix_ms() as f64 / 1000.0);
+    }
+
+    /// A transaction failed (and rolled back).
+    pub(crate) fn transaction_failed(&self) {
+        self.failed_tx.add(1);
+    }
+
+    /// The partitions held now, with their committed offsets where known.
+    pub(crate) fn holding(&self, held: impl Iterator<Item = (i32, Option<i64>)>) {
+        let mut partitions = self.partitions();
+        let before = std::mem::take(&mut *partitions);
+        for (p, committed) in held {
+            let mut state = before.get(&p).copied().unwrap_or_default();
+            if committed.is_some() {
+                state.committed = committed;
+            }
+            partitions.insert(p, state);
+        }
+    }
+
+    /// A fetch of `partition` saw the log end at `high_watermark`.
+    pub(crate) fn log_end(&self, partition: i32, high_watermark: i64) {
+        if let Some(p) = self.partitions().get_mut(&partition) {
+            p.log_end = Some(high_watermark);
+        }
+    }
+
+    /// A lease round succeeded: PostgreSQL answers, and this consumer holds its share.
+    pub(crate) fn lease_round_done(&self) {
+        self.lease_round_done.store(true, Ordering::Relaxed);
+        *self.db_failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// PostgreSQL cannot be used (every lease went with the session).
+    pub(crate) fn postgres_failed(&self, why: &str) {
+        self.lease_round_done.store(false, Ordering::Relaxed);
+        self.partitions().clear();
+        *self.db_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(format!("PostgreSQL: {why}"));
+    }
+
+    /// The text of a scrape.
+    pub fn render(&self) -> String {
+        let mut e = Exposition::with_capacity(8 * 1024);
+        let topic = &self.topic_label;
+        let counts: [(&str, &str, u64); 2] = [
+            (
+                "checksite_consumer_events_written_total",
+                "Events stored in the events table.",
+                self.written.get(),
+            ),
+            (
+                "checksite_consumer_events_already_stored_total",
+                "Events found already stored and not stored again (producer retries, records the Python consumer stored): the duplicates the checked path absorbed.",
+                self.already_stored.get(),
+            ),
+        ];
+        for (name, help, v) in counts {
+            e.family(name, Kind::Counter, help);
+            e.sample(name, topic, v as f64);
+        }
+        let name = "checksite_consumer_events_rejected_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Records kept in rejected_events instead of stored, by kind.",
+        );
+        for (kind, count) in RejectKind::ALL.iter().zip(&self.rejected) {
+            e.sample(
+                name,
+                &format!("{topic},kind=\"{}\"", kind.as_str()),
+                count.get() as f64,
+            );
+        }
+        self.render_partitions(&mut e);
+        let name = "checksite_consumer_transactions_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Transactions, by outcome (committed, failed: rolled back).",
+        );
+        e.sample(
+            name,
+            &format!("{topic},outcome=\"committed\""),
+            self.committed_tx.get() as f64,
+        );
+        e.sample(
+            name,
+            &format!("{topic},outcome=\"failed\""),
+            self.failed_tx.get() as f64,
+        );
+        let name = "checksite_consumer_transaction_duration_seconds";
+        e.family(
+            name,
+            Kind::Histogram,
+            "Time of committed transactions, seconds.",
+        );
+        e.histogram(name, topic, &self.tx_seconds);
+        let name = "checksite_consumer_transaction_records";
+        e.family(
+            name,
+            Kind::Histogram,
+            "Records (stored, already stored and rejected) per committed transaction.",
+        );
+        e.histogram(name, topic, &self.tx_records);
+        let name = "checksite_consumer_last_commit_timestamp_seconds";
+        e.family(
+            name,
+            Kind::Gauge,
+            "When the last transaction committed, Unix seconds; 0 before the first.",
+        );
+        e.sample(name, topic, self.last_commit.get());
+        e.finish()
+    }
+
+    fn render_partitions(&self, e: &mut Exposition) {
+        let held = self.partitions().clone();
+        let topic = &self.topic_label;
+        let name = "checksite_consumer_leases_held";
+        e.family(name, Kind::Gauge, "Partitions this consumer holds.");
+        e.sample(name, topic, held.len() as f64);
+        type Value = fn(&PartitionState) -> Option<i64>;
+        let series: [(&str, &str, Value); 3] = [
+            (
+                "checksite_consumer_committed_offset",
+                "The next offset to consume, as committed with the rows.",
+                |p| p.committed,
+            ),
+            (
+                "checksite_consumer_log_end_offset",
+                "The partition's log end (high watermark) at the latest fetch.",
+                |p| p.log_end,
+            ),
+            (
+                "checksite_consumer_lag",
+                "Records in the log not yet committed: log end minus committed offset.",
+                |p| Some((p.log_end? - p.committed?).max(0)),
+            ),
+        ];
+        for (name, help, value) in series {
+            e.family(name, Kind::Gauge, help);
+            for (partition, state) in &held {
+                if let Some(v) = value(state) {
+                    e.sample(
+                        name,
+                        &format!("{topic},partition=\"{partition}\""),
+                        v as f64,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Ok when PostgreSQL answers and a lease round is done.
+    pub fn ready(&self) -> Result<(), String> {
+        if let Some(why) = &*self.db_failure.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(why.clone());
+        }
+        if !self.lease_round_done.load(Ordering::Relaxed) {
+            return Err("no partition lease taken yet".into());
+        }
+        Ok(())
+    }
+}
+
+impl Endpoints for ConsumerMetrics {
+    fn metrics(&self) -> String {
+        self.render()
+    }
+    fn live(&self) -> Result<(), String> {
+        self.liveness.check()
+    }
+    fn ready(&self) -> Result<(), String> {
+        ConsumerMetrics::ready(self)
+    }
+}

@@ -1,0 +1,178 @@
+//! The HTTP endpoint on `CK_HTTP_ADDR`: `GET /metrics`, `/healthz`, `/readyz`, served by
+//! hyper's HTTP/1 server on the program's own tokio runtime.
+//!
+//! It must never stall the program's work: connections are capped ([`MAX_CONNECTIONS`];
+//! more are closed at once), a request's head is bounded in size and time, and a
+//! connection's whole life is bounded ([`CONNECTION_LIFETIME`]), so a slow or malformed
+//! client costs a slot for a while, never a check or a write.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+
+use crate::settings::{ConfigError, Settings, err};
+
+/// Most connections served at once; past it a new connection is closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Longest time to receive a request's head (its line and headers).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest request head, bytes (hyper's smallest allowed read buffer).
+const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// Longest life of one connection, keep-alive included: a scraper reconnects.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// What a program serves on its endpoint.
+pub trait Endpoints: Send + Sync + 'static {
+    /// The metrics, in the text format ([`super::exposition`]).
+    fn metrics(&self) -> String;
+    /// Ok while the program's loops run; otherwise which one stopped.
+    fn live(&self) -> Result<(), String>;
+    /// Ok when the program can do its job now; otherwise why not, in one line.
+    fn ready(&self) -> Result<(), String>;
+}
+
+/// `CK_HTTP_ADDR` (or `--http-addr`): where to serve, if anywhere.
+pub fn http_addr(s: &Settings) -> Result<Option<SocketAddr>, ConfigError> {
+    match s.get("CK_HTTP_ADDR") {
+        None => Ok(None),
+        Some(raw) => match raw.parse() {
+            Ok(addr) => Ok(Some(addr)),
+            Err(_) => err(format!(
+                "CK_HTTP_ADDR={raw:?} is not an address to listen on: give IP:PORT, e.g. 127.0.0.1:9464 or [::]:9464"
+            )),
+        },
+    }
+}
+
+/// The listening socket, bound at start so that a busy or unusable address is a
+/// configuration error, not a surprise later.
+#[derive(Debug)]
+pub struct HttpListener {
+    listener: std::net::TcpListener,
+}
+
+impl HttpListener {
+    /// Listen on `addr`.
+    pub fn bind(addr: SocketAddr) -> Result<HttpListener, ConfigError> {
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .or_else(|e| {
+                let hint = match e.kind() {
+                    std::io::ErrorKind::AddrInUse => {
+                        ": another program listens there; pick a free port"
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        ": ports under 1024 need privileges; pick a port above 1024"
+                    }
+                    std::io::ErrorKind::AddrNotAvailable => {
+                        ": this host has no such address; give one of its own, or 0.0.0.0"
+                    }
+                    _ => "",
+                };
+                err(format!("CK_HTTP_ADDR={addr}: cannot listen: {e}{hint}"))
+            })?;
+        Ok(HttpListener { listener })
+    }
+
+    /// Serve `endpoints` on the current tokio runtime until the task is aborted.
+    pub fn serve(self, endpoints: Arc<dyn Endpoints>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(accept_loop(self.listener, endpoints))
+    }
+}
+
+async fn accept_loop(listener: std::net::TcpListener, endpoints: Arc<dyn Endpoints>) {
+    let addr = listener.local_addr().map(|a| a.to_string());
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("HTTP endpoint: cannot listen: {e}");
+            return;
+        }
+    };
+    log::info!(
+        "serving /metrics, /healthz and /readyz on http://{}",
+        addr.unwrap_or_default()
+    );
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, typically: wait rather than spin.
+                log::warn!("HTTP endpoint: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            log::debug!("HTTP endpoint: {MAX_CONNECTIONS} connections open; closing a new one");
+            continue;
+        };
+        let endpoints = endpoints.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let reply = respond(endpoints.as_ref(), &req);
+                async move { Ok::<_, Infallible>(reply) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
+        });
+    }
+}
+
+fn respond(endpoints: &dyn Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
+    }
+    match req.uri().path() {
+        "/metrics" => reply(
+            StatusCode::OK,
+            super::exposition::CONTENT_TYPE,
+            endpoints.metrics(),
+        ),
+        "/healthz" => verdict(endpoints.live()),
+        "/readyz" => verdict(endpoints.ready()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /healthz or /readyz\n",
+        ),
+    }
+}
+
+fn verdict(state: Result<(), String>) -> Response<Full<Bytes>> {
+    match state {
+        Ok(()) => reply(StatusCode::OK, "text/plain", "ok\n"),
+        Err(why) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{}\n", why.replace('\n', " ")),
+        ),
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(CONTENT_TYPE, v);
+    }
+    response
+}

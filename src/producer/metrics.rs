@@ -1,0 +1,361 @@
+//! The producer's metrics and health, for `CK_HTTP_ADDR`.
+//!
+//! Per target, the Prometheus blackbox exporter's `probe_*` gauges with its names and
+//! meanings (labels `url`, redacted, and `producer`), so that dashboards and alert rules
+//! written for it keep working; and the producer's own `checksite_producer_*`: checks by
+//! result, schedule lateness, the buffer, publishing. Readiness: Kafka took events (or a
+//! connection) within the last interval.
+//!
+//! Updating a metric is an atomic store or add, on the check's own path; rendering
+//! happens only when scraped. This module never measures or publishes anything itself.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::config::Target;
+use super::outbox::Outbox;
+use crate::event::{CheckEvent, ErrorKind};
+use crate::observe::exposition::{Counter, Exposition, Gauge, Histogram, Kind, labels};
+use crate::observe::{Endpoints, Liveness, unix_ms};
+
+/// Seconds: schedule lateness and publish latency, 1 ms to 10 s.
+static SECONDS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// `probe_http_duration_seconds`' phase labels, in the blackbox exporter's order.
+const PHASES: [&str; 5] = [
+    "phase=\"resolve\"",
+    "phase=\"connect\"",
+    "phase=\"tls\"",
+    "phase=\"processing\"",
+    "phase=\"transfer\"",
+];
+
+const ERROR_KINDS: [ErrorKind; 8] = [
+    ErrorKind::Dns,
+    ErrorKind::Connect,
+    ErrorKind::Tls,
+    ErrorKind::Timeout,
+    ErrorKind::Http,
+    ErrorKind::Body,
+    ErrorKind::Redirect,
+    ErrorKind::Other,
+];
+
+/// One target's latest check, as the blackbox exporter's gauges.
+#[derive(Debug)]
+struct TargetGauges {
+    /// `url="...",producer="..."`, rendered once.
+    labels: String,
+    /// No series before the first check ends: a 0 would be a false "down".
+    checked: AtomicBool,
+    success: Gauge,
+    duration: Gauge,
+    status: Gauge,
+    phases: [Gauge; 5],
+    /// NaN when the latest check saw no certificate (then no series, as the exporter).
+    cert_expiry: Gauge,
+    content_length: Gauge,
+    redirects: Gauge,
+}
+
+/// Kafka's latest answers to the publisher: what `/readyz` judges.
+#[derive(Debug, Default)]
+struct KafkaContact {
+    last_ok_ms: AtomicU64,
+    last_error: Mutex<Option<(u64, String)>>,
+}
+
+/// Everything the producer counts, and its health.
+#[derive(Debug)]
+pub struct ProducerMetrics {
+    targets: Vec<TargetGauges>,
+    /// Per result: up, down, then one per [`ERROR_KINDS`].
+    checks: [Counter; 2 + ERROR_KINDS.len()],
+    lateness: Histogram,
+    publish_errors: Counter,
+    publish_latency: Histogram,
+    kafka: KafkaContact,
+    /// Kafka must have answered within this long for the producer to be ready.
+    ready_within: Duration,
+    outbox: Arc<Outbox>,
+    /// The producer's loops, for `/healthz`.
+    pub liveness: Liveness,
+}
+
+impl ProducerMetrics {
+    /// Metrics for `targets` (in this order: a target is its index) checked as
+    /// `producer`, whose events wait in `outbox`.
+    pub fn new(targets: &[Target], producer: &str, outbox: Arc<Outbox>) -> ProducerMetrics {
+        let shortest = targets.iter().map(|t| t.interval).min().unwrap_or_default();
+        let longest_check = targets.iter().map(|t| t.timeout).max().unwrap_or_default();
+        ProducerMetrics {
+            targets: targets
+                .iter()
+                .map(|t| TargetGauges {
+                    labels: labels(&[
+                        ("url", &crate::secret::redact_url(&t.url)),
+                        ("producer", producer),
+                    ]),
+                    checked: AtomicBool::new(false),
+                    success: Gauge::default(),
+                    duration: Gauge::default(),
+                    status: Gauge::default(),
+                    phases: Default::default(),
+                    cert_expiry: Gauge::new(f64::NAN),
+                    content_length: Gauge::default(),
+                    redirects: Gauge::default(),
+                })
+                .collect(),
+            checks: Default::default(),
+            lateness: Histogram::new(&SECONDS),
+            publish_errors: Counter::default(),
+            publish_latency: Histogram::new(&SECONDS),
+            kafka: KafkaContact::default(),
+            // The next publish comes within an interval, once its check (and the linger) is over.
+            ready_within: shortest + longest_check + Duration::from_secs(10),
+            outbox,
+            liveness: Liveness::default(),
+        }
+    }
+
+    /// Target `index` was checked: `event`, judged `up`, after `redirects` redirects.
+    pub fn checked(&self, index: usize, event: &CheckEvent, up: bool, redirects: u32) {
+        let result = match event.error_kind {
+            Some(kind) => 2 + ERROR_KINDS.iter().position(|k| *k == kind).unwrap_or(7),
+            None if up => 0,
+            None => 1,
+        };
+        self.checks[result].add(1);
+        self.lateness
+            .observe(event.schedule_lag_ms.max(0) as f64 / 1000.0);
+        let Some(t) = self.targets.get(index) else {
+            return;
+        };
+        // In whole ms, as the event has them (no float noise like 0.036000000000000004).
+        let ms = |v: Option<u64>| v.unwrap_or(0);
+        let (dns, connect, tls) = (ms(event.dns_ms), ms(event.connect_ms), ms(event.tls_ms));
+        let (processing, transfer) = match event.ttfb_ms {
+            Some(ttfb) => (
+                ttfb.saturating_sub(dns + connect + tls),
+                event.elapsed_ms.saturating_sub(ttfb),
+            ),
+            None => (0, 0),
+        };
+        for (gauge, v) in t
+            .phases
+            .iter()
+            .zip([dns, connect, tls, processing, transfer])
+        {
+            gauge.set(v as f64 / 1000.0);
+        }
+        let elapsed = event.elapsed_ms as f64 / 1000.0;
+        t.success.set(if up { 1.0 } else { 0.0 });
+        t.duration.set(elapsed);
+        t.status.set(f64::from(event.status.unwrap_or(0)));
+        t.content_length.set(event.bytes.unwrap_or(0) as f64);
+        t.redirects.set(f64::from(redirects));
+        t.cert_expiry.set(
+            event
+                .cert_expires_at
+                .map_or(f64::NAN, |at| at.timestamp() as f64),
+        );
+        t.checked.store(true, Ordering::Release);
+    }
+
+    /// Checks that ended (each made an event), since the start.
+    pub fn checks_made(&self) -> u64 {
+        self.checks.iter().map(Counter::get).sum()
+    }
+
+    /// Kafka took a produce request (or a connection) after `took`.
+    pub(crate) fn kafka_ok(&self, took: Option<Duration>) {
+        self.kafka.last_ok_ms.store(unix_ms(), Ordering::Relaxed);
+        if let Some(took) = took {
+            self.publish_latency.observe(took.as_secs_f64());
+        }
+    }
+
+    /// Kafka could not be used, or refused a produce request.
+    pub(crate) fn kafka_failed(&self, why: &str) {
+        self.publish_errors.add(1);
+        let mut last = self
+            .kafka
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *last = Some((unix_ms(), why.to_string()));
+    }
+
+    /// The text of a scrape.
+    pub fn render(&self) -> String {
+        let mut e = Exposition::with_capacity(512 + self.targets.len() * 1_600);
+        self.render_probes(&mut e);
+        self.render_own(&mut e);
+        e.finish()
+    }
+
+    fn render_probes(&self, e: &mut Exposition) {
+        let checked = || {
+            self.targets
+                .iter()
+                .filter(|t| t.checked.load(Ordering::Acquire))
+        };
+        type Pick = fn(&TargetGauges) -> &Gauge;
+        let gauges: [(&str, &str, Pick); 5] = [
+            (
+                "probe_success",
+                "Whether the latest check found the site up (1) or not (0).",
+                |t| &t.success,
+            ),
+            (
+                "probe_duration_seconds",
+                "How long the latest check took, seconds.",
+                |t| &t.duration,
+            ),
+            (
+                "probe_http_status_code",
+                "The latest check's final HTTP status; 0 without a response.",
+                |t| &t.status,
+            ),
+            (
+                "probe_http_content_length",
+                "Body bytes the latest check read (capped by CK_BODY_CAP_BYTES).",
+                |t| &t.content_length,
+            ),
+            (
+                "probe_http_redirects",
+                "Redirects the latest check followed.",
+                |t| &t.redirects,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            e.family(name, Kind::Gauge, help);
+            for t in checked() {
+                e.sample(name, &t.labels, gauge(t).get());
+            }
+        }
+        let name = "probe_http_duration_seconds";
+        e.family(
+            name,
+            Kind::Gauge,
+            "The latest check's time in each phase, seconds (summed over redirects).",
+        );
+        for t in checked() {
+            for (phase, gauge) in PHASES.iter().zip(&t.phases) {
+                e.sample_with(name, &t.labels, phase, gauge.get());
+            }
+        }
+        let name = "probe_ssl_earliest_cert_expiry";
+        e.family(
+            name,
+            Kind::Gauge,
+            "notAfter of the site's certificate, Unix seconds (https only).",
+        );
+        for t in checked() {
+            let at = t.cert_expiry.get();
+            if !at.is_nan() {
+                e.sample(name, &t.labels, at);
+            }
+        }
+    }
+
+    fn render_own(&self, e: &mut Exposition) {
+        let name = "checksite_producer_checks_total";
+        e.family(name, Kind::Counter, "Checks ended, by result (up, down: a response judged down, error: none) and error kind.");
+        e.sample(name, "result=\"up\"", self.checks[0].get() as f64);
+        e.sample(name, "result=\"down\"", self.checks[1].get() as f64);
+        for (kind, count) in ERROR_KINDS.iter().zip(&self.checks[2..]) {
+            let l = labels(&[("result", "error"), ("error_kind", kind.as_str())]);
+            e.sample(name, &l, count.get() as f64);
+        }
+        let name = "checksite_producer_schedule_lateness_seconds";
+        e.family(
+            name,
+            Kind::Histogram,
+            "How late checks started against their schedule, seconds.",
+        );
+        e.histogram(name, "", &self.lateness);
+        let outbox = &self.outbox;
+        let counts: [(&str, Kind, &str, f64); 4] = [
+            (
+                "checksite_producer_events_buffered",
+                Kind::Gauge,
+                "Events waiting to be published.",
+                outbox.len() as f64,
+            ),
+            (
+                "checksite_producer_events_published_total",
+                Kind::Counter,
+                "Events Kafka took.",
+                outbox.published() as f64,
+            ),
+            (
+                "checksite_producer_events_dropped_total",
+                Kind::Counter,
+                "Events dropped: buffer full, or not delivered before exit.",
+                outbox.dropped() as f64,
+            ),
+            (
+                "checksite_producer_publish_errors_total",
+                Kind::Counter,
+                "Failed attempts to connect to Kafka or to publish.",
+                self.publish_errors.get() as f64,
+            ),
+        ];
+        for (name, kind, help, v) in counts {
+            e.family(name, kind, help);
+            e.sample(name, "", v);
+        }
+        let name = "checksite_producer_publish_duration_seconds";
+        e.family(
+            name,
+            Kind::Histogram,
+            "Time of produce requests Kafka took, seconds.",
+        );
+        e.histogram(name, "", &self.publish_latency);
+    }
+
+    /// Ok when Kafka took something within the last interval and did not fail since.
+    pub fn ready(&self) -> Result<(), String> {
+        let ok = self.kafka.last_ok_ms.load(Ordering::Relaxed);
+        let last_error = self
+            .kafka
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match last_error {
+            Some((at, why)) if at >= ok => {
+                return Err(format!(
+                    "Kafka failed {} s ago: {why}",
+                    unix_ms().saturating_sub(at) / 1000
+                ));
+            }
+            _ => {}
+        }
+        if ok == 0 {
+            return Err("Kafka has not been reached yet".into());
+        }
+        let quiet = unix_ms().saturating_sub(ok);
+        if quiet > self.ready_within.as_millis() as u64 {
+            return Err(format!("Kafka has not answered for {} s", quiet / 1000));
+        }
+        Ok(())
+    }
+}
+
+impl Endpoints for ProducerMetrics {
+    fn metrics(&self) -> String {
+        self.render()
+    }
+    fn live(&self) -> Result<(), String> {
+        self.liveness.check()
+    }
+    fn ready(&self) -> Result<(), String> {
+        ProducerMetrics::ready(self)
+    }
+}
