@@ -14,7 +14,7 @@ pub const WIRE_VERSION: u32 = 1;
 
 /// The v1 event's fields, in the order the README documents them: what a consumer of
 /// the topic can rely on (the tests check the JSON against this list).
-pub const FIELDS: [&str; 20] = [
+pub const FIELDS: [&str; 21] = [
     "v",
     "id",
     "url",
@@ -35,6 +35,7 @@ pub const FIELDS: [&str; 20] = [
     "body_sha256",
     "schedule_lag_ms",
     "producer",
+    "up",
 ];
 
 /// Why a check failed before (or while) getting a response.
@@ -120,6 +121,11 @@ pub struct CheckEvent {
     pub schedule_lag_ms: i64,
     /// `CK_PRODUCER_ID` or the host name: the vantage point.
     pub producer: String,
+    /// The producer's verdict, by the target's `expect_status` and regex (only the
+    /// producer knows them). Absent in events of producers before it: the consumer then
+    /// judges by the status alone (see `consumer::record`).
+    #[serde(default)]
+    pub up: Option<bool>,
 }
 
 impl CheckEvent {
@@ -146,6 +152,7 @@ impl CheckEvent {
             body_sha256: None,
             schedule_lag_ms,
             producer: producer.to_string(),
+            up: None,
         }
     }
 
@@ -179,11 +186,12 @@ impl serde::de::Visitor<'_> for Rfc3339Visitor {
     }
 }
 
-mod rfc3339_millis {
+/// Serde's `with` for a time as [`format_time`] writes it.
+pub(crate) mod rfc3339_millis {
     use chrono::{DateTime, Utc};
     use serde::{Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format_time(t))
     }
 
@@ -192,11 +200,12 @@ mod rfc3339_millis {
     }
 }
 
-mod rfc3339_opt {
+/// Serde's `with` for an optional time as [`format_time`] writes it.
+pub(crate) mod rfc3339_opt {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(
+    pub(crate) fn serialize<S: Serializer>(
         t: &Option<DateTime<Utc>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -244,6 +253,7 @@ pub(crate) mod tests {
             body_sha256: Some("ab".repeat(32)),
             schedule_lag_ms: 0,
             producer: "host1".into(),
+            up: Some(true),
         }
     }
 

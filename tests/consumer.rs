@@ -123,6 +123,12 @@ async fn kill_9_ten_times_loses_and_doubles_nothing() {
         query_i64(&db, "SELECT sum(next_offset)::bigint FROM kafka_offsets").await,
         n
     );
+    // The rollups went in with the rows, transaction by transaction: counted once too.
+    assert_eq!(common::rollup_mismatches(&db).await, 0);
+    assert_eq!(
+        query_i64(&db, "SELECT sum(checks)::bigint FROM rollups_hourly").await,
+        n
+    );
 }
 
 /// Records that are not valid events, one of each kind a topic can hold: each must be kept
@@ -244,6 +250,12 @@ async fn malformed_records_are_kept_aside_and_good_ones_all_land() {
     let db = open(&pg).await;
     assert_eq!(
         query_i64(&db, "SELECT count(*) FROM events").await,
+        good + 1
+    );
+    // The retry stored once is counted once in the rollups (the checked path's sums).
+    assert_eq!(common::rollup_mismatches(&db).await, 0);
+    assert_eq!(
+        query_i64(&db, "SELECT sum(checks)::bigint FROM rollups_daily").await,
         good + 1
     );
     for (kind, value) in &kinds {

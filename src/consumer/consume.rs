@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use crate::consumer::config::ConsumerConfig;
 use crate::consumer::metrics::ConsumerMetrics;
 use crate::consumer::record;
+use crate::consumer::status_page::StatusPage;
 use crate::consumer::store::{self, Batch, PartitionLeases, Rejected, RowEncoder, StoreError};
 use crate::event;
 use crate::kafka::{self, KafkaError};
@@ -128,7 +129,8 @@ pub async fn run(
     http: Option<HttpListener>,
 ) -> Result<Summary, ConsumeError> {
     let metrics = Arc::new(ConsumerMetrics::new(&config.kafka.topic));
-    let server = http.map(|h| h.serve(metrics.clone()));
+    let page = StatusPage::new(metrics.clone(), config.postgres.clone());
+    let server = http.map(|h| h.serve(page));
     let consumed = consume(config, shutdown, metrics).await;
     if let Some(server) = server {
         server.abort();
@@ -1086,6 +1088,7 @@ fn decode_chunk(
     raw: Vec<RecordAndOffset>,
 ) -> Batch {
     let mut rows = RowEncoder::with_capacity(raw.len());
+    let mut inputs = Vec::with_capacity(raw.len());
     let mut rejected = Vec::new();
     let mut python_from = None;
     for r in raw {
@@ -1095,7 +1098,9 @@ fn decode_chunk(
                     Some(python_from.map_or(e.ts, |t: chrono::DateTime<chrono::Utc>| t.min(e.ts)));
             }
             rows.push(partition, r.offset, &e)
-                .map_err(|text| record::RejectReason(text, record::RejectKind::Unstorable))
+                .map_err(|text| record::RejectReason(text, record::RejectKind::Unstorable))?;
+            inputs.push(e.into_rollup_input(r.offset));
+            Ok(())
         });
         if let Err(reason) = stored {
             rejected.push(Rejected {
@@ -1115,6 +1120,7 @@ fn decode_chunk(
         rows: rows.finish(),
         rejected,
         python_from,
+        inputs,
     }
 }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::rollup::RollupInput;
 use crate::event::{CheckEvent, ErrorKind, WIRE_VERSION};
 
 /// Events larger than this are rejected by the consumer (a check event is < 2 KiB).
@@ -38,6 +39,26 @@ pub(crate) struct StoredEvent {
     pub body_sha256: Option<String>,
     pub(crate) schedule_lag_ms: Option<i64>,
     pub(crate) producer: Option<String>,
+    /// The verdict (`events.up`): the producer's, or judged here for records without one.
+    pub(crate) up: bool,
+}
+
+impl StoredEvent {
+    /// What the rollups need of it, once its row is encoded (its texts move, not copied).
+    pub(crate) fn into_rollup_input(self, offset: i64) -> RollupInput {
+        RollupInput {
+            offset,
+            url: self.url,
+            producer: self.producer.unwrap_or_default(),
+            ts: self.ts,
+            up: self.up,
+            elapsed: self.elapsed,
+            status: self.status,
+            error: self.error,
+            error_kind: self.error_kind,
+            cert_expires_at: self.cert_expires_at,
+        }
+    }
 }
 
 /// Why a record is not a valid event: the text is stored in `rejected_events.reason`,
@@ -204,8 +225,18 @@ fn legacy_ms(elapsed: Option<f64>) -> Option<i32> {
         .map(|e| e.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
 }
 
+/// The verdict of an event that carries none (a v1 producer before `up`, with no target
+/// settings to go by): a 2xx or 3xx answer and no error, as the producer's default.
+fn judged_up(status: Option<u16>, error: Option<&String>) -> bool {
+    status.is_some_and(|s| (200..400).contains(&s)) && error.is_none()
+}
+
 fn from_v1(ev: CheckEvent) -> StoredEvent {
+    let up = ev
+        .up
+        .unwrap_or_else(|| judged_up(ev.status, ev.error.as_ref()));
     StoredEvent {
+        up,
         id: Some(ev.id),
         ts: ev.checked_at,
         url: ev.url,
@@ -230,6 +261,8 @@ fn from_v1(ev: CheckEvent) -> StoredEvent {
 
 fn from_legacy(old: LegacyEvent, record_time: DateTime<Utc>) -> StoredEvent {
     StoredEvent {
+        // The Python program's own rule: 200 and no error.
+        up: old.status == Some(200) && old.error.is_none(),
         id: None,
         ts: record_time,
         url: old.url,
@@ -299,6 +332,39 @@ mod tests {
         let row = decode(Some(failed), t).unwrap();
         assert_eq!(row.status, None);
         assert_eq!(row.error.as_deref(), Some("Connection refused"));
+    }
+
+    #[test]
+    fn the_verdict_is_the_producers_else_judged_by_the_format_s_own_rule() {
+        let t = Utc::now();
+        // The producer's verdict wins, whatever the status says (a regex that missed).
+        let mut ev = sample();
+        ev.up = Some(false);
+        assert!(!decode(Some(&ev.to_json()), t).unwrap().up);
+        // Without one: 2xx or 3xx and no error.
+        for (status, error, want) in [
+            (Some(200), None, true),
+            (Some(302), None, true),
+            (Some(404), None, false),
+            (None, Some("refused"), false),
+        ] {
+            let mut ev = sample();
+            (ev.up, ev.status, ev.error) = (None, status, error.map(String::from));
+            let json = String::from_utf8(ev.to_json()).unwrap();
+            let json = json.replace(r#","up":null"#, "");
+            assert!(!json.contains("\"up\""), "{json}");
+            let row = decode(Some(json.as_bytes()), t).unwrap();
+            assert_eq!(row.up, want, "{status:?} {error:?}");
+        }
+        // The Python program's rule: 200 only.
+        let python = |status: &str| {
+            format!(
+                r#"{{"url": "https://a.example/", "elapsed": 5, "error": null, "status": {status}, "body_prefix": null, "content_match": null}}"#
+            )
+        };
+        assert!(decode(Some(python("200").as_bytes()), t).unwrap().up);
+        assert!(!decode(Some(python("301").as_bytes()), t).unwrap().up);
+        assert!(!decode(Some(python("null").as_bytes()), t).unwrap().up);
     }
 
     #[test]

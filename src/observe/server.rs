@@ -7,7 +7,9 @@
 //! client costs a slot for a while, never a check or a write.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +35,21 @@ const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Longest life of one connection, keep-alive included: a scraper reconnects.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
+/// A response a program makes itself, beyond the metrics and health (the consumer's
+/// status page).
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// HTTP status code.
+    pub status: u16,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// A [`Page`] being made.
+pub type PageFuture = Pin<Box<dyn Future<Output = Page> + Send>>;
+
 /// What a program serves on its endpoint.
 pub trait Endpoints: Send + Sync + 'static {
     /// The metrics, in the text format ([`super::exposition`]).
@@ -41,6 +58,11 @@ pub trait Endpoints: Send + Sync + 'static {
     fn live(&self) -> Result<(), String>;
     /// Ok when the program can do its job now; otherwise why not, in one line.
     fn ready(&self) -> Result<(), String>;
+    /// A page of the program's own at `path`, if it has one there (otherwise 404).
+    fn page(self: Arc<Self>, path: &str) -> Option<PageFuture> {
+        let _ = path;
+        None
+    }
 }
 
 /// `CK_HTTP_ADDR` (or `--http-addr`): where to serve, if anywhere.
@@ -123,8 +145,19 @@ async fn accept_loop(listener: std::net::TcpListener, endpoints: Arc<dyn Endpoin
         let endpoints = endpoints.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let reply = respond(endpoints.as_ref(), &req);
-                async move { Ok::<_, Infallible>(reply) }
+                let made = respond(endpoints.clone(), &req);
+                async move {
+                    let reply = match made {
+                        Ok(reply) => reply,
+                        Err(page) => {
+                            let page = page.await;
+                            let status = StatusCode::from_u16(page.status)
+                                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                            reply(status, page.content_type, page.body)
+                        }
+                    };
+                    Ok::<_, Infallible>(reply)
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -137,11 +170,19 @@ async fn accept_loop(listener: std::net::TcpListener, endpoints: Arc<dyn Endpoin
     }
 }
 
-fn respond(endpoints: &dyn Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// The response at once, or the program's page to wait for.
+fn respond(
+    endpoints: Arc<dyn Endpoints>,
+    req: &Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, PageFuture> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n",
+        ));
     }
-    match req.uri().path() {
+    Ok(match req.uri().path() {
         "/metrics" => reply(
             StatusCode::OK,
             super::exposition::CONTENT_TYPE,
@@ -149,12 +190,15 @@ fn respond(endpoints: &dyn Endpoints, req: &Request<Incoming>) -> Response<Full<
         ),
         "/healthz" => verdict(endpoints.live()),
         "/readyz" => verdict(endpoints.ready()),
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found: try /metrics, /healthz or /readyz\n",
-        ),
-    }
+        path => match endpoints.page(path) {
+            Some(page) => return Err(page),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found: try /metrics, /healthz or /readyz\n",
+            ),
+        },
+    })
 }
 
 fn verdict(state: Result<(), String>) -> Response<Full<Bytes>> {

@@ -141,7 +141,7 @@ pub async fn check_once(config: ProducerConfig, probe: Probe) -> Vec<Option<(Che
             let _permit = permits.acquire_owned().await;
             tokio::task::spawn_blocking(move || {
                 let ev = probe.check(&target, 0);
-                let up = probe::is_up(&target, &ev);
+                let up = ev.up == Some(true);
                 (ev, up)
             })
             .await

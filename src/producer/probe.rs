@@ -400,6 +400,7 @@ impl Probe {
                 event.error = Some(message);
             }
         });
+        event.up = Some(is_up(target, &event));
         (event, redirects)
     }
 

@@ -88,7 +88,7 @@ async fn target_loop(
         shared.running.fetch_add(1, Ordering::SeqCst);
         let checked = tokio::task::spawn_blocking(move || {
             let (event, redirects) = p.check_counting_redirects(&t, lag_ms);
-            let up = super::probe::is_up(&t, &event);
+            let up = event.up == Some(true);
             (event, up, redirects)
         });
         let (event, up, redirects) = match checked.await {

@@ -443,3 +443,24 @@ pub async fn http_get_when_up(port: u16, path: &str) -> (u16, String) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Rollup rows (hourly and daily) that disagree with the raw rows they sum: checks and up
+/// checks per (url, producer, hour or day), both ways (a bucket missing on either side
+/// counts). 0 when every stored event is counted exactly once.
+pub async fn rollup_mismatches(db: &tokio_postgres::Client) -> i64 {
+    let mut wrong = 0;
+    for (table, unit) in [("rollups_hourly", "hour"), ("rollups_daily", "day")] {
+        let sql = format!(
+            "SELECT count(*) FROM ( \
+               SELECT url, coalesce(producer, '') AS producer, \
+                 date_trunc('{unit}', ts) AT TIME ZONE 'UTC' AS bucket, \
+                 count(*) AS checks, count(*) FILTER (WHERE up) AS up_checks \
+               FROM events GROUP BY 1, 2, 3) AS raw \
+             FULL JOIN {table} AS r \
+               ON r.url = raw.url AND r.producer = raw.producer AND r.bucket = raw.bucket \
+             WHERE raw.checks IS DISTINCT FROM r.checks OR raw.up_checks IS DISTINCT FROM r.up_checks"
+        );
+        wrong += query_i64(db, &sql).await;
+    }
+    wrong
+}

@@ -100,6 +100,17 @@ fn handle<S: Read + Write>(stream: S) {
     } else if let Some(ms) = path.strip_prefix("/slow/") {
         std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(1000)));
         respond(&mut s, "200 OK", "", OK_BODY);
+    } else if let Some(at) = path.strip_prefix("/up-after/") {
+        // 500 until the given time (Unix ms), 200 from then on: a site that comes back.
+        let at: u128 = at.parse().unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        if now >= at {
+            respond(&mut s, "200 OK", "", OK_BODY);
+        } else {
+            respond(&mut s, "500 Internal Server Error", "", "not yet");
+        }
     } else if path == "/404" {
         respond(
             &mut s,

@@ -1,7 +1,8 @@
 //! PostgreSQL, everything of it: the connection (`connect`: libpq's `sslmode` and
 //! `sslrootcert` honoured, the server always verified), the schema and its migrations
 //! (`schema`), the exactly-once write of batches with their partitions' offsets
-//! (`write`) and the partition leases (`leases`).
+//! (`write`) with their rollups (`rollups`), the partition leases (`leases`), and the
+//! status page's reads (`status`).
 //!
 //! This module owns every SQL statement. SQL is always parameterised; the password
 //! never reaches a log or an error message.
@@ -10,13 +11,17 @@ use std::time::Duration;
 
 mod connect;
 mod leases;
+mod rollups;
 mod schema;
+mod status;
 mod write;
 
 pub use connect::PostgresSettings;
 pub(crate) use leases::PartitionLeases;
 pub use schema::{SCHEMA_VERSION, migrate};
 pub(crate) use schema::{non_utc_timezone, python_rows_until};
+pub use status::{RollupRow, SiteState, StatusRows};
+pub(crate) use status::{read_only, read_status};
 pub(crate) use write::{Batch, Rejected, RowEncoder, Written, committed_offsets, write_batches};
 
 #[derive(Debug)]

@@ -72,10 +72,49 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
             PRIMARY KEY (topic, partition, \"offset\")
         )",
     ),
+    (
+        3,
+        "the verdict of each event (up), hourly and daily rollups, and each site's state",
+        // `up` is nullable without a default: no table rewrite; rows before it have none
+        // and are not in the rollups (the rollups start with this version). The status page
+        // reads the recent buckets of every series: the indexes on `bucket`.
+        "ALTER TABLE events ADD COLUMN IF NOT EXISTS up boolean;
+        CREATE TABLE IF NOT EXISTS rollups_hourly (
+            url text NOT NULL,
+            producer text NOT NULL,
+            bucket timestamptz NOT NULL,
+            checks bigint NOT NULL,
+            up_checks bigint NOT NULL,
+            error_kinds bigint[] NOT NULL,
+            latency_hist bigint[] NOT NULL,
+            latency_min_ms integer,
+            latency_max_ms integer,
+            latency_sum_ms bigint NOT NULL,
+            last_checked_at timestamptz NOT NULL,
+            last_status integer,
+            PRIMARY KEY (url, producer, bucket)
+        );
+        CREATE TABLE IF NOT EXISTS rollups_daily (LIKE rollups_hourly INCLUDING ALL);
+        CREATE INDEX IF NOT EXISTS rollups_hourly_bucket ON rollups_hourly (bucket);
+        CREATE INDEX IF NOT EXISTS rollups_daily_bucket ON rollups_daily (bucket);
+        CREATE TABLE IF NOT EXISTS site_status (
+            url text NOT NULL,
+            producer text NOT NULL,
+            up boolean NOT NULL,
+            since timestamptz NOT NULL,
+            last_checked_at timestamptz NOT NULL,
+            last_status integer,
+            last_error text,
+            last_error_kind text,
+            last_elapsed_ms integer,
+            cert_expires_at timestamptz,
+            PRIMARY KEY (url, producer)
+        )",
+    ),
 ];
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Held while migrating, so that consumers starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x636b_7369_7465_0001;

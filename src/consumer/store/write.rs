@@ -2,7 +2,7 @@
 //! ([`RowEncoder`]), and batches written with their partitions' offset moves in one
 //! transaction ([`write_batches`]): the exactly-once step.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -10,8 +10,9 @@ use futures_util::SinkExt;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, CopyInSink, Transaction};
 
-use super::{StoreError, bounded, sql_error};
+use super::{StoreError, bounded, rollups, sql_error};
 use crate::consumer::record::StoredEvent;
+use crate::consumer::rollup::{RollupInput, Rollups};
 
 /// A record that is not a valid event, kept with its position and the reason.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub(crate) struct Batch {
     /// The earliest record time of the Python-format records among `rows`, if any: the
     /// Python consumer may have stored those already (see [`python_rows_until`]).
     pub(crate) python_from: Option<chrono::DateTime<chrono::Utc>>,
+    /// What the rollups need of each event row, in offset order.
+    pub(crate) inputs: Vec<RollupInput>,
 }
 
 impl Batch {
@@ -51,6 +54,7 @@ impl Batch {
         let (left_rows, right_rows) = self.rows.split_at_offset(offset);
         let (left_rejects, right_rejects) =
             self.rejected.into_iter().partition(|r| r.offset < offset);
+        let (left_inputs, right_inputs) = self.inputs.into_iter().partition(|r| r.offset < offset);
         let left = Batch {
             partition: self.partition,
             start_offset: self.start_offset,
@@ -59,6 +63,7 @@ impl Batch {
             rows: left_rows,
             rejected: left_rejects,
             python_from: self.python_from,
+            inputs: left_inputs,
         };
         let right = Batch {
             partition: self.partition,
@@ -68,6 +73,7 @@ impl Batch {
             rows: right_rows,
             rejected: right_rejects,
             python_from: self.python_from,
+            inputs: right_inputs,
         };
         (left, right)
     }
@@ -93,6 +99,7 @@ impl Batch {
             bytes: Bytes::new(),
             ends: Vec::new(),
         };
+        self.inputs.clear();
         self.rejected.push(rejected);
         self.rejected.sort_by_key(|r| r.offset);
     }
@@ -174,7 +181,7 @@ impl RowEncoder {
     ) -> Result<(), String> {
         // `events.ts` is the Python program's `timestamp` (no zone): UTC wall time.
         let ts = e.ts.naive_utc();
-        let fields: [&(dyn ToSql + Sync); 21] = [
+        let fields: [&(dyn ToSql + Sync); 22] = [
             &ts,
             &e.url,
             &e.elapsed,
@@ -194,6 +201,7 @@ impl RowEncoder {
             &e.body_sha256,
             &e.schedule_lag_ms,
             &e.producer,
+            &e.up,
             &partition,
             &offset,
         ];
@@ -262,14 +270,14 @@ pub(crate) async fn committed_offsets(
 
 const EVENT_COLUMNS: &str = "ts, url, elapsed, error, status, body_prefix, content_match, check_id, error_kind, \
     dns_ms, connect_ms, tls_ms, ttfb_ms, bytes, cert_expires_at, ip, body_sha256, schedule_lag_ms, producer, \
-    kafka_partition, kafka_offset";
+    up, kafka_partition, kafka_offset";
 
 /// The binary COPY stream's header (signature, flags, no extension) and trailer.
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const COPY_TRAILER: &[u8] = &[0xff, 0xff];
 
 /// The columns' types: the Python program's first (varchar and integer milliseconds).
-const EVENT_TYPES: [Type; 21] = [
+const EVENT_TYPES: [Type; 22] = [
     Type::TIMESTAMP,
     Type::VARCHAR,
     Type::INT4,
@@ -289,6 +297,7 @@ const EVENT_TYPES: [Type; 21] = [
     Type::TEXT,
     Type::INT8,
     Type::TEXT,
+    Type::BOOL,
     Type::INT4,
     Type::INT8,
 ];
@@ -526,14 +535,16 @@ async fn write_once(
         .await
         .map_err(|e| sql_error("copy", &e))?;
     if checked {
-        finish_checked(tx, sink).await
+        finish_checked(tx, sink, batches).await
     } else {
-        // COMMIT follows the end of the COPY without waiting for its answer: the
+        // The rollups follow the end of the COPY without waiting for its answer: the
         // connection sends requests in order, and if the COPY failed the transaction is
-        // aborted, so the COMMIT only rolls back (and the COPY's error is returned).
-        let (copied, committed) = tokio::join!(sink.as_mut().finish(), tx.commit());
+        // aborted, so they fail too (and the COPY's error is returned).
+        let rollups = Rollups::of(batches.iter().flat_map(|b| &b.inputs));
+        let (copied, added) = tokio::join!(sink.as_mut().finish(), rollups::add(&tx, &rollups));
         let copied = copied.map_err(|e| sql_error("copy", &e))?;
-        committed.map_err(|e| sql_error("commit", &e))?;
+        added?;
+        tx.commit().await.map_err(|e| sql_error("commit", &e))?;
         Ok(Written {
             rows: copied,
             already_stored: 0,
@@ -555,28 +566,43 @@ async fn stream_rows(
 
 /// The checked path's end: the rows from the temporary table into `events`, except those
 /// already stored (a producer retry's `check_id`; a Python-format record the Python
-/// consumer stored), then COMMIT.
+/// consumer stored), the rollups of exactly the rows inserted, then COMMIT.
 async fn finish_checked(
     tx: Transaction<'_>,
     sink: Pin<&mut CopyInSink<Bytes>>,
+    batches: &[Batch],
 ) -> Result<Written, StoreError> {
     let copied = sink.finish().await.map_err(|e| sql_error("copy", &e))?;
     // The Python consumer wrote `ts` in the server's TimeZone: the record's time (here
     // UTC wall time) is converted the same way before it is compared.
     let inserted = tx
-        .execute(
+        .query(
             &format!(
                 "INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM events_incoming AS i \
                  WHERE i.check_id IS NOT NULL OR NOT EXISTS ( \
                    SELECT 1 FROM events AS e WHERE e.kafka_offset IS NULL \
                    AND e.ts = (i.ts AT TIME ZONE 'UTC')::timestamp AND e.url = i.url) \
-                 ON CONFLICT (check_id) DO NOTHING"
+                 ON CONFLICT (check_id) DO NOTHING \
+                 RETURNING kafka_partition, kafka_offset"
             ),
             &[],
         )
         .await
         .map_err(|e| sql_error("dedupe insert", &e))?;
+    let stored: HashSet<(i32, i64)> = inserted
+        .iter()
+        .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
+        .collect();
+    let stored_ref = &stored;
+    let rollups = Rollups::of(batches.iter().flat_map(|b| {
+        let (partition, stored) = (b.partition, stored_ref);
+        b.inputs
+            .iter()
+            .filter(move |e| stored.contains(&(partition, e.offset)))
+    }));
+    rollups::add(&tx, &rollups).await?;
     tx.commit().await.map_err(|e| sql_error("commit", &e))?;
+    let inserted = stored.len() as u64;
     Ok(Written {
         rows: inserted,
         already_stored: copied.saturating_sub(inserted),
@@ -600,7 +626,7 @@ mod tests {
         let rows = rows.finish();
         assert_eq!(rows.len(), 2);
         // Each tuple starts with its field count; the first field is the 8-byte timestamp.
-        assert_eq!(&rows.bytes[..2], &21i16.to_be_bytes());
+        assert_eq!(&rows.bytes[..2], &22i16.to_be_bytes());
         assert_eq!(&rows.bytes[2..6], &8i32.to_be_bytes());
         // The last two fields are the partition (4 bytes) and the offset (8 bytes).
         let end = rows.bytes.len();

@@ -1,0 +1,320 @@
+//! Rollups: per (url, producer), hourly and daily counts and latency histograms, and each
+//! series' current state (up or down, since when, the last error). The status page reads
+//! these instead of the raw events, so that it stays fast over a long history.
+//!
+//! This module computes them from the events a transaction stores ([`Rollups::of`]); the
+//! store adds them to the tables in that same transaction, so a retried or duplicated
+//! event is counted exactly as often as it is stored: once. It never does I/O.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+/// Upper bounds (exclusive, milliseconds) of the latency histogram's buckets; a last
+/// bucket holds everything from 56 s up. Roughly ×1.4 apart: a percentile read from it is
+/// within its bucket, and min/max per bucket row narrow the ends.
+pub const LATENCY_BOUNDS_MS: [i32; 32] = [
+    1, 2, 3, 4, 5, 7, 10, 14, 20, 28, 40, 56, 80, 110, 160, 220, 320, 450, 640, 900, 1300, 1800,
+    2500, 3600, 5000, 7000, 10000, 14000, 20000, 28000, 40000, 56000,
+];
+
+/// Buckets in a latency histogram: one per bound, and one above the last.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
+
+/// The order of the counts in a rollup's `error_kinds` column.
+pub const ERROR_KINDS: [&str; 8] = [
+    "dns", "connect", "tls", "timeout", "http", "body", "redirect", "other",
+];
+
+/// What the rollups need of one stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RollupInput {
+    /// The record's offset: the checked write path keeps only the inputs of rows it stored.
+    pub(crate) offset: i64,
+    pub(crate) url: String,
+    /// The vantage point; empty for the Python program's records, which had none.
+    pub(crate) producer: String,
+    pub(crate) ts: DateTime<Utc>,
+    pub(crate) up: bool,
+    pub(crate) elapsed: Option<i32>,
+    pub(crate) status: Option<i32>,
+    pub(crate) error: Option<String>,
+    pub(crate) error_kind: Option<&'static str>,
+    pub(crate) cert_expires_at: Option<DateTime<Utc>>,
+}
+
+/// One series' figures over one hour or one day.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Bucket {
+    pub(crate) checks: i64,
+    pub(crate) up_checks: i64,
+    /// Failed checks by kind, in [`ERROR_KINDS`] order.
+    pub(crate) error_kinds: [i64; ERROR_KINDS.len()],
+    /// The elapsed time of the up checks (a timeout's time says nothing of the site's speed).
+    pub(crate) latency_hist: [i64; LATENCY_BUCKETS],
+    pub(crate) latency_min_ms: Option<i32>,
+    pub(crate) latency_max_ms: Option<i32>,
+    pub(crate) latency_sum_ms: i64,
+    pub(crate) last_checked_at: DateTime<Utc>,
+    pub(crate) last_status: Option<i32>,
+}
+
+/// A series' latest state in this transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SeriesState {
+    pub(crate) up: bool,
+    /// The first check of the latest run of equal verdicts seen here.
+    pub(crate) since: DateTime<Utc>,
+    /// The verdict changed within this transaction: `since` stands whatever is stored.
+    pub(crate) changed: bool,
+    pub(crate) last_checked_at: DateTime<Utc>,
+    pub(crate) last_status: Option<i32>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) last_error_kind: Option<&'static str>,
+    pub(crate) last_elapsed_ms: Option<i32>,
+    pub(crate) cert_expires_at: Option<DateTime<Utc>>,
+}
+
+/// (url, producer), borrowed from the inputs.
+pub(crate) type SeriesKey<'a> = (&'a str, &'a str);
+
+/// A series' bucket: (url, producer) and the start of its hour or day.
+pub(crate) type BucketKey<'a> = (SeriesKey<'a>, DateTime<Utc>);
+
+/// What one transaction adds: hourly and daily buckets, and each series' latest state.
+#[derive(Debug, Default)]
+pub(crate) struct Rollups<'a> {
+    pub(crate) hourly: HashMap<BucketKey<'a>, Bucket>,
+    pub(crate) daily: HashMap<BucketKey<'a>, Bucket>,
+    pub(crate) states: HashMap<SeriesKey<'a>, SeriesState>,
+}
+
+impl<'a> Rollups<'a> {
+    /// The rollups of `inputs`, each series' in the order they were stored (offset order).
+    pub(crate) fn of(inputs: impl IntoIterator<Item = &'a RollupInput>) -> Rollups<'a> {
+        let mut r = Rollups::default();
+        for e in inputs {
+            let key = (e.url.as_str(), e.producer.as_str());
+            add(&mut r.hourly, (key, truncate(e.ts, 3600)), e);
+            add(&mut r.daily, (key, truncate(e.ts, 86_400)), e);
+            r.states
+                .entry(key)
+                .and_modify(|s| s.follow(e))
+                .or_insert_with(|| SeriesState::first(e));
+        }
+        r
+    }
+
+    /// Nothing to write.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+}
+
+fn add<'a>(buckets: &mut HashMap<BucketKey<'a>, Bucket>, key: BucketKey<'a>, e: &RollupInput) {
+    let b = buckets.entry(key).or_insert_with(|| Bucket {
+        checks: 0,
+        up_checks: 0,
+        error_kinds: [0; ERROR_KINDS.len()],
+        latency_hist: [0; LATENCY_BUCKETS],
+        latency_min_ms: None,
+        latency_max_ms: None,
+        latency_sum_ms: 0,
+        last_checked_at: e.ts,
+        last_status: e.status,
+    });
+    b.checks += 1;
+    if e.ts >= b.last_checked_at {
+        b.last_checked_at = e.ts;
+        b.last_status = e.status;
+    }
+    if let Some(kind) = error_kind(e) {
+        b.error_kinds[kind] += 1;
+    }
+    if !e.up {
+        return;
+    }
+    b.up_checks += 1;
+    if let Some(ms) = e.elapsed {
+        b.latency_hist[latency_bucket(ms)] += 1;
+        b.latency_min_ms = Some(b.latency_min_ms.map_or(ms, |m| m.min(ms)));
+        b.latency_max_ms = Some(b.latency_max_ms.map_or(ms, |m| m.max(ms)));
+        b.latency_sum_ms += i64::from(ms);
+    }
+}
+
+/// The index in [`ERROR_KINDS`] of a failed check's kind; an error without a kind (the
+/// Python program's) is "other".
+fn error_kind(e: &RollupInput) -> Option<usize> {
+    match (e.error_kind, &e.error) {
+        (Some(kind), _) => Some(ERROR_KINDS.iter().position(|k| *k == kind).unwrap_or(7)),
+        (None, Some(_)) => Some(7),
+        (None, None) => None,
+    }
+}
+
+impl SeriesState {
+    fn first(e: &RollupInput) -> SeriesState {
+        SeriesState {
+            up: e.up,
+            since: e.ts,
+            changed: false,
+            last_checked_at: e.ts,
+            last_status: e.status,
+            last_error: e.error.clone(),
+            last_error_kind: e.error_kind,
+            last_elapsed_ms: e.elapsed,
+            cert_expires_at: e.cert_expires_at,
+        }
+    }
+
+    /// The next event of the series. One arriving older than the latest (a producer's
+    /// clock, a retry) counts in the buckets but does not move the state back.
+    fn follow(&mut self, e: &RollupInput) {
+        if e.ts < self.last_checked_at {
+            return;
+        }
+        if e.up != self.up {
+            self.up = e.up;
+            self.since = e.ts;
+            self.changed = true;
+        }
+        self.last_checked_at = e.ts;
+        self.last_status = e.status;
+        self.last_error = e.error.clone();
+        self.last_error_kind = e.error_kind;
+        self.last_elapsed_ms = e.elapsed;
+        if e.cert_expires_at.is_some() {
+            self.cert_expires_at = e.cert_expires_at;
+        }
+    }
+}
+
+/// The start of the hour or day (UTC) that `t` is in.
+pub(crate) fn truncate(t: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
+    let s = t.timestamp();
+    DateTime::from_timestamp(s - s.rem_euclid(seconds), 0).unwrap_or(t)
+}
+
+/// The histogram bucket of a latency.
+pub(crate) fn latency_bucket(ms: i32) -> usize {
+    LATENCY_BOUNDS_MS.partition_point(|b| *b <= ms)
+}
+
+/// The `q` quantile (0..1) of a latency histogram, in ms: linear within the bucket it
+/// falls in, kept within the observed `min`..`max`. None for an empty histogram.
+pub fn percentile(hist: &[i64], q: f64, min: Option<i32>, max: Option<i32>) -> Option<f64> {
+    let total: i64 = hist.iter().sum();
+    if total <= 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut seen = 0i64;
+    for (i, &n) in hist.iter().enumerate() {
+        if n <= 0 {
+            continue;
+        }
+        if (seen + n) as f64 >= rank {
+            let low = if i == 0 {
+                0.0
+            } else {
+                f64::from(LATENCY_BOUNDS_MS[i - 1])
+            };
+            let high = LATENCY_BOUNDS_MS.get(i).map_or(low, |b| f64::from(*b));
+            let within = ((rank - seen as f64) / n as f64).clamp(0.0, 1.0);
+            let mut v = low + (high - low) * within;
+            if let Some(m) = min {
+                v = v.max(f64::from(m));
+            }
+            if let Some(m) = max {
+                v = v.min(f64::from(m));
+            }
+            return Some(v);
+        }
+        seen += n;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn input(offset: i64, minute: u32, up: bool, elapsed: i32) -> RollupInput {
+        RollupInput {
+            offset,
+            url: "https://a.example/".into(),
+            producer: "p1".into(),
+            ts: Utc.with_ymd_and_hms(2026, 11, 29, 10, minute, 0).unwrap(),
+            up,
+            elapsed: Some(elapsed),
+            status: Some(if up { 200 } else { 500 }),
+            error: None,
+            error_kind: None,
+            cert_expires_at: None,
+        }
+    }
+
+    #[test]
+    fn buckets_count_checks_and_latency_of_up_checks() {
+        let inputs = [
+            input(1, 0, true, 12),
+            input(2, 30, false, 900),
+            input(3, 59, true, 30),
+        ];
+        let r = Rollups::of(&inputs);
+        assert_eq!(r.hourly.len(), 1);
+        let (key, b) = r.hourly.iter().next().unwrap();
+        assert_eq!(key.1, Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap());
+        assert_eq!((b.checks, b.up_checks), (3, 2));
+        assert_eq!(
+            (b.latency_min_ms, b.latency_max_ms, b.latency_sum_ms),
+            (Some(12), Some(30), 42)
+        );
+        assert_eq!(b.latency_hist.iter().sum::<i64>(), 2);
+        assert_eq!(b.last_status, Some(200));
+        let day = r.daily.values().next().unwrap();
+        assert_eq!(day.checks, 3);
+    }
+
+    #[test]
+    fn the_state_is_the_latest_run_and_knows_if_it_changed() {
+        let inputs = [input(1, 0, true, 1), input(2, 1, true, 1)];
+        let r = Rollups::of(&inputs);
+        let s = r.states.values().next().unwrap();
+        assert!(s.up && !s.changed);
+        assert_eq!(s.since, input(0, 0, true, 1).ts);
+        let inputs = [
+            input(1, 0, true, 1),
+            input(2, 1, false, 1),
+            input(3, 2, false, 1),
+        ];
+        let r = Rollups::of(&inputs);
+        let s = r.states.values().next().unwrap();
+        assert!(!s.up && s.changed);
+        assert_eq!(s.since, input(0, 1, true, 1).ts);
+        // An older event arriving late does not move the state back.
+        let inputs = [input(1, 5, true, 1), input(2, 1, false, 1)];
+        let r = Rollups::of(&inputs);
+        let s = r.states.values().next().unwrap();
+        assert!(s.up && !s.changed);
+        assert_eq!(r.hourly.values().next().unwrap().checks, 2);
+    }
+
+    #[test]
+    fn percentiles_fall_in_the_right_bucket() {
+        let mut hist = [0i64; LATENCY_BUCKETS];
+        for ms in 1..=100 {
+            hist[latency_bucket(ms)] += 1;
+        }
+        let p50 = percentile(&hist, 0.5, Some(1), Some(100)).unwrap();
+        assert!((40.0..=56.0).contains(&p50), "{p50}");
+        let p95 = percentile(&hist, 0.95, Some(1), Some(100)).unwrap();
+        assert!((80.0..=100.0).contains(&p95), "{p95}");
+        assert_eq!(percentile(&[0; LATENCY_BUCKETS], 0.5, None, None), None);
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(1), 1);
+        assert_eq!(latency_bucket(100_000), LATENCY_BUCKETS - 1);
+    }
+}

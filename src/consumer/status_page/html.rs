@@ -1,0 +1,237 @@
+//! The page as HTML: one self-contained document (inline CSS and SVG, no script, no font,
+//! nothing fetched from elsewhere) that refreshes itself every 30 s, reads on a phone, and
+//! says in text what every colour and chart shows.
+//!
+//! Every text from the data goes through [`escape`]: a URL holding `<script>` or quotes is
+//! shown as text, never run.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Utc};
+
+use super::report::{DAYS, HOURS, Point, Report, SiteReport};
+
+/// A certificate closer to its end than this is flagged.
+const CERT_WARNING_DAYS: i64 = 14;
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:72rem;padding:1rem;color:#1b1b1b;background:#fafafa}\
+h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1rem;margin:0 0 .3rem;word-break:break-all}\
+.summary{font-size:1.1rem}.site{background:#fff;border:1px solid #ccc;border-left:.5rem solid #2e7d32;border-radius:.3rem;padding:.6rem .8rem;margin:.6rem 0}\
+.site.down{border-left-color:#c62828}.badge{font-weight:700;padding:0 .3rem;border-radius:.2rem;color:#fff;background:#2e7d32}\
+.down .badge{background:#c62828}.meta,.figures{margin:.2rem 0;font-size:.9rem}.error{color:#8e0000;font-size:.9rem;word-break:break-word}\
+.warn{color:#8a4b00;font-weight:600}.charts{display:flex;flex-wrap:wrap;gap:.8rem;align-items:flex-end}\
+.charts figure{margin:0}.charts figcaption{font-size:.75rem;color:#555}svg{display:block}\
+.ok{fill:#2e7d32}.bad{fill:#c62828}.some{fill:#f9a825}.none{fill:#ddd}.p50{stroke:#1565c0}.p95{stroke:#8e24aa;stroke-dasharray:3 2}\
+polyline{fill:none;stroke-width:2;stroke-linecap:round}.frame{fill:#f4f4f4}";
+
+/// `&`, `<`, `>`, `"` and `'` as entities: safe in text and in quoted attributes.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn time(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or("no checks".into(), |v| format!("{v:.2} %"))
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.0} ms"))
+}
+
+/// The whole document.
+pub(crate) fn render(report: &Report) -> String {
+    let up = report.sites.iter().filter(|s| s.up).count();
+    let down = report.sites.len() - up;
+    let mut out = String::with_capacity(1024 + report.sites.len() * 4096);
+    let _ = write!(
+        out,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <meta http-equiv=\"refresh\" content=\"30\"><title>checksite status: {up} up, {down} down</title>\
+         <style>{STYLE}</style></head><body><header><h1>checksite status</h1>\
+         <p class=\"summary\" id=\"summary\"><span id=\"summary-up\">{up} up</span>, \
+         <span id=\"summary-down\">{down} down</span> (sites × vantage points), as of {}. \
+         The page reloads every 30 s; the same figures as JSON: <a href=\"/api/status\">/api/status</a>.</p>\
+         </header><main>",
+        time(&report.generated_at)
+    );
+    if report.sites.is_empty() {
+        out.push_str("<p>No checks stored yet.</p>");
+    }
+    for site in &report.sites {
+        site_card(&mut out, site, &report.generated_at);
+    }
+    out.push_str("</main></body></html>\n");
+    out
+}
+
+fn site_card(out: &mut String, s: &SiteReport, now: &DateTime<Utc>) {
+    let (class, state, arrow) = if s.up {
+        ("up", "UP", "▲")
+    } else {
+        ("down", "DOWN", "▼")
+    };
+    let (url, producer) = (escape(&s.url), escape(&s.producer));
+    let shown_producer = if producer.is_empty() {
+        "(no vantage point name)".to_string()
+    } else {
+        producer.clone()
+    };
+    let _ = write!(
+        out,
+        "<article class=\"site {class}\" data-url=\"{url}\" data-producer=\"{producer}\" data-state=\"{class}\" \
+         data-uptime-24h=\"{}\"><h2><span class=\"badge\">{arrow} {state}</span> <span class=\"url\">{url}</span></h2>\
+         <p class=\"meta\">from <b>{shown_producer}</b> · {} since {} · last check {}{}</p>\
+         <p class=\"figures\">uptime: 24 h <b class=\"uptime-24h\">{}</b> · 7 d <b>{}</b> · 30 d <b>{}</b> · \
+         latency p50/p95: 24 h {} / {} · 30 d {} / {}</p>",
+        s.uptime_24h.map_or(String::new(), |v| format!("{v:.2}")),
+        class,
+        time(&s.since),
+        time(&s.last_checked_at),
+        s.last_status
+            .map_or(String::new(), |c| format!(", HTTP {c}")),
+        percent(s.uptime_24h),
+        percent(s.uptime_7d),
+        percent(s.uptime_30d),
+        ms(s.p50_ms_24h),
+        ms(s.p95_ms_24h),
+        ms(s.p50_ms_30d),
+        ms(s.p95_ms_30d),
+    );
+    if let Some(error) = &s.last_error {
+        let kind = s
+            .last_error_kind
+            .as_deref()
+            .map_or(String::new(), |k| format!(" ({})", escape(k)));
+        let _ = write!(
+            out,
+            "<p class=\"error\">last error{kind}: {}</p>",
+            escape(error)
+        );
+    }
+    if let Some(expires) = &s.cert_expires_at {
+        let days = (*expires - *now).num_days();
+        let (class, sign) = if days < CERT_WARNING_DAYS {
+            ("warn", "⚠ ")
+        } else {
+            ("", "")
+        };
+        let _ = write!(
+            out,
+            "<p class=\"meta cert {class}\">{sign}certificate expires in {days} day(s), {}</p>",
+            expires.format("%Y-%m-%d")
+        );
+    }
+    out.push_str("<div class=\"charts\">");
+    uptime_strip(out, &s.days);
+    latency_chart(out, &s.hours, "last 24 h, per hour", HOURS);
+    latency_chart(out, &s.days, "last 30 days, per day", DAYS);
+    out.push_str("</div></article>");
+}
+
+/// One cell per day, coloured by uptime, each with its figure as a tooltip and the whole
+/// strip summed up in text.
+fn uptime_strip(out: &mut String, days: &[Point]) {
+    let (w, h) = (6, 24);
+    let full = days
+        .iter()
+        .filter(|d| d.checks > 0 && d.up_checks == d.checks)
+        .count();
+    let with_checks = days.iter().filter(|d| d.checks > 0).count();
+    let _ = write!(
+        out,
+        "<figure><svg role=\"img\" width=\"{}\" height=\"{h}\" viewBox=\"0 0 {} {h}\"><title>Uptime per day, last {DAYS} days: {full} of {with_checks} days with checks fully up</title>",
+        days.len() * w,
+        days.len() * w
+    );
+    for (i, d) in days.iter().enumerate() {
+        let (class, text) = match (d.checks, d.up_checks) {
+            (0, _) => ("none", "no checks".to_string()),
+            (c, u) if u == c => ("ok", "100 % up".to_string()),
+            (c, 0) => ("bad", format!("0 % up ({c} checks)")),
+            (c, u) => ("some", format!("{:.2} % up", 100.0 * u as f64 / c as f64)),
+        };
+        let ago = days.len() - 1 - i;
+        let _ = write!(
+            out,
+            "<rect class=\"{class}\" x=\"{}\" y=\"0\" width=\"{}\" height=\"{h}\"><title>{ago} day(s) ago: {text}</title></rect>",
+            i * w,
+            w - 1
+        );
+    }
+    let _ = write!(
+        out,
+        "</svg><figcaption>uptime per day, {DAYS} days</figcaption></figure>"
+    );
+}
+
+/// p50 (solid) and p95 (dashed) over the points, with the range in text.
+fn latency_chart(out: &mut String, points: &[Point], what: &str, slots: usize) {
+    let (w, h) = (180.0, 40.0);
+    let top = points
+        .iter()
+        .filter_map(|p| p.p95_ms.or(p.p50_ms))
+        .fold(1.0f64, f64::max);
+    let line = |pick: fn(&Point) -> Option<f64>| {
+        let mut coords = Vec::new();
+        for (i, p) in points.iter().enumerate() {
+            if let Some(v) = pick(p) {
+                let x = 2.0 + (w - 4.0) * i as f64 / (slots.max(2) - 1) as f64;
+                let y = h - 2.0 - (h - 4.0) * v / top;
+                coords.push(format!("{x:.1},{y:.1}"));
+            }
+        }
+        // A lone point is drawn as a dot (a zero-length line with round caps).
+        if coords.len() == 1 {
+            coords.push(coords[0].clone());
+        }
+        coords.join(" ")
+    };
+    let range = |pick: fn(&Point) -> Option<f64>| {
+        let vs: Vec<f64> = points.iter().filter_map(pick).collect();
+        match (
+            vs.iter().cloned().reduce(f64::min),
+            vs.iter().cloned().reduce(f64::max),
+        ) {
+            (Some(lo), Some(hi)) => format!("{lo:.0} to {hi:.0} ms"),
+            _ => "no data".into(),
+        }
+    };
+    let _ = write!(
+        out,
+        "<figure><svg role=\"img\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\"><title>Latency, {what}: p50 {}, p95 {}</title>\
+         <rect class=\"frame\" width=\"{w}\" height=\"{h}\"/><polyline class=\"p95\" points=\"{}\"/><polyline class=\"p50\" points=\"{}\"/></svg>\
+         <figcaption>latency p50 (solid) / p95 (dashed), {what}; top {top:.0} ms</figcaption></figure>",
+        range(|p| p.p50_ms),
+        range(|p| p.p95_ms),
+        line(|p| p.p95_ms),
+        line(|p| p.p50_ms),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_in_data_is_shown_as_text() {
+        assert_eq!(
+            escape(r#"https://x/"><script>alert('x')</script>&"#),
+            "https://x/&quot;&gt;&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;"
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! The status page, served with the metrics on `CK_HTTP_ADDR`: `GET /` (HTML) and
+//! `GET /api/status` (JSON), read from the rollups and `site_status` in PostgreSQL, so any
+//! consumer of a topic shows every site, not only its own partitions'.
+//!
+//! It owns its own read-only connection (never the writer's), reads at most once per
+//! [`FRESH_FOR`] whatever the number of visitors, and builds the page off the runtime's
+//! thread: a visitor never slows the writing of events.
+
+mod html;
+mod report;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::metrics::ConsumerMetrics;
+use super::store::{self, PostgresSettings};
+use crate::observe::{Endpoints, Page, PageFuture};
+use report::Report;
+
+/// A page read this recently is served again as it is.
+const FRESH_FOR: Duration = Duration::from_secs(2);
+
+/// Longest wait for PostgreSQL to connect, per attempt.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// The consumer's endpoints: its metrics and health, and the status page.
+pub struct StatusPage {
+    metrics: Arc<ConsumerMetrics>,
+    postgres: PostgresSettings,
+    /// The page's own connection; one read at a time.
+    db: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    latest: Mutex<Option<(Instant, Arc<Report>)>>,
+}
+
+impl StatusPage {
+    /// The endpoints of a consumer writing with `metrics`, reading from `postgres`.
+    pub fn new(metrics: Arc<ConsumerMetrics>, postgres: PostgresSettings) -> Arc<StatusPage> {
+        Arc::new(StatusPage {
+            metrics,
+            postgres,
+            db: tokio::sync::Mutex::new(None),
+            latest: Mutex::new(None),
+        })
+    }
+
+    fn fresh(&self) -> Option<Arc<Report>> {
+        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        match &*latest {
+            Some((at, report)) if at.elapsed() < FRESH_FOR => Some(report.clone()),
+            _ => None,
+        }
+    }
+
+    /// The figures, read now or at most [`FRESH_FOR`] ago; why not, in one line.
+    async fn report(&self) -> Result<Arc<Report>, String> {
+        if let Some(report) = self.fresh() {
+            return Ok(report);
+        }
+        let mut db = self.db.lock().await;
+        // Another visitor may have read it while this one waited.
+        if let Some(report) = self.fresh() {
+            return Ok(report);
+        }
+        if db.as_ref().is_none_or(|c| c.is_closed()) {
+            let client = self
+                .postgres
+                .connect(CONNECT_WITHIN)
+                .await
+                .map_err(|e| e.to_string())?;
+            store::read_only(&client).await.map_err(|e| e.to_string())?;
+            *db = Some(client);
+        }
+        let Some(client) = db.as_ref() else {
+            return Err("no connection to PostgreSQL".into());
+        };
+        let rows = match store::read_status(client).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                *db = None;
+                return Err(e.to_string());
+            }
+        };
+        let report = tokio::task::spawn_blocking(move || Report::of(&rows))
+            .await
+            .map(Arc::new)
+            .map_err(|e| format!("building the page failed: {e}"))?;
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), report.clone()));
+        Ok(report)
+    }
+
+    /// The page at `path` made by `make` from the figures (off the runtime's thread).
+    async fn serve(
+        self: Arc<Self>,
+        content_type: &'static str,
+        make: fn(&Report) -> Bytes,
+    ) -> Page {
+        let made = match self.report().await {
+            Ok(report) => tokio::task::spawn_blocking(move || make(&report))
+                .await
+                .map_err(|e| format!("building the page failed: {e}")),
+            Err(why) => Err(why),
+        };
+        match made {
+            Ok(body) => Page {
+                status: 200,
+                content_type,
+                body,
+            },
+            Err(why) => Page {
+                status: 503,
+                content_type: "text/plain; charset=utf-8",
+                body: Bytes::from(format!(
+                    "status page unavailable: {}\n",
+                    why.replace('\n', " ")
+                )),
+            },
+        }
+    }
+}
+
+fn html_page(report: &Report) -> Bytes {
+    Bytes::from(html::render(report))
+}
+
+fn json_page(report: &Report) -> Bytes {
+    // Plain numbers, strings and times: serialising cannot fail.
+    Bytes::from(serde_json::to_vec(report).unwrap_or_default())
+}
+
+impl Endpoints for StatusPage {
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
+    fn live(&self) -> Result<(), String> {
+        Endpoints::live(self.metrics.as_ref())
+    }
+    fn ready(&self) -> Result<(), String> {
+        self.metrics.ready()
+    }
+    fn page(self: Arc<Self>, path: &str) -> Option<PageFuture> {
+        match path {
+            "/" => Some(Box::pin(self.serve("text/html; charset=utf-8", html_page))),
+            "/api/status" => Some(Box::pin(self.serve("application/json", json_page))),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The figures the page shows, from the rows the store read: per site and vantage point,
+//! its state, uptimes over 24 h / 7 d / 30 d, latency percentiles, and the hourly and
+//! daily points of its charts. Pure: no I/O, no HTML.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::consumer::rollup::{LATENCY_BUCKETS, percentile, truncate};
+use crate::consumer::store::{RollupRow, StatusRows};
+
+/// Hours in the short window, days in the long one.
+pub(crate) const HOURS: usize = 24;
+pub(crate) const DAYS: usize = 30;
+/// The week, in days, counted back from today (today included).
+const WEEK: usize = 7;
+
+/// One hour's or day's figures of a series.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Point {
+    pub(crate) checks: i64,
+    pub(crate) up_checks: i64,
+    pub(crate) p50_ms: Option<f64>,
+    pub(crate) p95_ms: Option<f64>,
+}
+
+/// Checks, up checks and the merged latency histogram over some buckets.
+#[derive(Debug, Clone)]
+struct Window {
+    checks: i64,
+    up_checks: i64,
+    hist: [i64; LATENCY_BUCKETS],
+    min: Option<i32>,
+    max: Option<i32>,
+}
+
+impl Default for Window {
+    fn default() -> Window {
+        Window {
+            checks: 0,
+            up_checks: 0,
+            hist: [0; LATENCY_BUCKETS],
+            min: None,
+            max: None,
+        }
+    }
+}
+
+impl Window {
+    fn add(&mut self, r: &RollupRow) {
+        self.checks += r.checks;
+        self.up_checks += r.up_checks;
+        for (sum, n) in self.hist.iter_mut().zip(&r.latency_hist) {
+            *sum += n;
+        }
+        self.min = opt(self.min, r.latency_min_ms, i32::min);
+        self.max = opt(self.max, r.latency_max_ms, i32::max);
+    }
+
+    /// Up checks in percent of checks; None without checks.
+    fn uptime(&self) -> Option<f64> {
+        (self.checks > 0).then(|| 100.0 * self.up_checks as f64 / self.checks as f64)
+    }
+
+    fn quantile(&self, q: f64) -> Option<f64> {
+        percentile(&self.hist, q, self.min, self.max).map(|v| v.round())
+    }
+
+    fn point(&self) -> Point {
+        Point {
+            checks: self.checks,
+            up_checks: self.up_checks,
+            p50_ms: self.quantile(0.5),
+            p95_ms: self.quantile(0.95),
+        }
+    }
+}
+
+fn opt(a: Option<i32>, b: Option<i32>, f: fn(i32, i32) -> i32) -> Option<i32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// One site as seen from one vantage point: the `/api/status` entry (the charts' points
+/// are for the HTML only).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SiteReport {
+    /// With any user:password replaced (`user:***@`).
+    pub(crate) url: String,
+    pub(crate) producer: String,
+    pub(crate) up: bool,
+    #[serde(serialize_with = "crate::event::rfc3339_millis::serialize")]
+    pub(crate) since: DateTime<Utc>,
+    pub(crate) uptime_24h: Option<f64>,
+    pub(crate) uptime_7d: Option<f64>,
+    pub(crate) uptime_30d: Option<f64>,
+    pub(crate) p50_ms_24h: Option<f64>,
+    pub(crate) p95_ms_24h: Option<f64>,
+    pub(crate) p50_ms_30d: Option<f64>,
+    pub(crate) p95_ms_30d: Option<f64>,
+    #[serde(serialize_with = "crate::event::rfc3339_millis::serialize")]
+    pub(crate) last_checked_at: DateTime<Utc>,
+    pub(crate) last_status: Option<i32>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) last_error_kind: Option<String>,
+    pub(crate) last_elapsed_ms: Option<i32>,
+    #[serde(serialize_with = "crate::event::rfc3339_opt::serialize")]
+    pub(crate) cert_expires_at: Option<DateTime<Utc>>,
+    /// The last 24 hours, oldest first (the current hour last).
+    #[serde(skip)]
+    pub(crate) hours: Vec<Point>,
+    /// The last 30 days, oldest first (today last).
+    #[serde(skip)]
+    pub(crate) days: Vec<Point>,
+}
+
+/// The whole page's figures.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    #[serde(serialize_with = "crate::event::rfc3339_millis::serialize")]
+    pub(crate) generated_at: DateTime<Utc>,
+    pub(crate) sites: Vec<SiteReport>,
+}
+
+impl Report {
+    /// Down first, then by url and vantage point.
+    pub(crate) fn of(rows: &StatusRows) -> Report {
+        let first_hour = truncate(rows.now, 3600) - chrono::Duration::hours(HOURS as i64 - 1);
+        let first_day = truncate(rows.now, 86_400) - chrono::Duration::days(DAYS as i64 - 1);
+        let index: HashMap<(&str, &str), usize> = rows
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.url.as_str(), s.producer.as_str()), i))
+            .collect();
+        let mut hours = vec![vec![Window::default(); HOURS]; rows.states.len()];
+        let mut days = vec![vec![Window::default(); DAYS]; rows.states.len()];
+        place(&mut hours, &index, &rows.hourly, first_hour, 3600);
+        place(&mut days, &index, &rows.daily, first_day, 86_400);
+        let mut sites: Vec<SiteReport> = rows
+            .states
+            .iter()
+            .zip(hours.iter().zip(&days))
+            .map(|(s, (hours, days))| {
+                let (day, week, month) = (sum(hours), sum(&days[DAYS - WEEK..]), sum(days));
+                SiteReport {
+                    url: crate::secret::redact_url(&s.url).into_owned(),
+                    producer: s.producer.clone(),
+                    up: s.up,
+                    since: s.since,
+                    uptime_24h: day.uptime(),
+                    uptime_7d: week.uptime(),
+                    uptime_30d: month.uptime(),
+                    p50_ms_24h: day.quantile(0.5),
+                    p95_ms_24h: day.quantile(0.95),
+                    p50_ms_30d: month.quantile(0.5),
+                    p95_ms_30d: month.quantile(0.95),
+                    last_checked_at: s.last_checked_at,
+                    last_status: s.last_status,
+                    last_error: s.last_error.clone(),
+                    last_error_kind: s.last_error_kind.clone(),
+                    last_elapsed_ms: s.last_elapsed_ms,
+                    cert_expires_at: s.cert_expires_at,
+                    hours: hours.iter().map(Window::point).collect(),
+                    days: days.iter().map(Window::point).collect(),
+                }
+            })
+            .collect();
+        sites.sort_by(|a, b| (a.up, &a.url, &a.producer).cmp(&(b.up, &b.url, &b.producer)));
+        Report {
+            generated_at: rows.now,
+            sites,
+        }
+    }
+}
+
+/// Each rollup row into its series' slot for its hour or day.
+fn place(
+    slots: &mut [Vec<Window>],
+    index: &HashMap<(&str, &str), usize>,
+    rows: &[RollupRow],
+    first: DateTime<Utc>,
+    seconds: i64,
+) {
+    for r in rows {
+        let Some(&series) = index.get(&(r.url.as_str(), r.producer.as_str())) else {
+            continue;
+        };
+        let at = (r.bucket - first).num_seconds() / seconds;
+        if let Some(w) = usize::try_from(at)
+            .ok()
+            .and_then(|i| slots[series].get_mut(i))
+        {
+            w.add(r);
+        }
+    }
+}
+
+fn sum(windows: &[Window]) -> Window {
+    let mut total = Window::default();
+    for w in windows {
+        total.checks += w.checks;
+        total.up_checks += w.up_checks;
+        for (t, n) in total.hist.iter_mut().zip(&w.hist) {
+            *t += n;
+        }
+        total.min = opt(total.min, w.min, i32::min);
+        total.max = opt(total.max, w.max, i32::max);
+    }
+    total
+}

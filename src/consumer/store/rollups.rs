@@ -1,0 +1,150 @@
+//! The rollups of a transaction ([`crate::consumer::rollup::Rollups`]) added to
+//! `rollups_hourly`, `rollups_daily` and `site_status`, inside the transaction that stores
+//! their events: a retried transaction rolls them back with the rows, so nothing is
+//! counted twice and nothing is missed.
+
+use tokio_postgres::Transaction;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::{StoreError, sql_error};
+use crate::consumer::rollup::{Bucket, BucketKey, Rollups};
+
+/// Add `rollups` to the tables. The statements go out together (pipelined). Rows are sent
+/// in key order, so two transactions touching the same rows lock them in the same order.
+pub(crate) async fn add(tx: &Transaction<'_>, rollups: &Rollups<'_>) -> Result<(), StoreError> {
+    if rollups.is_empty() {
+        return Ok(());
+    }
+    let (hourly, daily, states) = tokio::join!(
+        add_buckets(tx, "rollups_hourly", &rollups.hourly),
+        add_buckets(tx, "rollups_daily", &rollups.daily),
+        set_states(tx, rollups)
+    );
+    hourly.and(daily).and(states)
+}
+
+/// `{1,2,3}`: an array as PostgreSQL reads it in text, cast in the statement.
+fn array_text(values: &[i64]) -> String {
+    let inner: Vec<String> = values.iter().map(i64::to_string).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+async fn add_buckets(
+    tx: &Transaction<'_>,
+    table: &'static str,
+    buckets: &std::collections::HashMap<BucketKey<'_>, Bucket>,
+) -> Result<(), StoreError> {
+    let mut rows: Vec<_> = buckets.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    let urls: Vec<&str> = rows.iter().map(|((k, _), _)| k.0).collect();
+    let producers: Vec<&str> = rows.iter().map(|((k, _), _)| k.1).collect();
+    let starts: Vec<_> = rows.iter().map(|((_, t), _)| *t).collect();
+    let checks: Vec<i64> = rows.iter().map(|(_, b)| b.checks).collect();
+    let up: Vec<i64> = rows.iter().map(|(_, b)| b.up_checks).collect();
+    let kinds: Vec<String> = rows
+        .iter()
+        .map(|(_, b)| array_text(&b.error_kinds))
+        .collect();
+    let hists: Vec<String> = rows
+        .iter()
+        .map(|(_, b)| array_text(&b.latency_hist))
+        .collect();
+    let mins: Vec<Option<i32>> = rows.iter().map(|(_, b)| b.latency_min_ms).collect();
+    let maxs: Vec<Option<i32>> = rows.iter().map(|(_, b)| b.latency_max_ms).collect();
+    let sums: Vec<i64> = rows.iter().map(|(_, b)| b.latency_sum_ms).collect();
+    let lasts: Vec<_> = rows.iter().map(|(_, b)| b.last_checked_at).collect();
+    let statuses: Vec<Option<i32>> = rows.iter().map(|(_, b)| b.last_status).collect();
+    let params: [(&(dyn ToSql + Sync), Type); 12] = [
+        (&urls, Type::TEXT_ARRAY),
+        (&producers, Type::TEXT_ARRAY),
+        (&starts, Type::TIMESTAMPTZ_ARRAY),
+        (&checks, Type::INT8_ARRAY),
+        (&up, Type::INT8_ARRAY),
+        (&kinds, Type::TEXT_ARRAY),
+        (&hists, Type::TEXT_ARRAY),
+        (&mins, Type::INT4_ARRAY),
+        (&maxs, Type::INT4_ARRAY),
+        (&sums, Type::INT8_ARRAY),
+        (&lasts, Type::TIMESTAMPTZ_ARRAY),
+        (&statuses, Type::INT4_ARRAY),
+    ];
+    // Arrays add element by element, in order (WITH ORDINALITY).
+    let sql = format!(
+        "INSERT INTO {table} AS r (url, producer, bucket, checks, up_checks, error_kinds, \
+           latency_hist, latency_min_ms, latency_max_ms, latency_sum_ms, last_checked_at, last_status) \
+         SELECT u, p, b, c, uc, e::bigint[], h::bigint[], mn, mx, sm, lc, ls \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[], $5::bigint[], $6::text[], \
+           $7::text[], $8::int[], $9::int[], $10::bigint[], $11::timestamptz[], $12::int[]) \
+           AS x(u, p, b, c, uc, e, h, mn, mx, sm, lc, ls) \
+         ON CONFLICT (url, producer, bucket) DO UPDATE SET \
+           checks = r.checks + excluded.checks, \
+           up_checks = r.up_checks + excluded.up_checks, \
+           error_kinds = ARRAY(SELECT a + b FROM unnest(r.error_kinds, excluded.error_kinds) \
+             WITH ORDINALITY AS t(a, b, i) ORDER BY i), \
+           latency_hist = ARRAY(SELECT a + b FROM unnest(r.latency_hist, excluded.latency_hist) \
+             WITH ORDINALITY AS t(a, b, i) ORDER BY i), \
+           latency_min_ms = least(r.latency_min_ms, excluded.latency_min_ms), \
+           latency_max_ms = greatest(r.latency_max_ms, excluded.latency_max_ms), \
+           latency_sum_ms = r.latency_sum_ms + excluded.latency_sum_ms, \
+           last_status = CASE WHEN excluded.last_checked_at >= r.last_checked_at \
+             THEN excluded.last_status ELSE r.last_status END, \
+           last_checked_at = greatest(r.last_checked_at, excluded.last_checked_at)"
+    );
+    tx.execute_typed(&sql, &params)
+        .await
+        .map(|_| ())
+        .map_err(|e| sql_error("rollup update", &e))
+}
+
+/// Each series' state: updated where this transaction's news is newer, created where the
+/// series is new. `since` stays unless the verdict changed (stored → here, or within).
+async fn set_states(tx: &Transaction<'_>, rollups: &Rollups<'_>) -> Result<(), StoreError> {
+    let mut rows: Vec<_> = rollups.states.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    let urls: Vec<&str> = rows.iter().map(|(k, _)| k.0).collect();
+    let producers: Vec<&str> = rows.iter().map(|(k, _)| k.1).collect();
+    let up: Vec<bool> = rows.iter().map(|(_, s)| s.up).collect();
+    let since: Vec<_> = rows.iter().map(|(_, s)| s.since).collect();
+    let changed: Vec<bool> = rows.iter().map(|(_, s)| s.changed).collect();
+    let lasts: Vec<_> = rows.iter().map(|(_, s)| s.last_checked_at).collect();
+    let statuses: Vec<Option<i32>> = rows.iter().map(|(_, s)| s.last_status).collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|(_, s)| s.last_error.as_deref()).collect();
+    let kinds: Vec<Option<&str>> = rows.iter().map(|(_, s)| s.last_error_kind).collect();
+    let elapsed: Vec<Option<i32>> = rows.iter().map(|(_, s)| s.last_elapsed_ms).collect();
+    let certs: Vec<_> = rows.iter().map(|(_, s)| s.cert_expires_at).collect();
+    let params: [(&(dyn ToSql + Sync), Type); 11] = [
+        (&urls, Type::TEXT_ARRAY),
+        (&producers, Type::TEXT_ARRAY),
+        (&up, Type::BOOL_ARRAY),
+        (&since, Type::TIMESTAMPTZ_ARRAY),
+        (&changed, Type::BOOL_ARRAY),
+        (&lasts, Type::TIMESTAMPTZ_ARRAY),
+        (&statuses, Type::INT4_ARRAY),
+        (&errors, Type::TEXT_ARRAY),
+        (&kinds, Type::TEXT_ARRAY),
+        (&elapsed, Type::INT4_ARRAY),
+        (&certs, Type::TIMESTAMPTZ_ARRAY),
+    ];
+    // One statement: the INSERT's NOT EXISTS sees the table as it was before the UPDATE.
+    tx.execute_typed(
+        "WITH x AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::timestamptz[], \
+           $5::bool[], $6::timestamptz[], $7::int[], $8::text[], $9::text[], $10::int[], $11::timestamptz[]) \
+           AS x(u, p, up, since, changed, lc, ls, le, lk, el, ce)), \
+         updated AS (UPDATE site_status AS s SET \
+           since = CASE WHEN s.up = x.up AND NOT x.changed THEN s.since ELSE x.since END, \
+           up = x.up, last_checked_at = x.lc, last_status = x.ls, last_error = x.le, \
+           last_error_kind = x.lk, last_elapsed_ms = x.el, \
+           cert_expires_at = coalesce(x.ce, s.cert_expires_at) \
+           FROM x WHERE s.url = x.u AND s.producer = x.p AND x.lc >= s.last_checked_at \
+           RETURNING s.url) \
+         INSERT INTO site_status (url, producer, up, since, last_checked_at, last_status, \
+           last_error, last_error_kind, last_elapsed_ms, cert_expires_at) \
+         SELECT u, p, up, since, lc, ls, le, lk, el, ce FROM x \
+         WHERE NOT EXISTS (SELECT 1 FROM site_status AS s WHERE s.url = x.u AND s.producer = x.p) \
+         ON CONFLICT DO NOTHING",
+        &params,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| sql_error("site status update", &e))
+}

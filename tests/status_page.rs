@@ -1,0 +1,327 @@
+//! The consumer's status page (`GET /`, `GET /api/status` on `CK_HTTP_ADDR`): its figures
+//! against the same figures computed in SQL from the raw rows, the page in a real browser
+//! (Debian's headless Chromium), and data that must show as text (markup, passwords).
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use checksite::consumer::rollup::LATENCY_BOUNDS_MS;
+use chrono::{DateTime, Utc};
+use common::{Listener, http_get, sites};
+use tokio::process::Command;
+
+const PRODUCER: &str = env!("CARGO_BIN_EXE_checksite-producer");
+
+/// `/api/status` once the consumer has stored `want` events and the page's 2 s cache has
+/// passed since; the sites by (url, producer).
+async fn api_status_after(
+    db: &tokio_postgres::Client,
+    port: u16,
+    want: i64,
+) -> (
+    serde_json::Value,
+    HashMap<(String, String), serde_json::Value>,
+) {
+    let started = Instant::now();
+    let stored = async || match db.query_one("SELECT count(*) FROM events", &[]).await {
+        Ok(row) => row.get::<_, i64>(0),
+        Err(_) => 0, // not migrated yet
+    };
+    while stored().await < want {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the consumer did not store {want} events in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, body) = http_get(port, "/api/status").expect("/api/status answers");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let sites = json["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .map(|s| {
+            let key = (
+                s["url"].as_str().unwrap().to_string(),
+                s["producer"].as_str().unwrap().to_string(),
+            );
+            (key, s.clone())
+        })
+        .collect();
+    (json, sites)
+}
+
+/// The bounds of the histogram bucket that holds `exact` (the nearest-rank percentile,
+/// SQL's `percentile_disc`, which the page's figure must fall in), a margin of 1 ms for
+/// rounding.
+fn bucket_range(exact: f64) -> (f64, f64) {
+    let bucket = |v: f64| LATENCY_BOUNDS_MS.partition_point(|b| f64::from(*b) <= v);
+    let low = bucket(exact.floor());
+    let high = bucket(exact.ceil());
+    let lo = if low == 0 {
+        0.0
+    } else {
+        f64::from(LATENCY_BOUNDS_MS[low - 1])
+    };
+    let hi = LATENCY_BOUNDS_MS
+        .get(high)
+        .map_or(f64::MAX, |b| f64::from(*b));
+    (lo - 1.0, hi + 1.0)
+}
+
+fn time(v: &serde_json::Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("a time: {v}")))
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// The page as Chromium sees it once loaded (`--dump-dom`), and a screenshot.
+fn chromium(port: u16, screenshot: &std::path::Path) -> Option<String> {
+    let chromium = common::debian_program("chromium")?;
+    let url = format!("http://127.0.0.1:{port}/");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+    ];
+    let dom = std::process::Command::new(&chromium)
+        .args(flags)
+        .args(["--virtual-time-budget=2000", "--dump-dom", &url])
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium runs");
+    assert!(dom.status.success(), "chromium --dump-dom failed");
+    let shot = std::process::Command::new(&chromium)
+        .args(flags)
+        .arg(format!("--screenshot={}", screenshot.display()))
+        .args(["--window-size=900,1400", &url])
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium runs");
+    assert!(shot.status.success(), "chromium --screenshot failed");
+    Some(String::from_utf8_lossy(&dom.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn the_page_and_its_api_agree_with_the_raw_rows_and_a_browser() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("status");
+    let (pg, db_url) = tb.fresh_database("status").await;
+    let site = sites::http_site();
+    let tls_site = sites::https_site(&tb.certs.join("server.cert"), &tb.certs.join("server.key"));
+    let back_at = chrono::Utc::now().timestamp_millis() + 2_500;
+    let targets = [
+        format!("{site}/ok"),
+        format!("{site}/slow/120"),
+        format!("{site}/up-after/{back_at}"),
+        sites::refused_site(),
+        format!("{tls_site}/ok"),
+    ];
+    let page_port = common::free_port();
+    let consumer = common::consumer(&tb, &topic, &db_url, &[])
+        .env("CK_HTTP_ADDR", format!("127.0.0.1:{page_port}"))
+        .spawn()
+        .unwrap();
+    // Two vantage points checking the same sites.
+    let producer = |name: &str| {
+        Command::new(PRODUCER)
+            .envs(tb.kafka_env(Listener::MutualTls, &topic))
+            .env("CK_SITE_URL", targets.join(" "))
+            .env("CK_SITE_CA", tb.cert("ca.pem"))
+            .env("CK_CHECK_DELAY", "0.25")
+            .env("CK_PRODUCER_ID", name)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (producer("vantage-a"), producer("vantage-b"));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let published = |log: &str| -> i64 {
+        let line = log
+            .lines()
+            .find(|l| l.contains("event(s) published"))
+            .unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == "event(s)").unwrap();
+        words[at - 1].parse().unwrap()
+    };
+    let want = published(&common::stop(a, Duration::from_secs(20)).await)
+        + published(&common::stop(b, Duration::from_secs(20)).await);
+    let db = common::open(&pg).await;
+    let (json, api) = api_status_after(&db, page_port, want).await;
+    assert_eq!(api.len(), targets.len() * 2, "{json}");
+
+    // The same figures from the raw rows (all of them fall in the last 24 h).
+    let rows = db
+        .query(
+            "SELECT url, producer, count(*), count(*) FILTER (WHERE up), \
+               percentile_disc(0.5) WITHIN GROUP (ORDER BY elapsed) FILTER (WHERE up)::float8, \
+               percentile_disc(0.95) WITHIN GROUP (ORDER BY elapsed) FILTER (WHERE up)::float8, \
+               max(cert_expires_at), \
+               min(ts) FILTER (WHERE up = (SELECT l.up FROM events l WHERE l.url = e.url \
+                 AND l.producer = e.producer ORDER BY l.ts DESC LIMIT 1) AND ts > coalesce(( \
+                 SELECT max(o.ts) FROM events o WHERE o.url = e.url AND o.producer = e.producer \
+                 AND o.up <> (SELECT l.up FROM events l WHERE l.url = e.url \
+                 AND l.producer = e.producer ORDER BY l.ts DESC LIMIT 1)), '-infinity')) \
+                 AT TIME ZONE 'UTC' \
+             FROM events AS e GROUP BY url, producer",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), api.len());
+    for row in rows {
+        let key: (String, String) = (row.get(0), row.get(1));
+        let s = &api[&key];
+        let (checks, up): (i64, i64) = (row.get(2), row.get(3));
+        let uptime = 100.0 * up as f64 / checks as f64;
+        for field in ["uptime_24h", "uptime_7d", "uptime_30d"] {
+            let got = s[field].as_f64().unwrap();
+            assert!(
+                (got - uptime).abs() < 1e-9,
+                "{key:?} {field}: {got} != {uptime}"
+            );
+        }
+        for (field, exact) in [
+            ("p50_ms_24h", row.get::<_, Option<f64>>(4)),
+            ("p95_ms_24h", row.get(5)),
+        ] {
+            match exact {
+                None => assert!(s[field].is_null(), "{key:?} {field}: {s}"),
+                Some(exact) => {
+                    let got = s[field].as_f64().unwrap();
+                    let (lo, hi) = bucket_range(exact);
+                    assert!(
+                        (lo..=hi).contains(&got),
+                        "{key:?} {field}: {got}, SQL {exact}"
+                    );
+                }
+            }
+        }
+        let cert: Option<DateTime<Utc>> = row.get(6);
+        assert_eq!(
+            cert.map(|c| c.timestamp_millis()),
+            s["cert_expires_at"]
+                .as_str()
+                .map(|_| time(&s["cert_expires_at"]).timestamp_millis()),
+            "{key:?}"
+        );
+        let since: DateTime<Utc> = row.get(7);
+        assert_eq!(time(&s["since"]), since, "{key:?} since");
+    }
+    // What each kind of site looks like.
+    let of = |path: &str, producer: &str| {
+        let url = targets.iter().find(|t| t.contains(path)).unwrap();
+        &api[&(url.clone(), producer.to_string())]
+    };
+    for vantage in ["vantage-a", "vantage-b"] {
+        assert_eq!(of("/ok", vantage)["up"], true);
+        assert_eq!(of("/ok", vantage)["uptime_24h"], 100.0);
+        assert!(of("/slow/120", vantage)["p50_ms_24h"].as_f64().unwrap() >= 110.0);
+        let back = of("/up-after/", vantage);
+        assert_eq!(back["up"], true, "{back}");
+        let partly = back["uptime_24h"].as_f64().unwrap();
+        assert!(partly > 10.0 && partly < 90.0, "{back}");
+        let down = &api[&(targets[3].clone(), vantage.to_string())];
+        assert_eq!(down["up"], false);
+        assert_eq!(down["uptime_24h"], 0.0);
+        assert!(down["last_error"].as_str().is_some(), "{down}");
+        assert!(of(&tls_site, vantage)["cert_expires_at"].is_string());
+    }
+
+    // The page in a real browser: every site's state and uptime as in the API.
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    if let Some(dom) = chromium(page_port, &screenshot) {
+        let articles: Vec<&str> = dom.split("<article ").skip(1).collect();
+        assert_eq!(articles.len(), api.len(), "{dom}");
+        for s in api.values() {
+            let url = s["url"].as_str().unwrap();
+            let producer = s["producer"].as_str().unwrap();
+            let card = articles
+                .iter()
+                .find(|a| {
+                    a.contains(&format!("data-url=\"{url}\""))
+                        && a.contains(&format!("data-producer=\"{producer}\""))
+                })
+                .unwrap_or_else(|| panic!("no card for {url} from {producer}"));
+            let state = if s["up"] == true { "up" } else { "down" };
+            assert!(card.contains(&format!("data-state=\"{state}\"")), "{card}");
+            let uptime = format!("{:.2} %", s["uptime_24h"].as_f64().unwrap());
+            assert!(
+                card.contains(&format!("<b class=\"uptime-24h\">{uptime}</b>")),
+                "{uptime}: {card}"
+            );
+            // Colour is never the only signal: the state is written out.
+            assert!(card.contains(if state == "up" { "▲ UP" } else { "▼ DOWN" }));
+        }
+        let up = api.values().filter(|s| s["up"] == true).count();
+        assert!(dom.contains(&format!("{up} up")), "summary");
+        assert!(dom.contains(&format!("{} down", api.len() - up)), "summary");
+        let png = std::fs::read(&screenshot).expect("a screenshot");
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{} bytes",
+            png.len()
+        );
+        eprintln!("screenshot: {}", screenshot.display());
+    }
+    common::stop(consumer, Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn markup_and_passwords_in_urls_are_shown_as_text() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("status-xss");
+    let (pg, db_url) = tb.fresh_database("statusxss").await;
+    let hostile = r#"https://example.com/"><script>alert('x')</script>"#;
+    let secret = "https://admin:hunter2@example.com/private";
+    let mut records = Vec::new();
+    for url in [hostile, secret] {
+        let mut ev = common::sample_event(url, 1);
+        ev.producer = r#"<b onmouseover="alert(1)">vp</b>"#.into();
+        ev.up = Some(true);
+        records.push((url.as_bytes().to_vec(), ev.to_json()));
+    }
+    common::produce_raw(&tb, &topic, 1, records).await;
+    let port = common::free_port();
+    let consumer = common::consumer(&tb, &topic, &db_url, &[])
+        .env("CK_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let db = common::open(&pg).await;
+    let (json, api) = api_status_after(&db, port, 2).await;
+    let (_, html) = http_get(port, "/").expect("/ answers");
+    for text in [&html, &json.to_string()] {
+        assert!(!text.contains("hunter2"), "a password shown: {text}");
+    }
+    assert!(
+        api.keys()
+            .any(|(url, _)| url == "https://admin:***@example.com/private"),
+        "{json}"
+    );
+    assert!(!html.contains("<script"), "{html}");
+    assert!(!html.contains("<b onmouseover"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"),
+        "{html}"
+    );
+    if let Some(dom) = chromium(port, &std::env::temp_dir().join(common::unique("xss.png"))) {
+        assert!(
+            !dom.contains("<script"),
+            "the browser built a script element: {dom}"
+        );
+        assert!(
+            dom.contains("&lt;script&gt;alert('x')&lt;/script&gt;"),
+            "{dom}"
+        );
+    }
+    common::stop(consumer, Duration::from_secs(20)).await;
+}
