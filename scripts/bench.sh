@@ -9,9 +9,11 @@ smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
 if [ $smoke = 1 ]; then
   events=5000 targets=50 seconds=5 prounds=1 runs=5 publish_events=5000 rounds=1 out=target/BENCHMARKS-smoke.md
+  page_sites=20 page_days=2
   scale_targets="100" https_targets=20 probes=100
 else
   events=200000 targets=1000 seconds=20 prounds=3 runs=50 publish_events=200000 rounds=5 out=BENCHMARKS.md
+  page_sites=1000 page_days=30
   scale_targets="2000 3000 4000 5000 7500 10000" https_targets=300 probes=3000
 fi
 port=${CHECKSITE_BENCH_PORT:-18700}
@@ -56,7 +58,7 @@ verdict() {
 echo "==> consumer: $events events over 6 partitions, $rounds round(s)" >&2
 topic=bench-consume-$stamp
 $tools fill-topic "$kafka" "$topic" 6 "$events"
-cols="ts, url, elapsed, error, status, body_prefix, content_match, check_id, error_kind, dns_ms, connect_ms, tls_ms, ttfb_ms, bytes, cert_expires_at, ip, body_sha256, schedule_lag_ms, producer, kafka_partition, kafka_offset"
+cols="ts, url, elapsed, error, status, body_prefix, content_match, check_id, error_kind, dns_ms, connect_ms, tls_ms, ttfb_ms, bytes, cert_expires_at, ip, body_sha256, schedule_lag_ms, producer, up, kafka_partition, kafka_offset"
 c_rss=0
 for round in $(seq 1 "$rounds"); do
   db=bench_consume_${stamp}_$round
@@ -80,6 +82,13 @@ for round in $(seq 1 "$rounds"); do
   read -r wall _ _ _ < <(tail -n 1 "$work/time")
   echo "$wall" >>"$work/consumer-scraped-walls"
   psql_admin -c "DROP DATABASE ${db}_scraped" || true
+  # The same drain without the rollups (CK_ROLLUPS=off): what keeping them costs.
+  psql_admin -c "CREATE DATABASE ${db}_norollups"
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_POSTGRESQL_URL=${db_url/$db/${db}_norollups} CK_LOG_LEVEL=warn \
+    CK_ROLLUPS=off timed "$bin/checksite-consumer" --drain >/dev/null
+  read -r wall _ _ _ < <(tail -n 1 "$work/time")
+  echo "$wall" >>"$work/consumer-norollup-walls"
+  psql_admin -c "DROP DATABASE ${db}_norollups" || true
   # The ceiling: PostgreSQL's own binary COPY of the same rows, from a file, into a table
   # with the same columns and indexes, in the same database, right after.
   copy_file=/tmp/checksite-bench-$stamp.copy
@@ -99,6 +108,9 @@ ratio=$(awk -v a="$c_rate" -v b="$copy_rate" 'BEGIN { printf "%.0f", 100 * a / b
 cs_wall=$(median "$work/consumer-scraped-walls")
 cs_rate=$(awk -v n="$events" -v t="$cs_wall" 'BEGIN { printf "%.0f", n / t }')
 cs_ratio=$(awk -v a="$cs_rate" -v b="$c_rate" 'BEGIN { printf "%.0f", 100 * a / b }')
+cn_wall=$(median "$work/consumer-norollup-walls")
+cn_rate=$(awk -v n="$events" -v t="$cn_wall" 'BEGIN { printf "%.0f", n / t }')
+rollup_ratio=$(awk -v a="$c_rate" -v b="$cn_rate" 'BEGIN { printf "%.0f", 100 * a / b }')
 c_walls=$(sort -n "$work/consumer-walls" | paste -sd/ -)
 copy_all=$(sort -n "$work/copy-ms" | awk '{ printf "%s%.0f", (NR > 1 ? "/" : ""), $1 }')
 
@@ -194,6 +206,64 @@ if command -v prometheus-blackbox-exporter >/dev/null; then
   kill $bb 2>/dev/null || true
 fi
 
+# ---- status page: $page_sites sites x 2 vantage points x $page_days days of rollups
+echo "==> status page: $page_sites sites x 2 vantage points x $page_days days of history" >&2
+page_topic=bench-page-$stamp
+$tools fill-topic "$kafka" "$page_topic" 1 1
+page_db=bench_page_$stamp
+psql_admin -c "CREATE DATABASE $page_db"
+page_url=${CK_TEST_POSTGRES_URL/\/postgres\?//$page_db?}
+CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$page_topic CK_POSTGRESQL_URL=$page_url CK_LOG_LEVEL=warn \
+  "$bin/checksite-consumer" --drain >/dev/null
+# Every hour of every day for every series (what a check every few seconds leaves), a
+# latency spread over 7 buckets, one site in 7 with failures, the current state.
+hist="ARRAY[0,0,0,0,0,0,0,10,200,1500,1200,500,150,30,8,2,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]::bigint[]"
+psql -qAt "$page_url" <<SQL
+TRUNCATE rollups_hourly, rollups_daily, site_status; -- the one event the migrating drain stored
+INSERT INTO rollups_hourly (url, producer, bucket, checks, up_checks, error_kinds, latency_hist,
+  latency_min_ms, latency_max_ms, latency_sum_ms, last_checked_at, last_status)
+SELECT 'https://site-' || s || '.example/', 'vantage-' || v, h, 3630, 3600,
+  CASE WHEN s % 7 = 0 THEN '{0,30,0,0,0,0,0,0}' ELSE '{0,0,0,0,0,0,0,0}' END::bigint[], $hist,
+  9, 700, 3600 * 40, h + interval '59 minutes', 200
+FROM generate_series(1, $page_sites) s, generate_series(1, 2) v,
+  generate_series(date_trunc('hour', now()) - interval '$page_days days', date_trunc('hour', now()), interval '1 hour') h;
+INSERT INTO rollups_daily (url, producer, bucket, checks, up_checks, error_kinds, latency_hist,
+  latency_min_ms, latency_max_ms, latency_sum_ms, last_checked_at, last_status)
+SELECT url, producer, date_trunc('day', bucket), sum(checks), sum(up_checks), '{0,0,0,0,0,0,0,0}',
+  (SELECT array_agg(x * 24) FROM unnest($hist) x), 9, 700, sum(latency_sum_ms), max(last_checked_at), 200
+FROM rollups_hourly GROUP BY 1, 2, 3;
+INSERT INTO site_status (url, producer, up, since, last_checked_at, last_status, last_error,
+  last_error_kind, last_elapsed_ms, cert_expires_at)
+SELECT 'https://site-' || s || '.example/', 'vantage-' || v, s % 50 <> 0, now() - interval '3 days', now(),
+  CASE WHEN s % 50 <> 0 THEN 200 END, CASE WHEN s % 50 = 0 THEN 'connection refused' END,
+  CASE WHEN s % 50 = 0 THEN 'connect' END, 40, now() + interval '60 days'
+FROM generate_series(1, $page_sites) s, generate_series(1, 2) v;
+ANALYZE;
+SQL
+page_rows=$(psql -qAt "$page_url" -c "SELECT (SELECT count(*) FROM rollups_hourly) + (SELECT count(*) FROM rollups_daily)")
+page_port=$((port + 4))
+CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$page_topic CK_POSTGRESQL_URL=$page_url CK_LOG_LEVEL=warn \
+  CK_HTTP_ADDR=127.0.0.1:$page_port "$bin/checksite-consumer" >/dev/null 2>&1 &
+page_pid=$!
+pids+=("$page_pid")
+for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$page_port/healthz" && break; sleep 0.1; done
+curl -sf -o /dev/null "http://127.0.0.1:$page_port/healthz" || { echo "error: the consumer serving the page did not start" >&2; exit 1; }
+# The page is read again at most every 2 s: 2.1 s apart, every request reads and builds it.
+for path in / /api/status; do
+  for _ in 1 2 3 4 5; do
+    sleep 2.1
+    curl -s -o /dev/null -w '%{time_total} %{size_download}\n' "http://127.0.0.1:$page_port$path"
+  done | sort -n >"$work/page$(echo "$path" | tr / _)"
+done
+page_html_ms=$(awk '{ a[NR] = $1 * 1000 } END { printf "%.0f", a[3] }' "$work/page_")
+page_html_kib=$(awk '{ a[NR] = $2 } END { printf "%.0f", a[3] / 1024 }' "$work/page_")
+page_api_ms=$(awk '{ a[NR] = $1 * 1000 } END { printf "%.0f", a[3] }' "$work/page_api_status")
+page_api_kib=$(awk '{ a[NR] = $2 } END { printf "%.0f", a[3] / 1024 }' "$work/page_api_status")
+page_rss=$(awk '/^VmHWM:/ { print $2 }' "/proc/$page_pid/status")
+kill -TERM "$page_pid" 2>/dev/null || true
+wait "$page_pid" 2>/dev/null || true
+psql_admin -c "DROP DATABASE $page_db" || true
+
 echo "==> publishing alone: $publish_events events" >&2
 read -r pub_n pub_secs < <($tools publish "$kafka" "bench-publish-$stamp" "$publish_events")
 pub_rate=$(awk -v n="$pub_n" -v t="$pub_secs" 'BEGIN { printf "%.0f", n / t }')
@@ -236,6 +306,10 @@ table=$(
 | raw binary \`COPY ... FROM\` file, same rows and indexes (median of $rounds: $copy_all ms) | $copy_rate rows/s | | |
 | consumer / raw COPY (medians) | $ratio % | ≥ 65 % | $(verdict "$ratio" 65 ge) |
 | consumer with \`CK_HTTP_ADDR\` scraped every 1 s (median of $rounds) / without | $cs_rate events/s, $cs_ratio % | unchanged | |
+| consumer with rollups (the default, above) / without (\`CK_ROLLUPS=off\`: $cn_rate events/s, median of $rounds) | $rollup_ratio % | ≥ 80 % | $(verdict "$rollup_ratio" 80 ge) |
+| status page \`/\`, $page_sites sites × 2 vantage points × $page_days days ($page_rows rollup rows; median of 5, uncached) | $page_html_ms ms, $page_html_kib KiB | ≤ 100 ms | $(verdict "$page_html_ms" 100 le) |
+| status page \`/api/status\`, same | $page_api_ms ms, $page_api_kib KiB | ≤ 100 ms | $(verdict "$page_api_ms" 100 le) |
+| consumer peak RSS serving the page | $((page_rss / 1024)) MiB | | |
 | producer checks/s ($targets targets at 1 s, ${seconds} s; medians of $prounds runs) | $p_rate | ~$targets | |
 | producer schedule lateness p50 / p99 | $p_p50 ms / $p_p99 ms | p99 ≤ 50 ms | $(verdict "$p_p99" 50 le) |
 | producer CPU | $p_cpu % of one core | | |

@@ -9,6 +9,9 @@ port=${CHECKSITE_DEMO_PORT:-18631}
 bin=target/x86_64-unknown-linux-musl/release
 
 scripts/testbed/testbed.sh start
+# The status page an earlier demo left running (on the port this one uses).
+old_page=${CHECKSITE_TESTBED_DIR:-/tmp/checksite-testbed}/demo-page.pid
+if [ -f "$old_page" ]; then kill "$(cat "$old_page")" 2>/dev/null || true; rm -f "$old_page"; sleep 0.5; fi
 # shellcheck disable=SC1091
 source "${CHECKSITE_TESTBED_DIR:-/tmp/checksite-testbed}/env"
 
@@ -77,5 +80,17 @@ SELECT url,
        (array_agg(content_match ORDER BY ts DESC))[1] AS "last match"
   FROM events GROUP BY url ORDER BY url;
 SQL
-echo "The services keep running for you to explore: source ${CHECKSITE_TESTBED_DIR:-/tmp/checksite-testbed}/env,"
-echo "then psql \"\${CK_TEST_POSTGRES_URL/\/postgres?/\/checksite_demo?}\". 'just services stop' stops them."
+
+# The status page stays up with the services: a consumer of the demo's topic (nothing left
+# to write) serving it, detached from this script; `just services stop` stops it too.
+state=${CHECKSITE_TESTBED_DIR:-/tmp/checksite-testbed}
+page=127.0.0.1:$((port + 2))
+CK_POSTGRESQL_URL=$db_url CK_HTTP_ADDR=$page setsid nohup "$bin/checksite-consumer" \
+  >"$work/page.log" 2>&1 </dev/null &
+echo $! >"$state/demo-page.pid"
+disown  # not waited for when this script ends
+for _ in $(seq 1 50); do curl -sf -o /dev/null "http://$page/healthz" && break; sleep 0.1; done
+echo
+echo "==> the status page: http://$page/ (JSON: http://$page/api/status); it stays up"
+echo "The services keep running for you to explore: source $state/env,"
+echo "then psql \"\${CK_TEST_POSTGRES_URL/\/postgres?/\/checksite_demo?}\". 'just services stop' stops them and the page."

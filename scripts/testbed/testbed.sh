@@ -206,6 +206,12 @@ EOF
 }
 
 stop() {
+  # The status page `just demo` leaves running reads the test bed's PostgreSQL.
+  if pid_alive "$STATE/demo-page.pid"; then
+    kill "$(cat "$STATE/demo-page.pid")" 2>/dev/null || true
+    say "the demo's status page stopped"
+  fi
+  rm -f "$STATE/demo-page.pid"
   if pid_alive "$STATE/kafka.pid"; then
     local pid
     pid=$(cat "$STATE/kafka.pid")

@@ -24,6 +24,9 @@ pub struct ConsumerConfig {
     pub drain: bool,
     /// Where to serve /metrics, /healthz and /readyz (`CK_HTTP_ADDR`); None: nowhere.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Keep the hourly and daily rollups and each site's state (`CK_ROLLUPS`, default on):
+    /// what the status page shows.
+    pub rollups: bool,
 }
 
 crate::kafka::settings::args_with_kafka_flags! {
@@ -88,6 +91,15 @@ impl ConsumerConfig {
             ));
         }
         let batch_wait = Duration::from_millis(s.parse("CK_BATCH_MS", 200, "milliseconds")?);
+        let rollups = match s.get("CK_ROLLUPS") {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return err(format!(
+                    "CK_ROLLUPS={other:?}: give on (the default: rollups for the status page) or off"
+                ));
+            }
+        };
         Ok(ConsumerConfig {
             kafka,
             postgres,
@@ -95,6 +107,7 @@ impl ConsumerConfig {
             batch_wait,
             drain,
             http_addr: crate::observe::server::http_addr(s)?,
+            rollups,
         })
     }
 }

@@ -176,6 +176,7 @@ async fn consume(
         topic: topic.clone(),
         batch_events: config.batch_events,
         batch_wait: config.batch_wait,
+        rollups: config.rollups,
         tx,
         positions: positions.clone(),
         runtime: kafka_thread.runtime.clone(),
@@ -781,6 +782,8 @@ struct FetchShared {
     topic: String,
     batch_events: usize,
     batch_wait: Duration,
+    /// `CK_ROLLUPS`: keep what the rollups need of each event.
+    rollups: bool,
     tx: mpsc::Sender<FromFetcher>,
     positions: Positions,
     /// Where fetchers run: the Kafka thread.
@@ -890,10 +893,9 @@ async fn fetch_partition(job: FetchJob) {
         let raw = fetch.next_chunk(&job).await;
         if fetch.offset > start_offset {
             let batch = decode_chunk(
-                job.partition,
-                start_offset,
-                fetch.offset,
+                (job.partition, start_offset, fetch.offset),
                 fetch.new_partition,
+                job.shared.rollups,
                 raw,
             );
             let sent = job.shared.tx.send(FromFetcher::Batch {
@@ -1078,13 +1080,13 @@ async fn out_of_range(
     }
 }
 
-/// Decode a chunk of one partition's records into rows; what cannot be stored becomes a
-/// reject (kept raw, with the reason) so that the chunk still commits.
+/// Decode a chunk of one partition's records (partition, from, to) into rows, and with
+/// `rollups` what the rollups need of each; what cannot be stored becomes a reject (kept
+/// raw, with the reason) so that the chunk still commits.
 fn decode_chunk(
-    partition: i32,
-    start_offset: i64,
-    next_offset: i64,
+    (partition, start_offset, next_offset): (i32, i64, i64),
     new_partition: bool,
+    rollups: bool,
     raw: Vec<RecordAndOffset>,
 ) -> Batch {
     let mut rows = RowEncoder::with_capacity(raw.len());
@@ -1099,7 +1101,9 @@ fn decode_chunk(
             }
             rows.push(partition, r.offset, &e)
                 .map_err(|text| record::RejectReason(text, record::RejectKind::Unstorable))?;
-            inputs.push(e.into_rollup_input(r.offset));
+            if rollups {
+                inputs.push(e.into_rollup_input(r.offset));
+            }
             Ok(())
         });
         if let Err(reason) = stored {
