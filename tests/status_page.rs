@@ -37,6 +37,14 @@ async fn api_status_after(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The rollups are folded from the transactions' deltas every second.
+    while common::query_i64(db, "SELECT count(*) FROM rollup_deltas").await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the rollup deltas were not folded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (status, body) = http_get(port, "/api/status").expect("/api/status answers");
     assert_eq!(status, 200, "{body}");

@@ -23,6 +23,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::consumer::config::ConsumerConfig;
+use crate::consumer::folding::RollupFolder;
 use crate::consumer::metrics::ConsumerMetrics;
 use crate::consumer::record;
 use crate::consumer::status_page::StatusPage;
@@ -59,6 +60,10 @@ const WRITE_GRACE: Duration = Duration::from_secs(5);
 /// The loop turns at least every REBALANCE_EVERY; a write may take several bounded
 /// transactions (isolating a refused row): quiet longer than this means stuck (/healthz).
 const STUCK_AFTER: Duration = Duration::from_secs(600);
+
+/// Longest time to fold the last rollup deltas when stopping (`--drain`, SIGTERM); what
+/// is left is folded by the next consumer to run.
+const FOLD_AT_EXIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 /// Why the consumer could not start.
@@ -182,6 +187,10 @@ async fn consume(
         runtime: kafka_thread.runtime.clone(),
         metrics: metrics.clone(),
     };
+    // After the migration: the deltas' table exists.
+    let folder = config
+        .rollups
+        .then(|| RollupFolder::start(config.postgres.clone()));
     let mut consumer = ConsumerLoop {
         leases: PartitionLeases::new(&topic),
         config,
@@ -212,6 +221,9 @@ async fn consume(
         metrics,
     };
     consumer.run().await;
+    if let Some(folder) = folder {
+        folder.finish(FOLD_AT_EXIT).await;
+    }
     Ok(consumer.total)
 }
 

@@ -1,13 +1,15 @@
 //! checksite-consumer: read the topic, write the events into PostgreSQL exactly once.
 //!
 //! [`config`] turns settings into a consumer's configuration; `record` reads what a
-//! topic holds; [`rollup`] sums events into hourly/daily rollups and each site's state;
+//! topic holds; [`rollup`] sums events into hourly/daily rollups and each site's state,
+//! which `folding` folds into their tables;
 //! [`consume`] runs the loop (leases, fetch, write, commit); [`store`] is
 //! everything PostgreSQL; [`metrics`] is what `CK_HTTP_ADDR` shows of it, and
 //! [`status_page`] the page and JSON it serves there from the rollups.
 
 pub mod config;
 pub mod consume;
+pub(crate) mod folding;
 pub mod metrics;
 pub(crate) mod record;
 pub mod rollup;

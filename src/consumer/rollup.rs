@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// Upper bounds (exclusive, milliseconds) of the latency histogram's buckets; a last
 /// bucket holds everything from 56 s up. Roughly ×1.4 apart: a percentile read from it is
@@ -81,11 +82,11 @@ pub(crate) type SeriesKey<'a> = (&'a str, &'a str);
 /// A series' bucket: (url, producer) and the start of its hour or day.
 pub(crate) type BucketKey<'a> = (SeriesKey<'a>, DateTime<Utc>);
 
-/// What one transaction adds: hourly and daily buckets, and each series' latest state.
+/// What one transaction adds: hourly buckets (the days are their sums, made when folding)
+/// and each series' latest state.
 #[derive(Debug, Default)]
 pub(crate) struct Rollups<'a> {
     pub(crate) hourly: HashMap<BucketKey<'a>, Bucket>,
-    pub(crate) daily: HashMap<BucketKey<'a>, Bucket>,
     pub(crate) states: HashMap<SeriesKey<'a>, SeriesState>,
 }
 
@@ -96,7 +97,6 @@ impl<'a> Rollups<'a> {
         for e in inputs {
             let key = (e.url.as_str(), e.producer.as_str());
             add(&mut r.hourly, (key, truncate(e.ts, 3600)), e);
-            add(&mut r.daily, (key, truncate(e.ts, 86_400)), e);
             r.states
                 .entry(key)
                 .and_modify(|s| s.follow(e))
@@ -190,6 +190,245 @@ impl SeriesState {
     }
 }
 
+/// A transaction's rollups as stored in `rollup_deltas` (JSON): written with the events in
+/// their transaction (one row, cheap), folded into the rollup tables later in batches
+/// ([`Folded`]), so that a series' buckets are updated once per fold, not once per
+/// transaction. Per series: its state and its hours (days are sums of hours, made by the
+/// fold). Owned, times in ms since the epoch; the hours' fields have one-letter names,
+/// as they repeat in every delta.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Delta {
+    series: Vec<DeltaSeries>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DeltaSeries {
+    url: String,
+    #[serde(rename = "p")]
+    producer: String,
+    /// The state: as [`SeriesState`].
+    #[serde(rename = "up")]
+    up: bool,
+    #[serde(rename = "since")]
+    since_ms: i64,
+    #[serde(rename = "chg")]
+    changed: bool,
+    #[serde(rename = "l")]
+    last_ms: i64,
+    #[serde(rename = "ls")]
+    last_status: Option<i32>,
+    #[serde(rename = "err", default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(rename = "kind", default, skip_serializing_if = "Option::is_none")]
+    last_error_kind: Option<String>,
+    #[serde(rename = "ms")]
+    last_elapsed_ms: Option<i32>,
+    #[serde(rename = "cert", default, skip_serializing_if = "Option::is_none")]
+    cert_ms: Option<i64>,
+    #[serde(rename = "hours")]
+    hours: Vec<DeltaHour>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DeltaHour {
+    /// Start of the hour.
+    #[serde(rename = "t")]
+    start_ms: i64,
+    #[serde(rename = "c")]
+    checks: i64,
+    #[serde(rename = "u")]
+    up_checks: i64,
+    /// Failed checks by kind, in [`ERROR_KINDS`] order.
+    #[serde(rename = "e")]
+    error_kinds: [i64; ERROR_KINDS.len()],
+    /// (bucket, count) of the latency histogram's non-zero buckets.
+    #[serde(rename = "h")]
+    hist: Vec<(u8, i64)>,
+    #[serde(rename = "lo", default, skip_serializing_if = "Option::is_none")]
+    min: Option<i32>,
+    #[serde(rename = "hi", default, skip_serializing_if = "Option::is_none")]
+    max: Option<i32>,
+    #[serde(rename = "s")]
+    sum: i64,
+    #[serde(rename = "l")]
+    last_ms: i64,
+    #[serde(rename = "ls")]
+    last_status: Option<i32>,
+}
+
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Rollups<'_> {
+    /// What to store in this transaction's `rollup_deltas` row.
+    pub(crate) fn to_delta(&self) -> Delta {
+        let mut hours: HashMap<SeriesKey<'_>, Vec<DeltaHour>> = HashMap::new();
+        for ((key, start), b) in &self.hourly {
+            hours.entry(*key).or_default().push(DeltaHour {
+                start_ms: start.timestamp_millis(),
+                checks: b.checks,
+                up_checks: b.up_checks,
+                error_kinds: b.error_kinds,
+                hist: b
+                    .latency_hist
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n != 0)
+                    .map(|(i, n)| (i as u8, *n))
+                    .collect(),
+                min: b.latency_min_ms,
+                max: b.latency_max_ms,
+                sum: b.latency_sum_ms,
+                last_ms: b.last_checked_at.timestamp_millis(),
+                last_status: b.last_status,
+            });
+        }
+        let series = self
+            .states
+            .iter()
+            .map(|(key, s)| DeltaSeries {
+                url: key.0.to_string(),
+                producer: key.1.to_string(),
+                up: s.up,
+                since_ms: s.since.timestamp_millis(),
+                changed: s.changed,
+                last_ms: s.last_checked_at.timestamp_millis(),
+                last_status: s.last_status,
+                last_error: s.last_error.clone(),
+                last_error_kind: s.last_error_kind.map(str::to_string),
+                last_elapsed_ms: s.last_elapsed_ms,
+                cert_ms: s.cert_expires_at.map(|t| t.timestamp_millis()),
+                hours: hours.remove(key).unwrap_or_default(),
+            })
+            .collect();
+        Delta { series }
+    }
+}
+
+/// (url, producer, start of the hour or day)
+pub(crate) type OwnedBucketKey = (String, String, DateTime<Utc>);
+
+/// Deltas merged, in the order they were committed: what one fold writes.
+#[derive(Debug, Default)]
+pub(crate) struct Folded {
+    pub(crate) hourly: HashMap<OwnedBucketKey, Bucket>,
+    pub(crate) daily: HashMap<OwnedBucketKey, Bucket>,
+    pub(crate) states: HashMap<(String, String), SeriesState>,
+}
+
+impl Folded {
+    /// Add the next delta (a later transaction's).
+    pub(crate) fn add(&mut self, delta: Delta) {
+        for d in delta.series {
+            for h in &d.hours {
+                let mut b = Bucket {
+                    checks: h.checks,
+                    up_checks: h.up_checks,
+                    error_kinds: h.error_kinds,
+                    latency_hist: [0; LATENCY_BUCKETS],
+                    latency_min_ms: h.min,
+                    latency_max_ms: h.max,
+                    latency_sum_ms: h.sum,
+                    last_checked_at: from_ms(h.last_ms),
+                    last_status: h.last_status,
+                };
+                for (i, n) in &h.hist {
+                    if let Some(slot) = b.latency_hist.get_mut(usize::from(*i)) {
+                        *slot += n;
+                    }
+                }
+                let hour = from_ms(h.start_ms);
+                let day = truncate(hour, 86_400);
+                for (table, start) in [(&mut self.daily, day), (&mut self.hourly, hour)] {
+                    table
+                        .entry((d.url.clone(), d.producer.clone(), start))
+                        .and_modify(|e| e.merge(&b))
+                        .or_insert_with(|| b.clone());
+                }
+            }
+            let kind = d.last_error_kind.as_deref().map(|k| {
+                ERROR_KINDS
+                    .iter()
+                    .find(|known| **known == k)
+                    .copied()
+                    .unwrap_or("other")
+            });
+            let s = SeriesState {
+                up: d.up,
+                since: from_ms(d.since_ms),
+                changed: d.changed,
+                last_checked_at: from_ms(d.last_ms),
+                last_status: d.last_status,
+                last_error: d.last_error,
+                last_error_kind: kind,
+                last_elapsed_ms: d.last_elapsed_ms,
+                cert_expires_at: d.cert_ms.map(from_ms),
+            };
+            match self.states.entry((d.url, d.producer)) {
+                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().then(s),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(s);
+                }
+            }
+        }
+    }
+
+    /// Nothing to write.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.hourly.is_empty() && self.daily.is_empty() && self.states.is_empty()
+    }
+}
+
+impl Bucket {
+    fn merge(&mut self, o: &Bucket) {
+        self.checks += o.checks;
+        self.up_checks += o.up_checks;
+        for (a, b) in self.error_kinds.iter_mut().zip(&o.error_kinds) {
+            *a += b;
+        }
+        for (a, b) in self.latency_hist.iter_mut().zip(&o.latency_hist) {
+            *a += b;
+        }
+        self.latency_min_ms = min_opt(self.latency_min_ms, o.latency_min_ms, i32::min);
+        self.latency_max_ms = min_opt(self.latency_max_ms, o.latency_max_ms, i32::max);
+        self.latency_sum_ms += o.latency_sum_ms;
+        if o.last_checked_at >= self.last_checked_at {
+            self.last_checked_at = o.last_checked_at;
+            self.last_status = o.last_status;
+        }
+    }
+}
+
+fn min_opt(a: Option<i32>, b: Option<i32>, f: fn(i32, i32) -> i32) -> Option<i32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl SeriesState {
+    /// The state after a later transaction's `later` (its own `since` and `changed`
+    /// relative to its first check).
+    fn then(&mut self, later: SeriesState) {
+        if later.last_checked_at < self.last_checked_at {
+            return;
+        }
+        if later.changed || later.up != self.up {
+            self.since = later.since;
+            self.changed = true;
+        }
+        let cert = later.cert_expires_at.or(self.cert_expires_at);
+        let (since, changed) = (self.since, self.changed);
+        *self = SeriesState {
+            since,
+            changed,
+            cert_expires_at: cert,
+            ..later
+        };
+    }
+}
+
 /// The start of the hour or day (UTC) that `t` is in.
 pub(crate) fn truncate(t: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
     let s = t.timestamp();
@@ -274,8 +513,6 @@ mod tests {
         );
         assert_eq!(b.latency_hist.iter().sum::<i64>(), 2);
         assert_eq!(b.last_status, Some(200));
-        let day = r.daily.values().next().unwrap();
-        assert_eq!(day.checks, 3);
     }
 
     #[test]
@@ -300,6 +537,35 @@ mod tests {
         let s = r.states.values().next().unwrap();
         assert!(s.up && !s.changed);
         assert_eq!(r.hourly.values().next().unwrap().checks, 2);
+    }
+
+    #[test]
+    fn deltas_folded_in_order_equal_one_transaction_of_everything() {
+        let all = [
+            input(1, 0, true, 12),
+            input(2, 10, false, 900),
+            input(3, 20, false, 40),
+            input(4, 30, true, 30),
+            input(5, 40, true, 7),
+        ];
+        let whole = Rollups::of(&all);
+        let mut folded = Folded::default();
+        for part in [&all[..2], &all[2..3], &all[3..]] {
+            let json = serde_json::to_vec(&Rollups::of(part).to_delta()).unwrap();
+            folded.add(serde_json::from_slice(&json).unwrap());
+        }
+        let key = ("https://a.example/".to_string(), "p1".to_string());
+        let (w, f) = (
+            &whole.states[&(key.0.as_str(), key.1.as_str())],
+            &folded.states[&key],
+        );
+        assert_eq!((f.up, f.since, f.changed), (w.up, w.since, true));
+        assert_eq!(f.last_checked_at, w.last_checked_at);
+        let hour = Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap();
+        let w = &whole.hourly[&((key.0.as_str(), key.1.as_str()), hour)];
+        let f = &folded.hourly[&(key.0.clone(), key.1.clone(), hour)];
+        assert_eq!(f, w);
+        assert_eq!(folded.daily.values().next().unwrap().checks, 5);
     }
 
     #[test]

@@ -158,20 +158,29 @@ fn uptime_strip(out: &mut String, days: &[Point]) {
         days.len() * w,
         days.len() * w
     );
+    // A day's own title only where it was not fully up: the strip's title says the rest,
+    // and a page of thousands of sites stays small.
     for (i, d) in days.iter().enumerate() {
         let (class, text) = match (d.checks, d.up_checks) {
-            (0, _) => ("none", "no checks".to_string()),
-            (c, u) if u == c => ("ok", "100 % up".to_string()),
-            (c, 0) => ("bad", format!("0 % up ({c} checks)")),
-            (c, u) => ("some", format!("{:.2} % up", 100.0 * u as f64 / c as f64)),
+            (0, _) => ("none", None),
+            (c, u) if u == c => ("ok", None),
+            (c, 0) => ("bad", Some(format!("0 % up ({c} checks)"))),
+            (c, u) => (
+                "some",
+                Some(format!("{:.2} % up", 100.0 * u as f64 / c as f64)),
+            ),
         };
-        let ago = days.len() - 1 - i;
         let _ = write!(
             out,
-            "<rect class=\"{class}\" x=\"{}\" y=\"0\" width=\"{}\" height=\"{h}\"><title>{ago} day(s) ago: {text}</title></rect>",
+            "<rect class=\"{class}\" x=\"{}\" width=\"{}\" height=\"{h}\">",
             i * w,
             w - 1
         );
+        if let Some(text) = text {
+            let ago = days.len() - 1 - i;
+            let _ = write!(out, "<title>{ago} day(s) ago: {text}</title>");
+        }
+        out.push_str("</rect>");
     }
     let _ = write!(
         out,

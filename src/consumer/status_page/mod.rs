@@ -75,6 +75,7 @@ impl StatusPage {
         let Some(client) = db.as_ref() else {
             return Err("no connection to PostgreSQL".into());
         };
+        let started = Instant::now();
         let rows = match store::read_status(client).await {
             Ok(rows) => rows,
             Err(e) => {
@@ -82,10 +83,17 @@ impl StatusPage {
                 return Err(e.to_string());
             }
         };
+        let read = started.elapsed();
         let report = tokio::task::spawn_blocking(move || Report::of(&rows))
             .await
             .map(Arc::new)
             .map_err(|e| format!("building the page failed: {e}"))?;
+        log::debug!(
+            "status page: {} site(s) read in {} ms, summed in {} ms",
+            report.sites.len(),
+            read.as_millis(),
+            (started.elapsed() - read).as_millis()
+        );
         *self.latest.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), report.clone()));
         Ok(report)
@@ -97,10 +105,19 @@ impl StatusPage {
         content_type: &'static str,
         make: fn(&Report) -> Bytes,
     ) -> Page {
+        let started = Instant::now();
         let made = match self.report().await {
-            Ok(report) => tokio::task::spawn_blocking(move || make(&report))
-                .await
-                .map_err(|e| format!("building the page failed: {e}")),
+            Ok(report) => tokio::task::spawn_blocking(move || {
+                let made = make(&report);
+                log::debug!(
+                    "status page: {content_type} of {} KiB made in {} ms",
+                    made.len() / 1024,
+                    started.elapsed().as_millis()
+                );
+                made
+            })
+            .await
+            .map_err(|e| format!("building the page failed: {e}")),
             Err(why) => Err(why),
         };
         match made {

@@ -66,15 +66,6 @@ impl Window {
     fn quantile(&self, q: f64) -> Option<f64> {
         percentile(&self.hist, q, self.min, self.max).map(|v| v.round())
     }
-
-    fn point(&self) -> Point {
-        Point {
-            checks: self.checks,
-            up_checks: self.up_checks,
-            p50_ms: self.quantile(0.5),
-            p95_ms: self.quantile(0.95),
-        }
-    }
 }
 
 fn opt(a: Option<i32>, b: Option<i32>, f: fn(i32, i32) -> i32) -> Option<i32> {
@@ -125,6 +116,15 @@ pub(crate) struct Report {
     pub(crate) sites: Vec<SiteReport>,
 }
 
+/// One series' figures being summed: its points, and its three windows.
+struct Series {
+    hours: Vec<Point>,
+    days: Vec<Point>,
+    day: Window,
+    week: Window,
+    month: Window,
+}
+
 impl Report {
     /// Down first, then by url and vantage point.
     pub(crate) fn of(rows: &StatusRows) -> Report {
@@ -136,37 +136,62 @@ impl Report {
             .enumerate()
             .map(|(i, s)| ((s.url.as_str(), s.producer.as_str()), i))
             .collect();
-        let mut hours = vec![vec![Window::default(); HOURS]; rows.states.len()];
-        let mut days = vec![vec![Window::default(); DAYS]; rows.states.len()];
-        place(&mut hours, &index, &rows.hourly, first_hour, 3600);
-        place(&mut days, &index, &rows.daily, first_day, 86_400);
+        let mut series: Vec<Series> = rows
+            .states
+            .iter()
+            .map(|_| Series {
+                hours: vec![Point::default(); HOURS],
+                days: vec![Point::default(); DAYS],
+                day: Window::default(),
+                week: Window::default(),
+                month: Window::default(),
+            })
+            .collect();
+        // Each row once: its own point, and into the windows it belongs to.
+        let slot = |r: &RollupRow, first: DateTime<Utc>, seconds: i64, len: usize| {
+            let s = index.get(&(r.url.as_str(), r.producer.as_str()))?;
+            let at = usize::try_from((r.bucket - first).num_seconds() / seconds).ok()?;
+            (at < len).then_some((*s, at))
+        };
+        for r in &rows.hourly {
+            if let Some((s, at)) = slot(r, first_hour, 3600, HOURS) {
+                series[s].hours[at] = point(r);
+                series[s].day.add(r);
+            }
+        }
+        for r in &rows.daily {
+            if let Some((s, at)) = slot(r, first_day, 86_400, DAYS) {
+                series[s].days[at] = point(r);
+                series[s].month.add(r);
+                if at >= DAYS - WEEK {
+                    series[s].week.add(r);
+                }
+            }
+        }
         let mut sites: Vec<SiteReport> = rows
             .states
             .iter()
-            .zip(hours.iter().zip(&days))
-            .map(|(s, (hours, days))| {
-                let (day, week, month) = (sum(hours), sum(&days[DAYS - WEEK..]), sum(days));
-                SiteReport {
-                    url: crate::secret::redact_url(&s.url).into_owned(),
-                    producer: s.producer.clone(),
-                    up: s.up,
-                    since: s.since,
-                    uptime_24h: day.uptime(),
-                    uptime_7d: week.uptime(),
-                    uptime_30d: month.uptime(),
-                    p50_ms_24h: day.quantile(0.5),
-                    p95_ms_24h: day.quantile(0.95),
-                    p50_ms_30d: month.quantile(0.5),
-                    p95_ms_30d: month.quantile(0.95),
-                    last_checked_at: s.last_checked_at,
-                    last_status: s.last_status,
-                    last_error: s.last_error.clone(),
-                    last_error_kind: s.last_error_kind.clone(),
-                    last_elapsed_ms: s.last_elapsed_ms,
-                    cert_expires_at: s.cert_expires_at,
-                    hours: hours.iter().map(Window::point).collect(),
-                    days: days.iter().map(Window::point).collect(),
-                }
+            .zip(series)
+            .map(|(s, f)| SiteReport {
+                url: crate::secret::redact_url(&s.url).into_owned(),
+                producer: s.producer.clone(),
+                up: s.up,
+                since: s.since,
+                uptime_24h: f.day.uptime(),
+                uptime_7d: f.week.uptime(),
+                uptime_30d: f.month.uptime(),
+                p50_ms_24h: f.day.quantile(0.5),
+                p95_ms_24h: f.day.quantile(0.95),
+                p50_ms_30d: f.month.quantile(0.5),
+                p95_ms_30d: f.month.quantile(0.95),
+                last_checked_at: s.last_checked_at,
+                last_status: s.last_status,
+                last_error: s.last_error.clone(),
+                last_error_kind: s.last_error_kind.clone(),
+                last_elapsed_ms: s.last_elapsed_ms,
+                cert_expires_at: s.cert_expires_at,
+                hours: f.hours,
+                days: f.days,
             })
             .collect();
         sites.sort_by(|a, b| (a.up, &a.url, &a.producer).cmp(&(b.up, &b.url, &b.producer)));
@@ -177,38 +202,13 @@ impl Report {
     }
 }
 
-/// Each rollup row into its series' slot for its hour or day.
-fn place(
-    slots: &mut [Vec<Window>],
-    index: &HashMap<(&str, &str), usize>,
-    rows: &[RollupRow],
-    first: DateTime<Utc>,
-    seconds: i64,
-) {
-    for r in rows {
-        let Some(&series) = index.get(&(r.url.as_str(), r.producer.as_str())) else {
-            continue;
-        };
-        let at = (r.bucket - first).num_seconds() / seconds;
-        if let Some(w) = usize::try_from(at)
-            .ok()
-            .and_then(|i| slots[series].get_mut(i))
-        {
-            w.add(r);
-        }
+/// One hour's or day's point of a chart.
+fn point(r: &RollupRow) -> Point {
+    let q = |q| percentile(&r.latency_hist, q, r.latency_min_ms, r.latency_max_ms).map(f64::round);
+    Point {
+        checks: r.checks,
+        up_checks: r.up_checks,
+        p50_ms: q(0.5),
+        p95_ms: q(0.95),
     }
-}
-
-fn sum(windows: &[Window]) -> Window {
-    let mut total = Window::default();
-    for w in windows {
-        total.checks += w.checks;
-        total.up_checks += w.up_checks;
-        for (t, n) in total.hist.iter_mut().zip(&w.hist) {
-            *t += n;
-        }
-        total.min = opt(total.min, w.min, i32::min);
-        total.max = opt(total.max, w.max, i32::max);
-    }
-    total
 }

@@ -18,6 +18,7 @@ mod write;
 
 pub use connect::PostgresSettings;
 pub(crate) use leases::PartitionLeases;
+pub(crate) use rollups::fold_rollups;
 pub use schema::{SCHEMA_VERSION, migrate};
 pub(crate) use schema::{non_utc_timezone, python_rows_until};
 pub use status::{RollupRow, SiteState, StatusRows};

@@ -74,10 +74,12 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         3,
-        "the verdict of each event (up), hourly and daily rollups, and each site's state",
+        "the verdict of each event (up), hourly and daily rollups, each site's state, and \
+         the rollup deltas waiting to be folded into them",
         // `up` is nullable without a default: no table rewrite; rows before it have none
         // and are not in the rollups (the rollups start with this version). The status page
-        // reads the recent buckets of every series: the indexes on `bucket`.
+        // reads the recent buckets of every series: the indexes on `bucket`. A delta is
+        // one JSON row per transaction, already compact: not compressed again (EXTERNAL).
         "ALTER TABLE events ADD COLUMN IF NOT EXISTS up boolean;
         CREATE TABLE IF NOT EXISTS rollups_hourly (
             url text NOT NULL,
@@ -95,6 +97,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
             PRIMARY KEY (url, producer, bucket)
         );
         CREATE TABLE IF NOT EXISTS rollups_daily (LIKE rollups_hourly INCLUDING ALL);
+        CREATE TABLE IF NOT EXISTS rollup_deltas (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            body bytea NOT NULL
+        );
+        ALTER TABLE rollup_deltas ALTER COLUMN body SET STORAGE EXTERNAL;
         CREATE INDEX IF NOT EXISTS rollups_hourly_bucket ON rollups_hourly (bucket);
         CREATE INDEX IF NOT EXISTS rollups_daily_bucket ON rollups_daily (bucket);
         CREATE TABLE IF NOT EXISTS site_status (

@@ -541,7 +541,8 @@ async fn write_once(
         // connection sends requests in order, and if the COPY failed the transaction is
         // aborted, so they fail too (and the COPY's error is returned).
         let rollups = Rollups::of(batches.iter().flat_map(|b| &b.inputs));
-        let (copied, added) = tokio::join!(sink.as_mut().finish(), rollups::add(&tx, &rollups));
+        let (copied, added) =
+            tokio::join!(sink.as_mut().finish(), rollups::add_delta(&tx, &rollups));
         let copied = copied.map_err(|e| sql_error("copy", &e))?;
         added?;
         tx.commit().await.map_err(|e| sql_error("commit", &e))?;
@@ -600,7 +601,7 @@ async fn finish_checked(
             .iter()
             .filter(move |e| stored.contains(&(partition, e.offset)))
     }));
-    rollups::add(&tx, &rollups).await?;
+    rollups::add_delta(&tx, &rollups).await?;
     tx.commit().await.map_err(|e| sql_error("commit", &e))?;
     let inserted = stored.len() as u64;
     Ok(Written {

@@ -1,0 +1,100 @@
+//! The rollup folder: every second, on a PostgreSQL connection of its own, it folds the
+//! rollup deltas that writers committed into the rollup tables (`store::fold`), so the
+//! status page is at most a few seconds behind the events.
+//!
+//! It never touches the writer's connection or transactions, and never blocks them: a
+//! failed fold is logged and tried again; the deltas wait in their table meanwhile.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::store::{self, PostgresSettings};
+
+/// Time between two folds.
+const FOLD_EVERY: Duration = Duration::from_secs(1);
+
+/// Most deltas in one fold (one per written transaction, up to ~0.5 MB each).
+const FOLD_MOST: i64 = 20;
+
+/// Longest wait for PostgreSQL to connect, per attempt.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// The running folder.
+pub(crate) struct RollupFolder {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl RollupFolder {
+    /// Start folding into the database of `postgres`.
+    pub(crate) fn start(postgres: PostgresSettings) -> RollupFolder {
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(run(postgres, stopped));
+        RollupFolder { stop, task }
+    }
+
+    /// Fold what is left (what this consumer wrote last, for `--drain`), for at most
+    /// `within`, then stop; what is still there is folded by the next consumer to run.
+    pub(crate) async fn finish(self, within: Duration) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(within, &mut task).await.is_err() {
+            task.abort();
+            log::warn!(
+                "rollups: not all folded within {} s; the next consumer folds the rest",
+                within.as_secs()
+            );
+        }
+    }
+}
+
+async fn run(postgres: PostgresSettings, mut stopped: oneshot::Receiver<()>) {
+    let mut db: Option<tokio_postgres::Client> = None;
+    let mut failing = false;
+    loop {
+        let last = tokio::select! {
+            _ = tokio::time::sleep(FOLD_EVERY) => false,
+            _ = &mut stopped => true,
+        };
+        // Fold until nothing is left: a backlog goes in folds of FOLD_MOST.
+        loop {
+            match fold_once(&postgres, &mut db).await {
+                Ok(n) => {
+                    if failing {
+                        log::info!("rollups: folding again");
+                        failing = false;
+                    }
+                    if n < FOLD_MOST as usize {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        log::warn!("rollups: fold failed ({e}); trying again every second");
+                        failing = true;
+                    }
+                    db = None;
+                    break;
+                }
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+async fn fold_once(
+    postgres: &PostgresSettings,
+    db: &mut Option<tokio_postgres::Client>,
+) -> Result<usize, store::StoreError> {
+    if db.as_ref().is_none_or(|c| c.is_closed()) {
+        *db = Some(postgres.connect(CONNECT_WITHIN).await?);
+    }
+    match db {
+        Some(client) => store::fold_rollups(client, FOLD_MOST).await,
+        None => Ok(0),
+    }
+}
