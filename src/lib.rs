@@ -3,7 +3,8 @@
 //! ```text
 //!  targets ──► checksite-producer ──► Kafka topic ──► checksite-consumer ──► PostgreSQL
 //!              probe, schedule,        (key = url,     fetch, decode,         events,
-//!              outbox                   JSON value)     batch, commit          offsets, rejects
+//!              outbox                   JSON value)     batch, commit,         offsets, rejects,
+//!                                                       status page            rollups
 //! ```
 //!
 //! The map of the modules: the two programs, and the edges they share.
@@ -26,6 +27,11 @@
 //!     the Python schema), write (binary COPY rows, exactly-once batches), leases.
 //!   - [`consumer::metrics`]: written, rejected, lag per partition, transactions, and its
 //!     readiness (PostgreSQL answers, leases taken).
+//!   - [`consumer::rollup`]: hourly/daily rollups and each site's state from a
+//!     transaction's events, stored as a delta with them; `consumer::folding` folds the
+//!     deltas into the rollup tables every second.
+//!   - [`consumer::status_page`]: `GET /` and `GET /api/status` on `CK_HTTP_ADDR`, from
+//!     the rollups (its own read-only connection).
 //! - Shared edges:
 //!   - [`event`]: the wire format ([`event::CheckEvent`], v1), and nothing else.
 //!   - [`kafka`]: connecting (mutual TLS, SASL), topics, partitioning (Java's murmur2), and

@@ -15,8 +15,9 @@ use super::store::{self, PostgresSettings};
 /// Time between two folds.
 const FOLD_EVERY: Duration = Duration::from_secs(1);
 
-/// Most deltas in one fold (one per written transaction, up to ~0.5 MB each).
-const FOLD_MOST: i64 = 20;
+/// Most deltas in one fold (one per written transaction, up to ~0.4 MB of JSON each, all
+/// in memory at once while folding: 5 keeps the consumer's peak under 40 MB).
+const FOLD_MOST: i64 = 5;
 
 /// Longest wait for PostgreSQL to connect, per attempt.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);

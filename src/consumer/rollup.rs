@@ -2,9 +2,10 @@
 //! series' current state (up or down, since when, the last error). The status page reads
 //! these instead of the raw events, so that it stays fast over a long history.
 //!
-//! This module computes them from the events a transaction stores ([`Rollups::of`]); the
-//! store adds them to the tables in that same transaction, so a retried or duplicated
-//! event is counted exactly as often as it is stored: once. It never does I/O.
+//! This module computes them from the events a transaction stores (`Rollups::of`), as the
+//! delta that transaction stores with them (`Delta`), and merges committed deltas in order
+//! for a fold (`Folded`): so a retried or duplicated event is counted exactly as often as
+//! it is stored: once. It never does I/O.
 
 use std::collections::HashMap;
 

@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use super::report::{DAYS, HOURS, Point, Report, SiteReport};
 
@@ -40,8 +40,21 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
+/// `2026-11-29 23:03:55 UTC`. By hand: chrono's `format` brings its whole strftime
+/// machinery into the binary (the image must stay under 10 MB).
 fn time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    format!(
+        "{} {:02}:{:02}:{:02} UTC",
+        date(t),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// `2026-11-29`.
+fn date(t: &DateTime<Utc>) -> String {
+    format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day())
 }
 
 fn percent(v: Option<f64>) -> String {
@@ -133,7 +146,7 @@ fn site_card(out: &mut String, s: &SiteReport, now: &DateTime<Utc>) {
         let _ = write!(
             out,
             "<p class=\"meta cert {class}\">{sign}certificate expires in {days} day(s), {}</p>",
-            expires.format("%Y-%m-%d")
+            date(expires)
         );
     }
     out.push_str("<div class=\"charts\">");

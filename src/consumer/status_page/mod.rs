@@ -3,7 +3,7 @@
 //! consumer of a topic shows every site, not only its own partitions'.
 //!
 //! It owns its own read-only connection (never the writer's), reads at most once per
-//! [`FRESH_FOR`] whatever the number of visitors, and builds the page off the runtime's
+//! `FRESH_FOR` (2 s) whatever the number of visitors, and builds the page off the runtime's
 //! thread: a visitor never slows the writing of events.
 
 mod html;
@@ -53,7 +53,7 @@ impl StatusPage {
         }
     }
 
-    /// The figures, read now or at most [`FRESH_FOR`] ago; why not, in one line.
+    /// The figures, read now or at most `FRESH_FOR` (2 s) ago; why not, in one line.
     async fn report(&self) -> Result<Arc<Report>, String> {
         if let Some(report) = self.fresh() {
             return Ok(report);
