@@ -162,14 +162,7 @@ async fn consume(
             None => return Ok(Summary::default()),
         },
     };
-    let drain_to = match ends {
-        Some(ends) => Some(ends),
-        None if config.drain => Some(partition_ends(&kafka, &topic, &partitions).await?),
-        None => None,
-    };
-    if let Some(ends) = &drain_to {
-        log::info!("draining topic {topic:?} up to {ends:?}");
-    }
+    let drain_to = drain_targets(config.drain, ends, &kafka, &topic, &partitions).await?;
     log::info!(
         "consuming topic {topic:?} into {}",
         config.postgres.display()
@@ -225,6 +218,26 @@ async fn consume(
         folder.finish(FOLD_AT_EXIT).await;
     }
     Ok(consumer.total)
+}
+
+/// With `--drain`, where each partition ends (as found at start, or asked now); None
+/// without.
+async fn drain_targets(
+    drain: bool,
+    ends: Option<HashMap<i32, i64>>,
+    kafka: &Arc<KafkaClient>,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Option<HashMap<i32, i64>>, ConsumeError> {
+    let drain_to = match ends {
+        Some(ends) => Some(ends),
+        None if drain => Some(partition_ends(kafka, topic, partitions).await?),
+        None => None,
+    };
+    if let Some(ends) = &drain_to {
+        log::info!("draining topic {topic:?} up to {ends:?}");
+    }
+    Ok(drain_to)
 }
 
 /// Kafka from the Kafka thread (so that its connections' tasks run there): the client, the
