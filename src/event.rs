@@ -61,6 +61,24 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order (`kind as usize` is its index here): the order of
+    /// the per-kind counts in the metrics and the rollups.
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::Dns,
+        ErrorKind::Connect,
+        ErrorKind::Tls,
+        ErrorKind::Timeout,
+        ErrorKind::Http,
+        ErrorKind::Body,
+        ErrorKind::Redirect,
+        ErrorKind::Other,
+    ];
+
+    /// The kind named `name` in the JSON.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The name in the JSON (`"dns"`, `"connect"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {

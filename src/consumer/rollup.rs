@@ -12,6 +12,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::event::ErrorKind;
+
+/// Failed checks per kind, in [`ErrorKind::ALL`] order (the `error_kinds` column).
+type KindCounts = [i64; ErrorKind::ALL.len()];
+
 /// Upper bounds (exclusive, milliseconds) of the latency histogram's buckets; a last
 /// bucket holds everything from 56 s up. Roughly ×1.4 apart: a percentile read from it is
 /// within its bucket, and min/max per bucket row narrow the ends.
@@ -22,11 +27,6 @@ pub const LATENCY_BOUNDS_MS: [i32; 32] = [
 
 /// Buckets in a latency histogram: one per bound, and one above the last.
 pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
-
-/// The order of the counts in a rollup's `error_kinds` column.
-pub const ERROR_KINDS: [&str; 8] = [
-    "dns", "connect", "tls", "timeout", "http", "body", "redirect", "other",
-];
 
 /// What the rollups need of one stored event.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,8 +50,7 @@ pub(crate) struct RollupInput {
 pub(crate) struct Bucket {
     pub(crate) checks: i64,
     pub(crate) up_checks: i64,
-    /// Failed checks by kind, in [`ERROR_KINDS`] order.
-    pub(crate) error_kinds: [i64; ERROR_KINDS.len()],
+    pub(crate) error_kinds: KindCounts,
     /// The elapsed time of the up checks (a timeout's time says nothing of the site's speed).
     pub(crate) latency_hist: [i64; LATENCY_BUCKETS],
     pub(crate) latency_min_ms: Option<i32>,
@@ -116,7 +115,7 @@ fn add<'a>(buckets: &mut HashMap<BucketKey<'a>, Bucket>, key: BucketKey<'a>, e: 
     let b = buckets.entry(key).or_insert_with(|| Bucket {
         checks: 0,
         up_checks: 0,
-        error_kinds: [0; ERROR_KINDS.len()],
+        error_kinds: [0; ErrorKind::ALL.len()],
         latency_hist: [0; LATENCY_BUCKETS],
         latency_min_ms: None,
         latency_max_ms: None,
@@ -144,12 +143,12 @@ fn add<'a>(buckets: &mut HashMap<BucketKey<'a>, Bucket>, key: BucketKey<'a>, e: 
     }
 }
 
-/// The index in [`ERROR_KINDS`] of a failed check's kind; an error without a kind (the
+/// The index in [`ErrorKind::ALL`] of a failed check's kind; an error without a kind (the
 /// Python program's) is "other".
 fn error_kind(e: &RollupInput) -> Option<usize> {
     match (e.error_kind, &e.error) {
-        (Some(kind), _) => Some(ERROR_KINDS.iter().position(|k| *k == kind).unwrap_or(7)),
-        (None, Some(_)) => Some(7),
+        (Some(kind), _) => Some(ErrorKind::from_name(kind).unwrap_or(ErrorKind::Other) as usize),
+        (None, Some(_)) => Some(ErrorKind::Other as usize),
         (None, None) => None,
     }
 }
@@ -239,9 +238,8 @@ struct DeltaHour {
     checks: i64,
     #[serde(rename = "u")]
     up_checks: i64,
-    /// Failed checks by kind, in [`ERROR_KINDS`] order.
     #[serde(rename = "e")]
-    error_kinds: [i64; ERROR_KINDS.len()],
+    error_kinds: KindCounts,
     /// (bucket, count) of the latency histogram's non-zero buckets.
     #[serde(rename = "h")]
     hist: Vec<(u8, i64)>,
@@ -348,13 +346,10 @@ impl Folded {
                         .or_insert_with(|| b.clone());
                 }
             }
-            let kind = d.last_error_kind.as_deref().map(|k| {
-                ERROR_KINDS
-                    .iter()
-                    .find(|known| **known == k)
-                    .copied()
-                    .unwrap_or("other")
-            });
+            let kind = d
+                .last_error_kind
+                .as_deref()
+                .map(|k| ErrorKind::from_name(k).unwrap_or(ErrorKind::Other).as_str());
             let s = SeriesState {
                 up: d.up,
                 since: from_ms(d.since_ms),
@@ -391,8 +386,8 @@ impl Bucket {
         for (a, b) in self.latency_hist.iter_mut().zip(&o.latency_hist) {
             *a += b;
         }
-        self.latency_min_ms = min_opt(self.latency_min_ms, o.latency_min_ms, i32::min);
-        self.latency_max_ms = min_opt(self.latency_max_ms, o.latency_max_ms, i32::max);
+        self.latency_min_ms = combine(self.latency_min_ms, o.latency_min_ms, i32::min);
+        self.latency_max_ms = combine(self.latency_max_ms, o.latency_max_ms, i32::max);
         self.latency_sum_ms += o.latency_sum_ms;
         if o.last_checked_at >= self.last_checked_at {
             self.last_checked_at = o.last_checked_at;
@@ -401,7 +396,8 @@ impl Bucket {
     }
 }
 
-fn min_opt(a: Option<i32>, b: Option<i32>, f: fn(i32, i32) -> i32) -> Option<i32> {
+/// `f` of both when both are there, else whichever is (a least or greatest of the two).
+pub(crate) fn combine(a: Option<i32>, b: Option<i32>, f: fn(i32, i32) -> i32) -> Option<i32> {
     match (a, b) {
         (Some(a), Some(b)) => Some(f(a, b)),
         (a, b) => a.or(b),

@@ -34,17 +34,6 @@ const PHASES: [&str; 5] = [
     "phase=\"transfer\"",
 ];
 
-const ERROR_KINDS: [ErrorKind; 8] = [
-    ErrorKind::Dns,
-    ErrorKind::Connect,
-    ErrorKind::Tls,
-    ErrorKind::Timeout,
-    ErrorKind::Http,
-    ErrorKind::Body,
-    ErrorKind::Redirect,
-    ErrorKind::Other,
-];
-
 /// One target's latest check, as the blackbox exporter's gauges.
 #[derive(Debug)]
 struct TargetGauges {
@@ -73,8 +62,8 @@ struct KafkaContact {
 #[derive(Debug)]
 pub struct ProducerMetrics {
     targets: Vec<TargetGauges>,
-    /// Per result: up, down, then one per [`ERROR_KINDS`].
-    checks: [Counter; 2 + ERROR_KINDS.len()],
+    /// Per result: up, down, then one per error kind ([`ErrorKind::ALL`]).
+    checks: [Counter; 2 + ErrorKind::ALL.len()],
     lateness: Histogram,
     publish_errors: Counter,
     publish_latency: Histogram,
@@ -125,7 +114,7 @@ impl ProducerMetrics {
     /// Target `index` was checked: `event`, judged `up`, after `redirects` redirects.
     pub fn checked(&self, index: usize, event: &CheckEvent, up: bool, redirects: u32) {
         let result = match event.error_kind {
-            Some(kind) => 2 + ERROR_KINDS.iter().position(|k| *k == kind).unwrap_or(7),
+            Some(kind) => 2 + kind as usize,
             None if up => 0,
             None => 1,
         };
@@ -268,7 +257,7 @@ impl ProducerMetrics {
         e.family(name, Kind::Counter, "Checks ended, by result (up, down: a response judged down, error: none) and error kind.");
         e.sample(name, "result=\"up\"", self.checks[0].get() as f64);
         e.sample(name, "result=\"down\"", self.checks[1].get() as f64);
-        for (kind, count) in ERROR_KINDS.iter().zip(&self.checks[2..]) {
+        for (kind, count) in ErrorKind::ALL.iter().zip(&self.checks[2..]) {
             let l = labels(&[("result", "error"), ("error_kind", kind.as_str())]);
             e.sample(name, &l, count.get() as f64);
         }

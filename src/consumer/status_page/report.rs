@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::consumer::rollup::{LATENCY_BUCKETS, percentile, truncate};
+use crate::consumer::rollup::{LATENCY_BUCKETS, combine, percentile, truncate};
 use crate::consumer::store::{RollupRow, StatusRows};
 
 /// Hours in the short window, days in the long one.
@@ -54,8 +54,8 @@ impl Window {
         for (sum, n) in self.hist.iter_mut().zip(&r.latency_hist) {
             *sum += n;
         }
-        self.min = opt(self.min, r.latency_min_ms, i32::min);
-        self.max = opt(self.max, r.latency_max_ms, i32::max);
+        self.min = combine(self.min, r.latency_min_ms, i32::min);
+        self.max = combine(self.max, r.latency_max_ms, i32::max);
     }
 
     /// Up checks in percent of checks; None without checks.
@@ -65,13 +65,6 @@ impl Window {
 
     fn quantile(&self, q: f64) -> Option<f64> {
         percentile(&self.hist, q, self.min, self.max).map(|v| v.round())
-    }
-}
-
-fn opt(a: Option<i32>, b: Option<i32>, f: fn(i32, i32) -> i32) -> Option<i32> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(f(a, b)),
-        (a, b) => a.or(b),
     }
 }
 
