@@ -4,7 +4,8 @@
 //!  targets ──► checksite-producer ──► Kafka topic ──► checksite-consumer ──► PostgreSQL
 //!              probe, schedule,        (key = url,     fetch, decode,         events,
 //!              outbox                   JSON value)     batch, commit,         offsets, rejects,
-//!                                                       status page            rollups
+//!                                                       status page,           rollups,
+//!                                                       alerts ──► webhook     alert outbox
 //! ```
 //!
 //! The map of the modules: the two programs, and the edges they share.
@@ -32,6 +33,9 @@
 //!     deltas into the rollup tables every second.
 //!   - [`consumer::status_page`]: `GET /` and `GET /api/status` on `CK_HTTP_ADDR`, from
 //!     the rollups (its own read-only connection).
+//!   - [`consumer::alert`]: down/up/certificate notifications, decided in the write
+//!     transaction (`alert::decide`), delivered from the outbox to `CK_ALERT_WEBHOOK_URL`
+//!     at least once (`alert::sender`, `alert::webhook`).
 //! - Shared edges:
 //!   - [`event`]: the wire format ([`event::CheckEvent`], v1), and nothing else.
 //!   - [`kafka`]: connecting (mutual TLS, SASL), topics, partitioning (Java's murmur2), and

@@ -153,14 +153,27 @@ pub(crate) fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsErr
     let mut roots = RootCertStore::empty();
     match ca_file {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Some(path) => {
-            for cert in load_certs(path)? {
-                roots.add(cert).map_err(|e| TlsError::BadCa {
-                    path: path.into(),
-                    detail: e.to_string(),
-                })?;
-            }
-        }
+        Some(path) => add_ca_file(&mut roots, path)?,
+    }
+    Ok(roots)
+}
+
+fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsError> {
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|e| TlsError::BadCa {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// The web PKI roots and the certificates of `extra` (`CK_SITE_CA`, `CK_ALERT_CA`): for
+/// servers on the public internet that may also be on a private CA.
+pub(crate) fn web_roots_and(extra: Option<&Path>) -> Result<RootCertStore, TlsError> {
+    let mut roots = root_store(None)?;
+    if let Some(path) = extra {
+        add_ca_file(&mut roots, path)?;
     }
     Ok(roots)
 }

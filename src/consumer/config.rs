@@ -27,6 +27,8 @@ pub struct ConsumerConfig {
     /// Keep the hourly and daily rollups and each site's state (`CK_ROLLUPS`, default on):
     /// what the status page shows.
     pub rollups: bool,
+    /// Alerting, when `CK_ALERT_WEBHOOK_URL` is set.
+    pub alerts: Option<crate::consumer::alert::AlertConfig>,
 }
 
 crate::kafka::settings::args_with_kafka_flags! {
@@ -108,6 +110,7 @@ impl ConsumerConfig {
             drain,
             http_addr: crate::observe::server::http_addr(s)?,
             rollups,
+            alerts: crate::consumer::alert::AlertConfig::from_settings(s)?,
         })
     }
 }

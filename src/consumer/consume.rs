@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::consumer::alert::sender::AlertSender;
 use crate::consumer::config::ConsumerConfig;
 use crate::consumer::folding::RollupFolder;
 use crate::consumer::metrics::ConsumerMetrics;
@@ -65,6 +66,10 @@ const STUCK_AFTER: Duration = Duration::from_secs(600);
 /// is left is folded by the next consumer to run.
 const FOLD_AT_EXIT: Duration = Duration::from_secs(30);
 
+/// Longest time to deliver the notifications due when stopping; what is left is
+/// delivered by the next consumer to run.
+const SEND_AT_EXIT: Duration = Duration::from_secs(15);
+
 #[derive(Debug)]
 /// Why the consumer could not start.
 pub enum ConsumeError {
@@ -75,6 +80,8 @@ pub enum ConsumeError {
     /// The Kafka thread could not be started (out of threads or memory), or a task on it
     /// ended unexpectedly.
     Thread(std::io::Error),
+    /// Alerting cannot start (its TLS configuration).
+    Alerts(String),
 }
 
 impl std::fmt::Display for ConsumeError {
@@ -82,6 +89,7 @@ impl std::fmt::Display for ConsumeError {
         match self {
             ConsumeError::Kafka(e) => e.fmt(f),
             ConsumeError::Store(e) => e.fmt(f),
+            ConsumeError::Alerts(e) => write!(f, "alerts: {e}"),
             ConsumeError::Thread(e) => write!(
                 f,
                 "the consumer's Kafka thread failed: {e} (is the process out of threads or memory?)"
@@ -102,6 +110,8 @@ pub struct Summary {
     pub already_stored: u64,
     /// Records kept in `rejected_events`.
     pub rejected: u64,
+    /// Alert notifications decided.
+    pub notifications: u64,
 }
 
 enum FromFetcher {
@@ -174,7 +184,7 @@ async fn consume(
         topic: topic.clone(),
         batch_events: config.batch_events,
         batch_wait: config.batch_wait,
-        rollups: config.rollups,
+        inputs: config.rollups || config.alerts.is_some(),
         tx,
         positions: positions.clone(),
         runtime: kafka_thread.runtime.clone(),
@@ -184,6 +194,13 @@ async fn consume(
     let folder = config
         .rollups
         .then(|| RollupFolder::start(config.postgres.clone()));
+    let alerts = match &config.alerts {
+        Some(a) => Some(
+            AlertSender::start(config.postgres.clone(), a, metrics.clone())
+                .map_err(ConsumeError::Alerts)?,
+        ),
+        None => None,
+    };
     let mut consumer = ConsumerLoop {
         leases: PartitionLeases::new(&topic),
         config,
@@ -191,6 +208,7 @@ async fn consume(
         kafka,
         db,
         python_until,
+        alerts,
         shutdown,
         rx,
         shared,
@@ -214,9 +232,19 @@ async fn consume(
         metrics,
     };
     consumer.run().await;
-    if let Some(folder) = folder {
-        folder.finish(FOLD_AT_EXIT).await;
-    }
+    let (folding, sending) = (folder, consumer.alerts.take());
+    tokio::join!(
+        async {
+            if let Some(folder) = folding {
+                folder.finish(FOLD_AT_EXIT).await;
+            }
+        },
+        async {
+            if let Some(sender) = sending {
+                sender.finish(SEND_AT_EXIT).await;
+            }
+        }
+    );
     Ok(consumer.total)
 }
 
@@ -317,6 +345,8 @@ struct ConsumerLoop {
     kafka: Arc<KafkaClient>,
     db: tokio_postgres::Client,
     python_until: Option<DateTime<Utc>>,
+    /// The alert sender, woken after a transaction that decided notifications.
+    alerts: Option<AlertSender>,
     shutdown: Shutdown,
     leases: PartitionLeases,
     rx: mpsc::Receiver<FromFetcher>,
@@ -558,11 +588,12 @@ impl ConsumerLoop {
     async fn write(&mut self) -> bool {
         let batches = std::mem::take(&mut self.pending);
         self.clear_pending();
+        let derived = self.derived();
         let writing = write_all(
             &mut self.db,
             (&self.topic, &self.kafka),
             batches,
-            self.python_until,
+            (self.python_until, derived),
             &self.metrics,
         );
         // A transaction under way at SIGTERM may finish for a moment; past that it is
@@ -585,6 +616,12 @@ impl ConsumerLoop {
                     sum.written += done.written;
                     sum.already_stored += done.already_stored;
                     sum.rejected += done.rejected;
+                    sum.notifications += done.notifications;
+                }
+                if done.notifications > 0 {
+                    if let Some(sender) = &self.alerts {
+                        sender.waker().notify_one();
+                    }
                 }
                 self.backoff = Duration::from_millis(500);
             }
@@ -595,6 +632,14 @@ impl ConsumerLoop {
             }
         }
         true
+    }
+
+    /// What transactions keep besides the rows.
+    fn derived(&self) -> store::Derived {
+        store::Derived {
+            rollups: self.config.rollups,
+            alerts: self.config.alerts.as_ref().map(|a| a.rules),
+        }
     }
 
     fn clear_pending(&mut self) {
@@ -659,7 +704,7 @@ async fn write_all(
     db: &mut tokio_postgres::Client,
     (topic, kafka): (&str, &KafkaClient),
     batches: Vec<Batch>,
-    python_until: Option<chrono::DateTime<chrono::Utc>>,
+    (python_until, derived): (Option<chrono::DateTime<chrono::Utc>>, store::Derived),
     metrics: &ConsumerMetrics,
 ) -> Result<Summary, ConsumeError> {
     let mut done = Summary::default();
@@ -670,7 +715,7 @@ async fn write_all(
         let take = if isolating { 1 } else { queue.len() };
         let work: Vec<Batch> = queue.drain(..take).collect();
         let started = Instant::now();
-        let result = store::write_batches(db, topic, &work, python_until).await;
+        let result = store::write_batches(db, topic, &work, python_until, derived).await;
         match &result {
             Ok(written) => count_commit(metrics, started.elapsed(), &work, written),
             Err(_) => metrics.transaction_failed(),
@@ -679,6 +724,7 @@ async fn write_all(
             Ok(written) => {
                 done.written += written.rows;
                 done.already_stored += written.already_stored;
+                done.notifications += written.notifications as u64;
                 for b in &work {
                     for r in &b.rejected {
                         done.rejected += 1;
@@ -746,6 +792,7 @@ fn count_commit(
         (written.rows, written.already_stored, &kinds),
         work.iter().map(|b| (b.partition, b.next_offset)),
     );
+    metrics.alerts_decided(written.notifications);
 }
 
 /// The key and value of the record at `offset`, read again from Kafka: a row PostgreSQL
@@ -807,8 +854,8 @@ struct FetchShared {
     topic: String,
     batch_events: usize,
     batch_wait: Duration,
-    /// `CK_ROLLUPS`: keep what the rollups need of each event.
-    rollups: bool,
+    /// Keep what the rollups and the alerts need of each event.
+    inputs: bool,
     tx: mpsc::Sender<FromFetcher>,
     positions: Positions,
     /// Where fetchers run: the Kafka thread.
@@ -920,7 +967,7 @@ async fn fetch_partition(job: FetchJob) {
             let batch = decode_chunk(
                 (job.partition, start_offset, fetch.offset),
                 fetch.new_partition,
-                job.shared.rollups,
+                job.shared.inputs,
                 raw,
             );
             let sent = job.shared.tx.send(FromFetcher::Batch {

@@ -2,7 +2,8 @@
 //!
 //! `checksite_consumer_*`: events written, already stored, rejected by kind; per partition
 //! held, the committed offset, the log end and the lag; leases; transactions, their
-//! duration and rows; the time of the last commit. Readiness: PostgreSQL answers and a
+//! duration and rows; the time of the last commit; alert notifications decided and
+//! delivery attempts by outcome. Readiness: PostgreSQL answers and a
 //! lease round is done (a consumer holding no partition because others hold them all is
 //! a ready standby).
 //!
@@ -61,6 +62,9 @@ pub struct ConsumerMetrics {
     tx_seconds: Histogram,
     tx_records: Histogram,
     last_commit: Gauge,
+    alerts_decided: Counter,
+    /// Delivery attempts: delivered, failed (retried), gave up.
+    alert_attempts: [Counter; 3],
     /// Why PostgreSQL cannot be used now; None when it answers.
     db_failure: Mutex<Option<String>>,
     lease_round_done: AtomicBool,
@@ -82,6 +86,8 @@ impl ConsumerMetrics {
             tx_seconds: Histogram::new(&SECONDS),
             tx_records: Histogram::new(&ROWS),
             last_commit: Gauge::default(),
+            alerts_decided: Counter::default(),
+            alert_attempts: Default::default(),
             db_failure: Mutex::new(Some("starting: connecting to PostgreSQL".into())),
             lease_round_done: AtomicBool::new(false),
             liveness: Liveness::default(),
@@ -161,6 +167,18 @@ impl ConsumerMetrics {
             Some(format!("PostgreSQL: {why}"));
     }
 
+    /// A committed transaction decided `n` alert notifications.
+    pub(crate) fn alerts_decided(&self, n: usize) {
+        self.alerts_decided.add(n as u64);
+    }
+
+    /// A delivery attempt ended: 0 delivered, 1 failed (retried later), 2 given up.
+    pub(crate) fn alert_attempt(&self, outcome: usize) {
+        if let Some(c) = self.alert_attempts.get(outcome) {
+            c.add(1);
+        }
+    }
+
     /// The text of a scrape.
     pub fn render(&self) -> String {
         let mut e = Exposition::with_capacity(8 * 1024);
@@ -232,6 +250,29 @@ impl ConsumerMetrics {
             "When the last transaction committed, Unix seconds; 0 before the first.",
         );
         e.sample(name, topic, self.last_commit.get());
+        let name = "checksite_consumer_alerts_decided_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Alert notifications decided (down, up, cert_expiring) and put in the outbox.",
+        );
+        e.sample(name, topic, self.alerts_decided.get() as f64);
+        let name = "checksite_consumer_alert_deliveries_total";
+        e.family(
+            name,
+            Kind::Counter,
+            "Webhook delivery attempts by this consumer, by outcome (delivered, failed: retried later, gave_up).",
+        );
+        for (outcome, c) in ["delivered", "failed", "gave_up"]
+            .iter()
+            .zip(&self.alert_attempts)
+        {
+            e.sample(
+                name,
+                &format!("{topic},outcome=\"{outcome}\""),
+                c.get() as f64,
+            );
+        }
         e.finish()
     }
 

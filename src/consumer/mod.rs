@@ -5,8 +5,10 @@
 //! which `folding` folds into their tables;
 //! [`consume`] runs the loop (leases, fetch, write, commit); [`store`] is
 //! everything PostgreSQL; [`metrics`] is what `CK_HTTP_ADDR` shows of it, and
-//! [`status_page`] the page and JSON it serves there from the rollups.
+//! [`status_page`] the page and JSON it serves there from the rollups; [`alert`] decides
+//! notifications with the events that make them and delivers them to a webhook.
 
+pub mod alert;
 pub mod config;
 pub mod consume;
 pub(crate) mod folding;

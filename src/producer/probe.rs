@@ -344,16 +344,8 @@ impl<In: Transport> Connector<In> for Connected {
 impl Probe {
     /// A probe with its TLS configuration and root store, built once.
     pub fn new(settings: ProbeSettings, producer: String) -> Result<Probe, ProbeError> {
-        let mut roots = crate::tls::root_store(None).map_err(|e| ProbeError(e.to_string()))?;
-        if let Some(ca) = &settings.site_ca {
-            for cert in
-                crate::tls::load_certs(ca).map_err(|e| ProbeError(format!("CK_SITE_CA: {e}")))?
-            {
-                roots
-                    .add(cert)
-                    .map_err(|e| ProbeError(format!("CK_SITE_CA: {}: {e}", ca.display())))?;
-            }
-        }
+        let roots = crate::tls::web_roots_and(settings.site_ca.as_deref())
+            .map_err(|e| ProbeError(format!("CK_SITE_CA: {e}")))?;
         let tls = ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| ProbeError(e.to_string()))?

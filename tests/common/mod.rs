@@ -141,6 +141,7 @@ impl Testbed {
     }
 }
 pub mod sites;
+pub mod webhook;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -9,7 +9,8 @@ use std::time::Duration;
 /// Answers by path:
 /// `/ok` 200 with a known body, `/404`, `/500`, `/redirect/N` (N hops, then /ok),
 /// `/loop` (redirects to itself), `/endless` (200, a body that never ends),
-/// `/slow/MS` (200 after MS milliseconds).
+/// `/slow/MS` (200 after MS milliseconds), `/up-after/T` (500 until Unix ms T),
+/// `/down-between/T1/T2` (503 from Unix ms T1 to T2, 200 otherwise).
 pub fn http_site() -> String {
     serve(None)
 }
@@ -110,6 +111,19 @@ fn handle<S: Read + Write>(stream: S) {
             respond(&mut s, "200 OK", "", OK_BODY);
         } else {
             respond(&mut s, "500 Internal Server Error", "", "not yet");
+        }
+    } else if let Some(window) = path.strip_prefix("/down-between/") {
+        // 200, then 503 from the first time to the second (Unix ms), 200 again after: a
+        // site that goes down and recovers.
+        let (from, to) = window.split_once('/').unwrap_or(("0", "0"));
+        let (from, to): (u128, u128) = (from.parse().unwrap_or(0), to.parse().unwrap_or(0));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        if (from..to).contains(&now) {
+            respond(&mut s, "503 Service Unavailable", "", "down for a while");
+        } else {
+            respond(&mut s, "200 OK", "", OK_BODY);
         }
     } else if path == "/404" {
         respond(

@@ -82,6 +82,7 @@ pub(crate) fn render(report: &Report) -> String {
          </header><main>",
         time(&report.generated_at)
     );
+    incidents(&mut out, report);
     if report.sites.is_empty() {
         out.push_str("<p>No checks stored yet.</p>");
     }
@@ -90,6 +91,32 @@ pub(crate) fn render(report: &Report) -> String {
     }
     out.push_str("</main></body></html>\n");
     out
+}
+
+/// Alerting's open incidents, when there are any (or notifications wait).
+fn incidents(out: &mut String, report: &Report) {
+    if report.incidents.is_empty() && report.alerts_pending == 0 {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<section id=\"incidents\" aria-label=\"open incidents\"><h2>Open incidents: {}</h2><ul>",
+        report.incidents.len()
+    );
+    for i in &report.incidents {
+        let since = i.since.as_ref().map(time).unwrap_or_default();
+        let _ = write!(
+            out,
+            "<li class=\"incident\">▼ DOWN <span class=\"url\">{}</span> since {since}, seen by {}</li>",
+            escape(&i.url),
+            escape(&i.producers.join(", "))
+        );
+    }
+    let _ = write!(
+        out,
+        "</ul><p>{} notification(s) waiting for delivery.</p></section>",
+        report.alerts_pending
+    );
 }
 
 fn site_card(out: &mut String, s: &SiteReport, now: &DateTime<Utc>) {

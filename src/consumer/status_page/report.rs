@@ -101,12 +101,26 @@ pub(crate) struct SiteReport {
     pub(crate) days: Vec<Point>,
 }
 
+/// An open alert incident: a URL alerting decided down and not up again.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct IncidentReport {
+    /// Redacted like the sites'.
+    pub(crate) url: String,
+    #[serde(serialize_with = "crate::event::rfc3339_opt::serialize")]
+    pub(crate) since: Option<DateTime<Utc>>,
+    pub(crate) producers: Vec<String>,
+}
+
 /// The whole page's figures.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
     #[serde(serialize_with = "crate::event::rfc3339_millis::serialize")]
     pub(crate) generated_at: DateTime<Utc>,
     pub(crate) sites: Vec<SiteReport>,
+    /// Alerting's open incidents (none when alerting is off).
+    pub(crate) incidents: Vec<IncidentReport>,
+    /// Notifications decided and not yet delivered (nor given up).
+    pub(crate) alerts_pending: i64,
 }
 
 /// One series' figures being summed: its points, and its three windows.
@@ -191,6 +205,16 @@ impl Report {
         Report {
             generated_at: rows.now,
             sites,
+            incidents: rows
+                .incidents
+                .iter()
+                .map(|i| IncidentReport {
+                    url: crate::secret::redact_url(&i.url).into_owned(),
+                    since: i.since,
+                    producers: i.producers.clone(),
+                })
+                .collect(),
+            alerts_pending: rows.alerts_pending,
         }
     }
 }

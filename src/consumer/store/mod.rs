@@ -1,14 +1,16 @@
 //! PostgreSQL, everything of it: the connection (`connect`: libpq's `sslmode` and
 //! `sslrootcert` honoured, the server always verified), the schema and its migrations
 //! (`schema`), the exactly-once write of batches with their partitions' offsets
-//! (`write`) with their rollups (`rollups`), the partition leases (`leases`), and the
-//! status page's reads (`status`).
+//! (`write`) with their rollups (`rollups`) and alert decisions (`alerts`, also the
+//! outbox the sender empties), the partition leases (`leases`), and the status page's
+//! reads (`status`).
 //!
 //! This module owns every SQL statement. SQL is always parameterised; the password
 //! never reaches a log or an error message.
 
 use std::time::Duration;
 
+mod alerts;
 mod connect;
 mod leases;
 mod rollups;
@@ -16,6 +18,8 @@ mod schema;
 mod status;
 mod write;
 
+pub use alerts::OpenIncident;
+pub(crate) use alerts::{Attempt, claim_next, record_attempt};
 pub use connect::PostgresSettings;
 pub(crate) use leases::PartitionLeases;
 pub(crate) use rollups::fold_rollups;
@@ -23,7 +27,9 @@ pub use schema::{SCHEMA_VERSION, migrate};
 pub(crate) use schema::{non_utc_timezone, python_rows_until};
 pub use status::{RollupRow, SiteState, StatusRows};
 pub(crate) use status::{read_only, read_status};
-pub(crate) use write::{Batch, Rejected, RowEncoder, Written, committed_offsets, write_batches};
+pub(crate) use write::{
+    Batch, Derived, Rejected, RowEncoder, Written, committed_offsets, write_batches,
+};
 
 #[derive(Debug)]
 /// Why PostgreSQL work failed; rendered as one line, never with the password.

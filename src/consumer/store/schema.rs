@@ -118,10 +118,43 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
             PRIMARY KEY (url, producer)
         )",
     ),
+    (
+        4,
+        "alerting: each URL's alert state and the outbox of notifications to deliver",
+        // `alert_sites` changes in the transaction that stores the deciding event; the
+        // outbox row is written there too, and the sender marks it delivered. `seq` keeps
+        // one URL's notifications in the order they were decided. The sender scans only
+        // the pending rows, through the two partial indexes (delivered rows pile up).
+        "CREATE TABLE IF NOT EXISTS alert_sites (
+            url text PRIMARY KEY,
+            down boolean NOT NULL,
+            since timestamptz,
+            cert_warned_not_after timestamptz,
+            vantage jsonb NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE IF NOT EXISTS alert_outbox (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id uuid NOT NULL UNIQUE,
+            url text NOT NULL,
+            kind text NOT NULL,
+            payload json NOT NULL,
+            decided_at timestamptz NOT NULL DEFAULT now(),
+            attempts integer NOT NULL DEFAULT 0,
+            next_attempt_at timestamptz NOT NULL DEFAULT now(),
+            last_error text,
+            delivered_at timestamptz,
+            gave_up_at timestamptz
+        );
+        CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox (seq)
+            WHERE delivered_at IS NULL AND gave_up_at IS NULL;
+        CREATE INDEX IF NOT EXISTS alert_outbox_pending_url ON alert_outbox (url, seq)
+            WHERE delivered_at IS NULL AND gave_up_at IS NULL",
+    ),
 ];
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Held while migrating, so that consumers starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x636b_7369_7465_0001;

@@ -64,6 +64,10 @@ pub struct StatusRows {
     pub hourly: Vec<RollupRow>,
     /// Daily rollups from the start of the day 29 days ago.
     pub daily: Vec<RollupRow>,
+    /// Alerting's open incidents.
+    pub incidents: Vec<super::OpenIncident>,
+    /// Notifications not yet delivered (nor given up).
+    pub alerts_pending: i64,
 }
 
 /// Read the page's rows; the three queries go out together.
@@ -131,8 +135,11 @@ pub async fn read_status(client: &Client) -> Result<StatusRows, StoreError> {
                 })
                 .collect::<Result<Vec<_>, tokio_postgres::Error>>()
         };
+        let (incidents, alerts_pending) = super::alerts::open_incidents(client).await?;
         Ok(StatusRows {
             now,
+            incidents,
+            alerts_pending,
             states,
             hourly: rollups(hourly.map_err(fail)?).map_err(fail)?,
             daily: rollups(daily.map_err(fail)?).map_err(fail)?,

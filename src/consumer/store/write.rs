@@ -10,7 +10,9 @@ use futures_util::SinkExt;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, CopyInSink, Transaction};
 
-use super::{StoreError, bounded, rollups, sql_error};
+use super::{StoreError, alerts, bounded, rollups, sql_error};
+use crate::consumer::alert::AlertRules;
+use crate::consumer::alert::decide::{Decisions, UrlAlertState, decide};
 use crate::consumer::record::StoredEvent;
 use crate::consumer::rollup::{RollupInput, Rollups};
 
@@ -37,8 +39,17 @@ pub(crate) struct Batch {
     /// The earliest record time of the Python-format records among `rows`, if any: the
     /// Python consumer may have stored those already (see [`python_rows_until`]).
     pub(crate) python_from: Option<chrono::DateTime<chrono::Utc>>,
-    /// What the rollups need of each event row, in offset order.
+    /// What the rollups and the alerts need of each event row, in offset order.
     pub(crate) inputs: Vec<RollupInput>,
+}
+
+/// What a transaction keeps besides the rows, from its batches' `inputs`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Derived {
+    /// The rollups' delta (`CK_ROLLUPS`).
+    pub(crate) rollups: bool,
+    /// Alert states and notifications, decided by these rules (`CK_ALERT_WEBHOOK_URL`).
+    pub(crate) alerts: Option<AlertRules>,
 }
 
 impl Batch {
@@ -311,6 +322,8 @@ pub(crate) struct Written {
     /// producer retry (same `check_id` at a new offset), or a record the Python consumer
     /// had stored before the switch.
     pub(crate) already_stored: u64,
+    /// Notifications decided (and put in the outbox).
+    pub(crate) notifications: usize,
 }
 
 /// Write `batches` (from one or several partitions, each partition's in offset order) and
@@ -329,6 +342,7 @@ pub(crate) async fn write_batches(
     topic: &str,
     batches: &[Batch],
     python_until: Option<chrono::DateTime<chrono::Utc>>,
+    derived: Derived,
 ) -> Result<Written, StoreError> {
     let overlap = python_until.is_some_and(|until| {
         batches
@@ -338,11 +352,24 @@ pub(crate) async fn write_batches(
     // Each attempt is bounded: a server that stops answering mid-transaction is a
     // failure to retry from the committed offsets, never a hang.
     if overlap {
-        return bounded("transaction", write_once(client, topic, batches, true)).await;
+        return bounded(
+            "transaction",
+            write_once(client, topic, batches, derived, true),
+        )
+        .await;
     }
-    match bounded("transaction", write_once(client, topic, batches, false)).await {
+    match bounded(
+        "transaction",
+        write_once(client, topic, batches, derived, false),
+    )
+    .await
+    {
         Err(StoreError::DuplicateEvent { .. }) => {
-            bounded("transaction", write_once(client, topic, batches, true)).await
+            bounded(
+                "transaction",
+                write_once(client, topic, batches, derived, true),
+            )
+            .await
         }
         other => other,
     }
@@ -496,6 +523,7 @@ async fn write_once(
     client: &mut Client,
     topic: &str,
     batches: &[Batch],
+    derived: Derived,
     checked: bool,
 ) -> Result<Written, StoreError> {
     let tx = client
@@ -511,16 +539,24 @@ async fn write_once(
         "events"
     };
     let has_rows = batches.iter().any(|b| !b.rows.is_empty());
-    // The offsets' compare-and-set, the rejected records and the start of the COPY go out
-    // together (tokio-postgres pipelines concurrent requests on one connection): every
+    let alert_urls = match derived.alerts {
+        Some(_) => urls_of(batches),
+        None => Vec::new(),
+    };
+    // The offsets' compare-and-set, the rejected records, the alert states and the start
+    // of the COPY go out together (tokio-postgres pipelines concurrent requests on one
+    // connection, in this order: the states' answer comes before the COPY's end): every
     // round trip waited for here is time PostgreSQL sits idle. A failure in any of them
-    // aborts the transaction, so nothing of it can be committed.
-    let (moved, rejects, sink) = tokio::join!(
+    // aborts the transaction, so nothing of it can be committed. The alert states need
+    // no row lock: only the transaction that moves the partition's offset commits, and a
+    // URL's events are all in one partition (the key).
+    let (moved, rejects, states, sink) = tokio::join!(
         moves.compare_and_set(&tx, topic),
         insert_rejects(&tx, topic, batches),
+        alerts::load_states(&tx, &alert_urls),
         start_copy(&tx, table, has_rows)
     );
-    let (moved, sink) = (moved?, sink?);
+    let (moved, states, sink) = (moved?, states?, sink?);
     rejects?;
     if let Some(&partition) = moves.partitions.iter().find(|p| !moved.contains(p)) {
         // Dropping the unfinished COPY aborts it, and the transaction rolls back.
@@ -535,21 +571,62 @@ async fn write_once(
         .await
         .map_err(|e| sql_error("copy", &e))?;
     if checked {
-        finish_checked(tx, sink, batches).await
+        finish_checked(tx, sink, batches, derived, &states).await
     } else {
-        // The rollups follow the end of the COPY without waiting for its answer: the
-        // connection sends requests in order, and if the COPY failed the transaction is
-        // aborted, so they fail too (and the COPY's error is returned).
-        let rollups = Rollups::of(batches.iter().flat_map(|b| &b.inputs));
-        let (copied, added) =
-            tokio::join!(sink.as_mut().finish(), rollups::add_delta(&tx, &rollups));
+        // The rollups and the decisions follow the end of the COPY without waiting for
+        // its answer: the connection sends requests in order, and if the COPY failed the
+        // transaction is aborted, so they fail too (and the COPY's error is returned).
+        let inputs = || batches.iter().flat_map(|b| &b.inputs);
+        let rollups = rollups_with(derived, inputs());
+        let decisions = decide_with(derived, &states, inputs());
+        let (copied, added, saved) = tokio::join!(
+            sink.as_mut().finish(),
+            rollups::add_delta(&tx, &rollups),
+            alerts::save_decisions(&tx, &decisions)
+        );
         let copied = copied.map_err(|e| sql_error("copy", &e))?;
-        added?;
+        added.and(saved)?;
         tx.commit().await.map_err(|e| sql_error("commit", &e))?;
         Ok(Written {
             rows: copied,
             already_stored: 0,
+            notifications: decisions.notifications.len(),
         })
+    }
+}
+
+/// The distinct URLs of the batches' events.
+fn urls_of(batches: &[Batch]) -> Vec<&str> {
+    let mut urls: Vec<&str> = batches
+        .iter()
+        .flat_map(|b| b.inputs.iter().map(|e| e.url.as_str()))
+        .collect();
+    urls.sort_unstable();
+    urls.dedup();
+    urls
+}
+
+/// The rollups of `inputs`, when kept.
+fn rollups_with<'a>(
+    derived: Derived,
+    inputs: impl IntoIterator<Item = &'a RollupInput>,
+) -> Rollups<'a> {
+    if derived.rollups {
+        Rollups::of(inputs)
+    } else {
+        Rollups::default()
+    }
+}
+
+/// The alerts' decisions over `inputs`, when alerting is on.
+fn decide_with<'a>(
+    derived: Derived,
+    states: &BTreeMap<String, UrlAlertState>,
+    inputs: impl IntoIterator<Item = &'a RollupInput>,
+) -> Decisions {
+    match derived.alerts {
+        Some(rules) => decide(states, inputs, &rules),
+        None => Decisions::default(),
     }
 }
 
@@ -572,6 +649,8 @@ async fn finish_checked(
     tx: Transaction<'_>,
     sink: Pin<&mut CopyInSink<Bytes>>,
     batches: &[Batch],
+    derived: Derived,
+    states: &BTreeMap<String, UrlAlertState>,
 ) -> Result<Written, StoreError> {
     let copied = sink.finish().await.map_err(|e| sql_error("copy", &e))?;
     // The Python consumer wrote `ts` in the server's TimeZone: the record's time (here
@@ -595,18 +674,27 @@ async fn finish_checked(
         .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
         .collect();
     let stored_ref = &stored;
-    let rollups = Rollups::of(batches.iter().flat_map(|b| {
-        let (partition, stored) = (b.partition, stored_ref);
-        b.inputs
-            .iter()
-            .filter(move |e| stored.contains(&(partition, e.offset)))
-    }));
-    rollups::add_delta(&tx, &rollups).await?;
+    let inputs = || {
+        batches.iter().flat_map(|b| {
+            let (partition, stored) = (b.partition, stored_ref);
+            b.inputs
+                .iter()
+                .filter(move |e| stored.contains(&(partition, e.offset)))
+        })
+    };
+    let rollups = rollups_with(derived, inputs());
+    let decisions = decide_with(derived, states, inputs());
+    let (added, saved) = tokio::join!(
+        rollups::add_delta(&tx, &rollups),
+        alerts::save_decisions(&tx, &decisions)
+    );
+    added.and(saved)?;
     tx.commit().await.map_err(|e| sql_error("commit", &e))?;
     let inserted = stored.len() as u64;
     Ok(Written {
         rows: inserted,
         already_stored: copied.saturating_sub(inserted),
+        notifications: decisions.notifications.len(),
     })
 }
 

@@ -1,0 +1,262 @@
+//! Alerting's tables: each URL's alert state (`alert_sites`), read and written inside the
+//! writer's transaction, and the outbox of notifications (`alert_outbox`), filled there
+//! and emptied by the sender one row at a time under a row lock (`SKIP LOCKED`), so that
+//! two consumers never send the same notification at the same time.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Transaction};
+
+use super::{StoreError, bounded, sql_error};
+use crate::consumer::alert::decide::{Decisions, UrlAlertState, vantage_from_json, vantage_json};
+
+/// The stored states of `urls` (those never seen have none).
+pub(crate) async fn load_states(
+    tx: &Transaction<'_>,
+    urls: &[&str],
+) -> Result<BTreeMap<String, UrlAlertState>, StoreError> {
+    if urls.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let rows = tx
+        .query_typed(
+            "SELECT url, down, since, cert_warned_not_after, vantage::text FROM alert_sites \
+             WHERE url = ANY($1)",
+            &[(&urls, Type::TEXT_ARRAY)],
+        )
+        .await
+        .map_err(|e| sql_error("alert state read", &e))?;
+    let read = |r: &tokio_postgres::Row| -> Result<(String, UrlAlertState), tokio_postgres::Error> {
+        let vantage: String = r.try_get(4)?;
+        Ok((
+            r.try_get(0)?,
+            UrlAlertState {
+                down: r.try_get(1)?,
+                since: r.try_get(2)?,
+                cert_warned: r.try_get(3)?,
+                vantage: vantage_from_json(&vantage),
+            },
+        ))
+    };
+    rows.iter()
+        .map(read)
+        .collect::<Result<_, _>>()
+        .map_err(|e| sql_error("alert state read", &e))
+}
+
+/// Store the changed states and the decided notifications (in the order decided).
+pub(crate) async fn save_decisions(
+    tx: &Transaction<'_>,
+    decisions: &Decisions,
+) -> Result<(), StoreError> {
+    let (states, outbox) = tokio::join!(save_states(tx, decisions), save_outbox(tx, decisions));
+    states.and(outbox)
+}
+
+async fn save_states(tx: &Transaction<'_>, decisions: &Decisions) -> Result<(), StoreError> {
+    if decisions.changed.is_empty() {
+        return Ok(());
+    }
+    let urls: Vec<&str> = decisions.changed.keys().map(String::as_str).collect();
+    let down: Vec<bool> = decisions.changed.values().map(|s| s.down).collect();
+    let since: Vec<Option<DateTime<Utc>>> = decisions.changed.values().map(|s| s.since).collect();
+    let warned: Vec<Option<DateTime<Utc>>> =
+        decisions.changed.values().map(|s| s.cert_warned).collect();
+    let vantage: Vec<String> = decisions
+        .changed
+        .values()
+        .map(|s| vantage_json(&s.vantage))
+        .collect();
+    let params: [(&(dyn ToSql + Sync), Type); 5] = [
+        (&urls, Type::TEXT_ARRAY),
+        (&down, Type::BOOL_ARRAY),
+        (&since, Type::TIMESTAMPTZ_ARRAY),
+        (&warned, Type::TIMESTAMPTZ_ARRAY),
+        (&vantage, Type::TEXT_ARRAY),
+    ];
+    tx.execute_typed(
+        "INSERT INTO alert_sites (url, down, since, cert_warned_not_after, vantage) \
+         SELECT u, d, s, w, v::jsonb FROM unnest($1::text[], $2::bool[], $3::timestamptz[], \
+           $4::timestamptz[], $5::text[]) AS n(u, d, s, w, v) \
+         ON CONFLICT (url) DO UPDATE SET down = EXCLUDED.down, since = EXCLUDED.since, \
+           cert_warned_not_after = EXCLUDED.cert_warned_not_after, \
+           vantage = EXCLUDED.vantage, updated_at = now()",
+        &params,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| sql_error("alert state write", &e))
+}
+
+async fn save_outbox(tx: &Transaction<'_>, decisions: &Decisions) -> Result<(), StoreError> {
+    let n = &decisions.notifications;
+    if n.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = n.iter().map(|n| n.id).collect();
+    // The URL as in the payload (redacted): one URL's notifications go out in order.
+    let urls: Vec<&str> = n.iter().map(|n| n.url.as_str()).collect();
+    let kinds: Vec<&str> = n.iter().map(|n| n.kind.name()).collect();
+    let payloads: Vec<String> = n
+        .iter()
+        .map(|n| serde_json::to_string(n).unwrap_or_default())
+        .collect();
+    let params: [(&(dyn ToSql + Sync), Type); 4] = [
+        (&ids, Type::UUID_ARRAY),
+        (&urls, Type::TEXT_ARRAY),
+        (&kinds, Type::TEXT_ARRAY),
+        (&payloads, Type::TEXT_ARRAY),
+    ];
+    tx.execute_typed(
+        "INSERT INTO alert_outbox (id, url, kind, payload) \
+         SELECT i, u, k, p::json FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+           WITH ORDINALITY AS n(i, u, k, p, o) ORDER BY o",
+        &params,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| sql_error("alert outbox write", &e))
+}
+
+/// A notification waiting in the outbox, locked by the transaction that claimed it.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingNotification {
+    pub(crate) id: uuid::Uuid,
+    pub(crate) payload: String,
+    pub(crate) attempts: i32,
+    pub(crate) decided_at: DateTime<Utc>,
+}
+
+/// The oldest notification due (its URL's earlier ones delivered or given up), locked
+/// for this transaction; one another sender holds is skipped.
+pub(crate) async fn claim_next(
+    tx: &Transaction<'_>,
+) -> Result<Option<PendingNotification>, StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT id, payload::text, attempts, decided_at FROM alert_outbox AS o \
+             WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= now() \
+               AND NOT EXISTS (SELECT 1 FROM alert_outbox AS p WHERE p.url = o.url \
+                 AND p.seq < o.seq AND p.delivered_at IS NULL AND p.gave_up_at IS NULL) \
+             ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[],
+        )
+        .await
+        .map_err(|e| sql_error("alert outbox read", &e))?;
+    let Some(r) = row else { return Ok(None) };
+    let read = || -> Result<PendingNotification, tokio_postgres::Error> {
+        Ok(PendingNotification {
+            id: r.try_get(0)?,
+            payload: r.try_get(1)?,
+            attempts: r.try_get(2)?,
+            decided_at: r.try_get(3)?,
+        })
+    };
+    read()
+        .map(Some)
+        .map_err(|e| sql_error("alert outbox read", &e))
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    Delivered,
+    /// Failed: try again after `retry_in`.
+    Failed {
+        error: String,
+        retry_in: std::time::Duration,
+    },
+    /// Failed, and the notification is older than `CK_ALERT_GIVE_UP_HOURS`.
+    GaveUp {
+        error: String,
+    },
+}
+
+/// Record an attempt on a claimed notification.
+pub(crate) async fn record_attempt(
+    tx: &Transaction<'_>,
+    id: uuid::Uuid,
+    attempt: &Attempt,
+) -> Result<(), StoreError> {
+    let (sql, error, retry_ms): (&str, Option<&str>, i64) = match attempt {
+        Attempt::Delivered => (
+            "UPDATE alert_outbox SET attempts = attempts + 1, delivered_at = now(), \
+             last_error = $2 WHERE id = $1",
+            None,
+            0,
+        ),
+        Attempt::Failed { error, retry_in } => (
+            "UPDATE alert_outbox SET attempts = attempts + 1, last_error = $2, \
+             next_attempt_at = now() + make_interval(secs => $3::bigint / 1000.0) WHERE id = $1",
+            Some(error),
+            i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX),
+        ),
+        Attempt::GaveUp { error } => (
+            "UPDATE alert_outbox SET attempts = attempts + 1, last_error = $2, gave_up_at = now() \
+             WHERE id = $1",
+            Some(error),
+            0,
+        ),
+    };
+    let params: Vec<(&(dyn ToSql + Sync), Type)> = if retry_ms > 0 {
+        vec![
+            (&id, Type::UUID),
+            (&error, Type::TEXT),
+            (&retry_ms, Type::INT8),
+        ]
+    } else {
+        vec![(&id, Type::UUID), (&error, Type::TEXT)]
+    };
+    tx.execute_typed(sql, &params)
+        .await
+        .map(|_| ())
+        .map_err(|e| sql_error("alert outbox update", &e))
+}
+
+/// An open incident, for the status page.
+#[derive(Debug, Clone)]
+pub struct OpenIncident {
+    /// The URL (not yet redacted).
+    pub url: String,
+    /// When it went down.
+    pub since: Option<DateTime<Utc>>,
+    /// The vantage points that see it down.
+    pub producers: Vec<String>,
+}
+
+/// The open incidents, and the notifications not yet delivered (nor given up).
+pub(crate) async fn open_incidents(
+    client: &Client,
+) -> Result<(Vec<OpenIncident>, i64), StoreError> {
+    bounded("alert read", async {
+        let fail = |e: tokio_postgres::Error| sql_error("alert read", &e);
+        let (sites, pending) = tokio::join!(
+            client.query(
+                "SELECT url, since, vantage::text FROM alert_sites WHERE down ORDER BY since, url",
+                &[],
+            ),
+            client.query_one(
+                "SELECT count(*) FROM alert_outbox WHERE delivered_at IS NULL AND gave_up_at IS NULL",
+                &[],
+            )
+        );
+        let mut incidents = Vec::new();
+        for r in sites.map_err(fail)? {
+            let vantage: String = r.try_get(2).map_err(fail)?;
+            incidents.push(OpenIncident {
+                url: r.try_get(0).map_err(fail)?,
+                since: r.try_get(1).map_err(fail)?,
+                producers: vantage_from_json(&vantage)
+                    .into_iter()
+                    .filter(|(_, s)| s.is_down())
+                    .map(|(p, _)| p)
+                    .collect(),
+            });
+        }
+        let pending = pending.map_err(fail)?.try_get(0).map_err(fail)?;
+        Ok((incidents, pending))
+    })
+    .await
+}

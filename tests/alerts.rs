@@ -1,0 +1,478 @@
+//! Alerting against the test bed and a local webhook receiver: a site going down and
+//! coming back (real producer), the quorum of vantage points, kill -9 between a decision
+//! and its delivery and during it, and a receiver that is down, failing or slow.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::webhook::{Answer, Receiver};
+use common::{Listener, query_i64, sites};
+use tokio::process::{Child, Command};
+
+const PRODUCER: &str = env!("CARGO_BIN_EXE_checksite-producer");
+
+/// A v1 event of `url` from `producer` at `at`: up (200) or down (503).
+fn check(url: &str, producer: &str, up: bool, at: DateTime<Utc>) -> common::TimedRecord {
+    let mut ev = common::sample_event(url, 1);
+    ev.producer = producer.to_string();
+    ev.checked_at = at;
+    ev.up = Some(up);
+    ev.status = Some(if up { 200 } else { 503 });
+    (url.as_bytes().to_vec(), Some(ev.to_json()), at)
+}
+
+/// The outbox, in decision order: (url, kind, id, delivered).
+async fn outbox(db: &tokio_postgres::Client) -> Vec<(String, String, uuid::Uuid, bool)> {
+    db.query(
+        "SELECT url, kind, id, delivered_at IS NOT NULL FROM alert_outbox ORDER BY seq",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+/// The consumer with alerting to a receiver on `port`.
+fn alerting_consumer(
+    tb: &common::Testbed,
+    topic: &str,
+    db_url: &str,
+    port: u16,
+    extra: &[(&str, &str)],
+) -> Command {
+    let mut cmd = common::consumer(tb, topic, db_url, &[]);
+    cmd.env("CK_ALERT_WEBHOOK_URL", Receiver::url(port));
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Wait until `sql` (a count) reaches `n`; panics after `within`.
+async fn wait_count(db: &tokio_postgres::Client, sql: &str, n: i64, within: Duration) {
+    let start = Instant::now();
+    loop {
+        // Until the consumer has created its tables, the query fails: 0 so far.
+        let now = match db.query_one(sql, &[]).await {
+            Ok(row) => row.get(0),
+            Err(_) => 0,
+        };
+        if now >= n {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{sql}: {now} of {n} after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_site_that_goes_down_and_recovers_gives_one_down_then_one_up() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("alerts-e2e");
+    let (pg, db_url) = tb.fresh_database("alerts_e2e").await;
+    let port = common::free_port();
+    let receiver = Receiver::start_on(port, Answer::Ok);
+    let site = sites::http_site();
+    let now = Utc::now().timestamp_millis();
+    let flapping = format!("{site}/down-between/{}/{}", now + 2_000, now + 5_000);
+    let steady = format!("{site}/ok");
+    let consumer = alerting_consumer(&tb, &topic, &db_url, port, &[])
+        .spawn()
+        .unwrap();
+    let producer = Command::new(PRODUCER)
+        .envs(tb.kafka_env(Listener::MutualTls, &topic))
+        .env("CK_SITE_URL", format!("{flapping} {steady}"))
+        .env("CK_CHECK_DELAY", "0.25")
+        .env("CK_PRODUCER_ID", "vantage-a")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    receiver.wait_for_ids(2, Duration::from_secs(40)).await;
+    // Longer than a decision takes: anything decided twice would show by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    common::stop(producer, Duration::from_secs(20)).await;
+    let log = common::stop(consumer, Duration::from_secs(30)).await;
+
+    let delivered = receiver.delivered();
+    let kinds: Vec<&str> = delivered
+        .iter()
+        .map(|b| b["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["down", "up"], "{delivered:#?}");
+    let (down, up) = (&delivered[0], &delivered[1]);
+    assert_ne!(down["id"], up["id"]);
+    for n in [down, up] {
+        assert_eq!(n["url"], flapping.as_str());
+        assert_eq!(n["producers"], serde_json::json!(["vantage-a"]));
+    }
+    assert_eq!(down["status"], 503);
+    assert_eq!(up["status"], 200);
+    // `since` is the first failed check, as stored; `up`'s the first good one after.
+    let db = common::open(&pg).await;
+    let first = |sql: &str| {
+        let db = &db;
+        let flapping = flapping.clone();
+        let sql = sql.to_string();
+        async move {
+            let row = db.query_one(&sql, &[&flapping]).await.unwrap();
+            let ts: chrono::NaiveDateTime = row.get(0);
+            ts.and_utc()
+        }
+    };
+    let first_down = first("SELECT min(ts) FROM events WHERE url = $1 AND NOT up").await;
+    let first_up_after = first(
+        "SELECT min(ts) FROM events WHERE url = $1 AND up \
+         AND ts > (SELECT max(ts) FROM events WHERE url = $1 AND NOT up)",
+    )
+    .await;
+    let time = |v: &serde_json::Value| DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert_eq!(time(&down["since"]), first_down);
+    assert_eq!(time(&up["since"]), first_up_after);
+    assert!(time(&down["checked_at"]) > time(&down["since"]));
+    // Everything delivered, nothing else decided, the token never logged.
+    assert_eq!(
+        outbox(&db).await.iter().filter(|o| o.3).count(),
+        2,
+        "{:?}",
+        outbox(&db).await
+    );
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|r| r.path == "/hooks/sEcReT-token")
+    );
+    assert!(!log.contains("sEcReT"), "{log}");
+    assert!(
+        log.contains("alerts: delivering to http://127.0.0.1:"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn quorum_two_one_vantage_point_failing_alerts_nothing_both_alert_once() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("alerts-quorum");
+    let (pg, db_url) = tb.fresh_database("alerts_quorum").await;
+    let port = common::free_port();
+    let receiver = Receiver::start_on(port, Answer::Ok);
+    let (alone, both) = ("https://alone.example/", "https://both.example/");
+    let start = Utc::now() - TimeDelta::seconds(120);
+    let mut records = Vec::new();
+    for i in 0..8 {
+        let at = start + TimeDelta::seconds(i);
+        records.push(check(alone, "eu", false, at));
+        records.push(check(alone, "us", true, at));
+        records.push(check(both, "eu", false, at));
+        records.push(check(both, "us", false, at));
+    }
+    common::produce_timed(&tb, &topic, 3, records).await;
+    let page = common::free_port();
+    let address = format!("127.0.0.1:{page}");
+    let consumer = alerting_consumer(
+        &tb,
+        &topic,
+        &db_url,
+        port,
+        &[("CK_ALERT_QUORUM", "2"), ("CK_HTTP_ADDR", &address)],
+    )
+    .spawn()
+    .unwrap();
+    let db = common::open(&pg).await;
+    let events = "SELECT count(*) FROM events";
+    wait_count(&db, events, 32, Duration::from_secs(30)).await;
+    receiver.wait_for_ids(1, Duration::from_secs(20)).await;
+    // Past the page's 2 s cache: the open incident shows on the page and in the JSON.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, json) = common::http_get_when_up(page, "/api/status").await;
+    let api: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let since = checksite::event::format_time(&start);
+    let incident = serde_json::json!([{"url": both, "since": since, "producers": ["eu", "us"]}]);
+    assert_eq!(api["incidents"], incident, "{json}");
+    let (_, html) = common::http_get_when_up(page, "/").await;
+    assert!(html.contains("Open incidents: 1"), "{html}");
+    let (_, metrics) = common::http_get_when_up(page, "/metrics").await;
+    for line in [
+        "checksite_consumer_alerts_decided_total{topic=",
+        "checksite_consumer_alert_deliveries_total{topic=",
+    ] {
+        let sample = metrics.lines().find(|l| l.starts_with(line)).unwrap_or("");
+        assert!(sample.ends_with(" 1"), "{line}: {metrics}");
+    }
+    common::stop(consumer, Duration::from_secs(30)).await;
+    let delivered = receiver.delivered();
+    assert_eq!(delivered.len(), 1, "{delivered:#?}");
+    assert_eq!(delivered[0]["kind"], "down");
+    assert_eq!(delivered[0]["url"], both);
+    assert_eq!(delivered[0]["producers"], serde_json::json!(["eu", "us"]));
+    assert_eq!(
+        delivered[0]["since"].as_str().unwrap(),
+        checksite::event::format_time(&start)
+    );
+    let rows = outbox(&db).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    // The incident is open: the status page's state shows it.
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM alert_sites WHERE down").await,
+        1
+    );
+}
+
+/// What the rules decide for one vantage point's verdicts (quorum 1, after 3, recover
+/// after 2), written out again independently of the consumer's code.
+fn expected_transitions(verdicts: &[bool]) -> Vec<&'static str> {
+    let (mut down, mut fails, mut oks, mut out) = (false, 0, 0, Vec::new());
+    for &up in verdicts {
+        if up {
+            (oks, fails) = (oks + 1, 0);
+        } else {
+            (fails, oks) = (fails + 1, 0);
+        }
+        if !down && fails >= 3 {
+            down = true;
+            out.push("down");
+        } else if down && oks >= 2 {
+            down = false;
+            out.push("up");
+        }
+    }
+    out
+}
+
+/// Verdicts for site `i`: runs of failures of 1 to 5 checks between runs of good ones.
+fn verdicts(i: usize) -> Vec<bool> {
+    let mut v = Vec::new();
+    for run in 0..8 {
+        let fails = 1 + (i * 7 + run * 3) % 5;
+        let oks = 1 + (i + run) % 3;
+        v.extend(std::iter::repeat_n(false, fails));
+        v.extend(std::iter::repeat_n(true, oks));
+    }
+    v
+}
+
+async fn kill_9(mut child: Child) {
+    child.start_kill().unwrap(); // SIGKILL
+    let _ = child.wait().await;
+}
+
+#[tokio::test]
+async fn kill_9_between_and_during_deliveries_decides_once_and_delivers_all() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("alerts-kill9");
+    let (pg, db_url) = tb.fresh_database("alerts_kill9").await;
+    let db = common::open(&pg).await;
+    let start = Utc::now() - TimeDelta::hours(1);
+    let mut records = Vec::new();
+    let mut expected: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    let mut events = 0;
+    for i in 0..40 {
+        let url = format!("https://site-{i}.example/");
+        let v = verdicts(i);
+        events += v.len() as i64;
+        for (n, up) in v.iter().enumerate() {
+            let record = check(&url, "eu", *up, start + TimeDelta::seconds(n as i64));
+            // A producer retry: the first failure of each run published twice (same id).
+            // Counted twice, a run of 2 failures would make a false `down`.
+            if !up && (n == 0 || v[n - 1]) {
+                records.push(record.clone());
+            }
+            records.push(record);
+        }
+        expected.insert(url, expected_transitions(&v));
+    }
+    let decisions: usize = expected.values().map(Vec::len).sum();
+    assert!(decisions > 100, "{decisions} transitions only");
+    common::produce_timed(&tb, &topic, 3, records).await;
+
+    // Nothing listens yet: every decision waits in the outbox. Small transactions, killed
+    // at random points, many times over.
+    let port = common::free_port();
+    let spawn = || {
+        alerting_consumer(&tb, &topic, &db_url, port, &[("CK_BATCH_EVENTS", "40")])
+            .spawn()
+            .unwrap()
+    };
+    for round in 0..8u64 {
+        let child = spawn();
+        tokio::time::sleep(Duration::from_millis(300 + round * 97 % 500)).await;
+        kill_9(child).await;
+    }
+    let child = spawn();
+    wait_count(
+        &db,
+        "SELECT count(*) FROM events",
+        events,
+        Duration::from_secs(60),
+    )
+    .await;
+    kill_9(child).await;
+
+    // Now a receiver that holds the first request 3 s: the consumer dies during it.
+    let receiver = Receiver::start_on(port, Answer::After(Duration::from_secs(3)));
+    let child = spawn();
+    let began = Instant::now();
+    while receiver.arrived() == 0 {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "no delivery attempt"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill_9(child).await;
+    receiver.answer(Answer::Ok);
+    let child = spawn();
+    receiver
+        .wait_for_ids(decisions, Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    common::stop(child, Duration::from_secs(30)).await;
+
+    // Decided once each: the outbox holds exactly the transitions of the events.
+    let rows = outbox(&db).await;
+    let mut decided: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (url, kind, _, delivered) in &rows {
+        assert!(delivered, "{url} {kind} not delivered");
+        decided
+            .entry(url.clone())
+            .or_default()
+            .push(match kind.as_str() {
+                "down" => "down",
+                "up" => "up",
+                other => panic!("unexpected kind {other}"),
+            });
+    }
+    expected.retain(|_, v| !v.is_empty());
+    assert_eq!(decided, expected);
+    // Delivered at least once, each with the id it was decided with, one URL's in order.
+    let received = receiver.received();
+    let mut times: HashMap<String, usize> = HashMap::new();
+    for r in &received {
+        *times
+            .entry(r.body["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for (_, _, id, _) in &rows {
+        assert!(times.contains_key(&id.to_string()), "{id} never received");
+    }
+    assert_eq!(times.len(), rows.len(), "ids the outbox does not have");
+    assert!(
+        times.values().any(|&n| n >= 2),
+        "the delivery cut by kill -9 was not repeated"
+    );
+    // Each notification's first arrival, per URL, in decision order (a repeat of one cut
+    // by kill -9 may arrive late: at least once, the receiver dedupes on `id`).
+    let seq: HashMap<String, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.2.to_string(), i))
+        .collect();
+    let mut first_seen: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for r in &received {
+        let id = r.body["id"].as_str().unwrap();
+        if seen.insert(id) {
+            let url = r.body["url"].as_str().unwrap();
+            first_seen.entry(url).or_default().push(seq[id]);
+        }
+    }
+    for (url, order) in first_seen {
+        assert!(
+            order.is_sorted(),
+            "{url}: delivered out of order: {order:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_failing_down_or_slow_delays_alerts_never_events() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("alerts-outage");
+    let (pg, db_url) = tb.fresh_database("alerts_outage").await;
+    let db = common::open(&pg).await;
+    let port = common::free_port();
+    let receiver = Receiver::start_on(port, Answer::Status(500));
+    let consumer = alerting_consumer(&tb, &topic, &db_url, port, &[])
+        .spawn()
+        .unwrap();
+    let url = "https://flaky.example/";
+    let at = |s: i64| Utc::now() - TimeDelta::seconds(600 - s);
+    let delivered_sql = "SELECT count(*) FROM alert_outbox WHERE delivered_at IS NOT NULL";
+
+    // 1. The receiver answers 500: retried, delivered once it answers 200.
+    let down: Vec<_> = (0..3).map(|s| check(url, "eu", false, at(s))).collect();
+    common::produce_timed(&tb, &topic, 3, down).await;
+    let began = Instant::now();
+    while receiver.arrived() < 2 {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "no retry after a 500"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(query_i64(&db, delivered_sql).await, 0);
+    receiver.answer(Answer::Ok);
+    receiver.wait_for_ids(1, Duration::from_secs(20)).await;
+    wait_count(&db, delivered_sql, 1, Duration::from_secs(10)).await;
+
+    // 2. The receiver is down (connections refused) for 30 s: `up` waits, and goes out after.
+    receiver.listen(false);
+    let up: Vec<_> = (3..5).map(|s| check(url, "eu", true, at(s))).collect();
+    common::produce_timed(&tb, &topic, 3, up).await;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM alert_outbox",
+        2,
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(query_i64(&db, delivered_sql).await, 1);
+    assert!(query_i64(&db, "SELECT max(attempts)::bigint FROM alert_outbox").await >= 3);
+    receiver.listen(true);
+    receiver.wait_for_ids(2, Duration::from_secs(40)).await;
+
+    // 3. The receiver hangs 20 s per request: events keep being written meanwhile.
+    receiver.answer(Answer::After(Duration::from_secs(20)));
+    let base = receiver.arrived();
+    let down: Vec<_> = (5..8).map(|s| check(url, "eu", false, at(s))).collect();
+    common::produce_timed(&tb, &topic, 3, down).await;
+    let began = Instant::now();
+    while receiver.arrived() == base {
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "no attempt at the 2nd down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hung_at = Instant::now();
+    let more = common::produce_events(&tb, &topic, 3, 20_000, 50).await as i64;
+    wait_count(
+        &db,
+        "SELECT count(*) FROM events",
+        8 + more,
+        Duration::from_secs(9),
+    )
+    .await;
+    assert!(
+        hung_at.elapsed() < Duration::from_secs(10),
+        "20,000 events took {:?} while the receiver hung",
+        hung_at.elapsed()
+    );
+    receiver.answer(Answer::Ok);
+    receiver.wait_for_ids(3, Duration::from_secs(40)).await;
+    wait_count(&db, delivered_sql, 3, Duration::from_secs(10)).await;
+    common::stop(consumer, Duration::from_secs(30)).await;
+    let kinds: Vec<String> = outbox(&db).await.into_iter().map(|o| o.1).collect();
+    assert_eq!(kinds, ["down", "up", "down"]);
+}
