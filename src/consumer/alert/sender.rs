@@ -88,13 +88,15 @@ async fn run(
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut client = None;
-    // Asked to stop: what is due goes out first (bounded by `finish`), then the task ends.
+    // Asked to stop: what is due goes out first (bounded by `finish`, and only while the
+    // receiver takes them), then the task ends.
     let mut stopping = false;
     loop {
         if let Some(db) = client.as_mut() {
             match deliver_next(db, &delivery).await {
-                Ok(true) => continue,
-                Ok(false) => {}
+                Ok(Some(true)) => continue,
+                Ok(Some(false)) if !stopping => continue,
+                Ok(_) => {}
                 Err(e) => {
                     log::warn!("alerts: {e}; the outbox waits");
                     client = None;
@@ -126,11 +128,12 @@ async fn pause(wake: &Notify, stopped: &mut oneshot::Receiver<()>, every: Durati
     }
 }
 
-/// Deliver the oldest due notification; false when none is due.
+/// Try the oldest due notification: Some(true) delivered, Some(false) not (retried
+/// later or given up), None when none is due.
 async fn deliver_next(
     db: &mut tokio_postgres::Client,
     delivery: &Delivery,
-) -> Result<bool, StoreError> {
+) -> Result<Option<bool>, StoreError> {
     let tx = db
         .transaction()
         .await
@@ -139,7 +142,7 @@ async fn deliver_next(
         tx.commit()
             .await
             .map_err(|e| store::sql_error("commit", &e))?;
-        return Ok(false);
+        return Ok(None);
     };
     let body = match delivery.format {
         PayloadFormat::Json => pending.payload.clone().into_bytes(),
@@ -180,7 +183,7 @@ async fn deliver_next(
             .map_err(|e| store::sql_error("commit", &e))
     })
     .await?;
-    Ok(true)
+    Ok(Some(matches!(attempt, Attempt::Delivered)))
 }
 
 /// 1, 2, 4, … seconds after the 1st, 2nd, 3rd failure, at most [`MOST_BACKOFF`].
