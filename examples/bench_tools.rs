@@ -6,6 +6,7 @@
 //!   bench_tools serve-tls PORT CERT KEY
 //!   bench_tools topic-stats SERVERS TOPIC
 //!   bench_tools publish SERVERS TOPIC EVENTS
+//!   bench_tools receive-alerts PORT   (a webhook receiver: one line per POST, "latency_ms kind")
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,16 +37,20 @@ fn settings(servers: &str, topic: &str) -> KafkaSettings {
 }
 
 fn event(i: u64) -> CheckEvent {
+    // One check in 7 of each site fails: the alert states change often (no transition:
+    // never 3 failures in a row), as on a day with flaky sites.
+    let failed = (i / 1000) % 7 == 3;
     CheckEvent {
         elapsed_ms: 20 + i % 200,
-        status: Some(200),
+        status: Some(if failed { 503 } else { 200 }),
         content_match: Some("Welcome".into()),
         dns_ms: Some(1),
         connect_ms: Some(3),
         tls_ms: Some(12),
         ttfb_ms: Some(18),
         bytes: Some(15_000),
-        cert_expires_at: Some(chrono::Utc::now()),
+        // Far enough not to be an alert (CK_ALERT_CERT_DAYS is 14).
+        cert_expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::days(90)),
         ip: Some("192.0.2.10".into()),
         body_sha256: Some(
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
@@ -87,13 +92,76 @@ async fn fill_topic(servers: &str, topic: &str, partitions: i32, events: u64) {
     }
 }
 
-/// The bench site's one answer: a small page, and the connection closes.
-fn site_response() -> String {
+/// The bench site's answer: a small page, and the connection closes. `/flap/N` is down
+/// (503) 10 s out of 20, shifted by N seconds: a site that goes down and comes back.
+fn site_response(request: &[u8]) -> String {
+    let path = String::from_utf8_lossy(request)
+        .split(' ')
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let down = path
+        .strip_prefix("/flap/")
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| ((now + n) / 10) % 2 == 1);
+    let status = if down {
+        "503 Service Unavailable"
+    } else {
+        "200 OK"
+    };
     let body = "<html><body>Welcome to the bench site</body></html>";
     format!(
-        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+/// A webhook receiver: for each POSTed notification, "latency_ms kind" on stdout, the
+/// latency from the deciding check's `checked_at` to now.
+async fn receive_alerts(port: u16) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; 4096];
+            let body = loop {
+                if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&seen[..at]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if seen.len() >= at + 4 + length {
+                        break seen[at + 4..at + 4 + length].to_vec();
+                    }
+                }
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            };
+            let _ = s
+                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                .await;
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let checked = v["checked_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            if let Some(checked) = checked {
+                let ms = chrono::Utc::now().timestamp_millis() - checked.timestamp_millis();
+                println!("{ms} {}", v["kind"].as_str().unwrap_or("?"));
+            }
+        });
+    }
 }
 
 async fn serve(port: u16) {
@@ -113,7 +181,7 @@ async fn serve(port: u16) {
                     Ok(n) => seen.extend_from_slice(&buf[..n]),
                 }
             }
-            let resp = site_response();
+            let resp = site_response(&seen);
             let _ = s.write_all(resp.as_bytes()).await;
         });
     }
@@ -148,7 +216,7 @@ fn serve_tls(port: u16, cert: &str, key: &str) {
                     Ok(n) => seen.extend_from_slice(&buf[..n]),
                 }
             }
-            let resp = site_response();
+            let resp = site_response(&seen);
             let _ = tls.write_all(resp.as_bytes());
             tls.conn.send_close_notify();
             let _ = tls.flush();
@@ -250,12 +318,13 @@ async fn main() -> ExitCode {
         ["serve", port] => serve(port.parse().unwrap_or(18700)).await,
         ["serve-tls", port, cert, key] => serve_tls(port.parse().unwrap_or(18702), cert, key),
         ["topic-stats", servers, topic] => topic_stats(servers, topic).await,
+        ["receive-alerts", port] => receive_alerts(port.parse().unwrap_or(18705)).await,
         ["publish", servers, topic, events] => {
             publish(servers, topic, events.parse().unwrap_or(0)).await
         }
         _ => {
             eprintln!(
-                "usage: bench_tools fill-topic|serve|serve-tls|topic-stats|publish ... (see the source)"
+                "usage: bench_tools fill-topic|serve|serve-tls|topic-stats|publish|receive-alerts ... (see the source)"
             );
             return ExitCode::from(2);
         }

@@ -89,6 +89,14 @@ for round in $(seq 1 "$rounds"); do
   read -r wall _ _ _ < <(tail -n 1 "$work/time")
   echo "$wall" >>"$work/consumer-norollup-walls"
   psql_admin -c "DROP DATABASE ${db}_norollups" || true
+  # The same drain with alerting on (its states read and written in every transaction;
+  # one check in 7 fails, so they change often; nothing is decided, so nothing is sent).
+  psql_admin -c "CREATE DATABASE ${db}_alerts"
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_POSTGRESQL_URL=${db_url/$db/${db}_alerts} CK_LOG_LEVEL=warn \
+    CK_ALERT_WEBHOOK_URL=http://127.0.0.1:$((port + 5))/hook timed "$bin/checksite-consumer" --drain >/dev/null
+  read -r wall _ _ _ < <(tail -n 1 "$work/time")
+  echo "$wall" >>"$work/consumer-alerts-walls"
+  psql_admin -c "DROP DATABASE ${db}_alerts" || true
   # The ceiling: PostgreSQL's own binary COPY of the same rows, from a file, into a table
   # with the same columns and indexes, in the same database, right after.
   copy_file=/tmp/checksite-bench-$stamp.copy
@@ -111,6 +119,9 @@ cs_ratio=$(awk -v a="$cs_rate" -v b="$c_rate" 'BEGIN { printf "%.0f", 100 * a / 
 cn_wall=$(median "$work/consumer-norollup-walls")
 cn_rate=$(awk -v n="$events" -v t="$cn_wall" 'BEGIN { printf "%.0f", n / t }')
 rollup_ratio=$(awk -v a="$c_rate" -v b="$cn_rate" 'BEGIN { printf "%.0f", 100 * a / b }')
+ca_wall=$(median "$work/consumer-alerts-walls")
+ca_rate=$(awk -v n="$events" -v t="$ca_wall" 'BEGIN { printf "%.0f", n / t }')
+alert_ratio=$(awk -v a="$ca_rate" -v b="$c_rate" 'BEGIN { printf "%.0f", 100 * a / b }')
 c_walls=$(sort -n "$work/consumer-walls" | paste -sd/ -)
 copy_all=$(sort -n "$work/copy-ms" | awk '{ printf "%s%.0f", (NR > 1 ? "/" : ""), $1 }')
 
@@ -205,6 +216,35 @@ if command -v prometheus-blackbox-exporter >/dev/null; then
   bb_cpu_us=$(awk -v a="$before" -v b="$after" -v n="$probes" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f µs", 1e6 * (b - a) / hz / n }')
   kill $bb 2>/dev/null || true
 fi
+
+# ---- alerts: from the deciding check to the receiver, $targets targets at 1 s, one in 10 flapping
+echo "==> alerts: $targets targets at 1 s, one in 10 down 10 s out of 20, for $((seconds * 2)) s" >&2
+alert_port=$((port + 5))
+$tools receive-alerts "$alert_port" >"$work/alert-latencies" &
+receiver_pid=$!
+pids+=("$receiver_pid")
+alert_file=$work/targets-alerts.json
+python3 -c 'import json, sys; n, base = int(sys.argv[1]), sys.argv[2]
+print(json.dumps([{"url": f"{base}/flap/{i}" if i % 10 == 0 else f"{base}/site/{i}", "interval_s": 1} for i in range(n)]))' \
+  "$targets" "http://127.0.0.1:$port" >"$alert_file"
+alert_db=bench_alerts_$stamp
+psql_admin -c "CREATE DATABASE $alert_db"
+alert_url=${CK_TEST_POSTGRES_URL/\/postgres\?//$alert_db?}
+alert_topic=bench-alerts-$stamp
+CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$alert_topic CK_POSTGRESQL_URL=$alert_url CK_LOG_LEVEL=warn \
+  CK_ALERT_WEBHOOK_URL=http://127.0.0.1:$alert_port/hook "$bin/checksite-consumer" >/dev/null 2>&1 &
+alert_consumer=$!
+pids+=("$alert_consumer")
+CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$alert_topic CK_TARGETS=$alert_file CK_LOG_LEVEL=warn \
+  timeout -s TERM $((seconds * 2)) "$bin/checksite-producer" >/dev/null 2>&1 || true
+sleep 3
+kill -TERM "$alert_consumer" "$receiver_pid" 2>/dev/null || true
+wait "$alert_consumer" 2>/dev/null || true
+alert_decided=$(psql -qAt "$alert_url" -c "SELECT count(*) FROM alert_outbox")
+read -r alert_n alert_p50 alert_p99 alert_max < <(sort -n "$work/alert-latencies" |
+  awk '{ a[NR] = $1 } END { if (NR == 0) { print 0, 0, 0, 0; exit }
+    printf "%d %d %d %d\n", NR, a[int((NR + 1) / 2)], a[int(NR * 0.99 + 0.999)], a[NR] }')
+psql_admin -c "DROP DATABASE $alert_db" || true
 
 # ---- status page: $page_sites sites x 2 vantage points x $page_days days of rollups
 echo "==> status page: $page_sites sites x 2 vantage points x $page_days days of history" >&2
@@ -307,6 +347,8 @@ table=$(
 | consumer / raw COPY (medians) | $ratio % | ≥ 65 % | $(verdict "$ratio" 65 ge) |
 | consumer with \`CK_HTTP_ADDR\` scraped every 1 s (median of $rounds) / without | $cs_rate events/s, $cs_ratio % | unchanged | |
 | consumer with rollups (the default, above) / without (\`CK_ROLLUPS=off\`: $cn_rate events/s, median of $rounds) | $rollup_ratio % | ≥ 80 % | $(verdict "$rollup_ratio" 80 ge) |
+| consumer with alerting on (\`CK_ALERT_WEBHOOK_URL\`; median of $rounds) / without (the default, above) | $ca_rate events/s, $alert_ratio % | ≥ 80 % | $(verdict "$alert_ratio" 80 ge) |
+| alerts, $targets targets at 1 s (one in 10 flapping): from the deciding check's \`checked_at\` to the receiver, p50 / p99 / worst of $alert_n deliveries ($alert_decided decided) | $alert_p50 ms / $alert_p99 ms / $alert_max ms | p99 ≤ 2,000 ms | $(verdict "$alert_p99" 2000 le) |
 | status page \`/\`, $page_sites sites × 2 vantage points × $page_days days ($page_rows rollup rows; median of 5, uncached) | $page_html_ms ms, $page_html_kib KiB | ≤ 100 ms | $(verdict "$page_html_ms" 100 le) |
 | status page \`/api/status\`, same | $page_api_ms ms, $page_api_kib KiB | ≤ 100 ms | $(verdict "$page_api_ms" 100 le) |
 | consumer peak RSS serving the page | $((page_rss / 1024)) MiB | | |
