@@ -33,6 +33,7 @@
 //!     deltas into the rollup tables every second.
 //!   - [`consumer::status_page`]: `GET /` and `GET /api/status` on `CK_HTTP_ADDR`, from
 //!     the rollups (its own read-only connection).
+//!   - `consumer::retention`: `CK_RETENTION_DAYS`, old raw events deleted in steps.
 //!   - [`consumer::alert`]: down/up/certificate notifications, decided in the write
 //!     transaction (`alert::decide`), delivered from the outbox to `CK_ALERT_WEBHOOK_URL`
 //!     at least once (`alert::sender`, `alert::webhook`).

@@ -27,8 +27,23 @@ pub struct ConsumerConfig {
     /// Keep the hourly and daily rollups and each site's state (`CK_ROLLUPS`, default on):
     /// what the status page shows.
     pub rollups: bool,
+    /// Raw events older than this many days are deleted (`CK_RETENTION_DAYS`); None: kept.
+    pub retention_days: Option<u32>,
     /// Alerting, when `CK_ALERT_WEBHOOK_URL` is set.
     pub alerts: Option<crate::consumer::alert::AlertConfig>,
+}
+
+/// `CK_RETENTION_DAYS`: unset keeps every event (as the Python program did).
+fn retention_days(s: &Settings) -> Result<Option<u32>, ConfigError> {
+    let Some(raw) = s.get("CK_RETENTION_DAYS") else {
+        return Ok(None);
+    };
+    match raw.parse::<u32>() {
+        Ok(days @ 1..=36_500) => Ok(Some(days)),
+        _ => err(format!(
+            "CK_RETENTION_DAYS={raw:?}: give a number of days from 1 to 36500, or leave it unset to keep every event"
+        )),
+    }
 }
 
 crate::kafka::settings::args_with_kafka_flags! {
@@ -110,7 +125,24 @@ impl ConsumerConfig {
             drain,
             http_addr: crate::observe::server::http_addr(s)?,
             rollups,
+            retention_days: retention_days(s)?,
             alerts: crate::consumer::alert::AlertConfig::from_settings(s)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_off_unless_set_and_says_what_to_give() {
+        let with = |v: &str| Settings::new([("CK_RETENTION_DAYS".to_string(), v.to_string())]);
+        assert_eq!(retention_days(&Settings::new([])), Ok(None));
+        assert_eq!(retention_days(&with("30")), Ok(Some(30)));
+        for bad in ["0", "-1", "thirty", "99999"] {
+            let e = retention_days(&with(bad)).unwrap_err();
+            assert!(e.0.contains("give a number of days from 1 to 36500"), "{e}");
+        }
     }
 }

@@ -27,6 +27,7 @@ use crate::consumer::config::ConsumerConfig;
 use crate::consumer::folding::RollupFolder;
 use crate::consumer::metrics::ConsumerMetrics;
 use crate::consumer::record;
+use crate::consumer::retention::EventPruner;
 use crate::consumer::status_page::StatusPage;
 use crate::consumer::store::{self, Batch, PartitionLeases, Rejected, RowEncoder, StoreError};
 use crate::event;
@@ -194,6 +195,9 @@ async fn consume(
     let folder = config
         .rollups
         .then(|| RollupFolder::start(config.postgres.clone()));
+    let pruner = config
+        .retention_days
+        .map(|days| EventPruner::start(config.postgres.clone(), days));
     let alerts = match &config.alerts {
         Some(a) => Some(
             AlertSender::start(config.postgres.clone(), a, metrics.clone())
@@ -232,6 +236,9 @@ async fn consume(
         metrics,
     };
     consumer.run().await;
+    if let Some(pruner) = pruner {
+        pruner.finish().await;
+    }
     let (folding, sending) = (folder, consumer.alerts.take());
     tokio::join!(
         async {

@@ -6,7 +6,8 @@
 //! [`consume`] runs the loop (leases, fetch, write, commit); [`store`] is
 //! everything PostgreSQL; [`metrics`] is what `CK_HTTP_ADDR` shows of it, and
 //! [`status_page`] the page and JSON it serves there from the rollups; [`alert`] decides
-//! notifications with the events that make them and delivers them to a webhook.
+//! notifications with the events that make them and delivers them to a webhook;
+//! `retention` deletes raw events past `CK_RETENTION_DAYS`.
 
 pub mod alert;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod consume;
 pub(crate) mod folding;
 pub mod metrics;
 pub(crate) mod record;
+pub(crate) mod retention;
 pub mod rollup;
 pub mod status_page;
 pub mod store;

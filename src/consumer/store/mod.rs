@@ -2,8 +2,8 @@
 //! `sslrootcert` honoured, the server always verified), the schema and its migrations
 //! (`schema`), the exactly-once write of batches with their partitions' offsets
 //! (`write`) with their rollups (`rollups`) and alert decisions (`alerts`, also the
-//! outbox the sender empties), the partition leases (`leases`), and the status page's
-//! reads (`status`).
+//! outbox the sender empties), the partition leases (`leases`), old events' deletion
+//! (`retention`), and the status page's reads (`status`).
 //!
 //! This module owns every SQL statement. SQL is always parameterised; the password
 //! never reaches a log or an error message.
@@ -13,6 +13,7 @@ use std::time::Duration;
 mod alerts;
 mod connect;
 mod leases;
+mod retention;
 mod rollups;
 mod schema;
 mod status;
@@ -22,6 +23,7 @@ pub use alerts::OpenIncident;
 pub(crate) use alerts::{Attempt, claim_next, record_attempt};
 pub use connect::PostgresSettings;
 pub(crate) use leases::PartitionLeases;
+pub(crate) use retention::{prune_events, retention_lock, retention_unlock, vacuum_events};
 pub(crate) use rollups::fold_rollups;
 pub use schema::{SCHEMA_VERSION, migrate};
 pub(crate) use schema::{non_utc_timezone, python_rows_until};

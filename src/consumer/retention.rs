@@ -1,0 +1,135 @@
+//! Retention (`CK_RETENTION_DAYS`): raw events older than that many days are deleted in
+//! steps of at most [`STEP_ROWS`] rows, each its own short transaction, on a connection
+//! of its own; after a pass that deleted anything, `VACUUM events` makes the space
+//! reusable, so the table stops growing at the retention window.
+//!
+//! It never touches the rollups (they are kept), never the writer's connection, and never
+//! holds a lock the writer waits for: a step locks only the old rows it deletes, which no
+//! writer touches. One consumer prunes at a time (an advisory lock).
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::store::{self, PostgresSettings, StoreError};
+
+/// Time between two passes (a pass with nothing to delete costs one index probe).
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// Most rows deleted by one statement: a step takes ~0.1 s, so the writer's transactions
+/// interleave with it.
+pub(crate) const STEP_ROWS: i64 = 10_000;
+
+/// Pause between two steps: leaves the disk to the writer.
+const STEP_PAUSE: Duration = Duration::from_millis(20);
+
+/// Longest wait for PostgreSQL to connect, per attempt.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// The running pruner.
+pub(crate) struct EventPruner {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl EventPruner {
+    /// Start pruning events older than `days` days in the database of `postgres`.
+    pub(crate) fn start(postgres: PostgresSettings, days: u32) -> EventPruner {
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(run(postgres, days, stopped));
+        EventPruner { stop, task }
+    }
+
+    /// Stop now: a step under way is rolled back; the next consumer carries on.
+    pub(crate) async fn finish(self) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(1), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+async fn run(postgres: PostgresSettings, days: u32, mut stopped: oneshot::Receiver<()>) {
+    let mut db: Option<tokio_postgres::Client> = None;
+    let mut first = true;
+    loop {
+        // The first pass soon after start, the next ones every PRUNE_EVERY.
+        let wait = if first {
+            Duration::from_secs(1)
+        } else {
+            PRUNE_EVERY
+        };
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut stopped => return,
+        }
+        if db.as_ref().is_none_or(|c| c.is_closed()) {
+            match postgres.connect(CONNECT_WITHIN).await {
+                Ok(c) => db = Some(c),
+                Err(e) => {
+                    log::warn!(
+                        "retention: {e}; trying again in {} s",
+                        PRUNE_EVERY.as_secs()
+                    );
+                    continue;
+                }
+            }
+        }
+        let Some(client) = db.as_ref() else { continue };
+        let pass = tokio::select! {
+            done = prune_pass(client, days) => done,
+            _ = &mut stopped => return,
+        };
+        if let Err(e) = pass {
+            log::warn!(
+                "retention: {e}; trying again in {} s",
+                PRUNE_EVERY.as_secs()
+            );
+            db = None;
+        }
+    }
+}
+
+/// Delete every event older than `days` days, step by step, then vacuum if anything went.
+async fn prune_pass(client: &tokio_postgres::Client, days: u32) -> Result<(), StoreError> {
+    if !store::retention_lock(client).await? {
+        return Ok(()); // another consumer is pruning
+    }
+    let started = Instant::now();
+    let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(i64::from(days));
+    let mut deleted = 0;
+    let result = async {
+        loop {
+            let n = store::prune_events(client, cutoff, STEP_ROWS).await?;
+            deleted += n;
+            if n < STEP_ROWS as u64 {
+                return Ok::<_, StoreError>(());
+            }
+            tokio::time::sleep(STEP_PAUSE).await;
+        }
+    }
+    .await;
+    if deleted > 0 {
+        log::info!(
+            "retention: {deleted} event(s) from before {} deleted in {} ms",
+            crate::event::format_time(&cutoff),
+            started.elapsed().as_millis()
+        );
+        let vacuumed = Instant::now();
+        match store::vacuum_events(client).await {
+            Ok(()) => log::info!(
+                "retention: events vacuumed in {} ms (the space is reused by new rows)",
+                vacuumed.elapsed().as_millis()
+            ),
+            Err(e) => log::warn!("retention: {e} (autovacuum will reclaim the space later)"),
+        }
+    }
+    store::retention_unlock(client).await;
+    result
+}
