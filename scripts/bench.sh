@@ -9,11 +9,11 @@ smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
 if [ $smoke = 1 ]; then
   events=5000 targets=50 seconds=5 prounds=1 runs=5 publish_events=5000 rounds=1 out=target/BENCHMARKS-smoke.md
-  page_sites=20 page_days=2
+  page_sites=20 page_days=2 ret_rows=100000
   scale_targets="100" https_targets=20 probes=100
 else
   events=200000 targets=1000 seconds=20 prounds=3 runs=50 publish_events=200000 rounds=5 out=BENCHMARKS.md
-  page_sites=1000 page_days=30
+  page_sites=1000 page_days=30 ret_rows=10000000
   scale_targets="2000 3000 4000 5000 7500 10000" https_targets=300 probes=3000
 fi
 port=${CHECKSITE_BENCH_PORT:-18700}
@@ -246,6 +246,45 @@ read -r alert_n alert_p50 alert_p99 alert_max < <(sort -n "$work/alert-latencies
     printf "%d %d %d %d\n", NR, a[int((NR + 1) / 2)], a[int(NR * 0.99 + 0.999)], a[NR] }')
 psql_admin -c "DROP DATABASE $alert_db" || true
 
+# ---- retention: $ret_rows events over 60 days, CK_RETENTION_DAYS=30; a writer alone, and
+# the same writer while the old half is deleted
+echo "==> retention: $ret_rows events over 60 days, half past a 30-day window" >&2
+ret_db=bench_retention_$stamp
+psql_admin -c "CREATE DATABASE $ret_db"
+ret_url=${CK_TEST_POSTGRES_URL/\/postgres\?//$ret_db?}
+ret_topic=bench-ret-$stamp
+$tools fill-topic "$kafka" "$ret_topic" 1 1
+CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$ret_topic CK_POSTGRESQL_URL=$ret_url CK_LOG_LEVEL=warn \
+  "$bin/checksite-consumer" --drain >/dev/null
+# Appended in time order, as a consumer leaves them.
+psql -qAt "$ret_url" -c "INSERT INTO events (ts, url, elapsed, status, producer, up, kafka_partition, kafka_offset)
+  SELECT (now() AT TIME ZONE 'UTC') - interval '60 days' + i * (interval '60 days' / $ret_rows),
+    'https://site-' || (i % 1000) || '.example/', 40 + i % 200, 200, 'bench', true, 99, i
+  FROM generate_series(1, $ret_rows) i" -c "VACUUM ANALYZE events"
+ret_size_before=$(psql -qAt "$ret_url" -c "SELECT pg_total_relation_size('events') / 1048576")
+ret_writer() { # ret_writer TOPIC: drain it into the retention database; prints events/s
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$1 CK_POSTGRESQL_URL=$ret_url CK_LOG_LEVEL=warn \
+    timed "$bin/checksite-consumer" --drain >/dev/null
+  awk -v n="$events" -v t="$(tail -n 1 "$work/time" | cut -d' ' -f1)" 'BEGIN { printf "%.0f", n / t }'
+}
+$tools fill-topic "$kafka" "$ret_topic-during" 6 "$events"
+ret_alone=$(ret_writer "$topic")
+CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$ret_topic CK_POSTGRESQL_URL=$ret_url CK_LOG_LEVEL=info \
+  CK_RETENTION_DAYS=30 "$bin/checksite-consumer" 2>"$work/pruner.log" &
+pruner=$!
+pids+=("$pruner")
+sleep 4 # the first pass starts 1 s after start-up: the writer runs in the middle of it
+ret_during=$(ret_writer "$ret_topic-during")
+for _ in $(seq 1 1800); do grep -q "events vacuumed" "$work/pruner.log" && break; sleep 1; done
+kill -TERM "$pruner" 2>/dev/null || true
+wait "$pruner" 2>/dev/null || true
+read -r ret_deleted ret_delete_ms < <(sed -n 's/.*retention: \([0-9]*\) event(s) from before .* deleted in \([0-9]*\) ms.*/\1 \2/p' "$work/pruner.log" | head -n 1)
+ret_vacuum_ms=$(sed -n 's/.*events vacuumed in \([0-9]*\) ms.*/\1/p' "$work/pruner.log" | head -n 1)
+ret_size_after=$(psql -qAt "$ret_url" -c "SELECT pg_total_relation_size('events') / 1048576")
+ret_left_old=$(psql -qAt "$ret_url" -c "SELECT count(*) FROM events WHERE ts < (now() AT TIME ZONE 'UTC') - interval '30 days'")
+ret_ratio=$(awk -v a="$ret_during" -v b="$ret_alone" 'BEGIN { printf "%.0f", 100 * a / b }')
+psql_admin -c "DROP DATABASE $ret_db" || true
+
 # ---- status page: $page_sites sites x 2 vantage points x $page_days days of rollups
 echo "==> status page: $page_sites sites x 2 vantage points x $page_days days of history" >&2
 page_topic=bench-page-$stamp
@@ -349,6 +388,9 @@ table=$(
 | consumer with rollups (the default, above) / without (\`CK_ROLLUPS=off\`: $cn_rate events/s, median of $rounds) | $rollup_ratio % | ≥ 80 % | $(verdict "$rollup_ratio" 80 ge) |
 | consumer with alerting on (\`CK_ALERT_WEBHOOK_URL\`; median of $rounds) / without (the default, above) | $ca_rate events/s, $alert_ratio % | ≥ 80 % | $(verdict "$alert_ratio" 80 ge) |
 | alerts, $targets targets at 1 s (one in 10 flapping): from the deciding check's \`checked_at\` to the receiver, p50 / p99 / worst of $alert_n deliveries ($alert_decided decided) | $alert_p50 ms / $alert_p99 ms / $alert_max ms | p99 ≤ 2,000 ms | $(verdict "$alert_p99" 2000 le) |
+| retention, $ret_rows events over 60 days, \`CK_RETENTION_DAYS=30\`: rows deleted (in 10,000-row steps), time, then VACUUM; old rows left | ${ret_deleted:-0} rows in $(awk -v ms="${ret_delete_ms:-0}" 'BEGIN { printf "%.1f", ms / 1000 }') s, VACUUM $(awk -v ms="${ret_vacuum_ms:-0}" 'BEGIN { printf "%.1f", ms / 1000 }') s; ${ret_left_old:-?} left | | |
+| the writer (a $events-event drain into that table) during the deletion / alone | $ret_during / $ret_alone events/s = $ret_ratio % | never blocked | |
+| \`events\` (table and indexes): before / at the end (old half deleted, VACUUM, 2 × $events rows written) | $ret_size_before MiB / $ret_size_after MiB (space reused, not returned) | | |
 | status page \`/\`, $page_sites sites × 2 vantage points × $page_days days ($page_rows rollup rows; median of 5, uncached) | $page_html_ms ms, $page_html_kib KiB | ≤ 100 ms | $(verdict "$page_html_ms" 100 le) |
 | status page \`/api/status\`, same | $page_api_ms ms, $page_api_kib KiB | ≤ 100 ms | $(verdict "$page_api_ms" 100 le) |
 | consumer peak RSS serving the page | $((page_rss / 1024)) MiB | | |
