@@ -261,9 +261,16 @@ fn verdicts(i: usize) -> Vec<bool> {
     v
 }
 
-async fn kill_9(mut child: Child) {
+/// SIGKILL `child`; returns what it logged.
+async fn kill_9(mut child: Child) -> String {
     child.start_kill().unwrap(); // SIGKILL
     let _ = child.wait().await;
+    let mut log = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = stderr.read_to_string(&mut log).await;
+    }
+    log
 }
 
 #[tokio::test]
@@ -273,50 +280,78 @@ async fn kill_9_between_and_during_deliveries_decides_once_and_delivers_all() {
     let (pg, db_url) = tb.fresh_database("alerts_kill9").await;
     let db = common::open(&pg).await;
     let start = Utc::now() - TimeDelta::hours(1);
-    let mut records = Vec::new();
+    // Each URL's checks in four parts, published one after the other: the flapping
+    // verdicts; two good checks (up); four failures (down); three good checks (up).
+    let mut parts: [Vec<common::TimedRecord>; 4] = Default::default();
+    let mut counts = [0i64; 4];
     let mut expected: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-    let mut events = 0;
     for i in 0..40 {
         let url = format!("https://site-{i}.example/");
-        let v = verdicts(i);
-        events += v.len() as i64;
+        let mut v = verdicts(i);
+        let first = v.len() + 2;
+        v.extend([true, true, false, false, false, false, true, true, true]);
         for (n, up) in v.iter().enumerate() {
+            let part = match n {
+                n if n < first - 2 => 0,
+                n if n < first => 1,
+                n if n < first + 4 => 2,
+                _ => 3,
+            };
             let record = check(&url, "eu", *up, start + TimeDelta::seconds(n as i64));
             // A producer retry: the first failure of each run published twice (same id).
             // Counted twice, a run of 2 failures would make a false `down`.
             if !up && (n == 0 || v[n - 1]) {
-                records.push(record.clone());
+                parts[part].push(record.clone());
             }
-            records.push(record);
+            parts[part].push(record);
+            counts[part] += 1;
         }
         expected.insert(url, expected_transitions(&v));
     }
     let decisions: usize = expected.values().map(Vec::len).sum();
     assert!(decisions > 100, "{decisions} transitions only");
-    common::produce_timed(&tb, &topic, 3, records).await;
+    let [first, second, third, fourth] = parts;
+    common::produce_timed(&tb, &topic, 3, first).await;
 
     // Nothing listens yet: every decision waits in the outbox. Small transactions, killed
     // at random points, many times over.
     let port = common::free_port();
-    let spawn = || {
+    // Their logs are not read (a delivery or a failed attempt is a line each: hundreds
+    // here, which would fill a pipe and stall the consumer), except where said.
+    let consumer_logging = |log: Stdio| {
         alerting_consumer(&tb, &topic, &db_url, port, &[("CK_BATCH_EVENTS", "40")])
+            .stderr(log)
             .spawn()
             .unwrap()
     };
+    let spawn = || consumer_logging(Stdio::null());
     for round in 0..8u64 {
         let child = spawn();
         tokio::time::sleep(Duration::from_millis(300 + round * 97 % 500)).await;
         kill_9(child).await;
     }
-    let child = spawn();
-    wait_count(
-        &db,
-        "SELECT count(*) FROM events",
-        events,
-        Duration::from_secs(60),
-    )
-    .await;
-    kill_9(child).await;
+    // Two consumers side by side: partitions move between live consumers, and the alert
+    // states a consumer keeps must be forgotten when they do.
+    let stored = "SELECT count(*) FROM events";
+    let b = spawn();
+    wait_count(&db, stored, counts[0], Duration::from_secs(60)).await;
+    // b alone (a killed consumer's session may still count as one for a moment) writes
+    // and so knows every URL's state.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    common::produce_timed(&tb, &topic, 3, second).await;
+    wait_count(&db, stored, counts[0] + counts[1], Duration::from_secs(60)).await;
+    let a = consumer_logging(Stdio::piped());
+    tokio::time::sleep(Duration::from_secs(5)).await; // b gives a partition to a
+    common::produce_timed(&tb, &topic, 3, third).await;
+    let written: i64 = counts[..3].iter().sum();
+    wait_count(&db, stored, written, Duration::from_secs(60)).await;
+    let log = kill_9(a).await;
+    assert!(log.contains("this one now holds partitions"), "{log}");
+    tokio::time::sleep(Duration::from_secs(5)).await; // b takes it back
+    common::produce_timed(&tb, &topic, 3, fourth).await;
+    let events = counts.iter().sum();
+    wait_count(&db, stored, events, Duration::from_secs(60)).await;
+    kill_9(b).await;
 
     // Now a receiver that holds the first request 3 s: the consumer dies during it.
     let receiver = Receiver::start_on(port, Answer::After(Duration::from_secs(3)));
@@ -335,7 +370,10 @@ async fn kill_9_between_and_during_deliveries_decides_once_and_delivers_all() {
     receiver
         .wait_for_ids(decisions, Duration::from_secs(60))
         .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every one recorded as delivered: the one cut by kill -9 was sent again (the receiver
+    // may have recorded the cut attempt first).
+    let delivered = "SELECT count(*) FROM alert_outbox WHERE delivered_at IS NOT NULL";
+    wait_count(&db, delivered, decisions as i64, Duration::from_secs(30)).await;
     common::stop(child, Duration::from_secs(30)).await;
 
     // Decided once each: the outbox holds exactly the transitions of the events.
@@ -355,6 +393,10 @@ async fn kill_9_between_and_during_deliveries_decides_once_and_delivers_all() {
     expected.retain(|_, v| !v.is_empty());
     assert_eq!(decided, expected);
     // Delivered at least once, each with the id it was decided with, one URL's in order.
+    // (The request held when the consumer was killed is recorded when its hold ends.)
+    while receiver.received().len() < receiver.arrived() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let received = receiver.received();
     let mut times: HashMap<String, usize> = HashMap::new();
     for r in &received {

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::consumer::alert::decide::KnownStates;
 use crate::consumer::alert::sender::AlertSender;
 use crate::consumer::config::ConsumerConfig;
 use crate::consumer::folding::RollupFolder;
@@ -213,6 +214,7 @@ async fn consume(
         db,
         python_until,
         alerts,
+        alert_states: KnownStates::default(),
         shutdown,
         rx,
         shared,
@@ -354,6 +356,8 @@ struct ConsumerLoop {
     python_until: Option<DateTime<Utc>>,
     /// The alert sender, woken after a transaction that decided notifications.
     alerts: Option<AlertSender>,
+    /// The committed alert states of the URLs this consumer wrote lately.
+    alert_states: KnownStates,
     shutdown: Shutdown,
     leases: PartitionLeases,
     rx: mpsc::Receiver<FromFetcher>,
@@ -440,6 +444,8 @@ impl ConsumerLoop {
             f.abort.abort();
         }
         self.leases.lost();
+        // Another consumer may write their states meanwhile.
+        self.alert_states.clear();
         while self.rx.try_recv().is_ok() {}
         self.clear_pending();
         self.finished.clear();
@@ -488,6 +494,10 @@ impl ConsumerLoop {
                 return false;
             }
         };
+        if !gained.is_empty() || !lost.is_empty() {
+            // A partition gained was written by another consumer until now.
+            self.alert_states.clear();
+        }
         for p in lost {
             if let Some(f) = self.fetchers.remove(&p) {
                 f.abort.abort();
@@ -600,7 +610,7 @@ impl ConsumerLoop {
             &mut self.db,
             (&self.topic, &self.kafka),
             batches,
-            (self.python_until, derived),
+            (self.python_until, derived, &mut self.alert_states),
             &self.metrics,
         );
         // A transaction under way at SIGTERM may finish for a moment; past that it is
@@ -711,7 +721,11 @@ async fn write_all(
     db: &mut tokio_postgres::Client,
     (topic, kafka): (&str, &KafkaClient),
     batches: Vec<Batch>,
-    (python_until, derived): (Option<chrono::DateTime<chrono::Utc>>, store::Derived),
+    (python_until, derived, known): (
+        Option<chrono::DateTime<chrono::Utc>>,
+        store::Derived,
+        &mut KnownStates,
+    ),
     metrics: &ConsumerMetrics,
 ) -> Result<Summary, ConsumeError> {
     let mut done = Summary::default();
@@ -722,13 +736,15 @@ async fn write_all(
         let take = if isolating { 1 } else { queue.len() };
         let work: Vec<Batch> = queue.drain(..take).collect();
         let started = Instant::now();
-        let result = store::write_batches(db, topic, &work, python_until, derived).await;
+        let result = store::write_batches(db, topic, &work, python_until, (derived, known)).await;
         match &result {
             Ok(written) => count_commit(metrics, started.elapsed(), &work, written),
             Err(_) => metrics.transaction_failed(),
         }
         match result {
             Ok(written) => {
+                // The next transaction, of this write or the next, starts from these.
+                known.extend(written.alert_states);
                 done.written += written.rows;
                 done.already_stored += written.already_stored;
                 done.notifications += written.notifications as u64;

@@ -135,18 +135,22 @@ impl UrlAlertState {
     /// Follow one stored event of this URL (in offset order) and say what it decides.
     pub(crate) fn follow(&mut self, e: &RollupInput, rules: &AlertRules) -> Vec<Notification> {
         let mut decided = Vec::new();
-        let cap = rules.after.max(rules.recover_after);
+        // Counts stop at the rules' thresholds, and `ok_since` is kept only while it can
+        // still be needed (the vantage point sees the URL down): a state that means the
+        // same is the same, so a steady or blipping site's state is rarely written again.
         let streak = self.vantage.entry(e.producer.clone()).or_default();
         if e.up {
-            streak.oks = (streak.oks + 1).min(cap);
+            streak.oks = (streak.oks + 1).min(rules.recover_after);
             streak.fails = 0;
             streak.fail_since = None;
-            streak.ok_since = streak.ok_since.or(Some(e.ts.timestamp_micros()));
+            if streak.down {
+                streak.ok_since = streak.ok_since.or(Some(e.ts.timestamp_micros()));
+            }
             if streak.oks >= rules.recover_after {
                 streak.down = false;
             }
         } else {
-            streak.fails = (streak.fails + 1).min(cap);
+            streak.fails = (streak.fails + 1).min(rules.after);
             streak.oks = 0;
             streak.ok_since = None;
             streak.fail_since = streak.fail_since.or(Some(e.ts.timestamp_micros()));
@@ -187,6 +191,11 @@ impl UrlAlertState {
                 .collect();
             decided.push(self.notification(AlertKind::Up, producers, e));
         }
+        if let Some(streak) = self.vantage.get_mut(&e.producer) {
+            if !streak.down {
+                streak.ok_since = None;
+            }
+        }
         if let Some(expires) = e.cert_expires_at {
             let soon = expires - e.ts < chrono::TimeDelta::days(rules.cert_days);
             if soon && self.cert_warned != Some(expires) {
@@ -220,6 +229,12 @@ impl UrlAlertState {
         }
     }
 }
+
+/// The committed alert states this consumer knows, by URL: read once, then kept up to
+/// date from its own commits. Only the consumer holding a URL's partition writes its state,
+/// so they stay exact while it holds its partitions; they are dropped whenever the
+/// partitions held change or PostgreSQL was lost.
+pub(crate) type KnownStates = std::collections::HashMap<String, UrlAlertState>;
 
 /// A transaction's decisions: every URL's state after its events, and the notifications
 /// made, in the order decided.
@@ -367,6 +382,24 @@ mod tests {
         let second = decide(&first.changed, &more, &rules);
         assert!(second.changed.is_empty());
         assert!(second.notifications.is_empty());
+    }
+
+    #[test]
+    fn a_blip_leaves_the_state_as_it_was_once_past() {
+        let rules = AlertRules::default();
+        let steady = decide(
+            &BTreeMap::new(),
+            &[check("a", true, 0), check("a", true, 1)],
+            &rules,
+        );
+        let blip = [
+            check("a", false, 2),
+            check("a", true, 3),
+            check("a", true, 4),
+        ];
+        let after = decide(&steady.changed, &blip, &rules);
+        assert!(after.notifications.is_empty());
+        assert!(after.changed.is_empty(), "{:?}", after.changed);
     }
 
     #[test]

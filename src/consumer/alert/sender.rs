@@ -163,7 +163,16 @@ async fn deliver_next(
         }
         Err(error) => {
             let retry_in = backoff(pending.attempts);
-            log::warn!(
+            // Each notification's first failure is a warning; its retries are in the debug
+            // log (and in alert_outbox.last_error): an outage with many waiting does not
+            // flood the log.
+            let level = if pending.attempts == 0 {
+                log::Level::Warn
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
                 "alerts: {} not delivered ({error}); retrying in {} s",
                 summary(&pending.payload),
                 retry_in.as_secs()

@@ -12,7 +12,7 @@ use tokio_postgres::{Client, CopyInSink, Transaction};
 
 use super::{StoreError, alerts, bounded, rollups, sql_error};
 use crate::consumer::alert::AlertRules;
-use crate::consumer::alert::decide::{Decisions, UrlAlertState, decide};
+use crate::consumer::alert::decide::{Decisions, KnownStates, UrlAlertState, decide};
 use crate::consumer::record::StoredEvent;
 use crate::consumer::rollup::{RollupInput, Rollups};
 
@@ -314,7 +314,7 @@ const EVENT_TYPES: [Type; 22] = [
 ];
 
 /// What one transaction stored.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Written {
     /// Rows added to `events`.
     pub(crate) rows: u64,
@@ -324,6 +324,8 @@ pub(crate) struct Written {
     pub(crate) already_stored: u64,
     /// Notifications decided (and put in the outbox).
     pub(crate) notifications: usize,
+    /// The alert state of every URL of the transaction, as committed.
+    pub(crate) alert_states: BTreeMap<String, UrlAlertState>,
 }
 
 /// Write `batches` (from one or several partitions, each partition's in offset order) and
@@ -342,7 +344,7 @@ pub(crate) async fn write_batches(
     topic: &str,
     batches: &[Batch],
     python_until: Option<chrono::DateTime<chrono::Utc>>,
-    derived: Derived,
+    (derived, known): (Derived, &KnownStates),
 ) -> Result<Written, StoreError> {
     let overlap = python_until.is_some_and(|until| {
         batches
@@ -354,20 +356,20 @@ pub(crate) async fn write_batches(
     if overlap {
         return bounded(
             "transaction",
-            write_once(client, topic, batches, derived, true),
+            write_once(client, topic, batches, (derived, known), true),
         )
         .await;
     }
     match bounded(
         "transaction",
-        write_once(client, topic, batches, derived, false),
+        write_once(client, topic, batches, (derived, known), false),
     )
     .await
     {
         Err(StoreError::DuplicateEvent { .. }) => {
             bounded(
                 "transaction",
-                write_once(client, topic, batches, derived, true),
+                write_once(client, topic, batches, (derived, known), true),
             )
             .await
         }
@@ -523,7 +525,7 @@ async fn write_once(
     client: &mut Client,
     topic: &str,
     batches: &[Batch],
-    derived: Derived,
+    (derived, known): (Derived, &KnownStates),
     checked: bool,
 ) -> Result<Written, StoreError> {
     let tx = client
@@ -539,9 +541,10 @@ async fn write_once(
         "events"
     };
     let has_rows = batches.iter().any(|b| !b.rows.is_empty());
-    let alert_urls = match derived.alerts {
-        Some(_) => urls_of(batches),
-        None => Vec::new(),
+    // The alert states this consumer does not know yet are read in the transaction.
+    let (mut states, unknown) = match derived.alerts {
+        Some(_) => split_known(urls_of(batches), known),
+        None => (BTreeMap::new(), Vec::new()),
     };
     // The offsets' compare-and-set, the rejected records, the alert states and the start
     // of the COPY go out together (tokio-postgres pipelines concurrent requests on one
@@ -550,13 +553,14 @@ async fn write_once(
     // aborts the transaction, so nothing of it can be committed. The alert states need
     // no row lock: only the transaction that moves the partition's offset commits, and a
     // URL's events are all in one partition (the key).
-    let (moved, rejects, states, sink) = tokio::join!(
+    let (moved, rejects, loaded, sink) = tokio::join!(
         moves.compare_and_set(&tx, topic),
         insert_rejects(&tx, topic, batches),
-        alerts::load_states(&tx, &alert_urls),
+        alerts::load_states(&tx, &unknown),
         start_copy(&tx, table, has_rows)
     );
-    let (moved, states, sink) = (moved?, states?, sink?);
+    let (moved, sink) = (moved?, sink?);
+    states.extend(loaded?);
     rejects?;
     if let Some(&partition) = moves.partitions.iter().find(|p| !moved.contains(p)) {
         // Dropping the unfinished COPY aborts it, and the transaction rolls back.
@@ -566,19 +570,20 @@ async fn write_once(
         tx.commit().await.map_err(|e| sql_error("commit", &e))?;
         return Ok(Written::default());
     };
+    let states = &mut states;
     let mut sink = std::pin::pin!(sink);
     stream_rows(sink.as_mut(), batches)
         .await
         .map_err(|e| sql_error("copy", &e))?;
     if checked {
-        finish_checked(tx, sink, batches, derived, &states).await
+        finish_checked(tx, sink, batches, derived, states).await
     } else {
         // The rollups and the decisions follow the end of the COPY without waiting for
         // its answer: the connection sends requests in order, and if the COPY failed the
         // transaction is aborted, so they fail too (and the COPY's error is returned).
         let inputs = || batches.iter().flat_map(|b| &b.inputs);
         let rollups = rollups_with(derived, inputs());
-        let decisions = decide_with(derived, &states, inputs());
+        let decisions = decide_with(derived, states, inputs());
         let (copied, added, saved) = tokio::join!(
             sink.as_mut().finish(),
             rollups::add_delta(&tx, &rollups),
@@ -587,12 +592,33 @@ async fn write_once(
         let copied = copied.map_err(|e| sql_error("copy", &e))?;
         added.and(saved)?;
         tx.commit().await.map_err(|e| sql_error("commit", &e))?;
+        let notifications = decisions.notifications.len();
+        states.extend(decisions.changed);
         Ok(Written {
             rows: copied,
             already_stored: 0,
-            notifications: decisions.notifications.len(),
+            notifications,
+            alert_states: std::mem::take(states),
         })
     }
+}
+
+/// Of `urls`, the states `known` holds (copied) and the URLs it does not.
+fn split_known<'b>(
+    urls: Vec<&'b str>,
+    known: &KnownStates,
+) -> (BTreeMap<String, UrlAlertState>, Vec<&'b str>) {
+    let mut found = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for url in urls {
+        match known.get(url) {
+            Some(state) => {
+                found.insert(url.to_string(), state.clone());
+            }
+            None => unknown.push(url),
+        }
+    }
+    (found, unknown)
 }
 
 /// The distinct URLs of the batches' events.
@@ -650,7 +676,7 @@ async fn finish_checked(
     sink: Pin<&mut CopyInSink<Bytes>>,
     batches: &[Batch],
     derived: Derived,
-    states: &BTreeMap<String, UrlAlertState>,
+    states: &mut BTreeMap<String, UrlAlertState>,
 ) -> Result<Written, StoreError> {
     let copied = sink.finish().await.map_err(|e| sql_error("copy", &e))?;
     // The Python consumer wrote `ts` in the server's TimeZone: the record's time (here
@@ -690,11 +716,14 @@ async fn finish_checked(
     );
     added.and(saved)?;
     tx.commit().await.map_err(|e| sql_error("commit", &e))?;
+    let notifications = decisions.notifications.len();
+    states.extend(decisions.changed);
     let inserted = stored.len() as u64;
     Ok(Written {
         rows: inserted,
         already_stored: copied.saturating_sub(inserted),
-        notifications: decisions.notifications.len(),
+        notifications,
+        alert_states: std::mem::take(states),
     })
 }
 
