@@ -138,7 +138,12 @@ impl UrlAlertState {
         // Counts stop at the rules' thresholds, and `ok_since` is kept only while it can
         // still be needed (the vantage point sees the URL down): a state that means the
         // same is the same, so a steady or blipping site's state is rarely written again.
-        let streak = self.vantage.entry(e.producer.clone()).or_default();
+        if !self.vantage.contains_key(&e.producer) {
+            self.vantage.insert(e.producer.clone(), Streak::default());
+        }
+        let Some(streak) = self.vantage.get_mut(&e.producer) else {
+            return decided;
+        };
         if e.up {
             streak.oks = (streak.oks + 1).min(rules.recover_after);
             streak.fails = 0;
@@ -158,13 +163,15 @@ impl UrlAlertState {
                 streak.down = true;
             }
         }
-        let seeing_down: Vec<&String> = self
-            .vantage
-            .iter()
-            .filter(|(_, s)| s.down)
-            .map(|(p, _)| p)
-            .collect();
-        if !self.down && seeing_down.len() >= rules.quorum.max(1) {
+        let seeing_down = self.vantage.values().filter(|s| s.down).count();
+        let names = |down: bool| -> Vec<String> {
+            self.vantage
+                .iter()
+                .filter(|(_, s)| s.down == down)
+                .map(|(p, _)| p.clone())
+                .collect()
+        };
+        if !self.down && seeing_down >= rules.quorum.max(1) {
             self.down = true;
             self.since = self
                 .vantage
@@ -174,21 +181,16 @@ impl UrlAlertState {
                 .min()
                 .and_then(DateTime::from_timestamp_micros)
                 .or(Some(e.ts));
-            let producers = seeing_down.into_iter().cloned().collect();
+            let producers = names(true);
             decided.push(self.notification(AlertKind::Down, producers, e));
-        } else if self.down && seeing_down.len() < rules.quorum.max(1) {
+        } else if self.down && seeing_down < rules.quorum.max(1) {
             self.down = false;
             self.since = self
                 .vantage
                 .get(&e.producer)
                 .and_then(|s| s.ok_since)
                 .and_then(DateTime::from_timestamp_micros);
-            let producers = self
-                .vantage
-                .iter()
-                .filter(|(_, s)| !s.down)
-                .map(|(p, _)| p.clone())
-                .collect();
+            let producers = names(false);
             decided.push(self.notification(AlertKind::Up, producers, e));
         }
         if let Some(streak) = self.vantage.get_mut(&e.producer) {
@@ -251,7 +253,8 @@ pub(crate) fn decide<'a>(
     inputs: impl IntoIterator<Item = &'a RollupInput>,
     rules: &AlertRules,
 ) -> Decisions {
-    let mut states: BTreeMap<&str, UrlAlertState> = BTreeMap::new();
+    let mut states: std::collections::HashMap<&str, UrlAlertState> =
+        std::collections::HashMap::new();
     let mut notifications = Vec::new();
     for e in inputs {
         let state = states
