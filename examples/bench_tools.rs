@@ -119,72 +119,77 @@ fn site_response(request: &[u8]) -> String {
     )
 }
 
-/// A webhook receiver: for each POSTed notification, "latency_ms kind" on stdout, the
-/// latency from the deciding check's `checked_at` to now.
-async fn receive_alerts(port: u16) {
+/// Accept connections on 127.0.0.1:`port` for ever; each is handled by `handle` in a task.
+async fn accept_each<F, Fut>(port: u16, handle: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let mut buf = vec![0u8; 4096];
-            let body = loop {
-                if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&seen[..at]).to_ascii_lowercase();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if seen.len() >= at + 4 + length {
-                        break seen[at + 4..at + 4 + length].to_vec();
-                    }
-                }
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => seen.extend_from_slice(&buf[..n]),
-                }
-            };
-            let _ = s
-                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
-                .await;
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let checked = v["checked_at"]
-                .as_str()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-            if let Some(checked) = checked {
-                let ms = chrono::Utc::now().timestamp_millis() - checked.timestamp_millis();
-                println!("{ms} {}", v["kind"].as_str().unwrap_or("?"));
-            }
-        });
+        if let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(handle(s));
+        }
     }
 }
 
-async fn serve(port: u16) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+/// One HTTP request: its head and its body (by Content-Length); None if the peer left.
+async fn read_request(s: &mut tokio::net::TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 4096];
     loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut seen = Vec::new();
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => seen.extend_from_slice(&buf[..n]),
-                }
+        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..at]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if seen.len() >= at + 4 + length {
+                let body = seen[at + 4..at + 4 + length].to_vec();
+                seen.truncate(at);
+                return Some((seen, body));
             }
-            let resp = site_response(&seen);
-            let _ = s.write_all(resp.as_bytes()).await;
-        });
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
     }
+}
+
+/// A webhook receiver: for each POSTed notification, "latency_ms kind" on stdout, the
+/// latency from the deciding check's `checked_at` to now.
+async fn receive_alerts(port: u16) {
+    accept_each(port, |mut s| async move {
+        let Some((_, body)) = read_request(&mut s).await else {
+            return;
+        };
+        let _ = s
+            .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+            .await;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let checked = v["checked_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        if let Some(checked) = checked {
+            let ms = chrono::Utc::now().timestamp_millis() - checked.timestamp_millis();
+            println!("{ms} {}", v["kind"].as_str().unwrap_or("?"));
+        }
+    })
+    .await
+}
+
+async fn serve(port: u16) {
+    accept_each(port, |mut s| async move {
+        if let Some((head, _)) = read_request(&mut s).await {
+            let resp = site_response(&head);
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    })
+    .await
 }
 
 /// The same site over TLS (a thread per connection: the handshakes measured are the
