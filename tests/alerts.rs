@@ -518,3 +518,51 @@ async fn a_receiver_failing_down_or_slow_delays_alerts_never_events() {
     let kinds: Vec<String> = outbox(&db).await.into_iter().map(|o| o.1).collect();
     assert_eq!(kinds, ["down", "up", "down"]);
 }
+
+#[tokio::test]
+async fn an_https_receiver_is_verified_and_trusted_through_ck_alert_ca() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("alerts-tls");
+    let (pg, db_url) = tb.fresh_database("alerts_tls").await;
+    let db = common::open(&pg).await;
+    let port = common::free_port();
+    let receiver = Receiver::start_tls_on(
+        port,
+        &tb.certs.join("server.cert"),
+        &tb.certs.join("server.key"),
+    );
+    let url = format!("https://127.0.0.1:{port}/hooks/sEcReT-token");
+    let at = |s: i64| Utc::now() - TimeDelta::seconds(60 - s);
+    let down: Vec<_> = (0..3)
+        .map(|s| check("https://tls.example/", "eu", false, at(s)))
+        .collect();
+    common::produce_timed(&tb, &topic, 3, down).await;
+    // Without the test CA: the receiver's certificate is refused, nothing is sent.
+    let untrusting = common::consumer(&tb, &topic, &db_url, &[])
+        .env("CK_ALERT_WEBHOOK_URL", &url)
+        .spawn()
+        .unwrap();
+    let attempted = "SELECT count(*) FROM alert_outbox WHERE attempts > 0";
+    wait_count(&db, attempted, 1, Duration::from_secs(30)).await;
+    let log = common::stop(untrusting, Duration::from_secs(30)).await;
+    assert!(receiver.received().is_empty());
+    let error: String = db
+        .query_one("SELECT last_error FROM alert_outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(error.contains("TLS"), "{error}");
+    assert!(
+        !log.contains("sEcReT") && !error.contains("sEcReT"),
+        "{log}"
+    );
+    // With it (CK_ALERT_CA): delivered.
+    let trusting = common::consumer(&tb, &topic, &db_url, &[])
+        .env("CK_ALERT_WEBHOOK_URL", &url)
+        .env("CK_ALERT_CA", tb.cert("ca.pem"))
+        .spawn()
+        .unwrap();
+    let delivered = receiver.wait_for_ids(1, Duration::from_secs(40)).await;
+    assert_eq!(delivered[0]["kind"], "down");
+    common::stop(trusting, Duration::from_secs(30)).await;
+}

@@ -3,7 +3,7 @@
 //! Plain threads and std sockets: nothing here is under test.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,17 +39,37 @@ pub struct Receiver {
     arrived: Arc<AtomicUsize>,
     /// Whether the port is open: closed, connections are refused (a receiver that is down).
     listening: Arc<AtomicBool>,
+    /// HTTPS with this configuration; plain HTTP when None.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Receiver {
     /// A receiver listening on `port` (e.g. [`super::free_port`], reserved before).
     pub fn start_on(port: u16, answer: Answer) -> Receiver {
+        Receiver::start(port, answer, None)
+    }
+
+    /// The same over HTTPS, with the test bed's server certificate (signed by its CA).
+    pub fn start_tls_on(port: u16, cert: &std::path::Path, key: &std::path::Path) -> Receiver {
+        let chain = checksite::tls::load_certs(cert).unwrap();
+        let key = checksite::tls::load_key(key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(checksite::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        Receiver::start(port, Answer::Ok, Some(Arc::new(config)))
+    }
+
+    fn start(port: u16, answer: Answer, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let r = Receiver {
             port,
             answer: Arc::new(Mutex::new(answer)),
             received: Arc::default(),
             arrived: Arc::default(),
             listening: Arc::new(AtomicBool::new(true)),
+            tls,
         };
         let mut listener = Some(r.bind());
         let shared = r.clone();
@@ -65,7 +85,17 @@ impl Receiver {
                     Some(Ok((stream, _))) => {
                         let _ = stream.set_nonblocking(false);
                         let shared = shared.clone();
-                        std::thread::spawn(move || shared.handle(stream));
+                        std::thread::spawn(move || {
+                            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                            match shared.tls.clone() {
+                                None => shared.handle(stream),
+                                Some(config) => {
+                                    if let Ok(conn) = rustls::ServerConnection::new(config) {
+                                        shared.handle(rustls::StreamOwned::new(conn, stream));
+                                    }
+                                }
+                            }
+                        });
                     }
                     _ => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -135,9 +165,8 @@ impl Receiver {
         }
     }
 
-    fn handle(&self, stream: TcpStream) {
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        let mut reader = BufReader::new(&stream);
+    fn handle<S: Read + Write>(&self, stream: S) {
+        let mut reader = BufReader::new(stream);
         let mut line = String::new();
         if reader.read_line(&mut line).is_err() {
             return;
@@ -175,10 +204,11 @@ impl Receiver {
             answered: status,
             path,
         });
-        let mut s = &stream;
+        let s = reader.get_mut();
         let _ = write!(
             s,
             "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
         );
+        let _ = s.flush();
     }
 }
