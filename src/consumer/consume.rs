@@ -192,20 +192,12 @@ async fn consume(
         runtime: kafka_thread.runtime.clone(),
         metrics: metrics.clone(),
     };
-    // After the migration: the deltas' table exists.
-    let folder = config
-        .rollups
-        .then(|| RollupFolder::start(config.postgres.clone()));
-    let pruner = config
-        .retention_days
-        .map(|days| EventPruner::start(config.postgres.clone(), days));
-    let alerts = match &config.alerts {
-        Some(a) => Some(
-            AlertSender::start(config.postgres.clone(), a, metrics.clone())
-                .map_err(ConsumeError::Alerts)?,
-        ),
-        None => None,
-    };
+    // After the migration: their tables exist.
+    let upkeep = Upkeep::start(&config);
+    let alerts = (config.alerts.as_ref())
+        .map(|a| AlertSender::start(config.postgres.clone(), a, metrics.clone()))
+        .transpose()
+        .map_err(ConsumeError::Alerts)?;
     let mut consumer = ConsumerLoop {
         leases: PartitionLeases::new(&topic),
         config,
@@ -238,23 +230,48 @@ async fn consume(
         metrics,
     };
     consumer.run().await;
-    if let Some(pruner) = pruner {
-        pruner.finish().await;
-    }
-    let (folding, sending) = (folder, consumer.alerts.take());
-    tokio::join!(
-        async {
-            if let Some(folder) = folding {
-                folder.finish(FOLD_AT_EXIT).await;
-            }
-        },
-        async {
-            if let Some(sender) = sending {
-                sender.finish(SEND_AT_EXIT).await;
-            }
-        }
-    );
+    upkeep.finish(consumer.alerts.take()).await;
     Ok(consumer.total)
+}
+
+/// The work beside the writer, each on a PostgreSQL connection of its own: folding the
+/// rollups and pruning old events (the alert sender lives with the loop, which wakes it).
+struct Upkeep {
+    folder: Option<RollupFolder>,
+    pruner: Option<EventPruner>,
+}
+
+impl Upkeep {
+    fn start(config: &ConsumerConfig) -> Upkeep {
+        Upkeep {
+            folder: config
+                .rollups
+                .then(|| RollupFolder::start(config.postgres.clone())),
+            pruner: config
+                .retention_days
+                .map(|days| EventPruner::start(config.postgres.clone(), days)),
+        }
+    }
+
+    /// Prune no more; fold what is left and deliver what is due, side by side, each bounded.
+    async fn finish(self, sender: Option<AlertSender>) {
+        if let Some(pruner) = self.pruner {
+            pruner.finish().await;
+        }
+        let folder = self.folder;
+        tokio::join!(
+            async {
+                if let Some(folder) = folder {
+                    folder.finish(FOLD_AT_EXIT).await;
+                }
+            },
+            async {
+                if let Some(sender) = sender {
+                    sender.finish(SEND_AT_EXIT).await;
+                }
+            }
+        );
+    }
 }
 
 /// With `--drain`, where each partition ends (as found at start, or asked now); None

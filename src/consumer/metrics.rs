@@ -250,6 +250,12 @@ impl ConsumerMetrics {
             "When the last transaction committed, Unix seconds; 0 before the first.",
         );
         e.sample(name, topic, self.last_commit.get());
+        self.render_alerts(&mut e);
+        e.finish()
+    }
+
+    fn render_alerts(&self, e: &mut Exposition) {
+        let topic = &self.topic_label;
         let name = "checksite_consumer_alerts_decided_total";
         e.family(
             name,
@@ -273,7 +279,6 @@ impl ConsumerMetrics {
                 c.get() as f64,
             );
         }
-        e.finish()
     }
 
     fn render_partitions(&self, e: &mut Exposition) {

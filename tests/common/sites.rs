@@ -17,6 +17,14 @@ pub fn http_site() -> String {
 
 /// The same site over TLS with the test bed's server certificate (signed by its test CA).
 pub fn https_site(cert: &std::path::Path, key: &std::path::Path) -> String {
+    serve(Some(tls_server_config(cert, key)))
+}
+
+/// A TLS server configuration with this certificate chain and key (the test bed's).
+pub fn tls_server_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Arc<rustls::ServerConfig> {
     let chain = checksite::tls::load_certs(cert).unwrap();
     let key = checksite::tls::load_key(key).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(checksite::tls::provider())
@@ -25,7 +33,7 @@ pub fn https_site(cert: &std::path::Path, key: &std::path::Path) -> String {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-    serve(Some(Arc::new(config)))
+    Arc::new(config)
 }
 
 /// Accepts connections and never answers.

@@ -51,15 +51,8 @@ impl Receiver {
 
     /// The same over HTTPS, with the test bed's server certificate (signed by its CA).
     pub fn start_tls_on(port: u16, cert: &std::path::Path, key: &std::path::Path) -> Receiver {
-        let chain = checksite::tls::load_certs(cert).unwrap();
-        let key = checksite::tls::load_key(key).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(checksite::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        Receiver::start(port, Answer::Ok, Some(Arc::new(config)))
+        let config = super::sites::tls_server_config(cert, key);
+        Receiver::start(port, Answer::Ok, Some(config))
     }
 
     fn start(port: u16, answer: Answer, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {

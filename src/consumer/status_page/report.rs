@@ -205,18 +205,22 @@ impl Report {
         Report {
             generated_at: rows.now,
             sites,
-            incidents: rows
-                .incidents
-                .iter()
-                .map(|i| IncidentReport {
-                    url: crate::secret::redact_url(&i.url).into_owned(),
-                    since: i.since,
-                    producers: i.producers.clone(),
-                })
-                .collect(),
+            incidents: incidents(rows),
             alerts_pending: rows.alerts_pending,
         }
     }
+}
+
+/// Alerting's open incidents, their URLs redacted.
+fn incidents(rows: &StatusRows) -> Vec<IncidentReport> {
+    rows.incidents
+        .iter()
+        .map(|i| IncidentReport {
+            url: crate::secret::redact_url(&i.url).into_owned(),
+            since: i.since,
+            producers: i.producers.clone(),
+        })
+        .collect()
 }
 
 /// One hour's or day's point of a chart.

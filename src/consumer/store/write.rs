@@ -578,29 +578,40 @@ async fn write_once(
     if checked {
         finish_checked(tx, sink, batches, derived, states).await
     } else {
-        // The rollups and the decisions follow the end of the COPY without waiting for
-        // its answer: the connection sends requests in order, and if the COPY failed the
-        // transaction is aborted, so they fail too (and the COPY's error is returned).
-        let inputs = || batches.iter().flat_map(|b| &b.inputs);
-        let rollups = rollups_with(derived, inputs());
-        let decisions = decide_with(derived, states, inputs());
-        let (copied, added, saved) = tokio::join!(
-            sink.as_mut().finish(),
-            rollups::add_delta(&tx, &rollups),
-            alerts::save_decisions(&tx, &decisions)
-        );
-        let copied = copied.map_err(|e| sql_error("copy", &e))?;
-        added.and(saved)?;
-        tx.commit().await.map_err(|e| sql_error("commit", &e))?;
-        let notifications = decisions.notifications.len();
-        states.extend(decisions.changed);
-        Ok(Written {
-            rows: copied,
-            already_stored: 0,
-            notifications,
-            alert_states: std::mem::take(states),
-        })
+        finish_fast(tx, sink, batches, derived, states).await
     }
+}
+
+/// The fast path's end: the rollups and the decisions follow the end of the COPY without
+/// waiting for its answer (the connection sends requests in order, and if the COPY failed
+/// the transaction is aborted, so they fail too and the COPY's error is returned), then
+/// COMMIT.
+async fn finish_fast(
+    tx: Transaction<'_>,
+    mut sink: Pin<&mut CopyInSink<Bytes>>,
+    batches: &[Batch],
+    derived: Derived,
+    states: &mut BTreeMap<String, UrlAlertState>,
+) -> Result<Written, StoreError> {
+    let inputs = || batches.iter().flat_map(|b| &b.inputs);
+    let rollups = rollups_with(derived, inputs());
+    let decisions = decide_with(derived, states, inputs());
+    let (copied, added, saved) = tokio::join!(
+        sink.as_mut().finish(),
+        rollups::add_delta(&tx, &rollups),
+        alerts::save_decisions(&tx, &decisions)
+    );
+    let copied = copied.map_err(|e| sql_error("copy", &e))?;
+    added.and(saved)?;
+    tx.commit().await.map_err(|e| sql_error("commit", &e))?;
+    let notifications = decisions.notifications.len();
+    states.extend(decisions.changed);
+    Ok(Written {
+        rows: copied,
+        already_stored: 0,
+        notifications,
+        alert_states: std::mem::take(states),
+    })
 }
 
 /// Of `urls`, the states `known` holds (copied) and the URLs it does not.
