@@ -180,35 +180,29 @@ pub(crate) async fn record_attempt(
     id: uuid::Uuid,
     attempt: &Attempt,
 ) -> Result<(), StoreError> {
-    let (sql, error, retry_ms): (&str, Option<&str>, i64) = match attempt {
-        Attempt::Delivered => (
-            "UPDATE alert_outbox SET attempts = attempts + 1, delivered_at = now(), \
-             last_error = $2 WHERE id = $1",
-            None,
-            0,
-        ),
+    // One statement for the three outcomes: which columns it sets follows from the values.
+    let (delivered, gave_up, error, retry_ms): (bool, bool, Option<&str>, i64) = match attempt {
+        Attempt::Delivered => (true, false, None, 0),
         Attempt::Failed { error, retry_in } => (
-            "UPDATE alert_outbox SET attempts = attempts + 1, last_error = $2, \
-             next_attempt_at = now() + make_interval(secs => $3::bigint / 1000.0) WHERE id = $1",
+            false,
+            false,
             Some(error),
             i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX),
         ),
-        Attempt::GaveUp { error } => (
-            "UPDATE alert_outbox SET attempts = attempts + 1, last_error = $2, gave_up_at = now() \
-             WHERE id = $1",
-            Some(error),
-            0,
-        ),
+        Attempt::GaveUp { error } => (false, true, Some(error), 0),
     };
-    let params: Vec<(&(dyn ToSql + Sync), Type)> = if retry_ms > 0 {
-        vec![
-            (&id, Type::UUID),
-            (&error, Type::TEXT),
-            (&retry_ms, Type::INT8),
-        ]
-    } else {
-        vec![(&id, Type::UUID), (&error, Type::TEXT)]
-    };
+    let params: [(&(dyn ToSql + Sync), Type); 5] = [
+        (&id, Type::UUID),
+        (&error, Type::TEXT),
+        (&delivered, Type::BOOL),
+        (&gave_up, Type::BOOL),
+        (&retry_ms, Type::INT8),
+    ];
+    let sql = "UPDATE alert_outbox SET attempts = attempts + 1, last_error = $2, \
+               delivered_at = CASE WHEN $3 THEN now() END, \
+               gave_up_at = CASE WHEN $4 THEN now() END, \
+               next_attempt_at = now() + make_interval(secs => $5::bigint / 1000.0) \
+               WHERE id = $1";
     tx.execute_typed(sql, &params)
         .await
         .map(|_| ())
