@@ -13,7 +13,7 @@
 //! - checksite-producer, [`producer`]:
 //!   - [`producer::config`]: targets (`CK_SITE_URL`, the targets file) and check settings.
 //!   - [`producer::probe`]: one HTTP(S) check with phase timings and certificate expiry
-//!     (blocking, ureq, our own timed resolver and connectors).
+//!     (async in the target's task: timed lookup, connect and TLS, then HTTP/1.1 by hyper).
 //!   - [`producer::schedule`]: fixed-rate, spread, bounded-concurrency checking.
 //!   - [`producer::outbox`]: the bounded buffer of events and the loop that publishes it.
 //!   - [`producer::metrics`]: the blackbox exporter's `probe_*` per target, its own

@@ -83,6 +83,34 @@ async fn ok_with_a_match() {
 }
 
 #[tokio::test]
+async fn chunked_and_gzipped_bodies_are_read_as_the_site_meant_them() {
+    let site = sites::http_site();
+    for path in ["/chunked", "/gzip"] {
+        let (ev, code) = once(&format!("{site}{path}"), &["--regex", "hello (\\w+)"]).await;
+        assert_eq!(code, 0, "{path}: {ev}");
+        assert_eq!(ev["content_match"], "hello checksite", "{path}: {ev}");
+        assert_eq!(ev["bytes"], sites::OK_BODY.len(), "{path}: {ev}");
+        assert_eq!(
+            ev["body_sha256"],
+            sha256_hex(sites::OK_BODY.as_bytes()),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_relative_redirect_is_followed_and_an_oversized_head_is_an_http_error() {
+    let site = sites::http_site();
+    let (ev, code) = once(&format!("{site}/moved"), &[]).await;
+    assert_eq!((ev["status"].as_u64(), code), (Some(200), 0), "{ev}");
+    assert_eq!(ev["body_sha256"], sha256_hex(sites::OK_BODY.as_bytes()));
+    let (ev, code) = once(&format!("{site}/big-head"), &[]).await;
+    assert_eq!(code, 1);
+    assert_eq!(ev["error_kind"], "http", "{ev}");
+    assert_eq!(ev["status"], Value::Null, "{ev}");
+}
+
+#[tokio::test]
 async fn ok_without_a_match_is_down() {
     let site = sites::http_site();
     let (ev, code) = once(&format!("{site}/ok"), &["--regex", "absent"]).await;

@@ -230,7 +230,7 @@ fn compile_regex(origin: &str, pattern: &str) -> Result<Regex, ConfigError> {
 }
 
 fn check_url(origin: &str, url: &str) -> Result<(), ConfigError> {
-    let parsed: Result<ureq::http::Uri, _> = url.parse();
+    let parsed: Result<hyper::Uri, _> = url.parse();
     match parsed {
         Ok(u)
             if matches!(u.scheme_str(), Some("http") | Some("https"))
@@ -375,8 +375,8 @@ impl TargetEntry {
         let mut headers: Vec<(String, String)> = self.headers.into_iter().collect();
         headers.sort();
         for (k, v) in &headers {
-            if ureq::http::HeaderName::from_bytes(k.as_bytes()).is_err()
-                || ureq::http::HeaderValue::from_str(v).is_err()
+            if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || hyper::header::HeaderValue::from_str(v).is_err()
             {
                 return err(format!("{origin}: header {k:?} is not a valid HTTP header"));
             }

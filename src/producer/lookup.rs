@@ -1,10 +1,9 @@
 //! Name lookups for the checks, without a thread per check.
 //!
-//! ureq's own resolver runs each lookup that has a timeout on a new OS thread (even for an
-//! IP literal): at a few thousand checks a second, creating and tearing down those threads
-//! was most of the producer's CPU (85 % of it in the kernel). Here an IP literal needs no
-//! lookup at all, and a name is looked up on a small pool of threads that live on, each
-//! wait bounded by the check's timeout.
+//! The system's resolver (`getaddrinfo`) blocks, so a name is looked up on a small pool
+//! of threads that live on (a thread per lookup was most of the producer's CPU once), and
+//! the check awaits the answer without blocking its task, bounded by its deadline. An IP
+//! literal needs no lookup at all.
 //!
 //! This module owns only the lookup: it never connects, and never caches an answer (a
 //! check that looks the name up again is what proves the site's DNS works).
@@ -13,7 +12,9 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
 
 /// Most lookup threads. A lookup the check stopped waiting for still holds its thread
 /// until the system's resolver gives up; past this many, lookups queue, and a check whose
@@ -36,7 +37,7 @@ struct Job {
     host_port: String,
     /// Past it nobody waits for the answer: the lookup is skipped.
     deadline: Option<Instant>,
-    reply: mpsc::SyncSender<io::Result<Vec<SocketAddr>>>,
+    reply: oneshot::Sender<io::Result<Vec<SocketAddr>>>,
 }
 
 /// Threads that look names up, started as they are needed and kept.
@@ -78,20 +79,20 @@ impl LookupPool {
     }
 
     /// The addresses of `host` (a name, or an IP literal: then at once, with no lookup)
-    /// on `port`, in the resolver's order; waiting at most `wait` (None: no bound).
-    pub(crate) fn lookup(
+    /// on `port`, in the resolver's order; waiting until `deadline` at most (None: no bound).
+    pub(crate) async fn lookup(
         &self,
         host: &str,
         port: u16,
-        wait: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<Vec<SocketAddr>, LookupError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        let (reply, answer) = mpsc::sync_channel(1);
+        let (reply, answer) = oneshot::channel();
         let job = Job {
             host_port: format!("{host}:{port}"),
-            deadline: wait.map(|w| Instant::now() + w),
+            deadline,
             reply,
         };
         self.ensure_thread();
@@ -104,12 +105,12 @@ impl LookupPool {
         if sent.is_err() {
             return Err(LookupError::Failed(io::Error::other("lookup threads gone")));
         }
-        let answered = match wait {
-            Some(w) => answer.recv_timeout(w).map_err(|e| match e {
-                mpsc::RecvTimeoutError::Timeout => LookupError::Timeout,
-                mpsc::RecvTimeoutError::Disconnected => gone(),
-            }),
-            None => answer.recv().map_err(|_| gone()),
+        let answered = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), answer).await {
+                Ok(answered) => answered.map_err(|_| gone()),
+                Err(_) => Err(LookupError::Timeout),
+            },
+            None => answer.await.map_err(|_| gone()),
         };
         answered?.map_err(LookupError::Failed)
     }
@@ -171,40 +172,48 @@ fn serve_lookups(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn an_ip_literal_needs_no_lookup_and_no_thread() {
+    fn within(d: Duration) -> Option<Instant> {
+        Some(Instant::now() + d)
+    }
+
+    #[tokio::test]
+    async fn an_ip_literal_needs_no_lookup_and_no_thread() {
         let pool = LookupPool::default();
-        let v4 = pool.lookup("127.0.0.1", 8080, Some(Duration::from_secs(1)));
+        let v4 = pool.lookup("127.0.0.1", 8080, within(Duration::from_secs(1)));
         assert_eq!(
-            v4.unwrap(),
+            v4.await.unwrap(),
             ["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]
         );
-        let v6 = pool.lookup("::1", 443, None).unwrap();
+        let v6 = pool.lookup("::1", 443, None).await.unwrap();
         assert_eq!(v6, ["[::1]:443".parse::<SocketAddr>().unwrap()]);
         assert_eq!(pool.threads.load(Ordering::Acquire), 0);
     }
 
-    #[test]
-    fn names_are_looked_up_on_threads_that_are_kept() {
+    #[tokio::test]
+    async fn names_are_looked_up_on_threads_that_are_kept() {
         let pool = LookupPool::default();
         for _ in 0..20 {
             let addrs = pool
-                .lookup("localhost", 80, Some(Duration::from_secs(5)))
+                .lookup("localhost", 80, within(Duration::from_secs(5)))
+                .await
                 .unwrap();
             assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80));
         }
         // One after the other: one thread did them all.
         assert_eq!(pool.threads.load(Ordering::Acquire), 1);
-        let missing = pool.lookup("no-such-host.invalid", 80, Some(Duration::from_secs(10)));
+        let missing = pool
+            .lookup("no-such-host.invalid", 80, within(Duration::from_secs(10)))
+            .await;
         assert!(
             matches!(missing, Err(LookupError::Failed(_))),
             "{missing:?}"
         );
     }
 
-    #[test]
-    fn lookups_at_the_same_time_do_not_wait_for_each_other() {
+    #[tokio::test]
+    async fn lookups_at_the_same_time_do_not_wait_for_each_other() {
         let pool = Arc::new(LookupPool::with_resolver(|_| {
             std::thread::sleep(Duration::from_millis(300));
             Ok(vec![SocketAddr::from(([127, 0, 0, 1], 80))])
@@ -213,11 +222,11 @@ mod tests {
         let lookups: Vec<_> = (0..8)
             .map(|_| {
                 let pool = pool.clone();
-                std::thread::spawn(move || pool.lookup("slow.example", 80, None))
+                tokio::spawn(async move { pool.lookup("slow.example", 80, None).await })
             })
             .collect();
         for l in lookups {
-            assert!(l.join().unwrap().is_ok());
+            assert!(l.await.unwrap().is_ok());
         }
         // Side by side: about one lookup's time, not eight.
         assert!(
@@ -227,8 +236,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_hanging_resolver_costs_the_check_its_timeout_and_no_more_threads() {
+    #[tokio::test]
+    async fn a_hanging_resolver_costs_the_check_its_timeout_and_no_more_threads() {
         let pool = Arc::new(LookupPool::with_resolver(|_| {
             std::thread::sleep(Duration::from_secs(3));
             Ok(Vec::new())
@@ -237,13 +246,14 @@ mod tests {
         let checks: Vec<_> = (0..100)
             .map(|_| {
                 let pool = pool.clone();
-                std::thread::spawn(move || {
-                    pool.lookup("hangs.example", 80, Some(Duration::from_millis(200)))
+                tokio::spawn(async move {
+                    let deadline = within(Duration::from_millis(200));
+                    pool.lookup("hangs.example", 80, deadline).await
                 })
             })
             .collect();
         for check in checks {
-            let outcome = check.join().unwrap();
+            let outcome = check.await.unwrap();
             assert!(matches!(outcome, Err(LookupError::Timeout)), "{outcome:?}");
         }
         assert!(

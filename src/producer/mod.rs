@@ -139,20 +139,14 @@ pub async fn check_once(config: ProducerConfig, probe: Probe) -> Vec<Option<(Che
         let (probe, permits) = (probe.clone(), permits.clone());
         checks.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
-            tokio::task::spawn_blocking(move || {
-                let ev = probe.check(&target, 0);
-                let up = ev.up == Some(true);
-                (ev, up)
-            })
-            .await
+            let ev = probe.check(&target, 0).await;
+            let up = ev.up == Some(true);
+            (ev, up)
         }));
     }
     let mut results = Vec::with_capacity(checks.len());
     for check in checks {
-        results.push(match check.await {
-            Ok(Ok(checked)) => Some(checked),
-            _ => None,
-        });
+        results.push(check.await.ok());
     }
     results
 }

@@ -82,25 +82,13 @@ async fn target_loop(
         let lag_ms = Instant::now()
             .saturating_duration_since(planned)
             .as_millis() as i64;
-        let (t, p) = (target.clone(), shared.probe.clone());
         // Counted from here until its event is handed on: what is still counted when the
         // process must exit was started and never published, and is reported as dropped.
         shared.running.fetch_add(1, Ordering::SeqCst);
-        let checked = tokio::task::spawn_blocking(move || {
-            let (event, redirects) = p.check_counting_redirects(&t, lag_ms);
-            let up = event.up == Some(true);
-            (event, up, redirects)
-        });
-        let (event, up, redirects) = match checked.await {
-            Ok(checked) => checked,
-            Err(e) => {
-                log::error!(
-                    "check of {} crashed: {e}",
-                    crate::secret::redact_url(&target.url)
-                );
-                return;
-            }
-        };
+        // Boxed: a target's task stays small while it waits for its next slot.
+        let checking = Box::pin(shared.probe.check_counting_redirects(&target, lag_ms));
+        let (event, redirects) = checking.await;
+        let up = event.up == Some(true);
         drop(permit);
         shared.metrics.checked(index, &event, up, redirects);
         let sent = shared.events.send(event).await;

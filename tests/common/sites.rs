@@ -10,7 +10,9 @@ use std::time::Duration;
 /// `/ok` 200 with a known body, `/404`, `/500`, `/redirect/N` (N hops, then /ok),
 /// `/loop` (redirects to itself), `/endless` (200, a body that never ends),
 /// `/slow/MS` (200 after MS milliseconds), `/up-after/T` (500 until Unix ms T),
-/// `/down-between/T1/T2` (503 from Unix ms T1 to T2, 200 otherwise).
+/// `/down-between/T1/T2` (503 from Unix ms T1 to T2, 200 otherwise), `/chunked` and
+/// `/gzip` (the `/ok` body in chunks, gzipped or not), `/moved` (a relative redirect to
+/// /ok), `/big-head` (a 70 KiB response head).
 pub fn http_site() -> String {
     serve(None)
 }
@@ -152,6 +154,37 @@ fn handle<S: Read + Write>(stream: S) {
             format!("/redirect/{}", n - 1)
         };
         respond(&mut s, "302 Found", &format!("location: {next}\r\n"), "");
+    } else if path == "/chunked" || path == "/gzip" {
+        let gzip = path == "/gzip";
+        let body = if gzip {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let _ = encoder.write_all(OK_BODY.as_bytes());
+            encoder.finish().unwrap()
+        } else {
+            OK_BODY.as_bytes().to_vec()
+        };
+        let encoding = if gzip {
+            "content-encoding: gzip\r\n"
+        } else {
+            ""
+        };
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n{encoding}connection: close\r\n\r\n"
+        );
+        for chunk in body.chunks(body.len() / 3 + 1) {
+            let _ = write!(s, "{:x}\r\n", chunk.len());
+            let _ = s.write_all(chunk);
+            let _ = s.write_all(b"\r\n");
+            let _ = s.flush();
+        }
+        let _ = s.write_all(b"0\r\n\r\n");
+    } else if path == "/moved" {
+        respond(&mut s, "301 Moved Permanently", "location: ok\r\n", "");
+    } else if path == "/big-head" {
+        let big = format!("x-big: {}\r\n", "b".repeat(70 * 1024));
+        respond(&mut s, "200 OK", &big, OK_BODY);
     } else if path == "/endless" {
         let _ = write!(s, "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n");
         let chunk = [b'z'; 8192];
