@@ -306,6 +306,10 @@ async fn publish(servers: &str, topic: &str, events: u64) {
     println!("{} {:.3}", outbox.published(), secs);
 }
 
+// The producer's allocator, so that `publish` measures what the producer does.
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

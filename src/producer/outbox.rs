@@ -28,8 +28,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Most events in one produce round (all partitions together). A round waits for every
 /// partition's answer, so larger rounds drain a backlog faster: 100,000 events over mutual
-/// TLS took 2.0 s with rounds of 5,000, 1.05 s with 20,000.
-const MAX_ROUND: usize = 20_000;
+/// TLS took 2.0 s with rounds of 5,000, 1.05 s with 20,000, 0.83-0.92 s in one round. The
+/// events are in memory already (the outbox); a round adds one request's records per
+/// partition.
+const MAX_ROUND: usize = 100_000;
 
 /// Most event bytes (JSON, before compression) in one produce request: under the broker's
 /// default `message.max.bytes` (1 MiB) even uncompressed, and on a one-partition topic.
@@ -406,16 +408,18 @@ async fn produce_partition(
     compression: KafkaCompression,
     metrics: Arc<ProducerMetrics>,
 ) -> (u64, Vec<CheckEvent>, Option<KafkaError>) {
-    let mut published = 0;
-    while !events.is_empty() {
+    let size = |r: &Record| r.value.as_ref().map_or(0, Vec::len);
+    // Each event encoded once; the events stay where they are until the end (no shifting
+    // of what is left after each request).
+    let mut encoded = events.iter().map(record).peekable();
+    let mut sent = 0;
+    while encoded.peek().is_some() {
         let (mut records, mut bytes) = (Vec::new(), 0);
-        for ev in &events {
-            let r = record(ev);
-            bytes += r.value.as_ref().map_or(0, Vec::len);
-            // At least one per request: a single event is far under the limit.
-            if !records.is_empty() && bytes > MAX_REQUEST_BYTES {
-                break;
-            }
+        // At least one per request: a single event is far under the limit.
+        while let Some(r) =
+            encoded.next_if(|r| records.is_empty() || bytes + size(r) <= MAX_REQUEST_BYTES)
+        {
+            bytes += size(&r);
             records.push(r);
         }
         let n = records.len();
@@ -423,16 +427,17 @@ async fn produce_partition(
         match kafka::produce(&writer, records, compression).await {
             Ok(()) => {
                 metrics.kafka_ok(Some(started.elapsed()));
-                events.drain(..n);
-                published += n as u64;
+                sent += n;
             }
             Err(e) => {
                 metrics.kafka_failed(&e.to_string());
-                return (published, events, Some(e));
+                drop(encoded);
+                let rest = events.split_off(sent);
+                return (sent as u64, rest, Some(e));
             }
         }
     }
-    (published, events, None)
+    (sent as u64, Vec::new(), None)
 }
 
 #[cfg(test)]
