@@ -12,9 +12,9 @@ if [ $smoke = 1 ]; then
   page_sites=20 page_days=2 ret_rows=100000
   scale_targets="100" https_targets=20 probes=100
 else
-  events=200000 targets=1000 seconds=20 prounds=3 runs=50 publish_events=200000 rounds=5 out=BENCHMARKS.md
+  events=200000 targets=1000 seconds=20 prounds=3 runs=50 publish_events=100000 rounds=5 out=BENCHMARKS.md
   page_sites=1000 page_days=30 ret_rows=10000000
-  scale_targets="2000 3000 4000 5000 7500 10000" https_targets=300 probes=3000
+  scale_targets="2000 5000 7500 10000 12500 15000" https_targets=300 probes=3000
 fi
 port=${CHECKSITE_BENCH_PORT:-18700}
 musl=x86_64-unknown-linux-musl
@@ -343,10 +343,18 @@ kill -TERM "$page_pid" 2>/dev/null || true
 wait "$page_pid" 2>/dev/null || true
 psql_admin -c "DROP DATABASE $page_db" || true
 
-echo "==> publishing alone: $publish_events events" >&2
-read -r pub_n pub_secs < <($tools publish "$kafka" "bench-publish-$stamp" "$publish_events")
-pub_rate=$(awk -v n="$pub_n" -v t="$pub_secs" 'BEGIN { printf "%.0f", n / t }')
-backlog_s=$(awk -v r="$pub_rate" 'BEGIN { printf "%.2f", 100000 / r }')
+# A backlog after an outage: $publish_events buffered events, published from connecting to
+# the last acknowledgement; median of 3 runs.
+echo "==> publishing alone: a backlog of $publish_events events, 3 runs" >&2
+: >"$work/publish-secs"
+for _ in 1 2 3; do
+  read -r pub_n pub_secs < <($tools publish "$kafka" "bench-publish-$stamp-$RANDOM" "$publish_events")
+  [ "$pub_n" = "$publish_events" ] || { echo "error: published $pub_n of $publish_events events" >&2; exit 1; }
+  echo "$pub_secs" >>"$work/publish-secs"
+done
+backlog_s=$(median "$work/publish-secs")
+backlog_all=$(sort -n "$work/publish-secs" | paste -sd/ -)
+pub_rate=$(awk -v n="$publish_events" -v t="$backlog_s" 'BEGIN { printf "%.0f", n / t }')
 
 # ---- 4. sizes
 size_kib() { echo $(($(stat -c %s "$1") / 1024)); }
@@ -407,8 +415,8 @@ ${scale_rows}| the knee: most targets at 1 s with p99 lateness ≤ 50 ms and ≥
 | producer peak RSS, 10,000 targets | $((${s10_rss:-0} / 1024)) MiB | ≤ 32 MB | $(verdict "${s10_rss:-0}" 31250 le) |
 | producer, $https_targets HTTPS targets at 1 s (a new TLS handshake per check) | $tls_rate checks/s, p99 $tls_p99 ms, $tls_us µs CPU per check | | |
 | Debian's prometheus-blackbox-exporter 0.23, /probe of the same local site ($probes probes, 8 at a time) | $bb_cpu_us CPU per probe | | |
-| publish alone ($publish_events events) | $pub_rate events/s | | |
-| a backlog of 100,000 events, drained at that rate | $backlog_s s | ≤ 1 s | $(verdict "$backlog_s" 1 le) |
+| publish alone ($publish_events events, median of 3) | $pub_rate events/s | | |
+| a backlog of $publish_events events: from connecting to the last acknowledgement (median of 3: $backlog_all s) | $backlog_s s | ≤ 1 s | $(verdict "$backlog_s" 1 le) |
 | consumer peak RSS at full speed | $((c_rss / 1024)) MiB ($c_rss KiB) | ≤ 40 MB | $(verdict "$c_rss" 39062 le) |
 | checksite-producer static binary | $prod_kib KiB | ≤ 5 MiB | $(verdict "$prod_kib" 5120 le) |
 | checksite-consumer static binary | $cons_kib KiB | ≤ 5 MiB | $(verdict "$cons_kib" 5120 le) |

@@ -61,21 +61,12 @@ pub async fn run(
     ));
     let server = http.map(|h| h.serve(metrics.clone()));
     let publisher = spawn_publisher(&outbox, publish, &metrics);
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let feeder = {
-        let outbox = outbox.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                outbox.push(ev);
-            }
-        })
-    };
     let running = Arc::new(AtomicU64::new(0));
     let mut stop = shutdown.clone();
     let checking = schedule::Checking {
         probe,
         concurrency: config.concurrency,
-        events: tx,
+        outbox: outbox.clone(),
         running: running.clone(),
         metrics: metrics.clone(),
     };
@@ -93,9 +84,8 @@ pub async fn run(
             }
         }
     }
-    // Ends the target loops still waiting on a check, and with them the event channel.
+    // Ends the target loops still waiting on a check.
     drop(checking);
-    let _ = feeder.await;
     outbox.abandoned(running.load(Ordering::SeqCst));
     outbox.close();
     let _ = publisher.await;

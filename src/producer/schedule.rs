@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::config::Target;
 use super::metrics::ProducerMetrics;
+use super::outbox::Outbox;
 use super::probe::Probe;
-use crate::event::CheckEvent;
 use crate::shutdown::Shutdown;
 
 /// What every target's loop shares.
@@ -24,8 +24,8 @@ pub struct Checking {
     pub probe: Probe,
     /// Most checks running at once.
     pub concurrency: usize,
-    /// Where each check's event goes.
-    pub events: mpsc::Sender<CheckEvent>,
+    /// Where each check's event goes (at once: a target's task never holds an event).
+    pub outbox: Arc<Outbox>,
     /// Checks started and not yet handed on (what is dropped if the process must exit).
     pub running: Arc<AtomicU64>,
     /// Each check's outcome is counted here.
@@ -91,11 +91,8 @@ async fn target_loop(
         let up = event.up == Some(true);
         drop(permit);
         shared.metrics.checked(index, &event, up, redirects);
-        let sent = shared.events.send(event).await;
+        shared.outbox.push(event);
         shared.running.fetch_sub(1, Ordering::SeqCst);
-        if sent.is_err() {
-            return;
-        }
         planned = next_slot(planned, target.interval, Instant::now());
     }
 }

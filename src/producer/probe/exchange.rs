@@ -23,6 +23,8 @@ use crate::event::ErrorKind;
 
 /// The largest response head read (as ureq and most clients allow).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most response headers read (as ureq allowed; hyper's default is 100).
+const MAX_HEADERS: usize = 128;
 
 /// A request made: its answer's head, and the connection still open for its body.
 pub(super) struct Answer<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
@@ -60,6 +62,9 @@ pub(super) async fn send<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 ) -> Result<Answer<IO>, Failure> {
     let handshake = http1::Builder::new()
         .max_buf_size(MAX_HEAD_BYTES)
+        // Strict: the buffer alone may take in more than its size in one read.
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
         .handshake(TokioIo::new(io))
         .await;
     let (mut sender, connection) = handshake.map_err(http_failure)?;
