@@ -58,9 +58,10 @@ pub trait Endpoints: Send + Sync + 'static {
     fn live(&self) -> Result<(), String>;
     /// Ok when the program can do its job now; otherwise why not, in one line.
     fn ready(&self) -> Result<(), String>;
-    /// A page of the program's own at `path`, if it has one there (otherwise 404).
-    fn page(self: Arc<Self>, path: &str) -> Option<PageFuture> {
-        let _ = path;
+    /// A page of the program's own at `path` (with the request's `query`, if any), if it
+    /// has one there (otherwise 404).
+    fn page(self: Arc<Self>, path: &str, query: Option<&str>) -> Option<PageFuture> {
+        let _ = (path, query);
         None
     }
 }
@@ -190,7 +191,7 @@ fn respond(
         ),
         "/healthz" => verdict(endpoints.live()),
         "/readyz" => verdict(endpoints.ready()),
-        path => match endpoints.page(path) {
+        path => match endpoints.page(path, req.uri().query()) {
             Some(page) => return Err(page),
             None => reply(
                 StatusCode::NOT_FOUND,

@@ -22,7 +22,7 @@ h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1rem;margin:0 0 .3rem;word-break
 .warn{color:#8a4b00;font-weight:600}.charts{display:flex;flex-wrap:wrap;gap:.8rem;align-items:flex-end}\
 .charts figure{margin:0}.charts figcaption{font-size:.75rem;color:#555}svg{display:block}\
 .ok{fill:#2e7d32}.bad{fill:#c62828}.some{fill:#f9a825}.none{fill:#ddd}.p50{stroke:#1565c0}.p95{stroke:#8e24aa;stroke-dasharray:3 2}\
-polyline{fill:none;stroke-width:2;stroke-linecap:round}.frame{fill:#f4f4f4}";
+polyline{fill:none;stroke-width:2;stroke-linecap:round}.frame{fill:#f4f4f4}.pager{margin:.6rem 0;line-height:1.8}.pager a,.pager b{padding:0 .25rem}";
 
 /// `&`, `<`, `>`, `"` and `'` as entities: safe in text and in quoted attributes.
 pub(crate) fn escape(text: &str) -> String {
@@ -65,11 +65,30 @@ fn ms(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.0} ms"))
 }
 
-/// The whole document.
-pub(crate) fn render(report: &Report) -> String {
+/// Sites (cards) per page: a page stays small enough for a phone, and quick to make,
+/// whatever the number of sites (down ones come first, so page 1 shows them).
+pub(crate) const PER_PAGE: usize = 50;
+
+/// The page asked for by `?page=N` (1 when absent or not a number).
+pub(crate) fn page_number(query: Option<&str>) -> usize {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("page="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The whole document: the summary of every site, then page `page` of the cards.
+pub(crate) fn render(report: &Report, page: usize) -> String {
     let up = report.sites.iter().filter(|s| s.up).count();
     let down = report.sites.len() - up;
-    let mut out = String::with_capacity(1024 + report.sites.len() * 4096);
+    let pages = report.sites.len().div_ceil(PER_PAGE).max(1);
+    let page = page.min(pages);
+    let start = ((page - 1) * PER_PAGE).min(report.sites.len());
+    let shown = &report.sites[start..(start + PER_PAGE).min(report.sites.len())];
+    let mut out = String::with_capacity(4096 + shown.len() * 6144);
     let _ = write!(
         out,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -86,11 +105,32 @@ pub(crate) fn render(report: &Report) -> String {
     if report.sites.is_empty() {
         out.push_str("<p>No checks stored yet.</p>");
     }
-    for site in &report.sites {
+    pager(&mut out, page, pages);
+    for site in shown {
         site_card(&mut out, site, &report.generated_at);
     }
+    pager(&mut out, page, pages);
     out.push_str("</main></body></html>\n");
     out
+}
+
+/// Links to every page, when there is more than one (plain links: no script).
+fn pager(out: &mut String, page: usize, pages: usize) {
+    if pages <= 1 {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<nav class=\"pager\" aria-label=\"pages\"><span>Page {page} of {pages} ({PER_PAGE} per page, down first):</span>"
+    );
+    for n in 1..=pages {
+        if n == page {
+            let _ = write!(out, " <b aria-current=\"page\">{n}</b>");
+        } else {
+            let _ = write!(out, " <a href=\"/?page={n}\">{n}</a>");
+        }
+    }
+    out.push_str("</nav>");
 }
 
 /// Alerting's open incidents, when there are any (or notifications wait).
@@ -275,6 +315,57 @@ fn latency_chart(out: &mut String, points: &[Point], what: &str, slots: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn site(n: usize) -> SiteReport {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        SiteReport {
+            url: format!("https://site-{n:03}.example/"),
+            producer: "eu".into(),
+            up: n % 10 != 0,
+            since: now,
+            uptime_24h: Some(99.0),
+            uptime_7d: None,
+            uptime_30d: None,
+            p50_ms_24h: None,
+            p95_ms_24h: None,
+            p50_ms_30d: None,
+            p95_ms_30d: None,
+            last_checked_at: now,
+            last_status: Some(200),
+            last_error: None,
+            last_error_kind: None,
+            last_elapsed_ms: None,
+            cert_expires_at: None,
+            hours: vec![Point::default(); HOURS],
+            days: vec![Point::default(); DAYS],
+        }
+    }
+
+    #[test]
+    fn many_sites_are_paged_and_the_summary_counts_them_all() {
+        let report = Report {
+            generated_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+            sites: (0..120).map(site).collect(),
+            incidents: Vec::new(),
+            alerts_pending: 0,
+        };
+        let cards = |html: &str| html.matches("<article ").count();
+        let first = render(&report, 1);
+        assert_eq!(cards(&first), PER_PAGE);
+        assert!(
+            first.contains("108 up</span>") && first.contains("12 down</span>"),
+            "{first}"
+        );
+        assert!(first.contains("<a href=\"/?page=3\">3</a>"));
+        let last = render(&report, 3);
+        assert_eq!(cards(&last), 20);
+        assert!(last.contains("site-119"));
+        assert_eq!(render(&report, 9), last, "past the end: the last page");
+        assert_eq!(page_number(Some("x=1&page=3")), 3);
+        assert_eq!(page_number(Some("page=zero")), 1);
+        assert_eq!(page_number(Some("page=0")), 1);
+        assert_eq!(page_number(None), 1);
+    }
 
     #[test]
     fn markup_in_data_is_shown_as_text() {

@@ -6,6 +6,7 @@
 //! `FRESH_FOR` (2 s) whatever the number of visitors, and builds the page off the runtime's
 //! thread: a visitor never slows the writing of events.
 
+mod cache;
 mod html;
 mod report;
 
@@ -15,8 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::metrics::ConsumerMetrics;
-use super::store::{self, PostgresSettings};
+use super::store::{self, Grain, PostgresSettings};
 use crate::observe::{Endpoints, Page, PageFuture};
+use cache::RollupCache;
 use report::Report;
 
 /// A page read this recently is served again as it is.
@@ -32,6 +34,8 @@ pub struct StatusPage {
     /// The page's own connection; one read at a time.
     db: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     latest: Mutex<Option<(Instant, Arc<Report>)>>,
+    /// The rollup rows read so far (changed only under `db`'s lock).
+    kept: Arc<Mutex<RollupCache>>,
 }
 
 impl StatusPage {
@@ -42,6 +46,7 @@ impl StatusPage {
             postgres,
             db: tokio::sync::Mutex::new(None),
             latest: Mutex::new(None),
+            kept: Arc::default(),
         })
     }
 
@@ -76,15 +81,17 @@ impl StatusPage {
             return Err("no connection to PostgreSQL".into());
         };
         let started = Instant::now();
-        let rows = match store::read_status(client).await {
+        let rows = match self.read(client).await {
             Ok(rows) => rows,
             Err(e) => {
                 *db = None;
+                lock(&self.kept).forget();
                 return Err(e.to_string());
             }
         };
         let read = started.elapsed();
-        let report = tokio::task::spawn_blocking(move || Report::of(&rows))
+        let kept = self.kept.clone();
+        let report = tokio::task::spawn_blocking(move || Report::of(&rows, &lock(&kept)))
             .await
             .map(Arc::new)
             .map_err(|e| format!("building the page failed: {e}"))?;
@@ -99,11 +106,25 @@ impl StatusPage {
         Ok(report)
     }
 
+    /// The states, and into the kept rollups what can have changed since the last read.
+    async fn read(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<store::StatusRows, store::StoreError> {
+        let rows = store::read_status(client).await?;
+        let plan = lock(&self.kept).plan_read(rows.now);
+        for (grain, from) in [(Grain::Hour, plan.hours_from), (Grain::Day, plan.days_from)] {
+            store::read_rollups(client, grain, from, |r| lock(&self.kept).keep(grain, r)).await?;
+        }
+        lock(&self.kept).read_done(rows.now, plan.whole);
+        Ok(rows)
+    }
+
     /// The page at `path` made by `make` from the figures (off the runtime's thread).
     async fn serve(
         self: Arc<Self>,
         content_type: &'static str,
-        make: fn(&Report) -> Bytes,
+        make: impl FnOnce(&Report) -> Bytes + Send + 'static,
     ) -> Page {
         let started = Instant::now();
         let made = match self.report().await {
@@ -138,8 +159,8 @@ impl StatusPage {
     }
 }
 
-fn html_page(report: &Report) -> Bytes {
-    Bytes::from(html::render(report))
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn json_page(report: &Report) -> Bytes {
@@ -157,9 +178,13 @@ impl Endpoints for StatusPage {
     fn ready(&self) -> Result<(), String> {
         self.metrics.ready()
     }
-    fn page(self: Arc<Self>, path: &str) -> Option<PageFuture> {
+    fn page(self: Arc<Self>, path: &str, query: Option<&str>) -> Option<PageFuture> {
         match path {
-            "/" => Some(Box::pin(self.serve("text/html; charset=utf-8", html_page))),
+            "/" => {
+                let page = html::page_number(query);
+                let make = move |report: &Report| Bytes::from(html::render(report, page));
+                Some(Box::pin(self.serve("text/html; charset=utf-8", make)))
+            }
             "/api/status" => Some(Box::pin(self.serve("application/json", json_page))),
             _ => None,
         }

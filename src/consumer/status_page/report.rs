@@ -2,13 +2,12 @@
 //! its state, uptimes over 24 h / 7 d / 30 d, latency percentiles, and the hourly and
 //! daily points of its charts. Pure: no I/O, no HTML.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::consumer::rollup::{LATENCY_BUCKETS, combine, percentile, truncate};
-use crate::consumer::store::{RollupRow, StatusRows};
+use super::cache::{KeptRow, RollupCache, SeriesRows, windows};
+use crate::consumer::rollup::{LATENCY_BUCKETS, combine, percentile};
+use crate::consumer::store::StatusRows;
 
 /// Hours in the short window, days in the long one.
 pub(crate) const HOURS: usize = 24;
@@ -48,14 +47,14 @@ impl Default for Window {
 }
 
 impl Window {
-    fn add(&mut self, r: &RollupRow) {
+    fn add(&mut self, r: &KeptRow) {
         self.checks += r.checks;
         self.up_checks += r.up_checks;
-        for (sum, n) in self.hist.iter_mut().zip(&r.latency_hist) {
+        for (sum, n) in self.hist.iter_mut().zip(&r.hist) {
             *sum += n;
         }
-        self.min = combine(self.min, r.latency_min_ms, i32::min);
-        self.max = combine(self.max, r.latency_max_ms, i32::max);
+        self.min = combine(self.min, r.min, i32::min);
+        self.max = combine(self.max, r.max, i32::max);
     }
 
     /// Up checks in percent of checks; None without checks.
@@ -123,7 +122,7 @@ pub(crate) struct Report {
     pub(crate) alerts_pending: i64,
 }
 
-/// One series' figures being summed: its points, and its three windows.
+/// One series' figures: its points, and its three windows.
 struct Series {
     hours: Vec<Point>,
     days: Vec<Point>,
@@ -132,73 +131,74 @@ struct Series {
     month: Window,
 }
 
-impl Report {
-    /// Down first, then by url and vantage point.
-    pub(crate) fn of(rows: &StatusRows) -> Report {
-        let first_hour = truncate(rows.now, 3600) - chrono::Duration::hours(HOURS as i64 - 1);
-        let first_day = truncate(rows.now, 86_400) - chrono::Duration::days(DAYS as i64 - 1);
-        let index: HashMap<(&str, &str), usize> = rows
-            .states
-            .iter()
-            .enumerate()
-            .map(|(i, s)| ((s.url.as_str(), s.producer.as_str()), i))
-            .collect();
-        let mut series: Vec<Series> = rows
-            .states
-            .iter()
-            .map(|_| Series {
-                hours: vec![Point::default(); HOURS],
-                days: vec![Point::default(); DAYS],
-                day: Window::default(),
-                week: Window::default(),
-                month: Window::default(),
-            })
-            .collect();
-        // Each row once: its own point, and into the windows it belongs to.
-        let slot = |r: &RollupRow, first: DateTime<Utc>, seconds: i64, len: usize| {
-            let s = index.get(&(r.url.as_str(), r.producer.as_str()))?;
-            let at = usize::try_from((r.bucket - first).num_seconds() / seconds).ok()?;
-            (at < len).then_some((*s, at))
+impl Series {
+    /// From the kept rows of one series (none: a series with no rollups yet).
+    fn of(
+        rows: Option<&SeriesRows>,
+        (first_hour, first_day): (DateTime<Utc>, DateTime<Utc>),
+    ) -> Series {
+        let mut f = Series {
+            hours: vec![Point::default(); HOURS],
+            days: vec![Point::default(); DAYS],
+            day: Window::default(),
+            week: Window::default(),
+            month: Window::default(),
         };
-        for r in &rows.hourly {
-            if let Some((s, at)) = slot(r, first_hour, 3600, HOURS) {
-                series[s].hours[at] = point(r);
-                series[s].day.add(r);
+        let Some(rows) = rows else { return f };
+        let slot = |bucket: DateTime<Utc>, first: DateTime<Utc>, seconds: i64, len: usize| {
+            let at = usize::try_from((bucket - first).num_seconds() / seconds).ok()?;
+            (at < len).then_some(at)
+        };
+        for (bucket, r) in rows.hours.range(first_hour..) {
+            if let Some(at) = slot(*bucket, first_hour, 3600, HOURS) {
+                f.hours[at] = r.point.clone();
+                f.day.add(r);
             }
         }
-        for r in &rows.daily {
-            if let Some((s, at)) = slot(r, first_day, 86_400, DAYS) {
-                series[s].days[at] = point(r);
-                series[s].month.add(r);
+        for (bucket, r) in rows.days.range(first_day..) {
+            if let Some(at) = slot(*bucket, first_day, 86_400, DAYS) {
+                f.days[at] = r.point.clone();
+                f.month.add(r);
                 if at >= DAYS - WEEK {
-                    series[s].week.add(r);
+                    f.week.add(r);
                 }
             }
         }
+        f
+    }
+}
+
+impl Report {
+    /// Down first, then by url and vantage point.
+    pub(crate) fn of(rows: &StatusRows, cache: &RollupCache) -> Report {
+        let first = windows(rows.now);
         let mut sites: Vec<SiteReport> = rows
             .states
             .iter()
-            .zip(series)
-            .map(|(s, f)| SiteReport {
-                url: crate::secret::redact_url(&s.url).into_owned(),
-                producer: s.producer.clone(),
-                up: s.up,
-                since: s.since,
-                uptime_24h: f.day.uptime(),
-                uptime_7d: f.week.uptime(),
-                uptime_30d: f.month.uptime(),
-                p50_ms_24h: f.day.quantile(0.5),
-                p95_ms_24h: f.day.quantile(0.95),
-                p50_ms_30d: f.month.quantile(0.5),
-                p95_ms_30d: f.month.quantile(0.95),
-                last_checked_at: s.last_checked_at,
-                last_status: s.last_status,
-                last_error: s.last_error.clone(),
-                last_error_kind: s.last_error_kind.clone(),
-                last_elapsed_ms: s.last_elapsed_ms,
-                cert_expires_at: s.cert_expires_at,
-                hours: f.hours,
-                days: f.days,
+            .map(|s| {
+                let kept = cache.series.get(&(s.url.clone(), s.producer.clone()));
+                let f = Series::of(kept, first);
+                SiteReport {
+                    url: crate::secret::redact_url(&s.url).into_owned(),
+                    producer: s.producer.clone(),
+                    up: s.up,
+                    since: s.since,
+                    uptime_24h: f.day.uptime(),
+                    uptime_7d: f.week.uptime(),
+                    uptime_30d: f.month.uptime(),
+                    p50_ms_24h: f.day.quantile(0.5),
+                    p95_ms_24h: f.day.quantile(0.95),
+                    p50_ms_30d: f.month.quantile(0.5),
+                    p95_ms_30d: f.month.quantile(0.95),
+                    last_checked_at: s.last_checked_at,
+                    last_status: s.last_status,
+                    last_error: s.last_error.clone(),
+                    last_error_kind: s.last_error_kind.clone(),
+                    last_elapsed_ms: s.last_elapsed_ms,
+                    cert_expires_at: s.cert_expires_at,
+                    hours: f.hours,
+                    days: f.days,
+                }
             })
             .collect();
         sites.sort_by(|a, b| (a.up, &a.url, &a.producer).cmp(&(b.up, &b.url, &b.producer)));
@@ -221,15 +221,4 @@ fn incidents(rows: &StatusRows) -> Vec<IncidentReport> {
             producers: i.producers.clone(),
         })
         .collect()
-}
-
-/// One hour's or day's point of a chart.
-fn point(r: &RollupRow) -> Point {
-    let q = |q| percentile(&r.latency_hist, q, r.latency_min_ms, r.latency_max_ms).map(f64::round);
-    Point {
-        checks: r.checks,
-        up_checks: r.up_checks,
-        p50_ms: q(0.5),
-        p95_ms: q(0.95),
-    }
 }

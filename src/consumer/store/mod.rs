@@ -27,8 +27,8 @@ pub(crate) use retention::{prune_events, retention_lock, retention_unlock, vacuu
 pub(crate) use rollups::fold_rollups;
 pub use schema::{SCHEMA_VERSION, migrate};
 pub(crate) use schema::{non_utc_timezone, python_rows_until};
-pub use status::{RollupRow, SiteState, StatusRows};
-pub(crate) use status::{read_only, read_status};
+pub use status::{Grain, RollupRow, SiteState, StatusRows};
+pub(crate) use status::{read_only, read_rollups, read_status};
 pub(crate) use write::{
     Batch, Derived, Rejected, RowEncoder, Written, committed_offsets, write_batches,
 };

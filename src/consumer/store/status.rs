@@ -1,9 +1,10 @@
-//! What the status page reads: each site's state, and its rollups over the last 24 hours
-//! (hourly) and 30 days (daily). Read-only: the page's connection is set read-only too.
+//! What the status page reads: each site's state, and rollup rows from a given bucket on
+//! (the page keeps them, and reads again only what can have changed). Read-only: the
+//! page's connection is set read-only too.
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use tokio_postgres::Client;
-use tokio_postgres::types::ToSql;
 
 use super::{StoreError, bounded, sql_error};
 
@@ -53,53 +54,41 @@ pub struct RollupRow {
     pub latency_max_ms: Option<i32>,
 }
 
-/// Everything the page shows, as read in one go.
+/// The page's current rows: every series' state, and alerting's incidents.
 #[derive(Debug, Clone)]
 pub struct StatusRows {
     /// When it was read (the database's clock).
     pub now: DateTime<Utc>,
     /// Every series' state, by url then producer.
     pub states: Vec<SiteState>,
-    /// Hourly rollups from the start of the hour 23 hours ago.
-    pub hourly: Vec<RollupRow>,
-    /// Daily rollups from the start of the day 29 days ago.
-    pub daily: Vec<RollupRow>,
     /// Alerting's open incidents.
     pub incidents: Vec<super::OpenIncident>,
     /// Notifications not yet delivered (nor given up).
     pub alerts_pending: i64,
 }
 
-/// Read the page's rows; the three queries go out together.
+/// Which rollups to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    /// `rollups_hourly`.
+    Hour,
+    /// `rollups_daily`.
+    Day,
+}
+
+/// Read every series' state and the incidents.
 pub async fn read_status(client: &Client) -> Result<StatusRows, StoreError> {
     bounded("status page read", async {
-        let now: DateTime<Utc> = client
-            .query_one("SELECT now()", &[])
-            .await
-            .map_err(|e| sql_error("status page read", &e))?
-            .get(0);
-        let hours_from = crate::consumer::rollup::truncate(now, 3600) - chrono::Duration::hours(23);
-        let days_from = crate::consumer::rollup::truncate(now, 86_400) - chrono::Duration::days(29);
-        let (hours, days): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
-            ([&hours_from], [&days_from]);
-        let (states, hourly, daily) = tokio::join!(
+        let fail = |e: tokio_postgres::Error| sql_error("status page read", &e);
+        let (now, states) = tokio::join!(
+            client.query_one("SELECT now()", &[]),
             client.query(
                 "SELECT url, producer, up, since, last_checked_at, last_status, last_error, \
                  last_error_kind, last_elapsed_ms, cert_expires_at FROM site_status ORDER BY url, producer",
                 &[],
             ),
-            client.query(
-                "SELECT url, producer, bucket, checks, up_checks, latency_hist, latency_min_ms, \
-                 latency_max_ms FROM rollups_hourly WHERE bucket >= $1",
-                &hours,
-            ),
-            client.query(
-                "SELECT url, producer, bucket, checks, up_checks, latency_hist, latency_min_ms, \
-                 latency_max_ms FROM rollups_daily WHERE bucket >= $1",
-                &days,
-            ),
         );
-        let fail = |e: tokio_postgres::Error| sql_error("status page read", &e);
+        let now: DateTime<Utc> = now.map_err(fail)?.try_get(0).map_err(fail)?;
         let states = states
             .map_err(fail)?
             .iter()
@@ -119,31 +108,54 @@ pub async fn read_status(client: &Client) -> Result<StatusRows, StoreError> {
             })
             .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(fail)?;
-        let rollups = |rows: Vec<tokio_postgres::Row>| {
-            rows.iter()
-                .map(|r| {
-                    Ok(RollupRow {
-                        url: r.try_get(0)?,
-                        producer: r.try_get(1)?,
-                        bucket: r.try_get(2)?,
-                        checks: r.try_get(3)?,
-                        up_checks: r.try_get(4)?,
-                        latency_hist: r.try_get(5)?,
-                        latency_min_ms: r.try_get(6)?,
-                        latency_max_ms: r.try_get(7)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, tokio_postgres::Error>>()
-        };
         let (incidents, alerts_pending) = super::alerts::open_incidents(client).await?;
         Ok(StatusRows {
             now,
+            states,
             incidents,
             alerts_pending,
-            states,
-            hourly: rollups(hourly.map_err(fail)?).map_err(fail)?,
-            daily: rollups(daily.map_err(fail)?).map_err(fail)?,
         })
+    })
+    .await
+}
+
+/// Hand each rollup row of `grain` whose bucket is at or after `from` to `take`, one at a
+/// time as they arrive (a month of rows for thousands of series is never all in memory
+/// twice).
+pub async fn read_rollups(
+    client: &Client,
+    grain: Grain,
+    from: DateTime<Utc>,
+    mut take: impl FnMut(RollupRow),
+) -> Result<(), StoreError> {
+    let sql = match grain {
+        Grain::Hour => {
+            "SELECT url, producer, bucket, checks, up_checks, latency_hist, latency_min_ms, \
+             latency_max_ms FROM rollups_hourly WHERE bucket >= $1"
+        }
+        Grain::Day => {
+            "SELECT url, producer, bucket, checks, up_checks, latency_hist, latency_min_ms, \
+             latency_max_ms FROM rollups_daily WHERE bucket >= $1"
+        }
+    };
+    bounded("status page read", async {
+        let fail = |e: tokio_postgres::Error| sql_error("status page read", &e);
+        let rows = client.query_raw(sql, [&from]).await.map_err(fail)?;
+        let mut rows = std::pin::pin!(rows);
+        while let Some(r) = rows.next().await {
+            let r = r.map_err(fail)?;
+            take(RollupRow {
+                url: r.try_get(0).map_err(fail)?,
+                producer: r.try_get(1).map_err(fail)?,
+                bucket: r.try_get(2).map_err(fail)?,
+                checks: r.try_get(3).map_err(fail)?,
+                up_checks: r.try_get(4).map_err(fail)?,
+                latency_hist: r.try_get(5).map_err(fail)?,
+                latency_min_ms: r.try_get(6).map_err(fail)?,
+                latency_max_ms: r.try_get(7).map_err(fail)?,
+            });
+        }
+        Ok(())
     })
     .await
 }
