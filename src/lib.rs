@@ -32,7 +32,7 @@
 //!     transaction's events, stored as a delta with them; `consumer::folding` folds the
 //!     deltas into the rollup tables every second.
 //!   - [`consumer::status_page`]: `GET /` and `GET /api/status` on `CK_HTTP_ADDR`, from
-//!     the rollups (its own read-only connection).
+//!     the rollups (its own read-only connection; the rows kept, only changed buckets read).
 //!   - `consumer::retention`: `CK_RETENTION_DAYS`, old raw events deleted in steps.
 //!   - [`consumer::alert`]: down/up/certificate notifications, decided in the write
 //!     transaction (`alert::decide`), delivered from the outbox to `CK_ALERT_WEBHOOK_URL`
