@@ -29,7 +29,9 @@ pub(crate) struct KeptRow {
     pub(crate) hist: [i64; LATENCY_BUCKETS],
     pub(crate) min: Option<i32>,
     pub(crate) max: Option<i32>,
-    pub(crate) point: Point,
+    /// None until [`RollupCache::work_out_points`]: the percentiles are worked out off the
+    /// runtime's thread, not while the rows stream in on it.
+    pub(crate) point: Option<Point>,
 }
 
 impl KeptRow {
@@ -38,20 +40,23 @@ impl KeptRow {
         for (slot, n) in hist.iter_mut().zip(&r.latency_hist) {
             *slot = *n;
         }
-        let q = |q| percentile(&hist, q, r.latency_min_ms, r.latency_max_ms).map(f64::round);
-        let point = Point {
-            checks: r.checks,
-            up_checks: r.up_checks,
-            p50_ms: q(0.5),
-            p95_ms: q(0.95),
-        };
         KeptRow {
             checks: r.checks,
             up_checks: r.up_checks,
             hist,
             min: r.latency_min_ms,
             max: r.latency_max_ms,
-            point,
+            point: None,
+        }
+    }
+
+    fn point(&self) -> Point {
+        let q = |q| percentile(&self.hist, q, self.min, self.max).map(f64::round);
+        Point {
+            checks: self.checks,
+            up_checks: self.up_checks,
+            p50_ms: q(0.5),
+            p95_ms: q(0.95),
         }
     }
 }
@@ -142,6 +147,17 @@ impl RollupCache {
         self.last_now = Some(now);
     }
 
+    /// The chart point of every row read since the last call.
+    pub(crate) fn work_out_points(&mut self) {
+        for series in self.series.values_mut() {
+            for row in series.hours.values_mut().chain(series.days.values_mut()) {
+                if row.point.is_none() {
+                    row.point = Some(row.point());
+                }
+            }
+        }
+    }
+
     /// Everything is read again next time (after a failed read: what was read may be half).
     pub(crate) fn forget(&mut self) {
         self.series.clear();
@@ -203,8 +219,11 @@ mod tests {
         assert_eq!(later.hours_from, at("2026-11-30T23:00:00Z"));
         // A newer copy of a bucket replaces the kept one.
         cache.keep(Grain::Hour, row("a", at("2026-11-30T09:00:00Z"), 7));
+        cache.work_out_points();
         let kept = &cache.series[&("a".to_string(), "p".to_string())].hours;
-        assert_eq!(kept.values().map(|r| r.checks).collect::<Vec<_>>(), [7]);
+        let points: Vec<_> = kept.values().map(|r| r.point.clone()).collect();
+        assert_eq!(points.len(), 1);
+        assert_eq!(points[0].as_ref().map(|p| p.checks), Some(7));
     }
 
     #[test]

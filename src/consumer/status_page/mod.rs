@@ -91,10 +91,14 @@ impl StatusPage {
         };
         let read = started.elapsed();
         let kept = self.kept.clone();
-        let report = tokio::task::spawn_blocking(move || Report::of(&rows, &lock(&kept)))
-            .await
-            .map(Arc::new)
-            .map_err(|e| format!("building the page failed: {e}"))?;
+        let report = tokio::task::spawn_blocking(move || {
+            let mut kept = lock(&kept);
+            kept.work_out_points();
+            Report::of(&rows, &kept)
+        })
+        .await
+        .map(Arc::new)
+        .map_err(|e| format!("building the page failed: {e}"))?;
         log::debug!(
             "status page: {} site(s) read in {} ms, summed in {} ms",
             report.sites.len(),

@@ -151,13 +151,13 @@ impl Series {
         };
         for (bucket, r) in rows.hours.range(first_hour..) {
             if let Some(at) = slot(*bucket, first_hour, 3600, HOURS) {
-                f.hours[at] = r.point.clone();
+                f.hours[at] = r.point.clone().unwrap_or_default();
                 f.day.add(r);
             }
         }
         for (bucket, r) in rows.days.range(first_day..) {
             if let Some(at) = slot(*bucket, first_day, 86_400, DAYS) {
-                f.days[at] = r.point.clone();
+                f.days[at] = r.point.clone().unwrap_or_default();
                 f.month.add(r);
                 if at >= DAYS - WEEK {
                     f.week.add(r);
