@@ -19,6 +19,9 @@ command -v python3 >/dev/null || missing+=(python3)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v pip >/dev/null || command -v pip3 >/dev/null || missing+=(python3-pip)
+# python3-requests (with curl): the reference clients of the HTTP verdict test; Debian's
+# python3 is the one that test runs (/usr/bin/python3), whatever else is on the PATH.
+/usr/bin/python3 -c 'import requests' 2>/dev/null || missing+=(python3-requests)
 # podman runs the image test (`just test`) and builds the image (`just image`).
 command -v podman >/dev/null || missing+=(podman)
 command -v runc >/dev/null || missing+=(runc)

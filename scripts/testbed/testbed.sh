@@ -85,9 +85,43 @@ make_certs() {
   leaf server localhost serverAuth
   leaf service checksite-client clientAuth # the client pair Aiven calls service.cert/service.key
   cat server.key server.cert >broker.pem
+  site_certs
   rm -f ca.srl
   chmod 600 ./*.key broker.pem
   cd - >/dev/null
+}
+
+# Certificates of checked sites that are wrong the ways real ones are (the HTTP verdict
+# test) or that expire soon (the certificate alert tests).
+site_certs() {
+  local ext='subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n'
+  csr() { openssl req -newkey rsa:2048 -nodes -sha256 -subj "/CN=$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null; }
+  signed() { # signed NAME DAYS [EXT]
+    csr "$1" localhost
+    printf "${3:-$ext}" >"$1.ext"
+    openssl x509 -req -sha256 -days "$2" -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -extfile "$1.ext" -out "$1.cert" 2>/dev/null
+    rm -f "$1.csr" "$1.ext"
+  }
+  signed site-wrong-name $days 'subjectAltName=DNS:wrong.example\nbasicConstraints=CA:FALSE\n'
+  signed site-soon-a 5
+  signed site-soon-b 9
+  # Expired: `openssl ca` is the one command of OpenSSL 3.0 that takes a start and end date.
+  local db=$CERTS/expired-ca
+  mkdir -p "$db"
+  : >"$db/index.txt"
+  printf '%s\n' 1000 >"$db/serial"
+  printf '[ca]\ndefault_ca=d\n[d]\ndatabase=%s/index.txt\nserial=%s/serial\nnew_certs_dir=%s\ndefault_md=sha256\npolicy=p\ncopy_extensions=none\n[p]\ncommonName=supplied\n' \
+    "$db" "$db" "$db" >"$db/ca.cnf"
+  csr site-expired localhost
+  printf "$ext" >site-expired.ext
+  openssl ca -batch -config "$db/ca.cnf" -cert ca.pem -keyfile ca.key -notext \
+    -startdate 20200101000000Z -enddate 20200201000000Z -extfile site-expired.ext \
+    -in site-expired.csr -out site-expired.cert 2>/dev/null
+  rm -rf "$db" site-expired.csr site-expired.ext
+  openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days $days -subj "/CN=localhost" \
+    -keyout site-self-signed.key -out site-self-signed.cert \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
 }
 
 start_pg() {

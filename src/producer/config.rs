@@ -230,17 +230,20 @@ fn compile_regex(origin: &str, pattern: &str) -> Result<Regex, ConfigError> {
 }
 
 fn check_url(origin: &str, url: &str) -> Result<(), ConfigError> {
-    let parsed: Result<hyper::Uri, _> = url.parse();
-    match parsed {
-        Ok(u)
-            if matches!(u.scheme_str(), Some("http") | Some("https"))
-                && u.host().is_some_and(|h| !h.is_empty()) =>
-        {
-            Ok(())
-        }
+    use crate::event::MAX_URL_BYTES;
+    let shown = || crate::secret::redact_url(url);
+    if url.len() > MAX_URL_BYTES {
+        let start: String = shown().chars().take(60).collect();
+        return err(format!(
+            "{origin}: the URL {start:?}... is {} bytes long: give one of {MAX_URL_BYTES} bytes at most",
+            url.len()
+        ));
+    }
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         _ => err(format!(
             "{origin}: {:?} is not an http:// or https:// URL with a host",
-            crate::secret::redact_url(url)
+            shown()
         )),
     }
 }

@@ -140,6 +140,7 @@ impl Testbed {
         (self.postgres().with_dbname(&name), url)
     }
 }
+pub mod raw_site;
 pub mod sites;
 pub mod webhook;
 

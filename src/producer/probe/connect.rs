@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hyper::Uri;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use url::{Host, Url};
 
 use super::Failure;
 use crate::event::ErrorKind;
@@ -53,26 +53,28 @@ pub(super) struct Site {
 
 impl Site {
     /// The site of an absolute `http://` or `https://` URL.
-    pub(super) fn of(uri: &Uri) -> Result<Site, Failure> {
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => {
+    pub(super) fn of(url: &Url) -> Result<Site, Failure> {
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
                 return Err(Failure::new(
                     ErrorKind::Http,
-                    format!("not an http(s) URL: {uri}"),
+                    format!("not an http(s) URL: {other}:"),
                 ));
             }
         };
-        let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
-            return Err(Failure::new(ErrorKind::Http, format!("no host in {uri}")));
+        let host = match url.host() {
+            Some(Host::Domain(d)) if !d.is_empty() => d.to_string(),
+            Some(Host::Ipv4(ip)) => ip.to_string(),
+            Some(Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(Failure::new(ErrorKind::Http, "no host in the URL")),
         };
         Ok(Site {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            host,
+            port: url
+                .port_or_known_default()
+                .unwrap_or(if tls { 443 } else { 80 }),
             tls,
         })
     }
@@ -245,17 +247,17 @@ mod tests {
 
     #[test]
     fn a_site_is_its_scheme_host_and_port() {
-        let site = Site::of(&"https://[::1]/x".parse().unwrap()).unwrap();
+        let site = Site::of(&Url::parse("https://[::1]/x").unwrap()).unwrap();
         assert_eq!(
             (site.host.as_str(), site.port, site.tls),
             ("::1", 443, true)
         );
-        let site = Site::of(&"http://example.com:8080".parse().unwrap()).unwrap();
+        let site = Site::of(&Url::parse("http://Example.COM:8080").unwrap()).unwrap();
         assert_eq!(
             (site.host.as_str(), site.port, site.tls),
             ("example.com", 8080, false)
         );
-        let ftp = Site::of(&"ftp://example.com/".parse().unwrap()).unwrap_err();
+        let ftp = Site::of(&Url::parse("ftp://example.com/").unwrap()).unwrap_err();
         assert_eq!(ftp.kind, ErrorKind::Http);
     }
 }

@@ -89,8 +89,8 @@ fn http_failure(e: hyper::Error) -> Failure {
     Failure::new(ErrorKind::Http, format!("invalid or missing response: {e}"))
 }
 
-/// The `Location` of a redirect response (None for any other).
-pub(super) fn redirect_location(response: &Response<Incoming>) -> Option<Result<&str, Failure>> {
+/// The `Location` of a redirect response, as sent (None for any other response).
+pub(super) fn redirect_location(response: &Response<Incoming>) -> Option<&[u8]> {
     let redirect = matches!(
         response.status(),
         StatusCode::MOVED_PERMANENTLY
@@ -99,16 +99,11 @@ pub(super) fn redirect_location(response: &Response<Incoming>) -> Option<Result<
             | StatusCode::TEMPORARY_REDIRECT
             | StatusCode::PERMANENT_REDIRECT
     );
-    let location = response
+    response
         .headers()
         .get(header::LOCATION)
-        .filter(|_| redirect)?;
-    Some(location.to_str().map_err(|_| {
-        Failure::new(
-            ErrorKind::Redirect,
-            "redirect to a Location that is not ASCII",
-        )
-    }))
+        .filter(|_| redirect)
+        .map(HeaderValue::as_bytes)
 }
 
 /// What is read from a body: its size, its SHA-256, and (when asked) its first bytes.
@@ -174,17 +169,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> Answer<IO> {
             response,
             mut connection,
         } = self;
-        let gzip = response
-            .headers()
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|e| e.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let encoding = response.headers().get(header::CONTENT_ENCODING).map(|e| {
+            String::from_utf8_lossy(e.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        });
         let mut body = response.into_body();
-        let mut sink = if gzip {
-            Sink::Gzip(Box::new(flate2::write::GzDecoder::new(reading)))
-        } else {
-            Sink::Plain(reading)
-        };
-        while !sink.full() {
+        let mut decoder = Decoder::new(encoding.as_deref(), reading);
+        while !decoder.full() {
             let frame = match connection.run(timeout_at(deadline, body.frame())).await {
                 Err(_) => return Err(Failure::timeout("reading the body")),
                 Ok(None) => break,
@@ -197,100 +189,220 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> Answer<IO> {
                 Ok(Some(Ok(frame))) => frame,
             };
             if let Ok(data) = frame.into_data() {
-                sink.take(&data)?;
+                decoder.take(&data)?;
             }
         }
-        sink.finish()
+        decoder.finish()
     }
 }
 
-/// Where the body's bytes go: straight into the reading, or through a gzip decoder
-/// (which writes into the reading, so that the cap applies to what it inflates).
+/// The body's bytes on their way into the reading: as they come, or through the decoder
+/// its `Content-Encoding` names (gzip; deflate, zlib-wrapped as RFC 9110 says or raw as
+/// some servers send it, told apart by its first two bytes as curl and urllib3 do). The
+/// decoders write into the reading, so that the cap applies to what they inflate. Any
+/// other encoding is read as it comes (the status decides; a regex sees the raw bytes).
+struct Decoder<'a> {
+    sink: Sink<'a>,
+    /// Bytes received before decoding: none means an empty body, whatever the encoding
+    /// (the answer to a HEAD, a 204 or a 304 carries GET's headers and no body).
+    received: u64,
+}
+
 enum Sink<'a> {
     Plain(&'a mut BodyReading),
     Gzip(Box<flate2::write::GzDecoder<&'a mut BodyReading>>),
+    Zlib(Box<flate2::write::ZlibDecoder<&'a mut BodyReading>>),
+    RawDeflate(Box<flate2::write::DeflateDecoder<&'a mut BodyReading>>),
+    /// `deflate` before its first two bytes are in.
+    Deflate(Option<&'a mut BodyReading>, Vec<u8>),
 }
 
-impl Sink<'_> {
+impl<'a> Decoder<'a> {
+    fn new(encoding: Option<&str>, reading: &'a mut BodyReading) -> Decoder<'a> {
+        let sink = match encoding {
+            Some("gzip" | "x-gzip") => Sink::Gzip(Box::new(flate2::write::GzDecoder::new(reading))),
+            Some("deflate") => Sink::Deflate(Some(reading), Vec::new()),
+            _ => Sink::Plain(reading),
+        };
+        Decoder { sink, received: 0 }
+    }
+
     fn full(&self) -> bool {
-        match self {
+        match &self.sink {
             Sink::Plain(reading) => reading.full(),
-            Sink::Gzip(decoder) => decoder.get_ref().full(),
+            Sink::Gzip(d) => d.get_ref().full(),
+            Sink::Zlib(d) => d.get_ref().full(),
+            Sink::RawDeflate(d) => d.get_ref().full(),
+            Sink::Deflate(reading, _) => reading.as_ref().is_some_and(|r| r.full()),
         }
     }
 
     fn take(&mut self, data: &[u8]) -> Result<(), Failure> {
-        match self {
+        self.received += data.len() as u64;
+        match &mut self.sink {
             Sink::Plain(reading) => {
                 let _ = reading.write(data);
                 Ok(())
             }
-            Sink::Gzip(decoder) => decoder.write_all(data).map_err(gzip_failure),
-        }
-    }
-
-    /// A whole gzip stream (not cut by the cap) must end as gzip says.
-    fn finish(self) -> Result<(), Failure> {
-        match self {
-            Sink::Gzip(mut decoder) if !decoder.get_ref().full() => {
-                decoder.try_finish().map_err(gzip_failure)
+            Sink::Gzip(d) => d.write_all(data).map_err(decode_failure),
+            Sink::Zlib(d) => d.write_all(data).map_err(decode_failure),
+            Sink::RawDeflate(d) => d.write_all(data).map_err(decode_failure),
+            Sink::Deflate(reading, head) => {
+                head.extend_from_slice(data);
+                if head.len() < 2 {
+                    return Ok(());
+                }
+                let (Some(reading), head) = (reading.take(), std::mem::take(head)) else {
+                    return Ok(());
+                };
+                // RFC 1950: CM 8 and a header check that is a multiple of 31.
+                let zlib =
+                    head[0] & 0x0f == 8 && (u16::from(head[0]) << 8 | u16::from(head[1])) % 31 == 0;
+                self.sink = if zlib {
+                    Sink::Zlib(Box::new(flate2::write::ZlibDecoder::new(reading)))
+                } else {
+                    Sink::RawDeflate(Box::new(flate2::write::DeflateDecoder::new(reading)))
+                };
+                self.received -= head.len() as u64;
+                self.take(&head)
             }
-            _ => Ok(()),
+        }
+    }
+
+    /// A whole compressed stream (not cut by the cap) must end as its format says.
+    fn finish(self) -> Result<(), Failure> {
+        if self.received == 0 || self.full() {
+            return Ok(());
+        }
+        match self.sink {
+            Sink::Plain(_) => Ok(()),
+            Sink::Gzip(mut d) => d.try_finish().map_err(decode_failure),
+            Sink::Zlib(mut d) => d.try_finish().map_err(decode_failure),
+            Sink::RawDeflate(mut d) => d.try_finish().map_err(decode_failure),
+            Sink::Deflate(..) => Err(Failure::new(
+                ErrorKind::Body,
+                "deflate body cannot be decoded: cut short",
+            )),
         }
     }
 }
 
-fn gzip_failure(e: std::io::Error) -> Failure {
-    Failure::new(ErrorKind::Body, format!("gzip body cannot be decoded: {e}"))
+fn decode_failure(e: std::io::Error) -> Failure {
+    Failure::new(
+        ErrorKind::Body,
+        format!("compressed body cannot be decoded: {e}"),
+    )
 }
 
-/// The request line's target and the headers every check sends (unless the target's own
-/// headers replace them). `elsewhere`: a redirect left the configured site, so the
-/// target's credentials (Authorization, Cookie) stay behind.
+/// What a request of a check may carry besides the target's headers.
+pub(super) struct Credentials<'a> {
+    /// The request goes to the configured URL's origin: the target's `Authorization`,
+    /// `Cookie` and `Proxy-Authorization` headers go with it; elsewhere they stay behind.
+    pub(super) same_origin: bool,
+    /// `Authorization: Basic` from the URL's user information (same origin only).
+    pub(super) basic: Option<&'a HeaderValue>,
+    /// The check's cookies that apply to this URL.
+    pub(super) cookie: Option<String>,
+}
+
+/// `Authorization: Basic` for the user information of `url` (`http://user:pass@host/`,
+/// percent-decoded as curl and python-requests do); None when it has none.
+pub(super) fn basic_auth(url: &url::Url) -> Option<HeaderValue> {
+    use base64::Engine;
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).collect::<Vec<u8>>();
+    let mut pair = decode(url.username());
+    pair.push(b':');
+    pair.extend(decode(url.password().unwrap_or("")));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    HeaderValue::from_str(&format!("Basic {encoded}")).ok()
+}
+
+/// Bytes sent as they are in a request target; every other byte is percent-encoded (the
+/// URL parser leaves a few, such as `{` or `|`, that the request line must not carry).
+fn request_target(url: &url::Url) -> String {
+    let raw = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let mut target = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b) {
+            target.push(char::from(b));
+        } else {
+            target.push_str(&format!("%{b:02X}"));
+        }
+    }
+    target
+}
+
+/// The request for `url` with the headers every check sends (unless the target's own
+/// headers replace them) and the `credentials` that apply to it.
 pub(super) fn request(
     method: &hyper::Method,
-    uri: &hyper::Uri,
+    url: &url::Url,
     extra: &[(String, String)],
-    elsewhere: bool,
+    credentials: &Credentials<'_>,
 ) -> Result<Request<Empty<Bytes>>, Failure> {
     let bad = |what: String| Failure::new(ErrorKind::Http, what);
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let host = match (uri.host(), uri.port()) {
+    let shown = || crate::secret::redact_url(url.as_str()).into_owned();
+    let host = match (url.host_str(), url.port()) {
         (Some(host), Some(port)) => format!("{host}:{port}"),
         (Some(host), None) => host.to_string(),
-        (None, _) => return Err(bad(format!("no host in {uri}"))),
+        (None, _) => return Err(bad(format!("no host in {}", shown()))),
     };
     let mut request = Request::builder()
         .method(method.clone())
-        .uri(target)
+        .uri(request_target(url))
         .body(Empty::new())
-        .map_err(|e| bad(format!("cannot request {uri}: {e}")))?;
+        .map_err(|e| bad(format!("cannot request {}: {e}", shown())))?;
     let headers = request.headers_mut();
+    let secret = [
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::PROXY_AUTHORIZATION,
+    ];
     for (name, value) in extra {
         let name = header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| bad(format!("invalid header name {name:?}")))?;
         let value = HeaderValue::from_str(value)
             .map_err(|_| bad(format!("invalid value for header {name}")))?;
-        let credential = [
-            header::AUTHORIZATION,
-            header::COOKIE,
-            header::PROXY_AUTHORIZATION,
-        ];
-        if !(elsewhere && credential.contains(&name)) {
+        if credentials.same_origin || !secret.contains(&name) {
             headers.append(name, value);
+        }
+    }
+    if let Some(basic) = credentials.basic {
+        if !headers.contains_key(header::AUTHORIZATION) {
+            headers.insert(header::AUTHORIZATION, basic.clone());
+        }
+    }
+    if let Some(jar) = &credentials.cookie {
+        // One Cookie header (RFC 6265): the target's own first, then the check's.
+        let value = match headers.get(header::COOKIE).map(HeaderValue::to_str) {
+            Some(Ok(own)) => format!("{own}; {jar}"),
+            _ => jar.clone(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(header::COOKIE, value);
         }
     }
     let defaults = [
         (
             header::HOST,
-            HeaderValue::from_str(&host).map_err(|_| bad(format!("invalid host in {uri}")))?,
+            HeaderValue::from_str(&host)
+                .map_err(|_| bad(format!("invalid host in {}", shown())))?,
         ),
         (
             header::USER_AGENT,
             HeaderValue::from_static(concat!("checksite/", env!("CARGO_PKG_VERSION"))),
         ),
         (header::ACCEPT, HeaderValue::from_static("*/*")),
-        (header::ACCEPT_ENCODING, HeaderValue::from_static("gzip")),
+        (
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, deflate"),
+        ),
         // Never reused: a new connection per check proves the site accepts them.
         (header::CONNECTION, HeaderValue::from_static("close")),
     ];
@@ -327,14 +439,22 @@ mod tests {
         assert_eq!(reading.sha256_hex(), expected);
     }
 
+    fn credentials(same_origin: bool) -> Credentials<'static> {
+        Credentials {
+            same_origin,
+            basic: None,
+            cookie: None,
+        }
+    }
+
     #[test]
     fn the_target_headers_replace_the_defaults_and_the_host_keeps_its_port() {
-        let uri: hyper::Uri = "http://user:pw@example.com:8080/a?b=1".parse().unwrap();
+        let url = url::Url::parse("http://user:pw@example.com:8080/a?b=1").unwrap();
         let extra = [
             ("User-Agent".to_string(), "mine".to_string()),
             ("Authorization".to_string(), "Bearer t".to_string()),
         ];
-        let request = request(&hyper::Method::GET, &uri, &extra, false).unwrap();
+        let request = request(&hyper::Method::GET, &url, &extra, &credentials(true)).unwrap();
         assert_eq!(request.uri(), "/a?b=1");
         assert_eq!(request.headers()[header::HOST], "example.com:8080");
         assert_eq!(request.headers()[header::USER_AGENT], "mine");
@@ -343,16 +463,75 @@ mod tests {
             1
         );
         assert_eq!(request.headers()[header::AUTHORIZATION], "Bearer t");
-        let redirected = super::request(&hyper::Method::GET, &uri, &extra, true).unwrap();
+        let redirected =
+            super::request(&hyper::Method::GET, &url, &extra, &credentials(false)).unwrap();
         assert!(!redirected.headers().contains_key(header::AUTHORIZATION));
         assert_eq!(redirected.headers()[header::USER_AGENT], "mine");
         let bad = [("bad name".to_string(), "x".to_string())];
-        assert_eq!(request_err(&uri, &bad), ErrorKind::Http);
+        let e = super::request(&hyper::Method::GET, &url, &bad, &credentials(true)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Http);
     }
 
-    fn request_err(uri: &hyper::Uri, extra: &[(String, String)]) -> ErrorKind {
-        request(&hyper::Method::GET, uri, extra, false)
-            .unwrap_err()
-            .kind
+    #[test]
+    fn user_information_is_basic_auth_percent_decoded() {
+        let url = url::Url::parse("http://us%40er:p%3Ass@h.example/").unwrap();
+        let basic = basic_auth(&url).unwrap();
+        // base64("us@er:p:ss")
+        assert_eq!(basic, "Basic dXNAZXI6cDpzcw==");
+        assert!(basic_auth(&url::Url::parse("http://h.example/").unwrap()).is_none());
+        let with = Credentials {
+            same_origin: true,
+            basic: Some(&basic),
+            cookie: Some("sid=1".into()),
+        };
+        let request = request(&hyper::Method::GET, &url, &[], &with).unwrap();
+        assert_eq!(request.headers()[header::AUTHORIZATION], basic);
+        assert_eq!(request.headers()[header::COOKIE], "sid=1");
+        // The target's own Authorization header wins over the URL's.
+        let own = [("Authorization".to_string(), "Bearer t".to_string())];
+        let request = super::request(&hyper::Method::GET, &url, &own, &with).unwrap();
+        assert_eq!(request.headers()[header::AUTHORIZATION], "Bearer t");
+    }
+
+    #[test]
+    fn the_request_target_carries_no_byte_a_request_line_cannot() {
+        let url = url::Url::parse("http://h/a{b}|c?q=x y^`").unwrap();
+        assert_eq!(request_target(&url), "/a%7Bb%7D%7Cc?q=x%20y%5E%60");
+    }
+
+    fn decoded(encoding: Option<&str>, chunks: &[&[u8]]) -> Result<Vec<u8>, String> {
+        let mut reading = BodyReading::new(1 << 20, true);
+        let mut decoder = Decoder::new(encoding, &mut reading);
+        for c in chunks {
+            decoder.take(c).map_err(|f| f.message)?;
+        }
+        decoder.finish().map_err(|f| f.message)?;
+        Ok(reading.kept)
+    }
+
+    #[test]
+    fn bodies_are_decoded_by_their_encoding_and_an_empty_one_by_none() {
+        use flate2::Compression;
+        let text = b"hello checksite hello checksite";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(text).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
+        zlib.write_all(text).unwrap();
+        let zlib = zlib.finish().unwrap();
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), Compression::default());
+        raw.write_all(text).unwrap();
+        let raw = raw.finish().unwrap();
+        assert_eq!(decoded(Some("gzip"), &[&gz]).unwrap(), text);
+        // One byte at a time: the deflate kind is told from the first two.
+        let bytes: Vec<&[u8]> = zlib.chunks(1).collect();
+        assert_eq!(decoded(Some("deflate"), &bytes).unwrap(), text);
+        assert_eq!(decoded(Some("deflate"), &[&raw]).unwrap(), text);
+        assert_eq!(decoded(Some("identity"), &[text]).unwrap(), text);
+        for encoding in ["gzip", "deflate"] {
+            assert_eq!(decoded(Some(encoding), &[]).unwrap(), b"");
+            assert!(decoded(Some(encoding), &[b"not compressed at all"]).is_err());
+        }
+        assert!(decoded(Some("gzip"), &[&gz[..gz.len() / 2]]).is_err());
     }
 }

@@ -10,19 +10,23 @@
 //! availability includes connecting.
 
 mod connect;
+mod cookies;
 mod exchange;
 
 use std::sync::Arc;
 
-use hyper::{Method, Uri};
+use hyper::Method;
+use hyper::header::{HeaderValue, SET_COOKIE};
 use rustls::ClientConfig;
 use tokio::time::Instant;
+use url::Url;
 
 use super::config::{ProbeSettings, Target};
 use super::lookup::LookupPool;
 use crate::event::{CheckEvent, ErrorKind};
 use connect::{Connecting, Phases, Site, SiteStream};
-use exchange::{Answer, BodyReading};
+use cookies::CookieJar;
+use exchange::{Answer, BodyReading, Credentials};
 
 /// Characters of a non-2xx body kept in `body_prefix`.
 pub(crate) const BODY_PREFIX_CHARS: usize = 500;
@@ -74,9 +78,17 @@ impl Failure {
 /// The request one hop of a check makes.
 struct Hop {
     method: Method,
-    uri: Uri,
+    url: Url,
     /// Hops made before this one.
     redirects: u32,
+}
+
+/// What a check carries from one hop to the next: the configured site's origin and the
+/// Basic credentials of its URL (sent to that origin only), and the check's cookies.
+struct Session {
+    origin: url::Origin,
+    basic: Option<HeaderValue>,
+    cookies: CookieJar,
 }
 
 impl Probe {
@@ -146,31 +158,39 @@ impl Probe {
             connect_timeout: self.settings.connect_timeout,
             deadline: start + target.timeout,
         };
+        let url = Url::parse(&target.url)
+            .map_err(|e| Failure::new(ErrorKind::Http, format!("invalid URL: {e}")))?;
+        let mut session = Session {
+            origin: url.origin(),
+            basic: exchange::basic_auth(&url),
+            cookies: CookieJar::default(),
+        };
         let mut hop = Hop {
             method: Method::from_bytes(target.method.as_bytes())
                 .map_err(|_| Failure::new(ErrorKind::Http, "invalid method"))?,
-            uri: target
-                .url
-                .parse::<Uri>()
-                .map_err(|e| Failure::new(ErrorKind::Http, format!("invalid URL: {e}")))?,
+            url,
             redirects: 0,
         };
-        let first = hop.uri.clone();
         loop {
-            let site = Site::of(&hop.uri)?;
-            // Credentials in the target's headers are for the configured site only.
-            let elsewhere =
-                hop.uri.scheme() != first.scheme() || hop.uri.authority() != first.authority();
-            let request = exchange::request(&hop.method, &hop.uri, &target.headers, elsewhere)?;
+            let site = Site::of(&hop.url)?;
+            // Credentials (the URL's, the target's headers) are for the configured site only.
+            let same_origin = hop.url.origin() == session.origin;
+            let credentials = Credentials {
+                same_origin,
+                basic: session.basic.as_ref().filter(|_| same_origin),
+                cookie: session.cookies.header_for(&hop.url),
+            };
+            let request = exchange::request(&hop.method, &hop.url, &target.headers, &credentials)?;
+            let bounds = (start, connecting.deadline);
             let next = match connecting.open(&site, phases).await? {
                 SiteStream::Plain(s) => {
                     let answer = exchange::send(s, request, connecting.deadline).await?;
-                    self.answer(answer, hop, target, (start, connecting.deadline), event)
+                    self.answer(answer, hop, (target, &mut session), bounds, event)
                         .await?
                 }
                 SiteStream::Tls(s) => {
                     let answer = exchange::send(s, request, connecting.deadline).await?;
-                    self.answer(answer, hop, target, (start, connecting.deadline), event)
+                    self.answer(answer, hop, (target, &mut session), bounds, event)
                         .await?
                 }
             };
@@ -186,13 +206,17 @@ impl Probe {
         &self,
         answer: Answer<IO>,
         hop: Hop,
-        target: &Target,
+        (target, session): (&Target, &mut Session),
         (start, deadline): (Instant, Instant),
         event: &mut CheckEvent,
     ) -> Result<Option<Hop>, Failure>
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let set_cookies = answer.response.headers().get_all(SET_COOKIE).iter();
+        session
+            .cookies
+            .take(&hop.url, set_cookies.map(HeaderValue::as_bytes));
         let max = self.settings.max_redirects;
         // With 0 the 3xx itself is the answer; otherwise a longer chain is an error.
         if let Some(location) = exchange::redirect_location(&answer.response).filter(|_| max > 0) {
@@ -202,7 +226,7 @@ impl Probe {
                     format!("too many redirects (more than {max})"),
                 ));
             }
-            let uri = redirect_target(&hop.uri, location?)?;
+            let url = redirect_target(&hop.url, location)?;
             let see_other = answer.response.status() == hyper::StatusCode::SEE_OTHER;
             let method = match hop.method {
                 Method::HEAD => Method::HEAD,
@@ -211,7 +235,7 @@ impl Probe {
             };
             return Ok(Some(Hop {
                 method,
-                uri,
+                url,
                 redirects: hop.redirects + 1,
             }));
         }
@@ -240,32 +264,34 @@ impl Probe {
     }
 }
 
-/// Where a redirect from `base` to `location` goes: an absolute URL, or one relative to
-/// `base` (`//host/path`, `/path` or `path`).
-fn redirect_target(base: &Uri, location: &str) -> Result<Uri, Failure> {
-    let location = location.split('#').next().unwrap_or_default();
-    let scheme = base.scheme_str().unwrap_or("http");
-    let authority = base.authority().map_or("", |a| a.as_str());
-    let absolute = if location.contains("://") {
-        location.to_string()
-    } else if location.starts_with("//") {
-        format!("{scheme}:{location}")
-    } else if location.starts_with('/') {
-        format!("{scheme}://{authority}{location}")
-    } else {
-        let path = base.path();
-        let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-        let dir = if dir.is_empty() { "/" } else { dir };
-        format!("{scheme}://{authority}{dir}{location}")
-    };
-    let uri: Uri = absolute.parse().map_err(|_| {
+/// Where a redirect from `base` to `location` (the header's bytes) goes, resolved as
+/// browsers, curl and python-requests do (the WHATWG URL standard, RFC 3986's rules for
+/// `..` and `//host`), without its fragment. Bytes past ASCII are percent-encoded, as
+/// those clients send them.
+fn redirect_target(base: &Url, location: &[u8]) -> Result<Url, Failure> {
+    let mut text = String::with_capacity(location.len());
+    for &b in location {
+        if b.is_ascii() {
+            text.push(char::from(b));
+        } else {
+            text.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let mut url = base.join(&text).map_err(|e| {
+        let shown = crate::secret::redact_url(&text).into_owned();
         Failure::new(
             ErrorKind::Redirect,
-            format!("redirect to an invalid URL {location:?}"),
+            format!("redirect to an invalid URL {shown:?}: {e}"),
         )
     })?;
-    Site::of(&uri).map_err(|f| Failure::new(ErrorKind::Redirect, f.message))?;
-    Ok(uri)
+    url.set_fragment(None);
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Failure::new(
+            ErrorKind::Redirect,
+            format!("redirect to a {} URL, not http(s)", url.scheme()),
+        ));
+    }
+    Ok(url)
 }
 
 /// Is the site up by this event? Status expected (2xx/3xx by default) and the regex matched.
@@ -288,13 +314,13 @@ mod tests {
     use super::*;
 
     fn resolved(base: &str, location: &str) -> String {
-        redirect_target(&base.parse().unwrap(), location)
+        redirect_target(&Url::parse(base).unwrap(), location.as_bytes())
             .map(|u| u.to_string())
             .unwrap_or_else(|f| format!("{:?}: {}", f.kind, f.message))
     }
 
     #[test]
-    fn a_redirect_may_be_absolute_or_relative_to_the_url_it_came_from() {
+    fn a_redirect_is_resolved_as_rfc_3986_and_whatwg_say() {
         let base = "https://example.com:8443/a/b?q=1";
         assert_eq!(resolved(base, "http://other.org/x"), "http://other.org/x");
         assert_eq!(resolved(base, "//cdn.org/y"), "https://cdn.org/y");
@@ -304,11 +330,22 @@ mod tests {
         );
         assert_eq!(resolved(base, "c"), "https://example.com:8443/a/c");
         assert_eq!(resolved("http://h", "c"), "http://h/c");
+        assert_eq!(resolved("http://h/a/b/x", "../../ok"), "http://h/ok");
+        assert_eq!(resolved("http://h/a/b/x", "./../y/./z"), "http://h/a/y/z");
+        assert_eq!(resolved("http://h/a?x", "?y"), "http://h/a?y");
+        // A full URL in the query is just a query.
+        assert_eq!(
+            resolved("http://h/", "/login?next=https://app.example/"),
+            "http://h/login?next=https://app.example/"
+        );
+        assert_eq!(resolved("http://h/", "/caf\u{e9}"), "http://h/caf%C3%A9");
+        assert_eq!(resolved("http://h/", "/a b"), "http://h/a%20b");
     }
 
     #[test]
     fn a_redirect_elsewhere_than_http_is_a_redirect_error() {
         assert!(resolved("http://h/", "ftp://h/file").starts_with("Redirect"));
         assert!(resolved("http://h/", "http://bad host/").starts_with("Redirect"));
+        assert!(resolved("http://h/", "javascript:alert(1)").starts_with("Redirect"));
     }
 }
