@@ -125,7 +125,7 @@ pub struct ProducerArgs {
     /// most body bytes read per check (CK_BODY_CAP_BYTES, default 4194304)
     #[argh(option)]
     pub body_cap: Option<String>,
-    /// most checks running at once (CK_CONCURRENCY, default 64)
+    /// most checks running at once (CK_CONCURRENCY, default 512)
     #[argh(option)]
     pub concurrency: Option<String>,
     /// extra CA file trusted for the checked sites (CK_SITE_CA)
@@ -270,7 +270,7 @@ impl ProducerConfig {
                 "no site to check: set CK_SITE_URL, give --targets FILE, or give URLs on the command line",
             );
         }
-        let concurrency: usize = s.parse("CK_CONCURRENCY", 64, "a count")?;
+        let concurrency: usize = s.parse("CK_CONCURRENCY", 512, "a count")?;
         if !(1..=4096).contains(&concurrency) {
             return err(format!(
                 "CK_CONCURRENCY={concurrency} is out of range: give 1 to 4096"
