@@ -12,6 +12,14 @@ use uuid::Uuid;
 /// The `v` field of every event this program publishes.
 pub const WIRE_VERSION: u32 = 1;
 
+/// Longest URL the producer checks and the consumer keeps rollups and alert state for: a
+/// URL past it (from another producer) is stored in `events`, and left out of those.
+pub const MAX_URL_BYTES: usize = 8192;
+
+/// Longest vantage point name the consumer keeps rollups and alert state for (an index
+/// entry holds it as it is).
+pub const MAX_PRODUCER_BYTES: usize = 256;
+
 /// The v1 event's fields, in the order the README documents them: what a consumer of
 /// the topic can rely on (the tests check the JSON against this list).
 pub const FIELDS: [&str; 21] = [

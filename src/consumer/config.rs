@@ -31,6 +31,9 @@ pub struct ConsumerConfig {
     pub retention_days: Option<u32>,
     /// Alerting, when `CK_ALERT_WEBHOOK_URL` is set.
     pub alerts: Option<crate::consumer::alert::AlertConfig>,
+    /// `CK_ALERT_STALE_AFTER`, in seconds: when a vantage point's series counts as stale
+    /// (the alert rules and the status page).
+    pub stale_after_s: i64,
 }
 
 /// `CK_RETENTION_DAYS`: unset keeps every event (as the Python program did).
@@ -127,6 +130,7 @@ impl ConsumerConfig {
             rollups,
             retention_days: retention_days(s)?,
             alerts: crate::consumer::alert::AlertConfig::from_settings(s)?,
+            stale_after_s: crate::consumer::alert::stale_after_s(s)?,
         })
     }
 }

@@ -54,6 +54,8 @@ const CHUNK_EVENTS: usize = 1000;
 const REBALANCE_EVERY: Duration = Duration::from_secs(2);
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How often open incidents that nobody reports on any more are looked for.
+const STALE_SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Longest pause between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Largest fetch when one record is read again (it is at most 64 KiB, its batch more).
@@ -148,7 +150,11 @@ pub async fn run(
     http: Option<HttpListener>,
 ) -> Result<Summary, ConsumeError> {
     let metrics = Arc::new(ConsumerMetrics::new(&config.kafka.topic));
-    let page = StatusPage::new(metrics.clone(), config.postgres.clone());
+    let page = StatusPage::new(
+        metrics.clone(),
+        config.postgres.clone(),
+        config.stale_after_s,
+    );
     let server = http.map(|h| h.serve(page));
     let consumed = consume(config, shutdown, metrics).await;
     if let Some(server) = server {
@@ -226,6 +232,7 @@ async fn consume(
         window: Summary::default(),
         next_rebalance: Instant::now(),
         next_progress: Instant::now() + PROGRESS_EVERY,
+        next_stale_sweep: Instant::now() + STALE_SWEEP_EVERY,
         backoff: Duration::from_millis(500),
         db_ok: true,
         alive: metrics.liveness.start("consume", Some(STUCK_AFTER)),
@@ -399,6 +406,7 @@ struct ConsumerLoop {
     window: Summary,
     next_rebalance: Instant,
     next_progress: Instant,
+    next_stale_sweep: Instant,
     backoff: Duration,
     /// False once PostgreSQL failed: every lease went with its session.
     db_ok: bool,
@@ -437,6 +445,7 @@ impl ConsumerLoop {
                 break;
             }
             self.release_drained().await;
+            self.close_stale_incidents().await;
         }
         for (_, f) in self.fetchers.drain() {
             f.abort.abort();
@@ -668,6 +677,40 @@ impl ConsumerLoop {
             }
         }
         true
+    }
+
+    /// Every [`STALE_SWEEP_EVERY`]: the open incidents of the partitions held and written up
+    /// to their end whose vantage points all went quiet close with a `stale` notification.
+    /// Done by the writer, between its transactions: a URL's state is only ever written
+    /// by the consumer holding its partition, so the known states stay exact.
+    async fn close_stale_incidents(&mut self) {
+        let Some(alerts) = &self.config.alerts else {
+            return;
+        };
+        if self.drain_to.is_some() || !self.db_ok || Instant::now() < self.next_stale_sweep {
+            return;
+        }
+        self.next_stale_sweep = Instant::now() + STALE_SWEEP_EVERY;
+        let partitions = self.metrics.caught_up();
+        let stale_after = alerts.rules.stale_after_s;
+        match store::close_stale_incidents(&mut self.db, &partitions, stale_after).await {
+            Ok(closed) if !closed.is_empty() => {
+                log::info!(
+                    "alerts: {} incident(s) closed as stale: no check for {stale_after} s",
+                    closed.len()
+                );
+                self.metrics.alerts_decided(closed.len());
+                self.alert_states.extend(closed);
+                if let Some(sender) = &self.alerts {
+                    sender.waker().notify_one();
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!("{e}; pausing, then resuming from the committed offsets");
+                self.postgres_failed(&e);
+            }
+        }
     }
 
     /// What transactions keep besides the rows.
@@ -1215,8 +1258,8 @@ fn decode_chunk(
             }
             rows.push(partition, r.offset, &e)
                 .map_err(|text| record::RejectReason(text, record::RejectKind::Unstorable))?;
-            if rollups {
-                inputs.push(e.into_rollup_input(r.offset));
+            if rollups && derivable(&e, partition, r.offset) {
+                inputs.push(e.into_rollup_input(partition, r.offset));
             }
             Ok(())
         });
@@ -1240,6 +1283,26 @@ fn decode_chunk(
         python_from,
         inputs,
     }
+}
+
+/// Whether an event's URL and vantage point fit the rollups' and alerts' keys; an event
+/// from another producer with a longer URL is stored, and left out of them (said once).
+fn derivable(e: &record::StoredEvent, partition: i32, offset: i64) -> bool {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let producer = e.producer.as_deref().unwrap_or("");
+    if e.url.len() <= event::MAX_URL_BYTES && producer.len() <= event::MAX_PRODUCER_BYTES {
+        return true;
+    }
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        log::warn!(
+            "partition {partition} offset {offset}: a URL of {} bytes or a vantage point name of {} (over {} and {}): stored in events, left out of rollups and alerts (said once)",
+            e.url.len(),
+            producer.len(),
+            event::MAX_URL_BYTES,
+            event::MAX_PRODUCER_BYTES
+        );
+    }
+    false
 }
 
 fn log_progress(window: &Summary, positions: &Positions, over: Duration) {

@@ -146,6 +146,16 @@ impl ConsumerMetrics {
         }
     }
 
+    /// The partitions held whose committed offset has reached the log end their last fetch
+    /// saw: every event of them fetched so far is written.
+    pub(crate) fn caught_up(&self) -> Vec<i32> {
+        self.partitions()
+            .iter()
+            .filter(|(_, s)| matches!((s.committed, s.log_end), (Some(c), Some(end)) if c >= end))
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
     /// A fetch of `partition` saw the log end at `high_watermark`.
     pub(crate) fn log_end(&self, partition: i32, high_watermark: i64) {
         if let Some(p) = self.partitions().get_mut(&partition) {

@@ -45,8 +45,9 @@ pub(crate) struct StoredEvent {
 
 impl StoredEvent {
     /// What the rollups need of it, once its row is encoded (its texts move, not copied).
-    pub(crate) fn into_rollup_input(self, offset: i64) -> RollupInput {
+    pub(crate) fn into_rollup_input(self, partition: i32, offset: i64) -> RollupInput {
         RollupInput {
+            partition,
             offset,
             url: self.url,
             producer: self.producer.unwrap_or_default(),

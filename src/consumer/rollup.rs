@@ -31,6 +31,9 @@ pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 /// What the rollups need of one stored event.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RollupInput {
+    /// The record's partition: a URL's alert state remembers it (the stale sweep is done
+    /// by the consumer holding it).
+    pub(crate) partition: i32,
     /// The record's offset: the checked write path keeps only the inputs of rows it stored.
     pub(crate) offset: i64,
     pub(crate) url: String,
@@ -305,6 +308,17 @@ impl Rollups<'_> {
     }
 }
 
+impl Delta {
+    /// Its series, each a delta of its own: a fold that PostgreSQL refuses is folded again
+    /// in parts, to find the series at fault.
+    pub(crate) fn into_parts(self) -> Vec<Delta> {
+        self.series
+            .into_iter()
+            .map(|s| Delta { series: vec![s] })
+            .collect()
+    }
+}
+
 /// (url, producer, start of the hour or day)
 pub(crate) type OwnedBucketKey = (String, String, DateTime<Utc>);
 
@@ -479,6 +493,7 @@ mod tests {
 
     fn input(offset: i64, minute: u32, up: bool, elapsed: i32) -> RollupInput {
         RollupInput {
+            partition: 0,
             offset,
             url: "https://a.example/".into(),
             producer: "p1".into(),

@@ -38,11 +38,20 @@ pub fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     answer: fn(&Request, u16) -> Vec<Step>,
 ) -> u16 {
+    serve_in_turn(tls.into_iter().collect(), answer)
+}
+
+/// [`serve`] over TLS with each configuration in turn, one per connection (two backends
+/// behind one name serving two certificates); plain HTTP when `tls` is empty.
+pub fn serve_in_turn(
+    tls: Vec<Arc<rustls::ServerConfig>>,
+    answer: fn(&Request, u16) -> Vec<Step>,
+) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let tls = tls.clone();
+        for (n, stream) in listener.incoming().flatten().enumerate() {
+            let tls = (!tls.is_empty()).then(|| tls[n % tls.len()].clone());
             std::thread::spawn(move || {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
                 let _ = stream.set_nodelay(true);

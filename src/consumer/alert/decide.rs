@@ -22,6 +22,9 @@ pub struct AlertRules {
     /// A certificate expiring within this many days warns, once per certificate
     /// (`CK_ALERT_CERT_DAYS`).
     pub cert_days: i64,
+    /// A vantage point whose newest check of a URL is this many seconds older than the
+    /// URL's newest check (from any vantage point) no longer counts (`CK_ALERT_STALE_AFTER`).
+    pub stale_after_s: i64,
 }
 
 impl Default for AlertRules {
@@ -31,9 +34,29 @@ impl Default for AlertRules {
             after: 3,
             recover_after: 2,
             cert_days: 14,
+            stale_after_s: 600,
         }
     }
 }
+
+impl AlertRules {
+    /// How finely a vantage point's newest check is kept (a tenth of `stale_after_s`, 1 s
+    /// at least): a steady site's state then changes once per step, not at every check.
+    fn seen_step_s(&self) -> i64 {
+        (self.stale_after_s / 10).max(1)
+    }
+
+    /// A vantage point last seen at `seen` (Unix seconds, kept in steps) is stale when the
+    /// URL's newest check is `newest`: never early, at most a step late.
+    fn is_stale(&self, seen: i64, newest: i64) -> bool {
+        newest - seen > self.stale_after_s + self.seen_step_s()
+    }
+}
+
+/// After this long without a check (event time, against the URL's newest), a vantage
+/// point's state is forgotten: a redeployed producer with a new name must not leave one
+/// entry behind per URL per deploy.
+pub(crate) const FORGET_VANTAGE_AFTER_S: i64 = 30 * 86_400;
 
 /// One vantage point's run of verdicts for a URL.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +79,15 @@ pub(crate) struct Streak {
     /// The first good check of the current run of good checks (Unix microseconds).
     #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     ok_since: Option<i64>,
+    /// Its newest check (Unix seconds, in steps of [`AlertRules::seen_step_s`]); None in
+    /// states stored before staleness was judged: such a vantage point counts until it
+    /// reports again.
+    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+    seen: Option<i64>,
+    /// Consecutive checks whose certificate is beyond the warning window, capped at
+    /// `recover_after`; None until it reports a certificate.
+    #[serde(rename = "cf", default, skip_serializing_if = "Option::is_none")]
+    certs_far: Option<u32>,
 }
 
 /// A URL's alert state, as stored in `alert_sites`.
@@ -69,6 +101,8 @@ pub(crate) struct UrlAlertState {
     pub(crate) cert_warned: Option<DateTime<Utc>>,
     /// Per vantage point (the event's `producer`).
     pub(crate) vantage: BTreeMap<String, Streak>,
+    /// The partition its events come in (None in states stored before it was kept).
+    pub(crate) partition: Option<i32>,
 }
 
 /// What a notification says about.
@@ -81,6 +115,9 @@ pub enum AlertKind {
     Up,
     /// Its certificate expires within `CK_ALERT_CERT_DAYS`.
     CertExpiring,
+    /// An open incident closed because no vantage point has checked the URL for
+    /// `CK_ALERT_STALE_AFTER` (wall-clock time): nobody knows whether it is up.
+    Stale,
 }
 
 impl AlertKind {
@@ -90,6 +127,7 @@ impl AlertKind {
             AlertKind::Down => "down",
             AlertKind::Up => "up",
             AlertKind::CertExpiring => "cert_expiring",
+            AlertKind::Stale => "stale",
         }
     }
 }
@@ -99,16 +137,16 @@ impl AlertKind {
 pub struct Notification {
     /// Stable across every delivery attempt: receivers dedupe on it.
     pub id: uuid::Uuid,
-    /// down, up or cert_expiring.
+    /// down, up, cert_expiring or stale.
     pub kind: AlertKind,
     /// The URL, its password (if any) redacted.
     pub url: String,
-    /// When the incident started (down), the URL came back (up), or the check that saw
-    /// the certificate (cert_expiring).
+    /// When the incident started (down), the URL came back (up), the check that saw
+    /// the certificate (cert_expiring), or the URL's last check (stale).
     #[serde(serialize_with = "crate::event::rfc3339_opt::serialize")]
     pub since: Option<DateTime<Utc>>,
     /// The vantage points that see it so: down for `down`, up for `up`; the deciding one
-    /// for `cert_expiring`.
+    /// for `cert_expiring`; the ones gone quiet for `stale`.
     pub producers: Vec<String>,
     /// The deciding check's HTTP status.
     pub status: Option<i32>,
@@ -116,7 +154,7 @@ pub struct Notification {
     pub error: Option<String>,
     /// The deciding check's error kind.
     pub error_kind: Option<&'static str>,
-    /// When the deciding check ran.
+    /// When the deciding check ran (for `stale`: the URL's last check).
     #[serde(serialize_with = "crate::event::rfc3339_millis::serialize")]
     pub checked_at: DateTime<Utc>,
     /// The site's certificate expiry, as the deciding check saw it.
@@ -129,45 +167,84 @@ impl Streak {
     pub(crate) fn is_down(&self) -> bool {
         self.down
     }
+
+    /// One more verdict of this vantage point.
+    fn follow(&mut self, e: &RollupInput, rules: &AlertRules) {
+        if e.up {
+            self.oks = (self.oks + 1).min(rules.recover_after);
+            self.fails = 0;
+            self.fail_since = None;
+            if self.down {
+                self.ok_since = self.ok_since.or(Some(e.ts.timestamp_micros()));
+            }
+            if self.oks >= rules.recover_after {
+                self.down = false;
+            }
+        } else {
+            self.fails = (self.fails + 1).min(rules.after);
+            self.oks = 0;
+            self.ok_since = None;
+            self.fail_since = self.fail_since.or(Some(e.ts.timestamp_micros()));
+            if self.fails >= rules.after {
+                self.down = true;
+            }
+        }
+        let now = e.ts.timestamp();
+        if self
+            .seen
+            .is_none_or(|seen| now - seen >= rules.seen_step_s())
+        {
+            self.seen = Some(now);
+        }
+        if let Some(expires) = e.cert_expires_at {
+            self.certs_far = Some(if cert_soon(expires, e.ts, rules) {
+                0
+            } else {
+                (self.certs_far.unwrap_or(0) + 1).min(rules.recover_after)
+            });
+        }
+    }
+}
+
+fn cert_soon(expires: DateTime<Utc>, at: DateTime<Utc>, rules: &AlertRules) -> bool {
+    expires - at < chrono::TimeDelta::days(rules.cert_days)
 }
 
 impl UrlAlertState {
     /// Follow one stored event of this URL (in offset order) and say what it decides.
     pub(crate) fn follow(&mut self, e: &RollupInput, rules: &AlertRules) -> Vec<Notification> {
         let mut decided = Vec::new();
+        self.partition = Some(e.partition);
+        let now = e.ts.timestamp();
+        let newest = self
+            .vantage
+            .values()
+            .filter_map(|s| s.seen)
+            .fold(now, i64::max);
+        // Vantage points quiet for a month are forgotten; one back from being stale starts
+        // a new run (what it saw before says nothing of now).
+        self.vantage.retain(|_, s| {
+            s.seen
+                .is_none_or(|seen| newest - seen <= FORGET_VANTAGE_AFTER_S)
+        });
+        let streak = self.vantage.entry(e.producer.clone()).or_default();
+        if streak.seen.is_some_and(|seen| rules.is_stale(seen, now)) {
+            *streak = Streak::default();
+        }
         // Counts stop at the rules' thresholds, and `ok_since` is kept only while it can
         // still be needed (the vantage point sees the URL down): a state that means the
         // same is the same, so a steady or blipping site's state is rarely written again.
-        if !self.vantage.contains_key(&e.producer) {
-            self.vantage.insert(e.producer.clone(), Streak::default());
-        }
-        let Some(streak) = self.vantage.get_mut(&e.producer) else {
-            return decided;
-        };
-        if e.up {
-            streak.oks = (streak.oks + 1).min(rules.recover_after);
-            streak.fails = 0;
-            streak.fail_since = None;
-            if streak.down {
-                streak.ok_since = streak.ok_since.or(Some(e.ts.timestamp_micros()));
-            }
-            if streak.oks >= rules.recover_after {
-                streak.down = false;
-            }
-        } else {
-            streak.fails = (streak.fails + 1).min(rules.after);
-            streak.oks = 0;
-            streak.ok_since = None;
-            streak.fail_since = streak.fail_since.or(Some(e.ts.timestamp_micros()));
-            if streak.fails >= rules.after {
-                streak.down = true;
-            }
-        }
-        let seeing_down = self.vantage.values().filter(|s| s.down).count();
+        streak.follow(e, rules);
+        let counted = |s: &Streak| s.seen.is_none_or(|seen| !rules.is_stale(seen, newest));
+        let seeing_down = self
+            .vantage
+            .values()
+            .filter(|s| counted(s) && s.down)
+            .count();
         let names = |down: bool| -> Vec<String> {
             self.vantage
                 .iter()
-                .filter(|(_, s)| s.down == down)
+                .filter(|(_, s)| counted(s) && s.down == down)
                 .map(|(p, _)| p.clone())
                 .collect()
         };
@@ -176,7 +253,7 @@ impl UrlAlertState {
             self.since = self
                 .vantage
                 .values()
-                .filter(|s| s.down)
+                .filter(|s| counted(s) && s.down)
                 .filter_map(|s| s.fail_since)
                 .min()
                 .and_then(DateTime::from_timestamp_micros)
@@ -185,11 +262,14 @@ impl UrlAlertState {
             decided.push(self.notification(AlertKind::Down, producers, e));
         } else if self.down && seeing_down < rules.quorum.max(1) {
             self.down = false;
+            // When the deciding vantage point came back; or, when the incident ends because
+            // the ones that saw it down went quiet, this check.
             self.since = self
                 .vantage
                 .get(&e.producer)
                 .and_then(|s| s.ok_since)
-                .and_then(DateTime::from_timestamp_micros);
+                .and_then(DateTime::from_timestamp_micros)
+                .or(Some(e.ts));
             let producers = names(false);
             decided.push(self.notification(AlertKind::Up, producers, e));
         }
@@ -198,17 +278,40 @@ impl UrlAlertState {
                 streak.ok_since = None;
             }
         }
-        if let Some(expires) = e.cert_expires_at {
-            let soon = expires - e.ts < chrono::TimeDelta::days(rules.cert_days);
-            if soon && self.cert_warned != Some(expires) {
-                self.cert_warned = Some(expires);
-                let mut warning =
-                    self.notification(AlertKind::CertExpiring, vec![e.producer.clone()], e);
-                warning.since = Some(e.ts);
-                decided.push(warning);
-            }
-        }
+        decided.extend(self.follow_certificate(e, rules, newest));
         decided
+    }
+
+    /// `cert_expiring` at most once per URL per expiry: again only for a strictly earlier
+    /// notAfter, or once every vantage point reporting a certificate has seen it renewed
+    /// (`recover_after` checks in a row beyond the window). Two certificates served in
+    /// turn (two backends, two vantage points) warn once, not at every turn.
+    fn follow_certificate(
+        &mut self,
+        e: &RollupInput,
+        rules: &AlertRules,
+        newest: i64,
+    ) -> Option<Notification> {
+        let expires = e.cert_expires_at?;
+        if !cert_soon(expires, e.ts, rules) {
+            let renewed = self
+                .vantage
+                .values()
+                .filter(|s| s.seen.is_none_or(|seen| !rules.is_stale(seen, newest)))
+                .filter_map(|s| s.certs_far)
+                .all(|far| far >= rules.recover_after);
+            if renewed {
+                self.cert_warned = None;
+            }
+            return None;
+        }
+        if self.cert_warned.is_some_and(|warned| expires >= warned) {
+            return None;
+        }
+        self.cert_warned = Some(expires);
+        let mut warning = self.notification(AlertKind::CertExpiring, vec![e.producer.clone()], e);
+        warning.since = Some(e.ts);
+        Some(warning)
     }
 
     fn notification(
@@ -229,6 +332,37 @@ impl UrlAlertState {
             checked_at: e.ts,
             cert_expires_at: e.cert_expires_at,
         }
+    }
+
+    /// The URL's newest check from any vantage point (Unix seconds, to a step).
+    pub(crate) fn newest_check(&self) -> Option<i64> {
+        self.vantage.values().filter_map(|s| s.seen).max()
+    }
+
+    /// Every vantage point went quiet (wall-clock): close the open incident with a `stale`
+    /// notification. None when there is no open incident.
+    pub(crate) fn close_stale(&mut self, url: &str) -> Option<Notification> {
+        if !self.down {
+            return None;
+        }
+        let last = self
+            .newest_check()
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+            .unwrap_or_default();
+        self.down = false;
+        self.since = Some(last);
+        Some(Notification {
+            id: uuid::Uuid::now_v7(),
+            kind: AlertKind::Stale,
+            url: crate::secret::redact_url(url).into_owned(),
+            since: Some(last),
+            producers: self.vantage.keys().cloned().collect(),
+            status: None,
+            error: None,
+            error_kind: None,
+            checked_at: last,
+            cert_expires_at: None,
+        })
     }
 }
 
@@ -290,6 +424,7 @@ mod tests {
 
     fn check(producer: &str, up: bool, second: i64) -> RollupInput {
         RollupInput {
+            partition: 0,
             offset: second,
             url: "https://user:pw@a.example/".to_string(),
             producer: producer.to_string(),
@@ -406,24 +541,134 @@ mod tests {
     }
 
     #[test]
-    fn a_certificate_warns_once_per_not_after() {
+    fn a_certificate_warns_once_per_not_after_and_again_for_an_earlier_one() {
         let rules = AlertRules::default();
-        let mut events: Vec<_> = (0..4).map(|i| check("a", true, i)).collect();
+        let mut events: Vec<_> = (0..5).map(|i| check("a", true, i)).collect();
         let soon = events[0].ts + chrono::TimeDelta::days(10);
         let later = events[0].ts + chrono::TimeDelta::days(13);
+        let earlier = events[0].ts + chrono::TimeDelta::days(3);
         let far = events[0].ts + chrono::TimeDelta::days(90);
         events[0].cert_expires_at = Some(far);
         events[1].cert_expires_at = Some(soon);
         events[2].cert_expires_at = Some(soon);
         events[3].cert_expires_at = Some(later);
+        events[4].cert_expires_at = Some(earlier);
         let d = decide(&BTreeMap::new(), &events, &rules);
         let warned: Vec<_> = d.notifications.iter().map(|n| n.cert_expires_at).collect();
-        assert_eq!(warned, [Some(soon), Some(later)]);
+        assert_eq!(warned, [Some(soon), Some(earlier)]);
         assert!(
             d.notifications
                 .iter()
                 .all(|n| n.kind == AlertKind::CertExpiring)
         );
+    }
+
+    #[test]
+    fn two_certificates_served_in_turn_warn_once_and_again_after_renewal() {
+        let rules = AlertRules::default();
+        let t0 = check("a", true, 0).ts;
+        let (soon_a, soon_b) = (
+            t0 + chrono::TimeDelta::days(5),
+            t0 + chrono::TimeDelta::days(9),
+        );
+        let far = t0 + chrono::TimeDelta::days(90);
+        let mut events = Vec::new();
+        for i in 0..40 {
+            let mut e = check(if i % 3 == 0 { "b" } else { "a" }, true, i);
+            e.cert_expires_at = Some(if i % 2 == 0 { soon_a } else { soon_b });
+            events.push(e);
+        }
+        let d = decide(&BTreeMap::new(), &events, &rules);
+        let warned: Vec<_> = d.notifications.iter().map(|n| n.cert_expires_at).collect();
+        assert_eq!(warned, [Some(soon_a)]);
+        // Renewed: every vantage point sees the new one twice; then a new short one warns.
+        let mut more = Vec::new();
+        for (i, p) in (40..).zip(["a", "b", "a", "b"]) {
+            let mut e = check(p, true, i);
+            e.cert_expires_at = Some(far);
+            more.push(e);
+        }
+        let mut again = check("a", true, 50);
+        again.cert_expires_at = Some(soon_b);
+        more.push(again);
+        let d2 = decide(&d.changed, &more, &rules);
+        let warned: Vec<_> = d2.notifications.iter().map(|n| n.cert_expires_at).collect();
+        assert_eq!(warned, [Some(soon_b)]);
+        // Renewed for one vantage point only: not renewed, and the same expiry again
+        // does not warn again.
+        let mut b_soon = check("b", true, 60);
+        b_soon.cert_expires_at = Some(soon_b);
+        let mut half = vec![b_soon];
+        for i in 61..65 {
+            let mut e = check("a", true, i);
+            e.cert_expires_at = Some(far);
+            half.push(e);
+        }
+        let mut soon = check("a", true, 65);
+        soon.cert_expires_at = Some(soon_b);
+        half.push(soon);
+        assert!(decide(&d2.changed, &half, &rules).notifications.is_empty());
+    }
+
+    #[test]
+    fn a_replaced_vantage_point_stops_counting_and_the_incident_ends_once() {
+        let rules = AlertRules::default();
+        // The old producer sees the site down, then is replaced (a new container, a new name).
+        let mut events: Vec<_> = (0..3).map(|i| check("old", false, i)).collect();
+        events.extend((10..13).map(|i| check("new", false, i)));
+        // Back up at 100 s: the old one's last word still counts (600 s), no `up` yet.
+        events.extend((100..110).map(|i| check("new", true, i)));
+        let d = decide(&BTreeMap::new(), &events, &rules);
+        assert_eq!(kinds(&d), [("down", vec!["old".into()])]);
+        // 600 s (and a step) after the old one's last check, the new one decides alone.
+        let later: Vec<_> = (700..740).map(|i| check("new", true, i)).collect();
+        let d2 = decide(&d.changed, &later, &rules);
+        assert_eq!(kinds(&d2), [("up", vec!["new".into()])]);
+        assert_eq!(d2.notifications[0].since, Some(later[0].ts));
+        // And a later outage seen by the new one alerts again.
+        let outage: Vec<_> = (800..803).map(|i| check("new", false, i)).collect();
+        let state = d2.changed.clone();
+        let d3 = decide(&state, &outage, &rules);
+        assert_eq!(kinds(&d3), [("down", vec!["new".into()])]);
+    }
+
+    #[test]
+    fn a_vantage_point_quiet_for_a_month_is_forgotten() {
+        let rules = AlertRules::default();
+        let first = decide(&BTreeMap::new(), &[check("old", true, 0)], &rules);
+        let month = FORGET_VANTAGE_AFTER_S + 100;
+        let d = decide(&first.changed, &[check("new", true, month)], &rules);
+        let state = &d.changed["https://user:pw@a.example/"];
+        assert_eq!(state.vantage.keys().collect::<Vec<_>>(), ["new"]);
+    }
+
+    #[test]
+    fn a_steady_site_is_written_once_per_step_not_per_check() {
+        let rules = AlertRules::default();
+        let mut stored = BTreeMap::new();
+        let mut writes = 0;
+        for i in 0..600 {
+            let d = decide(&stored, &[check("a", true, i)], &rules);
+            writes += d.changed.len();
+            stored.extend(d.changed);
+        }
+        // The first two checks (the run's count), then one per 60 s step (the default
+        // 600 s over ten): 11 writes in 600 checks.
+        assert_eq!(writes, 11);
+    }
+
+    #[test]
+    fn an_incident_nobody_reports_on_closes_as_stale_once() {
+        let rules = AlertRules::default();
+        let events: Vec<_> = (0..3).map(|i| check("a", false, i)).collect();
+        let d = decide(&BTreeMap::new(), &events, &rules);
+        let mut state = d.changed["https://user:pw@a.example/"].clone();
+        let stale = state.close_stale("https://user:pw@a.example/").unwrap();
+        assert_eq!(stale.kind, AlertKind::Stale);
+        assert_eq!(stale.url, "https://user:***@a.example/");
+        assert_eq!(stale.producers, ["a"]);
+        assert!(!state.down);
+        assert!(state.close_stale("https://user:pw@a.example/").is_none());
     }
 
     #[test]

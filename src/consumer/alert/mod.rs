@@ -56,6 +56,7 @@ impl AlertConfig {
             after: s.parse("CK_ALERT_AFTER", 3, "a count of checks, 1 or more")?,
             recover_after: s.parse("CK_ALERT_RECOVER_AFTER", 2, "a count of checks, 1 or more")?,
             cert_days: s.parse("CK_ALERT_CERT_DAYS", 14, "a number of days")?,
+            stale_after_s: stale_after_s(s)?,
         };
         for (var, value) in [
             ("CK_ALERT_QUORUM", rules.quorum as u64),
@@ -93,6 +94,19 @@ impl AlertConfig {
     }
 }
 
+/// `CK_ALERT_STALE_AFTER` (seconds, default 600): a vantage point whose newest check is
+/// this much older than another's stops counting; on the status page, a series whose
+/// newest check is this old is shown stale. Read whether alerting is on or not.
+pub fn stale_after_s(s: &Settings) -> Result<i64, ConfigError> {
+    let seconds: i64 = s.parse("CK_ALERT_STALE_AFTER", 600, "a number of seconds")?;
+    if !(1..=30 * 86_400).contains(&seconds) {
+        return err(format!(
+            "CK_ALERT_STALE_AFTER={seconds} is out of range: give 1 to 2592000 seconds (30 days)"
+        ));
+    }
+    Ok(seconds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +141,10 @@ mod tests {
                 "CK_ALERT_AFTER=\"many\" is not valid",
             ),
             (("CK_ALERT_FORMAT", "teams"), "give json"),
+            (
+                ("CK_ALERT_STALE_AFTER", "0"),
+                "CK_ALERT_STALE_AFTER=0 is out of range",
+            ),
             (("CK_ALERT_CA", "/nonexistent/ca.pem"), "CK_ALERT_CA"),
         ];
         for ((var, value), expected) in cases {

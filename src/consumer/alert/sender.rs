@@ -129,8 +129,18 @@ async fn pause(wake: &Notify, stopped: &mut oneshot::Receiver<()>, every: Durati
 }
 
 /// Try the oldest due notification: Some(true) delivered, Some(false) not (retried
-/// later or given up), None when none is due.
+/// later or given up), None when none is due. The whole transaction (the POST's 10 s
+/// included) is bounded like the writer's: a PostgreSQL that stops answering (a
+/// fail-over) costs a reconnection, not the TCP timeout (~15 min). Cut off after the
+/// POST, the delivery is not recorded and goes out again: at least once.
 async fn deliver_next(
+    db: &mut tokio_postgres::Client,
+    delivery: &Delivery,
+) -> Result<Option<bool>, StoreError> {
+    store::bounded("alert delivery", deliver_next_unbounded(db, delivery)).await
+}
+
+async fn deliver_next_unbounded(
     db: &mut tokio_postgres::Client,
     delivery: &Delivery,
 ) -> Result<Option<bool>, StoreError> {
@@ -138,7 +148,7 @@ async fn deliver_next(
         .transaction()
         .await
         .map_err(|e| store::sql_error("begin", &e))?;
-    let Some(pending) = store::bounded("alert outbox read", store::claim_next(&tx)).await? else {
+    let Some(pending) = store::claim_next(&tx).await? else {
         tx.commit()
             .await
             .map_err(|e| store::sql_error("commit", &e))?;
@@ -185,13 +195,10 @@ async fn deliver_next(
         Attempt::Failed { .. } => 1,
         Attempt::GaveUp { .. } => 2,
     });
-    store::bounded("alert outbox update", async {
-        store::record_attempt(&tx, pending.id, &attempt).await?;
-        tx.commit()
-            .await
-            .map_err(|e| store::sql_error("commit", &e))
-    })
-    .await?;
+    store::record_attempt(&tx, pending.id, &attempt).await?;
+    tx.commit()
+        .await
+        .map_err(|e| store::sql_error("commit", &e))?;
     Ok(Some(matches!(attempt, Attempt::Delivered)))
 }
 
@@ -239,6 +246,11 @@ fn slack_body(payload: &str) -> Vec<u8> {
         ),
         "up" => format!(
             ":large_green_circle: UP again {} since {} (seen by {producers})",
+            s("url"),
+            s("since")
+        ),
+        "stale" => format!(
+            ":grey_question: NO DATA for {}: no check since {} (from {producers}); the incident is closed",
             s("url"),
             s("since")
         ),

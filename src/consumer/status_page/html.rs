@@ -18,7 +18,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-wid
 h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1rem;margin:0 0 .3rem;word-break:break-all}\
 .summary{font-size:1.1rem}.site{background:#fff;border:1px solid #ccc;border-left:.5rem solid #2e7d32;border-radius:.3rem;padding:.6rem .8rem;margin:.6rem 0}\
 .site.down{border-left-color:#c62828}.badge{font-weight:700;padding:0 .3rem;border-radius:.2rem;color:#fff;background:#2e7d32}\
-.down .badge{background:#c62828}.meta,.figures{margin:.2rem 0;font-size:.9rem}.error{color:#8e0000;font-size:.9rem;word-break:break-word}\
+.down .badge{background:#c62828}.site.stale{border-left-color:#9e9e9e}.stale .badge{background:#757575}.meta,.figures{margin:.2rem 0;font-size:.9rem}.error{color:#8e0000;font-size:.9rem;word-break:break-word}\
 .warn{color:#8a4b00;font-weight:600}.charts{display:flex;flex-wrap:wrap;gap:.8rem;align-items:flex-end}\
 .charts figure{margin:0}.charts figcaption{font-size:.75rem;color:#555}svg{display:block}\
 .ok{fill:#2e7d32}.bad{fill:#c62828}.some{fill:#f9a825}.none{fill:#ddd}.p50{stroke:#1565c0}.p95{stroke:#8e24aa;stroke-dasharray:3 2}\
@@ -82,8 +82,9 @@ pub(crate) fn page_number(query: Option<&str>) -> usize {
 
 /// The whole document: the summary of every site, then page `page` of the cards.
 pub(crate) fn render(report: &Report, page: usize) -> String {
-    let up = report.sites.iter().filter(|s| s.up).count();
-    let down = report.sites.len() - up;
+    let up = report.sites.iter().filter(|s| s.up && !s.stale).count();
+    let stale = report.sites.iter().filter(|s| s.stale).count();
+    let down = report.sites.len() - up - stale;
     let pages = report.sites.len().div_ceil(PER_PAGE).max(1);
     let page = page.min(pages);
     let start = ((page - 1) * PER_PAGE).min(report.sites.len());
@@ -96,7 +97,8 @@ pub(crate) fn render(report: &Report, page: usize) -> String {
          <meta http-equiv=\"refresh\" content=\"30\"><title>checksite status: {up} up, {down} down</title>\
          <style>{STYLE}</style></head><body><header><h1>checksite status</h1>\
          <p class=\"summary\" id=\"summary\"><span id=\"summary-up\">{up} up</span>, \
-         <span id=\"summary-down\">{down} down</span> (sites × vantage points), as of {}. \
+         <span id=\"summary-down\">{down} down</span>, <span id=\"summary-stale\">{stale} without news</span> \
+         (sites × vantage points), as of {}. \
          The page reloads every 30 s; the same figures as JSON: <a href=\"/api/status\">/api/status</a>.</p>\
          </header><main>",
         time(&report.generated_at)
@@ -160,10 +162,10 @@ fn incidents(out: &mut String, report: &Report) {
 }
 
 fn site_card(out: &mut String, s: &SiteReport, now: &DateTime<Utc>) {
-    let (class, state, arrow) = if s.up {
-        ("up", "UP", "▲")
-    } else {
-        ("down", "DOWN", "▼")
+    let (class, state, arrow) = match (s.stale, s.up) {
+        (true, _) => ("stale", "NO DATA", "●"),
+        (false, true) => ("up", "UP", "▲"),
+        (false, false) => ("down", "DOWN", "▼"),
     };
     let (url, producer) = (escape(&s.url), escape(&s.producer));
     let shown_producer = if producer.is_empty() {
@@ -175,12 +177,15 @@ fn site_card(out: &mut String, s: &SiteReport, now: &DateTime<Utc>) {
         out,
         "<article class=\"site {class}\" data-url=\"{url}\" data-producer=\"{producer}\" data-state=\"{class}\" \
          data-uptime-24h=\"{}\"><h2><span class=\"badge\">{arrow} {state}</span> <span class=\"url\">{url}</span></h2>\
-         <p class=\"meta\">from <b>{shown_producer}</b> · {} since {} · last check {}{}</p>\
+         <p class=\"meta\">from <b>{shown_producer}</b> · {} · last check {}{}</p>\
          <p class=\"figures\">uptime: 24 h <b class=\"uptime-24h\">{}</b> · 7 d <b>{}</b> · 30 d <b>{}</b> · \
          latency p50/p95: 24 h {} / {} · 30 d {} / {}</p>",
         s.uptime_24h.map_or(String::new(), |v| format!("{v:.2}")),
-        class,
-        time(&s.since),
+        if s.stale {
+            format!("no check since {}", time(&s.last_checked_at))
+        } else {
+            format!("{class} since {}", time(&s.since))
+        },
         time(&s.last_checked_at),
         s.last_status
             .map_or(String::new(), |c| format!(", HTTP {c}")),
@@ -322,6 +327,7 @@ mod tests {
             url: format!("https://site-{n:03}.example/"),
             producer: "eu".into(),
             up: n % 10 != 0,
+            stale: false,
             since: now,
             uptime_24h: Some(99.0),
             uptime_7d: None,

@@ -36,14 +36,21 @@ pub struct StatusPage {
     latest: Mutex<Option<(Instant, Arc<Report>)>>,
     /// The rollup rows read so far (changed only under `db`'s lock).
     kept: Arc<Mutex<RollupCache>>,
+    /// `CK_ALERT_STALE_AFTER`: a series this long without a check is shown stale.
+    stale_after_s: i64,
 }
 
 impl StatusPage {
     /// The endpoints of a consumer writing with `metrics`, reading from `postgres`.
-    pub fn new(metrics: Arc<ConsumerMetrics>, postgres: PostgresSettings) -> Arc<StatusPage> {
+    pub fn new(
+        metrics: Arc<ConsumerMetrics>,
+        postgres: PostgresSettings,
+        stale_after_s: i64,
+    ) -> Arc<StatusPage> {
         Arc::new(StatusPage {
             metrics,
             postgres,
+            stale_after_s,
             db: tokio::sync::Mutex::new(None),
             latest: Mutex::new(None),
             kept: Arc::default(),
@@ -90,11 +97,11 @@ impl StatusPage {
             }
         };
         let read = started.elapsed();
-        let kept = self.kept.clone();
+        let (kept, stale_after) = (self.kept.clone(), self.stale_after_s);
         let report = tokio::task::spawn_blocking(move || {
             let mut kept = lock(&kept);
             kept.work_out_points();
-            Report::of(&rows, &kept)
+            Report::of(&rows, &kept, stale_after)
         })
         .await
         .map(Arc::new)

@@ -75,6 +75,9 @@ pub(crate) struct SiteReport {
     pub(crate) url: String,
     pub(crate) producer: String,
     pub(crate) up: bool,
+    /// No check from this vantage point for `CK_ALERT_STALE_AFTER`: its verdict is old
+    /// news (shown grey, counted neither up nor down).
+    pub(crate) stale: bool,
     #[serde(serialize_with = "crate::event::rfc3339_millis::serialize")]
     pub(crate) since: DateTime<Utc>,
     pub(crate) uptime_24h: Option<f64>,
@@ -169,8 +172,9 @@ impl Series {
 }
 
 impl Report {
-    /// Down first, then by url and vantage point.
-    pub(crate) fn of(rows: &StatusRows, cache: &RollupCache) -> Report {
+    /// Down first, then stale, then up; each by url and vantage point. A series is stale
+    /// when its newest check is older than `stale_after_s`.
+    pub(crate) fn of(rows: &StatusRows, cache: &RollupCache, stale_after_s: i64) -> Report {
         let first = windows(rows.now);
         let mut sites: Vec<SiteReport> = rows
             .states
@@ -182,6 +186,7 @@ impl Report {
                     url: crate::secret::redact_url(&s.url).into_owned(),
                     producer: s.producer.clone(),
                     up: s.up,
+                    stale: (rows.now - s.last_checked_at).num_seconds() > stale_after_s,
                     since: s.since,
                     uptime_24h: f.day.uptime(),
                     uptime_7d: f.week.uptime(),
@@ -201,7 +206,12 @@ impl Report {
                 }
             })
             .collect();
-        sites.sort_by(|a, b| (a.up, &a.url, &a.producer).cmp(&(b.up, &b.url, &b.producer)));
+        let rank = |s: &SiteReport| match (s.stale, s.up) {
+            (false, false) => 0,
+            (true, _) => 1,
+            (false, true) => 2,
+        };
+        sites.sort_by(|a, b| (rank(a), &a.url, &a.producer).cmp(&(rank(b), &b.url, &b.producer)));
         Report {
             generated_at: rows.now,
             sites,

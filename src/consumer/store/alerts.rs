@@ -22,8 +22,9 @@ pub(crate) async fn load_states(
     }
     let rows = tx
         .query_typed(
-            "SELECT url, down, since, cert_warned_not_after, vantage::text FROM alert_sites \
-             WHERE url = ANY($1)",
+            "SELECT url, down, since, cert_warned_not_after, vantage::text, kafka_partition \
+             FROM alert_sites \
+             WHERE md5(url) IN (SELECT md5(u) FROM unnest($1::text[]) AS u) AND url = ANY($1)",
             &[(&urls, Type::TEXT_ARRAY)],
         )
         .await
@@ -37,6 +38,7 @@ pub(crate) async fn load_states(
                 since: r.try_get(2)?,
                 cert_warned: r.try_get(3)?,
                 vantage: vantage_from_json(&vantage),
+                partition: r.try_get(5)?,
             },
         ))
     };
@@ -69,20 +71,23 @@ async fn save_states(tx: &Transaction<'_>, decisions: &Decisions) -> Result<(), 
         .values()
         .map(|s| vantage_json(&s.vantage))
         .collect();
-    let params: [(&(dyn ToSql + Sync), Type); 5] = [
+    let partitions: Vec<Option<i32>> = decisions.changed.values().map(|s| s.partition).collect();
+    let params: [(&(dyn ToSql + Sync), Type); 6] = [
         (&urls, Type::TEXT_ARRAY),
         (&down, Type::BOOL_ARRAY),
         (&since, Type::TIMESTAMPTZ_ARRAY),
         (&warned, Type::TIMESTAMPTZ_ARRAY),
         (&vantage, Type::TEXT_ARRAY),
+        (&partitions, Type::INT4_ARRAY),
     ];
     tx.execute_typed(
-        "INSERT INTO alert_sites (url, down, since, cert_warned_not_after, vantage) \
-         SELECT u, d, s, w, v::jsonb FROM unnest($1::text[], $2::bool[], $3::timestamptz[], \
-           $4::timestamptz[], $5::text[]) AS n(u, d, s, w, v) \
-         ON CONFLICT (url) DO UPDATE SET down = EXCLUDED.down, since = EXCLUDED.since, \
+        "INSERT INTO alert_sites (url, down, since, cert_warned_not_after, vantage, kafka_partition) \
+         SELECT u, d, s, w, v::jsonb, p FROM unnest($1::text[], $2::bool[], $3::timestamptz[], \
+           $4::timestamptz[], $5::text[], $6::int[]) AS n(u, d, s, w, v, p) \
+         ON CONFLICT ((md5(url))) DO UPDATE SET down = EXCLUDED.down, since = EXCLUDED.since, \
            cert_warned_not_after = EXCLUDED.cert_warned_not_after, \
-           vantage = EXCLUDED.vantage, updated_at = now()",
+           vantage = EXCLUDED.vantage, updated_at = now(), \
+           kafka_partition = coalesce(EXCLUDED.kafka_partition, alert_sites.kafka_partition)",
         &params,
     )
     .await
@@ -120,6 +125,64 @@ async fn save_outbox(tx: &Transaction<'_>, decisions: &Decisions) -> Result<(), 
     .map_err(|e| sql_error("alert outbox write", &e))
 }
 
+/// Close the open incidents of `partitions` whose every vantage point has been quiet
+/// for `stale_after_s` of wall-clock time: each gets one `stale` notification, in one
+/// transaction with its state. Returns the states changed (the writer's known states
+/// take them). Bounded like every transaction.
+pub(crate) async fn close_stale_incidents(
+    client: &mut Client,
+    partitions: &[i32],
+    stale_after_s: i64,
+) -> Result<BTreeMap<String, UrlAlertState>, StoreError> {
+    if partitions.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    bounded("stale incidents", async {
+        let fail = |e: tokio_postgres::Error| sql_error("stale incidents", &e);
+        let tx = client.transaction().await.map_err(fail)?;
+        let rows = tx
+            .query_typed(
+                "SELECT url, down, since, cert_warned_not_after, vantage::text, kafka_partition \
+                 FROM alert_sites WHERE down AND kafka_partition = ANY($1) FOR UPDATE",
+                &[(&partitions, Type::INT4_ARRAY)],
+            )
+            .await
+            .map_err(fail)?;
+        let quiet_since = Utc::now().timestamp() - stale_after_s;
+        let mut decisions = Decisions::default();
+        for r in &rows {
+            let vantage: String = r.try_get(4).map_err(fail)?;
+            let mut state = UrlAlertState {
+                down: r.try_get(1).map_err(fail)?,
+                since: r.try_get(2).map_err(fail)?,
+                cert_warned: r.try_get(3).map_err(fail)?,
+                vantage: vantage_from_json(&vantage),
+                partition: r.try_get(5).map_err(fail)?,
+            };
+            // A state from before the newest check was kept has none: not judged.
+            if state
+                .newest_check()
+                .is_none_or(|newest| newest > quiet_since)
+            {
+                continue;
+            }
+            let url: String = r.try_get(0).map_err(fail)?;
+            if let Some(n) = state.close_stale(&url) {
+                decisions.notifications.push(n);
+                decisions.changed.insert(url, state);
+            }
+        }
+        if decisions.changed.is_empty() {
+            tx.rollback().await.map_err(fail)?;
+            return Ok(BTreeMap::new());
+        }
+        save_decisions(&tx, &decisions).await?;
+        tx.commit().await.map_err(fail)?;
+        Ok(decisions.changed)
+    })
+    .await
+}
+
 /// A notification waiting in the outbox, locked by the transaction that claimed it.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingNotification {
@@ -138,7 +201,8 @@ pub(crate) async fn claim_next(
         .query_opt(
             "SELECT id, payload::text, attempts, decided_at FROM alert_outbox AS o \
              WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= now() \
-               AND NOT EXISTS (SELECT 1 FROM alert_outbox AS p WHERE p.url = o.url \
+               AND NOT EXISTS (SELECT 1 FROM alert_outbox AS p \
+                 WHERE md5(p.url) = md5(o.url) AND p.url = o.url \
                  AND p.seq < o.seq AND p.delivered_at IS NULL AND p.gave_up_at IS NULL) \
              ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
             &[],

@@ -20,7 +20,7 @@ mod status;
 mod write;
 
 pub use alerts::OpenIncident;
-pub(crate) use alerts::{Attempt, claim_next, record_attempt};
+pub(crate) use alerts::{Attempt, claim_next, close_stale_incidents, record_attempt};
 pub use connect::PostgresSettings;
 pub(crate) use leases::PartitionLeases;
 pub(crate) use retention::{prune_events, retention_lock, retention_unlock, vacuum_events};

@@ -45,13 +45,51 @@ pub(crate) async fn fold_rollups(client: &mut Client, most: i64) -> Result<usize
 async fn fold(client: &mut Client, most: i64) -> Result<usize, StoreError> {
     let fail = |e: tokio_postgres::Error| sql_error("rollup fold", &e);
     let tx = client.transaction().await.map_err(fail)?;
+    let Some(deltas) = take_deltas(&tx, most).await? else {
+        return Ok(0);
+    };
+    let ids: Vec<i64> = deltas.iter().map(|(id, _)| *id).collect();
+    let mut folded = Folded::default();
+    for (_, delta) in &deltas {
+        folded.add(delta.clone());
+    }
+    let params: [&(dyn ToSql + Sync); 1] = [&ids];
+    let (deleted, added) = tokio::join!(
+        tx.execute("DELETE FROM rollup_deltas WHERE id = ANY($1)", &params),
+        add(&tx, &folded)
+    );
+    match added {
+        Ok(()) => {}
+        // The data of some series: fold these deltas again, finding it.
+        Err(StoreError::RowRefused { detail }) => {
+            drop(tx);
+            log::warn!(
+                "rollups: PostgreSQL refused a fold ({detail}): finding the series at fault"
+            );
+            return fold_isolating(client, most).await;
+        }
+        Err(e) => return Err(e),
+    }
+    deleted.map_err(fail)?;
+    tx.commit().await.map_err(fail)?;
+    Ok(ids.len())
+}
+
+/// The oldest `most` deltas, under the fold lock; None when another consumer folds now
+/// or there is none. A row that is not one of ours (written by hand?) is left in place,
+/// said at every fold.
+async fn take_deltas(
+    tx: &Transaction<'_>,
+    most: i64,
+) -> Result<Option<Vec<(i64, Delta)>>, StoreError> {
+    let fail = |e: tokio_postgres::Error| sql_error("rollup fold", &e);
     let locked: bool = tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])
         .await
         .map_err(fail)?
         .get(0);
     if !locked {
-        return Ok(0);
+        return Ok(None);
     }
     let rows = tx
         .query(
@@ -60,31 +98,83 @@ async fn fold(client: &mut Client, most: i64) -> Result<usize, StoreError> {
         )
         .await
         .map_err(fail)?;
-    let mut folded = Folded::default();
-    let mut ids = Vec::with_capacity(rows.len());
+    let mut deltas = Vec::with_capacity(rows.len());
     for row in &rows {
         let id: i64 = row.get(0);
         match serde_json::from_slice::<Delta>(row.get(1)) {
-            Ok(delta) => {
-                folded.add(delta);
-                ids.push(id);
-            }
-            // Not one of ours (written by hand?): left where it is, said at every fold.
+            Ok(delta) => deltas.push((id, delta)),
             Err(e) => log::error!("rollup_deltas row {id} cannot be read ({e}): left in place"),
         }
     }
-    if ids.is_empty() {
+    Ok((!deltas.is_empty()).then_some(deltas))
+}
+
+/// The fold PostgreSQL refused, again: each delta in order, halving its series under a
+/// savepoint until the refused ones are alone. They go to `rollup_rejects` with the
+/// reason (logged); every other series is folded. No data can stop the folding.
+async fn fold_isolating(client: &mut Client, most: i64) -> Result<usize, StoreError> {
+    let fail = |e: tokio_postgres::Error| sql_error("rollup fold", &e);
+    let mut tx = client.transaction().await.map_err(fail)?;
+    let Some(deltas) = take_deltas(&tx, most).await? else {
         return Ok(0);
+    };
+    let ids: Vec<i64> = deltas.iter().map(|(id, _)| *id).collect();
+    let mut refused = Vec::new();
+    for (_, delta) in deltas {
+        refused.extend(isolate(&mut tx, delta.into_parts()).await?);
     }
-    let params: [&(dyn ToSql + Sync); 1] = [&ids];
-    let (deleted, added) = tokio::join!(
-        tx.execute("DELETE FROM rollup_deltas WHERE id = ANY($1)", &params),
-        add(&tx, &folded)
-    );
-    deleted.map_err(fail)?;
-    added?;
+    for (series, reason) in &refused {
+        log::error!("rollups: a series was refused ({reason}): kept in rollup_rejects");
+        let json = serde_json::to_string(series).unwrap_or_default();
+        tx.execute(
+            "INSERT INTO rollup_rejects (series, reason) VALUES ($1::text::jsonb, $2)",
+            &[&json, reason],
+        )
+        .await
+        .map_err(fail)?;
+    }
+    tx.execute("DELETE FROM rollup_deltas WHERE id = ANY($1)", &[&ids])
+        .await
+        .map_err(fail)?;
     tx.commit().await.map_err(fail)?;
     Ok(ids.len())
+}
+
+/// Fold `parts` (one series each) under a savepoint; where PostgreSQL refuses them, each
+/// half again, down to single series: those are returned with the reason.
+/// Series refused, each with PostgreSQL's reason.
+type Refused = Vec<(Delta, String)>;
+
+fn isolate<'a>(
+    tx: &'a mut Transaction<'_>,
+    parts: Vec<Delta>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Refused, StoreError>> + Send + 'a>> {
+    Box::pin(async move {
+        let fail = |e: tokio_postgres::Error| sql_error("rollup fold", &e);
+        let mut folded = Folded::default();
+        for part in &parts {
+            folded.add(part.clone());
+        }
+        let savepoint = tx.savepoint("fold_part").await.map_err(fail)?;
+        match add(&savepoint, &folded).await {
+            Ok(()) => {
+                savepoint.commit().await.map_err(fail)?;
+                Ok(Vec::new())
+            }
+            Err(StoreError::RowRefused { detail }) => {
+                savepoint.rollback().await.map_err(fail)?;
+                if parts.len() <= 1 {
+                    return Ok(parts.into_iter().map(|p| (p, detail.clone())).collect());
+                }
+                let mut parts = parts;
+                let right = parts.split_off(parts.len() / 2);
+                let mut refused = isolate(tx, parts).await?;
+                refused.extend(isolate(tx, right).await?);
+                Ok(refused)
+            }
+            Err(e) => Err(e),
+        }
+    })
 }
 
 /// Add `rollups` to the tables. The statements go out together (pipelined). Rows are sent
@@ -154,7 +244,7 @@ async fn add_buckets(
          FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[], $5::bigint[], $6::text[], \
            $7::text[], $8::int[], $9::int[], $10::bigint[], $11::timestamptz[], $12::int[]) \
            AS x(u, p, b, c, uc, e, h, mn, mx, sm, lc, ls) \
-         ON CONFLICT (url, producer, bucket) DO UPDATE SET \
+         ON CONFLICT ((md5(url)), producer, bucket) DO UPDATE SET \
            checks = r.checks + excluded.checks, \
            up_checks = r.up_checks + excluded.up_checks, \
            error_kinds = ARRAY(SELECT a + b FROM unnest(r.error_kinds, excluded.error_kinds) \
@@ -213,12 +303,14 @@ async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreE
            up = x.up, last_checked_at = x.lc, last_status = x.ls, last_error = x.le, \
            last_error_kind = x.lk, last_elapsed_ms = x.el, \
            cert_expires_at = coalesce(x.ce, s.cert_expires_at) \
-           FROM x WHERE s.url = x.u AND s.producer = x.p AND x.lc >= s.last_checked_at \
+           FROM x WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p \
+             AND x.lc >= s.last_checked_at \
            RETURNING s.url) \
          INSERT INTO site_status (url, producer, up, since, last_checked_at, last_status, \
            last_error, last_error_kind, last_elapsed_ms, cert_expires_at) \
          SELECT u, p, up, since, lc, ls, le, lk, el, ce FROM x \
-         WHERE NOT EXISTS (SELECT 1 FROM site_status AS s WHERE s.url = x.u AND s.producer = x.p) \
+         WHERE NOT EXISTS (SELECT 1 FROM site_status AS s \
+           WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p) \
          ON CONFLICT DO NOTHING",
         &params,
     )

@@ -158,10 +158,36 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         // appended roughly in time order, which is what it summarises.
         "CREATE INDEX IF NOT EXISTS events_ts_brin ON events USING brin (ts)",
     ),
+    (
+        6,
+        "tables keyed by URL keyed by md5(url) instead (a URL of up to 8 KiB fits; a b-tree \
+         entry takes ~2.7 KB), alert states remember their partition, and rollup series \
+         that PostgreSQL refuses are kept aside",
+        // The unique indexes replace the primary keys (an expression cannot be a primary
+        // key); every statement finds rows by md5(url) and then compares the URL itself.
+        "ALTER TABLE rollups_hourly DROP CONSTRAINT IF EXISTS rollups_hourly_pkey;
+        CREATE UNIQUE INDEX IF NOT EXISTS rollups_hourly_key ON rollups_hourly (md5(url), producer, bucket);
+        ALTER TABLE rollups_daily DROP CONSTRAINT IF EXISTS rollups_daily_pkey;
+        CREATE UNIQUE INDEX IF NOT EXISTS rollups_daily_key ON rollups_daily (md5(url), producer, bucket);
+        ALTER TABLE site_status DROP CONSTRAINT IF EXISTS site_status_pkey;
+        CREATE UNIQUE INDEX IF NOT EXISTS site_status_key ON site_status (md5(url), producer);
+        ALTER TABLE alert_sites DROP CONSTRAINT IF EXISTS alert_sites_pkey;
+        CREATE UNIQUE INDEX IF NOT EXISTS alert_sites_key ON alert_sites (md5(url));
+        ALTER TABLE alert_sites ADD COLUMN IF NOT EXISTS kafka_partition integer;
+        DROP INDEX IF EXISTS alert_outbox_pending_url;
+        CREATE INDEX IF NOT EXISTS alert_outbox_pending_url ON alert_outbox (md5(url), seq)
+            WHERE delivered_at IS NULL AND gave_up_at IS NULL;
+        CREATE TABLE IF NOT EXISTS rollup_rejects (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            series jsonb NOT NULL,
+            reason text NOT NULL,
+            rejected_at timestamptz NOT NULL DEFAULT now()
+        )",
+    ),
 ];
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Held while migrating, so that consumers starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x636b_7369_7465_0001;
