@@ -56,6 +56,8 @@ command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-blackbox-exporter >/dev/null || missing+=(prometheus-blackbox-exporter)
 # chromium: the status page test loads the page in a real (headless) browser.
 command -v chromium >/dev/null || missing+=(chromium)
+# kcat (librdkafka): the oracle for the Java partitioner in the producer's Kafka test.
+command -v kcat >/dev/null || missing+=(kcat)
 apt_install --no-install-recommends -- "${missing[@]}"
 
 command -v rustup >/dev/null || { echo "error: rustup is missing: install Rust from rustup.rs" >&2; exit 1; }

@@ -39,14 +39,30 @@ fn systemd_units_verify_cleanly() {
             text.contains(&format!("ExecStart=/usr/local/bin/{name} ")),
             "{unit} runs /usr/local/bin/{name}"
         );
-        for key in [
+        // What the README promises of the units, line for line.
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for line in [
             "DynamicUser=yes",
             "NoNewPrivileges=yes",
             "ProtectSystem=strict",
-            "EnvironmentFile=",
             "Restart=on-failure",
+            // A configuration error (exit 2) is not restarted for ever.
+            "RestartPreventExitStatus=2",
+            // No capabilities at all.
+            "CapabilityBoundingSet=",
+            "LoadCredential=ca.pem:/etc/checksite/ca.pem",
         ] {
-            assert!(text.contains(key), "{unit} lacks {key}");
+            assert!(lines.contains(&line), "{unit} lacks the line {line}");
+        }
+        assert!(
+            lines.iter().any(|l| l.starts_with("EnvironmentFile=")),
+            "{unit} reads an environment file"
+        );
+        if name == "checksite-producer" {
+            assert!(
+                lines.contains(&"LimitNOFILE=65536"),
+                "{unit}: a socket per check"
+            );
         }
         let path = dir.join(unit);
         std::fs::write(&path, text.replace(&format!("/usr/local/bin/{name}"), bin)).unwrap();

@@ -6,18 +6,31 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{Listener, sites};
+use common::Listener;
+use common::raw_site::{self, Request, Step, whole};
 
 const BIN: &str = env!("CARGO_BIN_EXE_checksite-producer");
+
+/// Requests the site received, per path: what the producer's events are counted against.
+static RECEIVED: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+
+fn counting_site(r: &Request, _: u16) -> Vec<Step> {
+    *RECEIVED.lock().unwrap().entry(r.path.clone()).or_default() += 1;
+    match r.path.as_str() {
+        "/ok" => whole("200 OK", "", b"fine"),
+        _ => whole("500 Internal Server Error", "", b"boom"),
+    }
+}
 
 #[tokio::test]
 async fn broker_away_for_30s_loses_nothing() {
     let tb = testbed_or_skip!();
     let topic = common::unique("outage");
-    let site = sites::http_site();
+    let site = format!("http://127.0.0.1:{}", raw_site::serve(None, counting_site));
     let urls = [format!("{site}/ok"), format!("{site}/500")];
     let interval = 0.5;
     let child = tokio::process::Command::new(BIN)
@@ -69,6 +82,23 @@ async fn broker_away_for_30s_loses_nothing() {
         records.len(),
         ids.len()
     );
+    // Independently of the producer's own count: one event (id) per request the site got.
+    let received = RECEIVED.lock().unwrap().clone();
+    for (url, path) in urls.iter().zip(["/ok", "/500"]) {
+        let ids_of_url: HashSet<String> = records
+            .iter()
+            .filter(|r| &r.2 == url)
+            .filter_map(|(_, _, _, value)| {
+                let json: serde_json::Value = serde_json::from_slice(value).ok()?;
+                Some(json["id"].as_str()?.to_string())
+            })
+            .collect();
+        assert_eq!(
+            ids_of_url.len(),
+            received.get(path).copied().unwrap_or(0),
+            "{url}: events in the topic against requests the site received"
+        );
+    }
     for url in &urls {
         let mut times: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
         for (_, _, key, value) in records.iter().filter(|r| &r.2 == url) {

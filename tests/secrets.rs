@@ -54,8 +54,13 @@ async fn run_then_stop(bin: &str, env: &[(String, String)], secs: u64) -> String
     )
 }
 
-fn assert_hidden(case: &str, code: i32, text: &str) {
-    assert_ne!(code, 0, "{case}: must fail: {text}");
+/// The README's exit codes: 1 for a failure at run time (a wrong password, nothing
+/// listening), 2 for a configuration error (systemd's RestartPreventExitStatus=2).
+const RUNTIME: i32 = 1;
+const CONFIG: i32 = 2;
+
+fn assert_hidden(case: &str, (code, want): (i32, i32), text: &str) {
+    assert_eq!(code, want, "{case}: exit {want} expected: {text}");
     assert_no_password(case, text);
 }
 
@@ -77,9 +82,10 @@ async fn the_consumer_never_prints_the_postgres_password() {
     let bin = env!("CARGO_BIN_EXE_checksite-consumer");
     let ca = tb.cert("ca.pem");
     let good = url_of(&tb.postgres_url);
-    let cases: Vec<(&str, String)> = vec![
+    let cases: Vec<(&str, i32, String)> = vec![
         (
             "wrong password",
+            RUNTIME,
             format!(
                 "postgres://{}:{PASSWORD}@{}?sslmode=verify-full&sslrootcert={ca}",
                 good.0, good.1
@@ -87,46 +93,57 @@ async fn the_consumer_never_prints_the_postgres_password() {
         ),
         (
             "nothing listening",
+            RUNTIME,
             format!("postgres://ann:{PASSWORD}@127.0.0.1:1/db?sslmode=require"),
         ),
         (
             "unknown sslmode",
+            CONFIG,
             format!("postgres://ann:{PASSWORD}@127.0.0.1/db?sslmode=sometimes"),
         ),
         (
             "unknown parameter",
+            CONFIG,
             format!("postgres://ann:{PASSWORD}@127.0.0.1/db?sslmdoe=require"),
         ),
-        ("two @", format!("postgres://ann:{PASSWORD}@x@127.0.0.1/db")),
+        (
+            "two @",
+            CONFIG,
+            format!("postgres://ann:{PASSWORD}@x@127.0.0.1/db"),
+        ),
         (
             "raw ? and a bad port",
+            CONFIG,
             format!("postgres://ann:{PASSWORD}?x@127.0.0.1:notaport/db"),
         ),
         (
             "missing sslrootcert",
+            CONFIG,
             format!("postgres://ann:{PASSWORD}@127.0.0.1/db?sslrootcert=/nowhere/%aé.pem"),
         ),
         (
             "not postgres",
+            CONFIG,
             format!("mysql://ann:{PASSWORD}@127.0.0.1/db"),
         ),
         (
             "untrusted server",
+            RUNTIME,
             format!(
                 "postgres://{}:{PASSWORD}@{}?sslmode=verify-full",
                 good.0, good.1
             ),
         ),
     ];
-    for (case, url) in cases {
+    for (case, want, url) in cases {
         let mut env = tb.kafka_env(Listener::MutualTls, "secrets");
         env.push(("CK_POSTGRESQL_URL".into(), url.clone()));
         let (code, text) = run(bin, &env, &["--drain"]).await;
-        assert_hidden(case, code, &text);
+        assert_hidden(case, (code, want), &text);
         // The same URL given as a flag.
         let env = tb.kafka_env(Listener::MutualTls, "secrets");
         let (code, text) = run(bin, &env, &["--drain", "--postgresql-url", &url]).await;
-        assert_hidden(&format!("{case} (flag)"), code, &text);
+        assert_hidden(&format!("{case} (flag)"), (code, want), &text);
     }
     // Kafka unreachable, the password in the URL.
     let env = vec![
@@ -140,7 +157,7 @@ async fn the_consumer_never_prints_the_postgres_password() {
         ),
     ];
     let (code, text) = run(bin, &env, &["--drain"]).await;
-    assert_hidden("Kafka unreachable", code, &text);
+    assert_hidden("Kafka unreachable", (code, RUNTIME), &text);
 }
 
 /// (user, host:port/db) of the test bed's URL.
@@ -184,6 +201,24 @@ async fn the_producer_never_prints_a_sasl_or_site_password() {
         env.retain(|(k, _)| k != var);
         env.push((var.into(), value.into()));
         let (code, text) = run(bin, &env, &[]).await;
-        assert_hidden(&format!("{var}={value}"), code, &text);
+        assert_hidden(&format!("{var}={value}"), (code, CONFIG), &text);
     }
+    // A running producer with a site password: its /metrics label shows `ann:***@`.
+    let port = common::free_port();
+    let site = common::sites::http_site().replacen("://", &format!("://ann:{PASSWORD}@"), 1);
+    let mut env = tb.kafka_env(Listener::Plaintext, "secrets-metrics");
+    env.push(("CK_SITE_URL".into(), format!("{site}/ok")));
+    env.push(("CK_HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
+    env.push(("CK_CHECK_DELAY".into(), "0.5".into()));
+    let child = tokio::process::Command::new(bin)
+        .envs(env.iter().cloned())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (_, metrics) = common::http_get_when_up(port, "/metrics").await;
+    let log = common::stop(child, Duration::from_secs(20)).await;
+    assert!(metrics.contains("url=\"http://ann:***@"), "{metrics}");
+    assert_no_password("/metrics of a running producer", &metrics);
+    assert_no_password("the log of a running producer", &log);
 }

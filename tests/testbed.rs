@@ -90,6 +90,19 @@ async fn kafka_unreachable_broker_fails_within_10s() {
 }
 
 #[tokio::test]
+async fn kafka_broker_that_never_answers_fails_within_10s() {
+    let _tb = testbed_or_skip!();
+    // Accepts connections and never says a word (a black-holed proxy, a wrong port).
+    let silent = common::sites::silent_site();
+    let address = silent.trim_start_matches("http://").to_string();
+    let env = vec![("CK_KAFKA_SERVERS".to_string(), address.clone())];
+    let (msg, took) = connect_error(env).await;
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(msg.contains(&address), "{msg}");
+    assert!(!msg.contains('\n'), "{msg}");
+}
+
+#[tokio::test]
 async fn kafka_wrong_sasl_password_is_reported() {
     let tb = testbed_or_skip!();
     let mut env = tb.kafka_env(Listener::Sasl("SCRAM-SHA-256"), "t");

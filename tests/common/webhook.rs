@@ -28,6 +28,8 @@ pub struct Received {
     pub answered: u16,
     /// The request line's path (the token part of a webhook URL).
     pub path: String,
+    /// Its Content-Type header.
+    pub content_type: String,
 }
 
 #[derive(Clone)]
@@ -166,6 +168,7 @@ impl Receiver {
         }
         let path = line.split(' ').nth(1).unwrap_or("").to_string();
         let mut length = 0;
+        let mut content_type = String::new();
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
@@ -174,6 +177,9 @@ impl Receiver {
             if let Some((name, value)) = header.split_once(':') {
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.trim().parse().unwrap_or(0);
+                }
+                if name.eq_ignore_ascii_case("content-type") {
+                    content_type = value.trim().to_string();
                 }
             }
         }
@@ -196,6 +202,7 @@ impl Receiver {
             body: serde_json::from_slice(&body).unwrap_or_default(),
             answered: status,
             path,
+            content_type,
         });
         let s = reader.get_mut();
         let _ = write!(
