@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use checksite::consumer::rollup::LATENCY_BOUNDS_MS;
 use chrono::{DateTime, Utc};
 use common::{Listener, http_get, sites};
 use tokio::process::Command;
@@ -45,9 +44,7 @@ async fn api_status_after(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (status, body) = http_get(port, "/api/status").expect("/api/status answers");
-    assert_eq!(status, 200, "{body}");
+    let body = common::api_status_as_of(port, chrono::Utc::now()).await;
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     let sites = json["sites"]
         .as_array()
@@ -68,17 +65,12 @@ async fn api_status_after(
 /// SQL's `percentile_disc`, which the page's figure must fall in), a margin of 1 ms for
 /// rounding.
 fn bucket_range(exact: f64) -> (f64, f64) {
-    let bucket = |v: f64| LATENCY_BOUNDS_MS.partition_point(|b| f64::from(*b) <= v);
+    let bounds = common::README_LATENCY_BOUNDS_MS;
+    let bucket = |v: f64| bounds.partition_point(|b| *b <= v);
     let low = bucket(exact.floor());
     let high = bucket(exact.ceil());
-    let lo = if low == 0 {
-        0.0
-    } else {
-        f64::from(LATENCY_BOUNDS_MS[low - 1])
-    };
-    let hi = LATENCY_BOUNDS_MS
-        .get(high)
-        .map_or(f64::MAX, |b| f64::from(*b));
+    let lo = if low == 0 { 0.0 } else { bounds[low - 1] };
+    let hi = bounds.get(high).copied().unwrap_or(f64::MAX);
     (lo - 1.0, hi + 1.0)
 }
 
@@ -108,7 +100,7 @@ fn chromium(port: u16, screenshot: &std::path::Path) -> Option<String> {
     let shot = std::process::Command::new(&chromium)
         .args(flags)
         .arg(format!("--screenshot={}", screenshot.display()))
-        .args(["--window-size=900,1400", &url])
+        .args(["--window-size=1280,800", &url])
         .stderr(Stdio::null())
         .output()
         .expect("chromium runs");
@@ -258,44 +250,63 @@ async fn the_page_and_its_api_agree_with_the_raw_rows_and_a_browser() {
         assert!(of(&tls_site, vantage)["cert_expires_at"].is_string());
     }
 
-    // The page in a real browser: every site's state and uptime as in the API.
-    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
-    let _ = std::fs::remove_file(&screenshot);
-    if let Some(dom) = chromium(page_port, &screenshot) {
-        let articles: Vec<&str> = dom.split("<article ").skip(1).collect();
-        assert_eq!(articles.len(), api.len(), "{dom}");
-        for s in api.values() {
-            let url = s["url"].as_str().unwrap();
-            let producer = s["producer"].as_str().unwrap();
-            let card = articles
+    // The page in a real browser: one row per URL, its state and uptime as in the API.
+    let targets_api: Vec<serde_json::Value> = json["targets"].as_array().unwrap().clone();
+    assert_eq!(targets_api.len(), targets.len(), "{json}");
+    if let Some(dom) = chromium(page_port, &shots().0) {
+        let rows: Vec<&str> = dom.split("<tr class=\"t ").skip(1).collect();
+        assert_eq!(rows.len(), targets.len(), "{dom}");
+        for t in &targets_api {
+            let url = t["url"].as_str().unwrap();
+            let row = rows
                 .iter()
-                .find(|a| {
-                    a.contains(&format!("data-url=\"{url}\""))
-                        && a.contains(&format!("data-producer=\"{producer}\""))
-                })
-                .unwrap_or_else(|| panic!("no card for {url} from {producer}"));
-            let state = if s["up"] == true { "up" } else { "down" };
-            assert!(card.contains(&format!("data-state=\"{state}\"")), "{card}");
-            let uptime = format!("{:.2} %", s["uptime_24h"].as_f64().unwrap());
+                .find(|r| r.contains(&format!("data-url=\"{url}\"")))
+                .unwrap_or_else(|| panic!("no row for {url}"));
+            let state = t["state"].as_str().unwrap().replace('_', "");
             assert!(
-                card.contains(&format!("<b class=\"uptime-24h\">{uptime}</b>")),
-                "{uptime}: {card}"
+                row.contains(&format!("data-state=\"{state}\"")),
+                "{state}: {row}"
+            );
+            let uptime = format!("{:.2} %", t["uptime_24h"].as_f64().unwrap());
+            assert!(
+                row.contains(&format!("<td class=\"uptime-24h\">{uptime}</td>")),
+                "{uptime}: {row}"
             );
             // Colour is never the only signal: the state is written out.
-            assert!(card.contains(if state == "up" { "▲ UP" } else { "▼ DOWN" }));
+            let label = ["UP", "DOWN", "DEGRADED", "NO DATA"]
+                .into_iter()
+                .find(|l| l.to_lowercase().replace(' ', "_") == t["state"].as_str().unwrap())
+                .unwrap();
+            assert!(row.contains(&format!(" {label}</span>")), "{label}: {row}");
+            // One dot per vantage point, each saying its own state.
+            for v in t["vantage"].as_array().unwrap() {
+                let p = v["producer"].as_str().unwrap();
+                assert!(
+                    row.contains(&format!("data-producer=\"{p}\"")),
+                    "{p}: {row}"
+                );
+            }
         }
-        let up = api.values().filter(|s| s["up"] == true).count();
-        assert!(dom.contains(&format!("{up} up")), "summary");
-        assert!(dom.contains(&format!("{} down", api.len() - up)), "summary");
-        let png = std::fs::read(&screenshot).expect("a screenshot");
+        let down = targets_api.iter().filter(|t| t["state"] == "down").count();
+        assert!(dom.contains(&format!(">{down} down</span>")), "summary");
+        let png = std::fs::read(shots().0).expect("a screenshot");
         assert!(
             png.starts_with(b"\x89PNG") && png.len() > 10_000,
             "{} bytes",
             png.len()
         );
-        eprintln!("screenshot: {}", screenshot.display());
     }
     common::stop(consumer, Duration::from_secs(20)).await;
+}
+
+/// Where the screenshots go (1280×800, 390×844): `target/tmp`, what `just demo` copies
+/// next to the README.
+fn shots() -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    (
+        dir.join("status-page.png"),
+        dir.join("status-page-phone.png"),
+    )
 }
 
 #[tokio::test]
@@ -329,16 +340,18 @@ async fn markup_and_passwords_in_urls_are_shown_as_text() {
             .any(|(url, _)| url == "https://admin:***@example.com/private"),
         "{json}"
     );
-    assert!(!html.contains("<script"), "{html}");
+    // The page's own filter script is the one script element.
+    assert_eq!(html.matches("<script").count(), 1, "{html}");
     assert!(!html.contains("<b onmouseover"), "{html}");
     assert!(
         html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"),
         "{html}"
     );
     if let Some(dom) = chromium(port, &std::env::temp_dir().join(common::unique("xss.png"))) {
-        assert!(
-            !dom.contains("<script"),
-            "the browser built a script element: {dom}"
+        assert_eq!(
+            dom.matches("<script").count(),
+            1,
+            "the browser built another script element: {dom}"
         );
         assert!(
             dom.contains("&lt;script&gt;alert('x')&lt;/script&gt;"),

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use checksite::consumer::config::{ConsumerArgs, ConsumerConfig};
 use checksite::consumer::consume;
-use checksite::observe::HttpListener;
 use checksite::settings::Settings;
 use checksite::shutdown::Shutdown;
 use checksite::{EXIT_CONFIG, logging};
@@ -29,7 +28,7 @@ fn main() -> ExitCode {
         }
     };
     // Bound before anything starts: a busy address is a configuration error.
-    let http = match config.http_addr.map(HttpListener::bind).transpose() {
+    let http = match config.listeners() {
         Ok(h) => h,
         Err(e) => {
             eprintln!("checksite-consumer: {e}");

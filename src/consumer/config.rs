@@ -6,6 +6,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::kafka::KafkaSettings;
+use crate::observe::{HttpListener, Scope};
 use crate::secret::Secret;
 use crate::settings::{ConfigError, Settings, err};
 
@@ -24,6 +25,9 @@ pub struct ConsumerConfig {
     pub drain: bool,
     /// Where to serve /metrics, /healthz and /readyz (`CK_HTTP_ADDR`); None: nowhere.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Where to serve the status page apart from the metrics and health
+    /// (`CK_STATUS_ADDR`); None: with them, on `CK_HTTP_ADDR`.
+    pub status_addr: Option<std::net::SocketAddr>,
     /// Keep the hourly and daily rollups and each site's state (`CK_ROLLUPS`, default on):
     /// what the status page shows.
     pub rollups: bool,
@@ -72,6 +76,9 @@ pub struct ConsumerArgs {
     /// serve /metrics, /healthz, /readyz on IP:PORT, e.g. 127.0.0.1:9465 (CK_HTTP_ADDR)
     #[argh(option)]
     pub http_addr: Option<String>,
+    /// serve the status page on IP:PORT of its own, apart from /metrics and health (CK_STATUS_ADDR)
+    #[argh(option)]
+    pub status_addr: Option<String>,
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
@@ -89,6 +96,7 @@ impl ConsumerArgs {
         s.flag("CK_BATCH_EVENTS", self.batch_events);
         s.flag("CK_BATCH_MS", self.batch_ms);
         s.flag("CK_HTTP_ADDR", self.http_addr);
+        s.flag("CK_STATUS_ADDR", self.status_addr);
         s
     }
 }
@@ -127,11 +135,37 @@ impl ConsumerConfig {
             batch_wait,
             drain,
             http_addr: crate::observe::server::http_addr(s)?,
+            status_addr: crate::observe::server::listen_addr(s, "CK_STATUS_ADDR")?,
             rollups,
             retention_days: retention_days(s)?,
             alerts: crate::consumer::alert::AlertConfig::from_settings(s)?,
             stale_after_s: crate::consumer::alert::stale_after_s(s)?,
         })
+    }
+}
+
+impl ConsumerConfig {
+    /// The listeners to serve on, bound now (a busy address is a configuration error):
+    /// `CK_HTTP_ADDR` for everything, or, with `CK_STATUS_ADDR`, the metrics and health
+    /// on the one and the status page on the other.
+    pub fn listeners(&self) -> Result<Vec<HttpListener>, ConfigError> {
+        let mut listeners = Vec::new();
+        let health_scope = if self.status_addr.is_some() {
+            Scope::Health
+        } else {
+            Scope::All
+        };
+        if let Some(addr) = self.http_addr {
+            listeners.push(HttpListener::bind_for(addr, health_scope, "CK_HTTP_ADDR")?);
+        }
+        if let Some(addr) = self.status_addr {
+            listeners.push(HttpListener::bind_for(
+                addr,
+                Scope::Pages,
+                "CK_STATUS_ADDR",
+            )?);
+        }
+        Ok(listeners)
     }
 }
 

@@ -147,17 +147,17 @@ struct Fetcher {
 pub async fn run(
     config: ConsumerConfig,
     shutdown: Shutdown,
-    http: Option<HttpListener>,
+    http: Vec<HttpListener>,
 ) -> Result<Summary, ConsumeError> {
     let metrics = Arc::new(ConsumerMetrics::new(&config.kafka.topic));
     let page = StatusPage::new(
         metrics.clone(),
         config.postgres.clone(),
-        config.stale_after_s,
+        (config.stale_after_s, config.alerts.is_some()),
     );
-    let server = http.map(|h| h.serve(page));
+    let servers: Vec<_> = http.into_iter().map(|h| h.serve(page.clone())).collect();
     let consumed = consume(config, shutdown, metrics).await;
-    if let Some(server) = server {
+    for server in servers {
         server.abort();
     }
     consumed

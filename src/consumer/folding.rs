@@ -19,6 +19,13 @@ const FOLD_EVERY: Duration = Duration::from_secs(1);
 /// in memory at once while folding: 5 keeps the consumer's peak under 40 MB).
 const FOLD_MOST: i64 = 5;
 
+/// How often the series no vantage point has reported on for 30 days leave `site_status`
+/// (a redeployed producer with a new name must not leave a card behind per deploy).
+const FORGET_EVERY: Duration = Duration::from_secs(3600);
+
+/// How often the windows are moved to the current hour when nothing is folded.
+const ALIGN_EVERY: Duration = Duration::from_secs(10);
+
 /// Longest wait for PostgreSQL to connect, per attempt.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 
@@ -54,6 +61,8 @@ impl RollupFolder {
 async fn run(postgres: PostgresSettings, mut stopped: oneshot::Receiver<()>) {
     let mut db: Option<tokio_postgres::Client> = None;
     let mut failing = false;
+    let mut next_forget = tokio::time::Instant::now();
+    let mut next_align = tokio::time::Instant::now();
     loop {
         let last = tokio::select! {
             _ = tokio::time::sleep(FOLD_EVERY) => false,
@@ -83,6 +92,27 @@ async fn run(postgres: PostgresSettings, mut stopped: oneshot::Receiver<()>) {
         }
         if last {
             return;
+        }
+        // With nothing to fold (no events), the windows move with the clock all the same.
+        if tokio::time::Instant::now() >= next_align {
+            next_align = tokio::time::Instant::now() + ALIGN_EVERY;
+            if let Some(client) = db.as_mut() {
+                if let Err(e) = store::align_windows(client).await {
+                    log::warn!("rollups: moving the windows failed ({e}); trying again");
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= next_forget {
+            if let Some(client) = db.as_ref() {
+                next_forget = tokio::time::Instant::now() + FORGET_EVERY;
+                match store::forget_quiet_series(client).await {
+                    Ok(0) => {}
+                    Ok(n) => log::info!(
+                        "rollups: {n} series without a check for 30 days left the status page"
+                    ),
+                    Err(e) => log::warn!("rollups: {e}"),
+                }
+            }
         }
     }
 }

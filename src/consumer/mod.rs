@@ -19,3 +19,4 @@ pub(crate) mod retention;
 pub mod rollup;
 pub mod status_page;
 pub mod store;
+pub(crate) mod windows;

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use server::{Endpoints, HttpListener, Page, PageFuture};
+pub use server::{Endpoints, HttpListener, Page, PageFuture, Scope};
 
 /// The program's long-running loops, each one marked when it ends (or stops making
 /// progress, for a loop that beats): what `/healthz` answers.

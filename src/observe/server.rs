@@ -23,8 +23,10 @@ use tokio::sync::Semaphore;
 
 use crate::settings::{ConfigError, Settings, err};
 
-/// Most connections served at once; past it a new connection is closed at once.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Most connections served at once; past it a new connection is closed at once. Room for
+/// many slow visitors of the status page beside the scrapers and probes (a page takes a
+/// permit of its own while it is made, and a connection lives 60 s at most).
+pub const MAX_CONNECTIONS: usize = 512;
 
 /// Longest time to receive a request's head (its line and headers).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +47,8 @@ pub struct Page {
     pub content_type: &'static str,
     /// The body.
     pub body: Bytes,
+    /// `Cache-Control: max-age=N` (None: no header).
+    pub max_age: Option<u32>,
 }
 
 /// A [`Page`] being made.
@@ -68,15 +72,32 @@ pub trait Endpoints: Send + Sync + 'static {
 
 /// `CK_HTTP_ADDR` (or `--http-addr`): where to serve, if anywhere.
 pub fn http_addr(s: &Settings) -> Result<Option<SocketAddr>, ConfigError> {
-    match s.get("CK_HTTP_ADDR") {
+    listen_addr(s, "CK_HTTP_ADDR")
+}
+
+/// The address to listen on that `var` gives, if any.
+pub fn listen_addr(s: &Settings, var: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    match s.get(var) {
         None => Ok(None),
         Some(raw) => match raw.parse() {
             Ok(addr) => Ok(Some(addr)),
             Err(_) => err(format!(
-                "CK_HTTP_ADDR={raw:?} is not an address to listen on: give IP:PORT, e.g. 127.0.0.1:9464 or [::]:9464"
+                "{var}={raw:?} is not an address to listen on: give IP:PORT, e.g. 127.0.0.1:9464 or [::]:9464"
             )),
         },
     }
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything: metrics, health and the program's pages (`CK_HTTP_ADDR` alone).
+    All,
+    /// `/metrics`, `/healthz`, `/readyz` (`CK_HTTP_ADDR` beside `CK_STATUS_ADDR`).
+    Health,
+    /// The program's pages only (`CK_STATUS_ADDR`): however many visitors hold its
+    /// connections, the health endpoints are on another listener.
+    Pages,
 }
 
 /// The listening socket, bound at start so that a busy or unusable address is a
@@ -84,11 +105,23 @@ pub fn http_addr(s: &Settings) -> Result<Option<SocketAddr>, ConfigError> {
 #[derive(Debug)]
 pub struct HttpListener {
     listener: std::net::TcpListener,
+    scope: Scope,
+    /// The setting it comes from, for messages.
+    setting: &'static str,
 }
 
 impl HttpListener {
-    /// Listen on `addr`.
+    /// Listen on `addr` (`CK_HTTP_ADDR`) for everything.
     pub fn bind(addr: SocketAddr) -> Result<HttpListener, ConfigError> {
+        HttpListener::bind_for(addr, Scope::All, "CK_HTTP_ADDR")
+    }
+
+    /// Listen on `addr`, the value of `setting`, for `scope`.
+    pub fn bind_for(
+        addr: SocketAddr,
+        scope: Scope,
+        setting: &'static str,
+    ) -> Result<HttpListener, ConfigError> {
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .or_else(|e| {
@@ -104,18 +137,27 @@ impl HttpListener {
                     }
                     _ => "",
                 };
-                err(format!("CK_HTTP_ADDR={addr}: cannot listen: {e}{hint}"))
+                err(format!("{setting}={addr}: cannot listen: {e}{hint}"))
             })?;
-        Ok(HttpListener { listener })
+        Ok(HttpListener {
+            listener,
+            scope,
+            setting,
+        })
     }
 
     /// Serve `endpoints` on the current tokio runtime until the task is aborted.
     pub fn serve(self, endpoints: Arc<dyn Endpoints>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(accept_loop(self.listener, endpoints))
+        tokio::spawn(accept_loop(self, endpoints))
     }
 }
 
-async fn accept_loop(listener: std::net::TcpListener, endpoints: Arc<dyn Endpoints>) {
+async fn accept_loop(http: HttpListener, endpoints: Arc<dyn Endpoints>) {
+    let HttpListener {
+        listener,
+        scope,
+        setting,
+    } = http;
     let addr = listener.local_addr().map(|a| a.to_string());
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -124,8 +166,13 @@ async fn accept_loop(listener: std::net::TcpListener, endpoints: Arc<dyn Endpoin
             return;
         }
     };
+    let what = match scope {
+        Scope::All => "/metrics, /healthz, /readyz and the pages",
+        Scope::Health => "/metrics, /healthz and /readyz",
+        Scope::Pages => "the pages",
+    };
     log::info!(
-        "serving /metrics, /healthz and /readyz on http://{}",
+        "serving {what} on http://{} ({setting})",
         addr.unwrap_or_default()
     );
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -146,7 +193,7 @@ async fn accept_loop(listener: std::net::TcpListener, endpoints: Arc<dyn Endpoin
         let endpoints = endpoints.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let made = respond(endpoints.clone(), &req);
+                let made = respond(endpoints.clone(), &req, scope);
                 async move {
                     let reply = match made {
                         Ok(reply) => reply,
@@ -154,7 +201,13 @@ async fn accept_loop(listener: std::net::TcpListener, endpoints: Arc<dyn Endpoin
                             let page = page.await;
                             let status = StatusCode::from_u16(page.status)
                                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                            reply(status, page.content_type, page.body)
+                            let mut r = reply(status, page.content_type, page.body);
+                            if let Some(age) = page.max_age {
+                                if let Ok(v) = HeaderValue::from_str(&format!("max-age={age}")) {
+                                    r.headers_mut().insert(hyper::header::CACHE_CONTROL, v);
+                                }
+                            }
+                            r
                         }
                     };
                     Ok::<_, Infallible>(reply)
@@ -175,6 +228,7 @@ async fn accept_loop(listener: std::net::TcpListener, endpoints: Arc<dyn Endpoin
 fn respond(
     endpoints: Arc<dyn Endpoints>,
     req: &Request<Incoming>,
+    scope: Scope,
 ) -> Result<Response<Full<Bytes>>, PageFuture> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(reply(
@@ -183,7 +237,9 @@ fn respond(
             "GET only\n",
         ));
     }
+    let not_found = || reply(StatusCode::NOT_FOUND, "text/plain", "not found\n");
     Ok(match req.uri().path() {
+        "/metrics" | "/healthz" | "/readyz" if scope == Scope::Pages => not_found(),
         "/metrics" => reply(
             StatusCode::OK,
             super::exposition::CONTENT_TYPE,
@@ -191,6 +247,7 @@ fn respond(
         ),
         "/healthz" => verdict(endpoints.live()),
         "/readyz" => verdict(endpoints.ready()),
+        _ if scope == Scope::Health => not_found(),
         path => match endpoints.page(path, req.uri().query()) {
             Some(page) => return Err(page),
             None => reply(

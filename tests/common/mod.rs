@@ -175,6 +175,76 @@ pub async fn drain(tb: &Testbed, topic: &str, db_url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The latency histogram's bucket bounds (ms, exclusive) as the README lists them: an
+/// oracle for the page's percentiles that is not the code under test.
+pub const README_LATENCY_BOUNDS_MS: [f64; 32] = [
+    1., 2., 3., 4., 5., 7., 10., 14., 20., 28., 40., 56., 80., 110., 160., 220., 320., 450., 640.,
+    900., 1300., 1800., 2500., 3600., 5000., 7000., 10000., 14000., 20000., 28000., 40000., 56000.,
+];
+
+/// The partition librdkafka's Java-compatible partitioner (`kcat -X
+/// partitioner=murmur2_random`) puts each of `keys` in, of a new topic of `partitions`: an
+/// independent oracle for checksite's own partitioning. None (after saying so) without kcat.
+pub async fn kcat_partitions(
+    tb: &Testbed,
+    keys: &[String],
+    partitions: i32,
+) -> Option<std::collections::HashMap<String, i32>> {
+    let kcat = debian_program("kcat")?;
+    let topic = unique("kcat-partitions");
+    let settings = tb.kafka(Listener::Plaintext, &topic);
+    let client = checksite::kafka::connect(&settings, Duration::from_secs(10))
+        .await
+        .expect("connect");
+    checksite::kafka::ensure_topic(&client, &topic, partitions, -1)
+        .await
+        .expect("topic");
+    let input: String = keys.iter().map(|k| format!("{k}\t.\n")).collect();
+    let mut produce = std::process::Command::new(&kcat)
+        .args(["-P", "-b", &tb.kafka_plaintext, "-t", &topic, "-K", "\t"])
+        .args(["-X", "partitioner=murmur2_random"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat -P");
+    use std::io::Write;
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    assert!(produce.wait().unwrap().success(), "kcat -P failed");
+    let out = std::process::Command::new(&kcat)
+        .args(["-C", "-b", &tb.kafka_plaintext, "-t", &topic, "-e", "-q"])
+        .args(["-f", "%k\t%p\n"])
+        .output()
+        .expect("kcat -C");
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(k, p)| (k.to_string(), p.parse().unwrap()))
+            .collect(),
+    )
+}
+
+/// `--drain`'s summary line ("N event(s) written, M already stored, K rejected") as
+/// [written, already stored, rejected]; panics when the output has none.
+pub fn drain_summary(stdout: &str) -> [u64; 3] {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(" event(s) written, "))
+        .unwrap_or_else(|| panic!("no summary in: {stdout}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert_eq!(numbers.len(), 3, "{line}");
+    [numbers[0], numbers[1], numbers[2]]
+}
+
 /// The first column of the one row `sql` returns.
 pub async fn query_i64(db: &tokio_postgres::Client, sql: &str) -> i64 {
     db.query_one(sql, &[]).await.unwrap().get(0)
@@ -443,6 +513,28 @@ pub async fn http_get_when_up(port: u16, path: &str) -> (u16, String) {
             "nothing serves on port {port}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `/api/status` on `port` once its figures are as of `after` or later (the page reads at
+/// most every 2 s, and serves its last read meanwhile); panics after 30 s.
+pub async fn api_status_as_of(port: u16, after: chrono::DateTime<chrono::Utc>) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some((200, body)) = http_get(port, "/api/status") {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let at = json["generated_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            if at.is_some_and(|at| at >= after) {
+                return body;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no /api/status as of {after} on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -435,6 +435,7 @@ mod tests {
             error: None,
             error_kind: None,
             cert_expires_at: None,
+            phases: [None; 4],
         }
     }
 

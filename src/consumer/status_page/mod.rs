@@ -1,79 +1,161 @@
-//! The status page, served with the metrics on `CK_HTTP_ADDR`: `GET /` (HTML) and
-//! `GET /api/status` (JSON), read from the rollups and `site_status` in PostgreSQL, so any
-//! consumer of a topic shows every site, not only its own partitions'.
+//! The status page, served with the metrics (`CK_HTTP_ADDR`) or on an address of its own
+//! (`CK_STATUS_ADDR`): `GET /` (one row per URL), `GET /site?url=…` (one URL),
+//! `GET /api/status` and `/api/site?url=…` (JSON), `GET /badge/…svg`. Read from
+//! `site_status`, the windows (`series_windows`) and, for one URL's page, its rollups, so
+//! any consumer of a topic shows every URL, not only its own partitions'.
 //!
 //! It owns its own read-only connection (never the writer's), reads at most once per
-//! `FRESH_FOR` (2 s) whatever the number of visitors, and builds the page off the runtime's
-//! thread: a visitor never slows the writing of events.
+//! `FRESH_FOR` (2 s) whatever the number of visitors, and then only the rows changed since
+//! (`data`); it builds the figures off the runtime's thread, and renders `/api/status`
+//! once per read: a visitor never slows the writing of events, and fifty visitors cost
+//! what one does. What it says when PostgreSQL fails is "temporarily unavailable" (the
+//! reason goes to the log, never to the public).
 
-mod cache;
+mod badge;
+mod chart;
+mod data;
+mod home;
 mod html;
 mod report;
+mod site;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::metrics::ConsumerMetrics;
-use super::store::{self, Grain, PostgresSettings};
+use super::store::{self, PostgresSettings};
+use super::windows;
 use crate::observe::{Endpoints, Page, PageFuture};
-use cache::RollupCache;
-use report::Report;
+use data::PageData;
+use report::{Report, Rules};
 
 /// A page read this recently is served again as it is.
 const FRESH_FOR: Duration = Duration::from_secs(2);
 
+/// A read this recent is served while the next one is made.
+const SERVE_STALE_FOR: Duration = Duration::from_secs(30);
+
 /// Longest wait for PostgreSQL to connect, per attempt.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// Pages made at once at most; past it a visitor gets a quick 503 (the metrics and
+/// health never wait for pages).
+const PAGES_AT_ONCE: usize = 32;
+
+/// Badges may be cached this long by whoever shows them.
+const BADGE_MAX_AGE: u32 = 60;
+
+/// The figures of one read, and what is rendered of them once.
+struct Rendered {
+    report: Report,
+    json: OnceLock<Bytes>,
+    /// The home pages made from it, by what was asked (a few: page 1 and searches).
+    homes: Mutex<std::collections::HashMap<home::HomeQuery, Bytes>>,
+}
+
+impl Rendered {
+    /// `/api/status`, rendered once per read.
+    fn json(&self) -> Bytes {
+        // Plain numbers, strings and times: serialising cannot fail.
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&self.report).unwrap_or_default()))
+            .clone()
+    }
+}
+
+/// Home pages kept per read at most (each visitor asking for another page or search
+/// costs one more).
+const HOMES_KEPT: usize = 64;
 
 /// The consumer's endpoints: its metrics and health, and the status page.
 pub struct StatusPage {
     metrics: Arc<ConsumerMetrics>,
     postgres: PostgresSettings,
+    rules: Rules,
     /// The page's own connection; one read at a time.
     db: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
-    latest: Mutex<Option<(Instant, Arc<Report>)>>,
-    /// The rollup rows read so far (changed only under `db`'s lock).
-    kept: Arc<Mutex<RollupCache>>,
-    /// `CK_ALERT_STALE_AFTER`: a series this long without a check is shown stale.
-    stale_after_s: i64,
+    latest: Mutex<Option<(Instant, Arc<Rendered>)>>,
+    /// The rows read so far (changed only under `db`'s lock).
+    data: Arc<Mutex<PageData>>,
+    pages: Arc<tokio::sync::Semaphore>,
+    /// A failure to read is logged once until a read works again.
+    failing: std::sync::atomic::AtomicBool,
+    /// A read started beside a visitor served an older one.
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 impl StatusPage {
-    /// The endpoints of a consumer writing with `metrics`, reading from `postgres`.
+    /// The endpoints of a consumer writing with `metrics`, reading from `postgres`; a
+    /// series without a check for `stale_after_s` is stale; `alerting`: URLs are down as
+    /// alerting decides.
     pub fn new(
         metrics: Arc<ConsumerMetrics>,
         postgres: PostgresSettings,
-        stale_after_s: i64,
+        (stale_after_s, alerting): (i64, bool),
     ) -> Arc<StatusPage> {
         Arc::new(StatusPage {
             metrics,
             postgres,
-            stale_after_s,
+            rules: Rules {
+                stale_after_s,
+                alerting,
+            },
             db: tokio::sync::Mutex::new(None),
             latest: Mutex::new(None),
-            kept: Arc::default(),
+            data: Arc::default(),
+            pages: Arc::new(tokio::sync::Semaphore::new(PAGES_AT_ONCE)),
+            failing: std::sync::atomic::AtomicBool::new(false),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    fn fresh(&self) -> Option<Arc<Report>> {
-        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+    fn fresh(&self) -> Option<Arc<Rendered>> {
+        self.latest_within(FRESH_FOR)
+    }
+
+    fn latest_within(&self, age: Duration) -> Option<Arc<Rendered>> {
+        let latest = lock(&self.latest);
         match &*latest {
-            Some((at, report)) if at.elapsed() < FRESH_FOR => Some(report.clone()),
+            Some((at, r)) if at.elapsed() < age => Some(r.clone()),
             _ => None,
         }
     }
 
-    /// The figures, read now or at most `FRESH_FOR` (2 s) ago; why not, in one line.
-    async fn report(&self) -> Result<Arc<Report>, String> {
-        if let Some(report) = self.fresh() {
-            return Ok(report);
+    /// The figures as a visitor gets them: read at most `FRESH_FOR` (2 s) ago; or, when the
+    /// last read is older but less than `SERVE_STALE_FOR`, that one at once while a read
+    /// starts beside (a visitor never waits for the figures to be summed, except the
+    /// first after start or a long quiet); why not, in one line.
+    async fn rendered(self: &Arc<Self>) -> Result<Arc<Rendered>, String> {
+        if let Some(r) = self.fresh() {
+            return Ok(r);
         }
+        if let Some(r) = self.latest_within(SERVE_STALE_FOR) {
+            if !self
+                .refreshing
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                let page = self.clone();
+                tokio::spawn(async move {
+                    if let Err(why) = page.read_now().await {
+                        log::warn!("status page: cannot read the figures: {why}");
+                    }
+                    page.refreshing
+                        .store(false, std::sync::atomic::Ordering::Release);
+                });
+            }
+            return Ok(r);
+        }
+        self.read_now().await
+    }
+
+    /// Read and sum the figures now (unless another visitor just did).
+    async fn read_now(&self) -> Result<Arc<Rendered>, String> {
         let mut db = self.db.lock().await;
         // Another visitor may have read it while this one waited.
-        if let Some(report) = self.fresh() {
-            return Ok(report);
+        if let Some(r) = self.fresh() {
+            return Ok(r);
         }
         if db.as_ref().is_none_or(|c| c.is_closed()) {
             let client = self
@@ -92,81 +174,197 @@ impl StatusPage {
             Ok(rows) => rows,
             Err(e) => {
                 *db = None;
-                lock(&self.kept).forget();
+                lock(&self.data).forget();
                 return Err(e.to_string());
             }
         };
         let read = started.elapsed();
-        let (kept, stale_after) = (self.kept.clone(), self.stale_after_s);
-        let report = tokio::task::spawn_blocking(move || {
-            let mut kept = lock(&kept);
-            kept.work_out_points();
-            Report::of(&rows, &kept, stale_after)
+        let (data, rules) = (self.data.clone(), self.rules);
+        // /api/status asked for lately: rendered now too, not by its next visitor.
+        let json_wanted = lock(&self.latest)
+            .as_ref()
+            .is_some_and(|(_, r)| r.json.get().is_some());
+        let rendered = tokio::task::spawn_blocking(move || {
+            let rendered = Rendered {
+                report: Report::of(&lock(&data), &rows, rules),
+                json: OnceLock::new(),
+                homes: Mutex::default(),
+            };
+            if json_wanted {
+                rendered.json();
+            }
+            Arc::new(rendered)
         })
         .await
-        .map(Arc::new)
         .map_err(|e| format!("building the page failed: {e}"))?;
         log::debug!(
-            "status page: {} site(s) read in {} ms, summed in {} ms",
-            report.sites.len(),
+            "status page: {} URL(s) read in {} ms, summed in {} ms",
+            rendered.report.targets.len(),
             read.as_millis(),
             (started.elapsed() - read).as_millis()
         );
-        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now(), report.clone()));
-        Ok(report)
+        *lock(&self.latest) = Some((Instant::now(), rendered.clone()));
+        Ok(rendered)
     }
 
-    /// The states, and into the kept rollups what can have changed since the last read.
+    /// The states and windows changed since the last read (everything, when due).
     async fn read(
         &self,
         client: &tokio_postgres::Client,
     ) -> Result<store::StatusRows, store::StoreError> {
-        let rows = store::read_status(client).await?;
-        let plan = lock(&self.kept).plan_read(rows.now);
-        for (grain, from) in [(Grain::Hour, plan.hours_from), (Grain::Day, plan.days_from)] {
-            store::read_rollups(client, grain, from, |r| lock(&self.kept).keep(grain, r)).await?;
+        loop {
+            let (states_from, windows_from) = lock(&self.data).read_from();
+            let mut rows = store::read_status(client, states_from).await?;
+            let data = &self.data;
+            let (at, seq) =
+                store::read_windows(client, windows_from, |w| lock(data).keep_window(w)).await?;
+            let mut data = lock(&self.data);
+            data.keep_states(std::mem::take(&mut rows.states), rows.states_seq);
+            // The windows moved: every row changed, and some may have left: all again.
+            if !data.windows_read(at, seq) {
+                return Ok(rows);
+            }
         }
-        lock(&self.kept).read_done(rows.now, plan.whole);
-        Ok(rows)
     }
 
-    /// The page at `path` made by `make` from the figures (off the runtime's thread).
+    /// A page made by `make` from the figures (off the runtime's thread).
     async fn serve(
         self: Arc<Self>,
         content_type: &'static str,
-        make: impl FnOnce(&Report) -> Bytes + Send + 'static,
+        make: impl FnOnce(&Rendered) -> Page + Send + 'static,
     ) -> Page {
-        let started = Instant::now();
-        let made = match self.report().await {
-            Ok(report) => tokio::task::spawn_blocking(move || {
-                let made = make(&report);
-                log::debug!(
-                    "status page: {content_type} of {} KiB made in {} ms",
-                    made.len() / 1024,
-                    started.elapsed().as_millis()
-                );
-                made
-            })
-            .await
-            .map_err(|e| format!("building the page failed: {e}")),
-            Err(why) => Err(why),
+        let Ok(_permit) = self.pages.clone().try_acquire_owned() else {
+            return unavailable("busy");
         };
-        match made {
-            Ok(body) => Page {
-                status: 200,
-                content_type,
-                body,
-            },
-            Err(why) => Page {
-                status: 503,
-                content_type: "text/plain; charset=utf-8",
-                body: Bytes::from(format!(
-                    "status page unavailable: {}\n",
-                    why.replace('\n', " ")
-                )),
-            },
+        match self.rendered().await {
+            Ok(rendered) => {
+                self.failing
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::spawn_blocking(move || make(&rendered))
+                    .await
+                    .unwrap_or_else(|e| {
+                        log::error!("status page: {content_type} failed: {e}");
+                        unavailable("failed")
+                    })
+            }
+            Err(why) => {
+                if !self
+                    .failing
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    log::warn!("status page: cannot read the figures: {why}");
+                }
+                unavailable("no figures")
+            }
         }
+    }
+
+    /// The home page for `query`: from the read's figures, with the 90-day strips of the
+    /// rows it shows read for them; kept with the read, so that visitors of the same page
+    /// within `FRESH_FOR` cost nothing more.
+    async fn home(self: Arc<Self>, query: Option<String>) -> Page {
+        let Ok(_permit) = self.pages.clone().try_acquire_owned() else {
+            return unavailable("busy");
+        };
+        let rendered = match self.rendered().await {
+            Ok(r) => r,
+            Err(why) => {
+                if !self
+                    .failing
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    log::warn!("status page: cannot read the figures: {why}");
+                }
+                return unavailable("no figures");
+            }
+        };
+        let query = home::HomeQuery::of(query.as_deref());
+        if let Some(body) = lock(&rendered.homes).get(&query) {
+            return page(200, "text/html; charset=utf-8", body.clone());
+        }
+        let urls = home::shown_urls(&rendered.report, &query);
+        let strips = match rendered.report.strip_end {
+            Some(end) => {
+                let db = self.db.lock().await;
+                let Some(client) = db.as_ref() else {
+                    return unavailable("no connection");
+                };
+                let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+                match store::read_strips(client, &urls, (end, windows::STRIP_DAYS)).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log::warn!("status page: cannot read the daily uptimes: {e}");
+                        return unavailable("no figures");
+                    }
+                }
+            }
+            None => Default::default(),
+        };
+        let made = tokio::task::spawn_blocking(move || {
+            let body = Bytes::from(home::render(&rendered.report, &query, &strips));
+            let mut homes = lock(&rendered.homes);
+            if homes.len() < HOMES_KEPT {
+                homes.insert(query, body.clone());
+            }
+            page(200, "text/html; charset=utf-8", body)
+        });
+        made.await.unwrap_or_else(|_| unavailable("failed"))
+    }
+
+    /// One URL's page (`json`: its figures as JSON).
+    async fn site(self: Arc<Self>, query: Option<String>, json: bool) -> Page {
+        let Ok(_permit) = self.pages.clone().try_acquire_owned() else {
+            return unavailable("busy");
+        };
+        let rendered = match self.rendered().await {
+            Ok(r) => r,
+            Err(why) => {
+                log::warn!("status page: cannot read the figures: {why}");
+                return unavailable("no figures");
+            }
+        };
+        let wanted = html::query_param(query.as_deref(), "url").unwrap_or_default();
+        let Some(target) = rendered
+            .report
+            .targets
+            .iter()
+            .find(|t| t.url == wanted)
+            .cloned()
+        else {
+            return page(
+                404,
+                "text/plain; charset=utf-8",
+                "unknown URL: see / for the URLs checked\n",
+            );
+        };
+        let rows = {
+            let db = self.db.lock().await;
+            let Some(client) = db.as_ref() else {
+                return unavailable("no connection");
+            };
+            store::read_site(client, &target.stored_url, &target.url).await
+        };
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                log::warn!("status page: cannot read a site's figures: {e}");
+                return unavailable("no figures");
+            }
+        };
+        let alerting = self.rules.alerting;
+        let made = tokio::task::spawn_blocking(move || {
+            let view = site::SiteView::of(&target, rows, alerting);
+            if json {
+                page(
+                    200,
+                    "application/json",
+                    serde_json::to_vec(&view).unwrap_or_default(),
+                )
+            } else {
+                page(200, "text/html; charset=utf-8", site::render(&view))
+            }
+        });
+        made.await.unwrap_or_else(|_| unavailable("failed"))
     }
 }
 
@@ -174,9 +372,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn json_page(report: &Report) -> Bytes {
-    // Plain numbers, strings and times: serialising cannot fail.
-    Bytes::from(serde_json::to_vec(report).unwrap_or_default())
+fn page(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Page {
+    Page {
+        status,
+        content_type,
+        body: body.into(),
+        max_age: None,
+    }
+}
+
+/// What the public sees when the figures cannot be had (the reason is logged, not shown).
+fn unavailable(_why: &str) -> Page {
+    page(
+        503,
+        "text/plain; charset=utf-8",
+        "the status page is temporarily unavailable; try again in a moment\n",
+    )
 }
 
 impl Endpoints for StatusPage {
@@ -190,14 +401,32 @@ impl Endpoints for StatusPage {
         self.metrics.ready()
     }
     fn page(self: Arc<Self>, path: &str, query: Option<&str>) -> Option<PageFuture> {
+        let query = query.map(str::to_string);
         match path {
-            "/" => {
-                let page = html::page_number(query);
-                let make = move |report: &Report| Bytes::from(html::render(report, page));
-                Some(Box::pin(self.serve("text/html; charset=utf-8", make)))
+            "/" => Some(Box::pin(self.home(query))),
+            "/api/status" => {
+                let make = |r: &Rendered| page(200, "application/json", r.json());
+                Some(Box::pin(self.serve("application/json", make)))
             }
-            "/api/status" => Some(Box::pin(self.serve("application/json", json_page))),
-            _ => None,
+            "/site" => Some(Box::pin(self.site(query, false))),
+            "/api/site" => Some(Box::pin(self.site(query, true))),
+            p => {
+                let kind = badge::BadgeKind::of(p);
+                let make = move |r: &Rendered| {
+                    let wanted = html::query_param(query.as_deref(), "url").unwrap_or_default();
+                    let target = r.report.targets.iter().find(|t| t.url == wanted);
+                    let svg = match kind {
+                        Some(kind) => badge::render(kind, target),
+                        None => badge::render(badge::BadgeKind::Status, None),
+                    };
+                    Page {
+                        max_age: Some(BADGE_MAX_AGE),
+                        ..page(200, "image/svg+xml", svg)
+                    }
+                };
+                p.starts_with("/badge/")
+                    .then(|| Box::pin(self.serve("image/svg+xml", make)) as PageFuture)
+            }
         }
     }
 }

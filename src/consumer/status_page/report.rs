@@ -1,74 +1,19 @@
-//! The figures the page shows, from the rows the store read: per site and vantage point,
-//! its state, uptimes over 24 h / 7 d / 30 d, latency percentiles, and the hourly and
-//! daily points of its charts. Pure: no I/O, no HTML.
+//! The figures the page shows, from the rows kept: per URL (a target) its overall state
+//! across vantage points, each vantage point's view, uptimes and latency; per series (a
+//! URL from one vantage point, `/api/status`'s `sites`, as before) its state, uptimes over
+//! 24 h / 7 d / 30 d and latency percentiles. Pure: no I/O, no HTML.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::cache::{KeptRow, RollupCache, SeriesRows, windows};
-use crate::consumer::rollup::{LATENCY_BUCKETS, combine, percentile};
-use crate::consumer::store::StatusRows;
+use super::data::PageData;
+use crate::consumer::rollup::percentile;
+use crate::consumer::store::{SiteState, StatusRows};
+use crate::consumer::windows::Figures;
 
-/// Hours in the short window, days in the long one.
-pub(crate) const HOURS: usize = 24;
-pub(crate) const DAYS: usize = 30;
-/// The week, in days, counted back from today (today included).
-const WEEK: usize = 7;
-
-/// One hour's or day's figures of a series.
-#[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Point {
-    pub(crate) checks: i64,
-    pub(crate) up_checks: i64,
-    pub(crate) p50_ms: Option<f64>,
-    pub(crate) p95_ms: Option<f64>,
-}
-
-/// Checks, up checks and the merged latency histogram over some buckets.
-#[derive(Debug, Clone)]
-struct Window {
-    checks: i64,
-    up_checks: i64,
-    hist: [i64; LATENCY_BUCKETS],
-    min: Option<i32>,
-    max: Option<i32>,
-}
-
-impl Default for Window {
-    fn default() -> Window {
-        Window {
-            checks: 0,
-            up_checks: 0,
-            hist: [0; LATENCY_BUCKETS],
-            min: None,
-            max: None,
-        }
-    }
-}
-
-impl Window {
-    fn add(&mut self, r: &KeptRow) {
-        self.checks += r.checks;
-        self.up_checks += r.up_checks;
-        for (sum, n) in self.hist.iter_mut().zip(&r.hist) {
-            *sum += n;
-        }
-        self.min = combine(self.min, r.min, i32::min);
-        self.max = combine(self.max, r.max, i32::max);
-    }
-
-    /// Up checks in percent of checks; None without checks.
-    fn uptime(&self) -> Option<f64> {
-        (self.checks > 0).then(|| 100.0 * self.up_checks as f64 / self.checks as f64)
-    }
-
-    fn quantile(&self, q: f64) -> Option<f64> {
-        percentile(&self.hist, q, self.min, self.max).map(|v| v.round())
-    }
-}
-
-/// One site as seen from one vantage point: the `/api/status` entry (the charts' points
-/// are for the HTML only).
+/// One URL from one vantage point: an `/api/status` `sites` entry.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct SiteReport {
     /// With any user:password replaced (`user:***@`).
@@ -95,12 +40,78 @@ pub(crate) struct SiteReport {
     pub(crate) last_elapsed_ms: Option<i32>,
     #[serde(serialize_with = "crate::event::rfc3339_opt::serialize")]
     pub(crate) cert_expires_at: Option<DateTime<Utc>>,
-    /// The last 24 hours, oldest first (the current hour last).
+}
+
+/// A URL's state across its vantage points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TargetState {
+    /// Down as alerting decides it (the quorum), or, alerting off, from every vantage
+    /// point that reports.
+    Down,
+    /// Down from some vantage points, fewer than that.
+    Degraded,
+    /// Up from every vantage point that reports.
+    Up,
+    /// No vantage point reports (every one is stale).
+    NoData,
+}
+
+impl TargetState {
+    /// As the page writes it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            TargetState::Down => "DOWN",
+            TargetState::Degraded => "DEGRADED",
+            TargetState::Up => "UP",
+            TargetState::NoData => "NO DATA",
+        }
+    }
+
+    /// As CSS classes and badges name it.
+    pub(crate) fn class(self) -> &'static str {
+        match self {
+            TargetState::Down => "down",
+            TargetState::Degraded => "degraded",
+            TargetState::Up => "up",
+            TargetState::NoData => "nodata",
+        }
+    }
+}
+
+/// One vantage point's view of a URL.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct VantageReport {
+    pub(crate) producer: String,
+    pub(crate) up: bool,
+    pub(crate) stale: bool,
+    #[serde(serialize_with = "crate::event::rfc3339_millis::serialize")]
+    pub(crate) last_checked_at: DateTime<Utc>,
     #[serde(skip)]
-    pub(crate) hours: Vec<Point>,
-    /// The last 30 days, oldest first (today last).
+    pub(crate) last_status: Option<i32>,
     #[serde(skip)]
-    pub(crate) days: Vec<Point>,
+    pub(crate) last_error_kind: Option<String>,
+    #[serde(skip)]
+    pub(crate) last_elapsed_ms: Option<i32>,
+}
+
+/// One URL across its vantage points: an `/api/status` `targets` entry.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TargetReport {
+    /// As shown (its password hidden).
+    pub(crate) url: String,
+    pub(crate) state: TargetState,
+    pub(crate) vantage: Vec<VantageReport>,
+    pub(crate) uptime_24h: Option<f64>,
+    pub(crate) uptime_7d: Option<f64>,
+    pub(crate) uptime_30d: Option<f64>,
+    pub(crate) p50_ms_24h: Option<f64>,
+    /// The earliest certificate expiry any vantage point saw.
+    #[serde(skip)]
+    pub(crate) cert_expires_at: Option<DateTime<Utc>>,
+    /// The URL as stored (for the site page's reads).
+    #[serde(skip)]
+    pub(crate) stored_url: String,
 }
 
 /// An open alert incident: a URL alerting decided down and not up again.
@@ -118,106 +129,162 @@ pub(crate) struct IncidentReport {
 pub(crate) struct Report {
     #[serde(serialize_with = "crate::event::rfc3339_millis::serialize")]
     pub(crate) generated_at: DateTime<Utc>,
+    /// Per series, down first (as before targets existed).
     pub(crate) sites: Vec<SiteReport>,
+    /// Per URL, down and degraded first, then by URL.
+    pub(crate) targets: Vec<TargetReport>,
     /// Alerting's open incidents (none when alerting is off).
     pub(crate) incidents: Vec<IncidentReport>,
     /// Notifications decided and not yet delivered (nor given up).
     pub(crate) alerts_pending: i64,
+    /// The current day of the windows (the last of the page's 90-day strips).
+    #[serde(skip)]
+    pub(crate) strip_end: Option<DateTime<Utc>>,
 }
 
-/// One series' figures: its points, and its three windows.
-struct Series {
-    hours: Vec<Point>,
-    days: Vec<Point>,
-    day: Window,
-    week: Window,
-    month: Window,
+/// Up checks in percent of checks; None without checks.
+pub(crate) fn uptime(checks: i64, up: i64) -> Option<f64> {
+    (checks > 0).then(|| 100.0 * up as f64 / checks as f64)
 }
 
-impl Series {
-    /// From the kept rows of one series (none: a series with no rollups yet).
-    fn of(
-        rows: Option<&SeriesRows>,
-        (first_hour, first_day): (DateTime<Utc>, DateTime<Utc>),
-    ) -> Series {
-        let mut f = Series {
-            hours: vec![Point::default(); HOURS],
-            days: vec![Point::default(); DAYS],
-            day: Window::default(),
-            week: Window::default(),
-            month: Window::default(),
-        };
-        let Some(rows) = rows else { return f };
-        let slot = |bucket: DateTime<Utc>, first: DateTime<Utc>, seconds: i64, len: usize| {
-            let at = usize::try_from((bucket - first).num_seconds() / seconds).ok()?;
-            (at < len).then_some(at)
-        };
-        for (bucket, r) in rows.hours.range(first_hour..) {
-            if let Some(at) = slot(*bucket, first_hour, 3600, HOURS) {
-                f.hours[at] = r.point.clone().unwrap_or_default();
-                f.day.add(r);
-            }
-        }
-        for (bucket, r) in rows.days.range(first_day..) {
-            if let Some(at) = slot(*bucket, first_day, 86_400, DAYS) {
-                f.days[at] = r.point.clone().unwrap_or_default();
-                f.month.add(r);
-                if at >= DAYS - WEEK {
-                    f.week.add(r);
-                }
-            }
-        }
-        f
-    }
+fn quantile(f: &Figures, q: f64) -> Option<f64> {
+    percentile(&f.hist, q, None, None).map(f64::round)
+}
+
+/// How a report is made: the rules that are not in the rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules {
+    /// `CK_ALERT_STALE_AFTER`.
+    pub(crate) stale_after_s: i64,
+    /// Alerting is on: a URL is down when alerting decided so.
+    pub(crate) alerting: bool,
 }
 
 impl Report {
-    /// Down first, then stale, then up; each by url and vantage point. A series is stale
-    /// when its newest check is older than `stale_after_s`.
-    pub(crate) fn of(rows: &StatusRows, cache: &RollupCache, stale_after_s: i64) -> Report {
-        let first = windows(rows.now);
-        let mut sites: Vec<SiteReport> = rows
-            .states
-            .iter()
-            .map(|s| {
-                let kept = cache.series.get(&(s.url.clone(), s.producer.clone()));
-                let f = Series::of(kept, first);
-                SiteReport {
-                    url: crate::secret::redact_url(&s.url).into_owned(),
-                    producer: s.producer.clone(),
-                    up: s.up,
-                    stale: (rows.now - s.last_checked_at).num_seconds() > stale_after_s,
-                    since: s.since,
-                    uptime_24h: f.day.uptime(),
-                    uptime_7d: f.week.uptime(),
-                    uptime_30d: f.month.uptime(),
-                    p50_ms_24h: f.day.quantile(0.5),
-                    p95_ms_24h: f.day.quantile(0.95),
-                    p50_ms_30d: f.month.quantile(0.5),
-                    p95_ms_30d: f.month.quantile(0.95),
-                    last_checked_at: s.last_checked_at,
-                    last_status: s.last_status,
-                    last_error: s.last_error.clone(),
-                    last_error_kind: s.last_error_kind.clone(),
-                    last_elapsed_ms: s.last_elapsed_ms,
-                    cert_expires_at: s.cert_expires_at,
-                    hours: f.hours,
-                    days: f.days,
-                }
-            })
-            .collect();
+    /// The figures of the kept rows, at `rows.now`.
+    pub(crate) fn of(data: &PageData, rows: &StatusRows, rules: Rules) -> Report {
+        let stale =
+            |s: &SiteState| (rows.now - s.last_checked_at).num_seconds() > rules.stale_after_s;
+        let empty = Figures::default();
+        let mut sites = Vec::with_capacity(data.states.len());
+        let mut by_url: BTreeMap<&str, Vec<&SiteState>> = BTreeMap::new();
+        for (key, s) in &data.states {
+            let w = data.windows.get(key);
+            let (h24, d7, d30) = w.map_or((&empty, &empty, &empty), |w| {
+                (&w.hours_24, &w.days_7, &w.days_30)
+            });
+            sites.push(SiteReport {
+                url: crate::secret::redact_url(&s.url).into_owned(),
+                producer: s.producer.clone(),
+                up: s.up,
+                stale: stale(s),
+                since: s.since,
+                uptime_24h: uptime(h24.checks, h24.up),
+                uptime_7d: uptime(d7.checks, d7.up),
+                uptime_30d: uptime(d30.checks, d30.up),
+                p50_ms_24h: quantile(h24, 0.5),
+                p95_ms_24h: quantile(h24, 0.95),
+                p50_ms_30d: quantile(d30, 0.5),
+                p95_ms_30d: quantile(d30, 0.95),
+                last_checked_at: s.last_checked_at,
+                last_status: s.last_status,
+                last_error: s.last_error.clone(),
+                last_error_kind: s.last_error_kind.clone(),
+                last_elapsed_ms: s.last_elapsed_ms,
+                cert_expires_at: s.cert_expires_at,
+            });
+            by_url.entry(s.url.as_str()).or_default().push(s);
+        }
         let rank = |s: &SiteReport| match (s.stale, s.up) {
             (false, false) => 0,
             (true, _) => 1,
             (false, true) => 2,
         };
         sites.sort_by(|a, b| (rank(a), &a.url, &a.producer).cmp(&(rank(b), &b.url, &b.producer)));
+        let down: std::collections::HashSet<&str> =
+            rows.incidents.iter().map(|i| i.url.as_str()).collect();
+        let mut targets: Vec<TargetReport> = by_url
+            .into_iter()
+            .map(|(url, series)| target(url, series, data, (&stale, down.contains(url), rules)))
+            .collect();
+        // Down, then degraded, then the rest, each by URL.
+        targets.sort_by(|a, b| {
+            let rank = |t: &TargetReport| t.state.min(TargetState::Up);
+            (rank(a), &a.url).cmp(&(rank(b), &b.url))
+        });
         Report {
             generated_at: rows.now,
             sites,
+            targets,
             incidents: incidents(rows),
             alerts_pending: rows.alerts_pending,
+            strip_end: data.alignment.map(|a| a.day),
         }
+    }
+}
+
+/// Whether a series is stale now.
+type IsStale<'a> = dyn Fn(&SiteState) -> bool + 'a;
+
+/// One URL's report from its series.
+fn target(
+    url: &str,
+    mut series: Vec<&SiteState>,
+    data: &PageData,
+    (stale, alert_down, rules): (&IsStale<'_>, bool, Rules),
+) -> TargetReport {
+    series.sort_by(|a, b| a.producer.cmp(&b.producer));
+    let (mut h24, mut d7, mut d30) = (Figures::default(), Figures::default(), Figures::default());
+    for s in &series {
+        let Some(w) = data.windows.get(&(s.url.clone(), s.producer.clone())) else {
+            continue;
+        };
+        for (sum, f) in [
+            (&mut h24, &w.hours_24),
+            (&mut d7, &w.days_7),
+            (&mut d30, &w.days_30),
+        ] {
+            sum.checks += f.checks;
+            sum.up += f.up;
+            for (a, b) in sum.hist.iter_mut().zip(&f.hist) {
+                *a += b;
+            }
+        }
+    }
+    let vantage: Vec<VantageReport> = series
+        .iter()
+        .map(|s| VantageReport {
+            producer: s.producer.clone(),
+            up: s.up,
+            stale: stale(s),
+            last_checked_at: s.last_checked_at,
+            last_status: s.last_status,
+            last_error_kind: s.last_error_kind.clone(),
+            last_elapsed_ms: s.last_elapsed_ms,
+        })
+        .collect();
+    let reporting: Vec<&VantageReport> = vantage.iter().filter(|v| !v.stale).collect();
+    let seeing_down = reporting.iter().filter(|v| !v.up).count();
+    let state = if reporting.is_empty() {
+        TargetState::NoData
+    } else if (rules.alerting && alert_down) || (!rules.alerting && seeing_down == reporting.len())
+    {
+        TargetState::Down
+    } else if seeing_down > 0 {
+        TargetState::Degraded
+    } else {
+        TargetState::Up
+    };
+    TargetReport {
+        url: crate::secret::redact_url(url).into_owned(),
+        state,
+        vantage,
+        uptime_24h: uptime(h24.checks, h24.up),
+        uptime_7d: uptime(d7.checks, d7.up),
+        uptime_30d: uptime(d30.checks, d30.up),
+        p50_ms_24h: quantile(&h24, 0.5),
+        cert_expires_at: series.iter().filter_map(|s| s.cert_expires_at).min(),
+        stored_url: url.to_string(),
     }
 }
 

@@ -16,7 +16,9 @@ mod leases;
 mod retention;
 mod rollups;
 mod schema;
+mod site;
 mod status;
+mod windows;
 mod write;
 
 pub use alerts::OpenIncident;
@@ -24,11 +26,15 @@ pub(crate) use alerts::{Attempt, claim_next, close_stale_incidents, record_attem
 pub use connect::PostgresSettings;
 pub(crate) use leases::PartitionLeases;
 pub(crate) use retention::{prune_events, retention_lock, retention_unlock, vacuum_events};
-pub(crate) use rollups::fold_rollups;
+pub(crate) use rollups::{align_windows, fold_rollups, forget_quiet_series};
 pub use schema::{SCHEMA_VERSION, migrate};
 pub(crate) use schema::{non_utc_timezone, python_rows_until};
-pub use status::{Grain, RollupRow, SiteState, StatusRows};
-pub(crate) use status::{read_only, read_rollups, read_status};
+pub use site::{SITE_DAYS, SITE_HOURS, SiteRows};
+pub(crate) use site::{read_site, read_strips};
+pub use status::{RollupRow, SiteState, StatusRows};
+pub(crate) use status::{read_only, read_status};
+pub use windows::WindowRow;
+pub(crate) use windows::read_changed as read_windows;
 pub(crate) use write::{
     Batch, Derived, Rejected, RowEncoder, Written, committed_offsets, write_batches,
 };

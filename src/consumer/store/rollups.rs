@@ -10,8 +10,10 @@ use std::collections::HashMap;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
+use super::windows;
 use super::{StoreError, bounded, sql_error};
 use crate::consumer::rollup::{Bucket, Delta, Folded, OwnedBucketKey, Rollups};
+use crate::consumer::windows::{Alignment, window_deltas};
 
 /// Held (for its transaction) by the consumer folding: folds happen one at a time, in the
 /// order the deltas were committed, whichever consumer runs them.
@@ -71,8 +73,67 @@ async fn fold(client: &mut Client, most: i64) -> Result<usize, StoreError> {
         Err(e) => return Err(e),
     }
     deleted.map_err(fail)?;
+    follow_windows(&tx, Some(&folded)).await?;
     tx.commit().await.map_err(fail)?;
     Ok(ids.len())
+}
+
+/// The windows after this fold (in its transaction, the rollup tables already updated):
+/// moved first when the hour or the day turned (from the tables, which hold this fold's
+/// rows too: then only the days that did not move get its additions), or its additions
+/// alone. `folded` None (a fold done in parts): moved, and built again from the tables.
+async fn follow_windows(tx: &Transaction<'_>, folded: Option<&Folded>) -> Result<(), StoreError> {
+    let at = Alignment::at(windows::now(tx).await?);
+    let before = windows::alignment(tx).await?;
+    let Some(folded) = folded else {
+        return windows::move_to(tx, None, at).await;
+    };
+    if before == Some(at) {
+        return windows::apply(tx, &window_deltas(folded, at)).await;
+    }
+    windows::move_to(tx, before, at).await?;
+    // What moved was read from the tables, this fold's rows included: its additions go
+    // only where nothing moved.
+    let mut deltas = window_deltas(folded, at);
+    let hour_moved = before.is_none_or(|b| b.hour != at.hour);
+    let day_moved = before.is_none_or(|b| b.day != at.day);
+    for d in deltas.values_mut() {
+        if hour_moved {
+            d.hours_24 = Default::default();
+        }
+        if day_moved {
+            d.days_7 = Default::default();
+            d.days_30 = Default::default();
+        }
+    }
+    windows::apply(tx, &deltas).await
+}
+
+/// Move the windows to the current hour and day when they turned with nothing to fold
+/// (no events came in): returns whether they moved. One consumer at a time (the fold's
+/// lock), bounded like every transaction.
+pub(crate) async fn align_windows(client: &mut Client) -> Result<bool, StoreError> {
+    bounded("windows", async {
+        let fail = |e: tokio_postgres::Error| sql_error("windows", &e);
+        let tx = client.transaction().await.map_err(fail)?;
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])
+            .await
+            .map_err(fail)?
+            .get(0);
+        if !locked {
+            return Ok(false);
+        }
+        let at = Alignment::at(windows::now(&tx).await?);
+        let before = windows::alignment(&tx).await?;
+        if before == Some(at) {
+            return Ok(false);
+        }
+        windows::move_to(&tx, before, at).await?;
+        tx.commit().await.map_err(fail)?;
+        Ok(true)
+    })
+    .await
 }
 
 /// The oldest `most` deltas, under the fold lock; None when another consumer folds now
@@ -136,6 +197,7 @@ async fn fold_isolating(client: &mut Client, most: i64) -> Result<usize, StoreEr
     tx.execute("DELETE FROM rollup_deltas WHERE id = ANY($1)", &[&ids])
         .await
         .map_err(fail)?;
+    follow_windows(&tx, None).await?;
     tx.commit().await.map_err(fail)?;
     Ok(ids.len())
 }
@@ -175,6 +237,21 @@ fn isolate<'a>(
             Err(e) => Err(e),
         }
     })
+}
+
+/// Forget the series (url, vantage point) whose newest check is more than 30 days old:
+/// their card leaves the page (their rollups stay, as history). Returns how many.
+pub(crate) async fn forget_quiet_series(client: &Client) -> Result<u64, StoreError> {
+    bounded("forgetting quiet series", async {
+        client
+            .execute(
+                "DELETE FROM site_status WHERE last_checked_at < now() - interval '30 days'",
+                &[],
+            )
+            .await
+            .map_err(|e| sql_error("forgetting quiet series", &e))
+    })
+    .await
 }
 
 /// Add `rollups` to the tables. The statements go out together (pipelined). Rows are sent
@@ -280,7 +357,12 @@ async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreE
     let kinds: Vec<Option<&str>> = rows.iter().map(|(_, s)| s.last_error_kind).collect();
     let elapsed: Vec<Option<i32>> = rows.iter().map(|(_, s)| s.last_elapsed_ms).collect();
     let certs: Vec<_> = rows.iter().map(|(_, s)| s.cert_expires_at).collect();
-    let params: [(&(dyn ToSql + Sync), Type); 11] = [
+    // Plain data: serialising it cannot fail.
+    let recent: Vec<String> = rows
+        .iter()
+        .map(|(_, s)| serde_json::to_string(&s.recent).unwrap_or_else(|_| "[]".into()))
+        .collect();
+    let params: [(&(dyn ToSql + Sync), Type); 12] = [
         (&urls, Type::TEXT_ARRAY),
         (&producers, Type::TEXT_ARRAY),
         (&up, Type::BOOL_ARRAY),
@@ -292,23 +374,35 @@ async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreE
         (&kinds, Type::TEXT_ARRAY),
         (&elapsed, Type::INT4_ARRAY),
         (&certs, Type::TIMESTAMPTZ_ARRAY),
+        (&recent, Type::TEXT_ARRAY),
     ];
     // One statement: the INSERT's NOT EXISTS sees the table as it was before the UPDATE.
+    // The recent checks are merged whether or not the state moves (a late check is one).
     tx.execute_typed(
         "WITH x AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::timestamptz[], \
-           $5::bool[], $6::timestamptz[], $7::int[], $8::text[], $9::text[], $10::int[], $11::timestamptz[]) \
-           AS x(u, p, up, since, changed, lc, ls, le, lk, el, ce)), \
+           $5::bool[], $6::timestamptz[], $7::int[], $8::text[], $9::text[], $10::int[], \
+           $11::timestamptz[], $12::text[]) \
+           AS x(u, p, up, since, changed, lc, ls, le, lk, el, ce, rc)), \
          updated AS (UPDATE site_status AS s SET \
-           since = CASE WHEN s.up = x.up AND NOT x.changed THEN s.since ELSE x.since END, \
-           up = x.up, last_checked_at = x.lc, last_status = x.ls, last_error = x.le, \
-           last_error_kind = x.lk, last_elapsed_ms = x.el, \
-           cert_expires_at = coalesce(x.ce, s.cert_expires_at) \
+           since = CASE WHEN x.lc < s.last_checked_at THEN s.since \
+             WHEN s.up = x.up AND NOT x.changed THEN s.since ELSE x.since END, \
+           up = CASE WHEN x.lc < s.last_checked_at THEN s.up ELSE x.up END, \
+           last_checked_at = greatest(x.lc, s.last_checked_at), \
+           last_status = CASE WHEN x.lc < s.last_checked_at THEN s.last_status ELSE x.ls END, \
+           last_error = CASE WHEN x.lc < s.last_checked_at THEN s.last_error ELSE x.le END, \
+           last_error_kind = CASE WHEN x.lc < s.last_checked_at THEN s.last_error_kind ELSE x.lk END, \
+           last_elapsed_ms = CASE WHEN x.lc < s.last_checked_at THEN s.last_elapsed_ms ELSE x.el END, \
+           cert_expires_at = CASE WHEN x.lc < s.last_checked_at THEN s.cert_expires_at \
+             ELSE coalesce(x.ce, s.cert_expires_at) END, \
+           recent = (SELECT jsonb_agg(e ORDER BY (e->>'t')::bigint DESC) FROM (SELECT e \
+             FROM jsonb_array_elements(x.rc::jsonb || coalesce(s.recent, '[]'::jsonb)) AS e \
+             ORDER BY (e->>'t')::bigint DESC LIMIT 5) AS newest), \
+           changed = nextval('page_changes') \
            FROM x WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p \
-             AND x.lc >= s.last_checked_at \
            RETURNING s.url) \
          INSERT INTO site_status (url, producer, up, since, last_checked_at, last_status, \
-           last_error, last_error_kind, last_elapsed_ms, cert_expires_at) \
-         SELECT u, p, up, since, lc, ls, le, lk, el, ce FROM x \
+           last_error, last_error_kind, last_elapsed_ms, cert_expires_at, recent, changed) \
+         SELECT u, p, up, since, lc, ls, le, lk, el, ce, rc::jsonb, nextval('page_changes') FROM x \
          WHERE NOT EXISTS (SELECT 1 FROM site_status AS s \
            WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p) \
          ON CONFLICT DO NOTHING",

@@ -184,10 +184,44 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
             rejected_at timestamptz NOT NULL DEFAULT now()
         )",
     ),
+    (
+        7,
+        "each series' sliding windows for the status page (built from the rollups by the \
+         first fold), each state's change number and recent checks, and an index of the \
+         alert outbox by URL (the site page's incidents)",
+        // `changed` numbers (one sequence) let the page read only the rows changed since
+        // its last read. Adding a column with a constant default rewrites nothing.
+        "CREATE SEQUENCE IF NOT EXISTS page_changes;
+        CREATE TABLE IF NOT EXISTS series_windows (
+            url text NOT NULL,
+            producer text NOT NULL,
+            checks_24h bigint NOT NULL,
+            up_24h bigint NOT NULL,
+            hist_24h bigint[] NOT NULL,
+            checks_7d bigint NOT NULL,
+            up_7d bigint NOT NULL,
+            hist_7d bigint[] NOT NULL,
+            checks_30d bigint NOT NULL,
+            up_30d bigint NOT NULL,
+            hist_30d bigint[] NOT NULL,
+            changed bigint NOT NULL
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS series_windows_key ON series_windows (md5(url), producer);
+        CREATE INDEX IF NOT EXISTS series_windows_changed ON series_windows (changed);
+        CREATE TABLE IF NOT EXISTS series_windows_at (
+            one boolean PRIMARY KEY DEFAULT true CHECK (one),
+            hour_end timestamptz NOT NULL,
+            day_end timestamptz NOT NULL
+        );
+        ALTER TABLE site_status ADD COLUMN IF NOT EXISTS changed bigint NOT NULL DEFAULT 0,
+            ADD COLUMN IF NOT EXISTS recent jsonb;
+        CREATE INDEX IF NOT EXISTS site_status_changed ON site_status (changed);
+        CREATE INDEX IF NOT EXISTS alert_outbox_url ON alert_outbox (md5(url), seq)",
+    ),
 ];
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// Held while migrating, so that consumers starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x636b_7369_7465_0001;

@@ -1,9 +1,8 @@
-//! What the status page reads: each site's state, and rollup rows from a given bucket on
-//! (the page keeps them, and reads again only what can have changed). Read-only: the
-//! page's connection is set read-only too.
+//! What the status page reads: each series' state (only what changed since the last read),
+//! and for one URL's page its rollups, incidents and latest checks (`site`). Read-only:
+//! the page's connection is set read-only too.
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use tokio_postgres::Client;
 
 use super::{StoreError, bounded, sql_error};
@@ -33,11 +32,9 @@ pub struct SiteState {
     pub cert_expires_at: Option<DateTime<Utc>>,
 }
 
-/// A row of `rollups_hourly` or `rollups_daily`, as the page needs it.
+/// A row of `rollups_hourly` or `rollups_daily`, as the site page needs it.
 #[derive(Debug, Clone)]
 pub struct RollupRow {
-    /// (url, producer) as in [`SiteState`].
-    pub url: String,
     /// The vantage point.
     pub producer: String,
     /// The start of the hour or day.
@@ -54,57 +51,44 @@ pub struct RollupRow {
     pub latency_max_ms: Option<i32>,
 }
 
-/// The page's current rows: every series' state, and alerting's incidents.
+/// The page's current rows: the states changed since the last read, and alerting's
+/// incidents.
 #[derive(Debug, Clone)]
 pub struct StatusRows {
     /// When it was read (the database's clock).
     pub now: DateTime<Utc>,
-    /// Every series' state, by url then producer.
+    /// The series' states changed since the read asked for (all of them from -1).
     pub states: Vec<SiteState>,
+    /// The greatest change number among them (or the one asked for).
+    pub states_seq: i64,
     /// Alerting's open incidents.
     pub incidents: Vec<super::OpenIncident>,
     /// Notifications not yet delivered (nor given up).
     pub alerts_pending: i64,
 }
 
-/// Which rollups to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Grain {
-    /// `rollups_hourly`.
-    Hour,
-    /// `rollups_daily`.
-    Day,
-}
-
-/// Read every series' state and the incidents.
-pub async fn read_status(client: &Client) -> Result<StatusRows, StoreError> {
+/// Every series' state changed after `since` (every one from -1), and the incidents.
+pub async fn read_status(client: &Client, since: i64) -> Result<StatusRows, StoreError> {
     bounded("status page read", async {
         let fail = |e: tokio_postgres::Error| sql_error("status page read", &e);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&since];
         let (now, states) = tokio::join!(
             client.query_one("SELECT now()", &[]),
             client.query(
                 "SELECT url, producer, up, since, last_checked_at, last_status, last_error, \
-                 last_error_kind, last_elapsed_ms, cert_expires_at FROM site_status ORDER BY url, producer",
-                &[],
+                 last_error_kind, last_elapsed_ms, cert_expires_at, changed FROM site_status \
+                 WHERE changed > $1",
+                &params,
             ),
         );
         let now: DateTime<Utc> = now.map_err(fail)?.try_get(0).map_err(fail)?;
+        let mut states_seq = since;
         let states = states
             .map_err(fail)?
             .iter()
             .map(|r| {
-                Ok(SiteState {
-                    url: r.try_get(0)?,
-                    producer: r.try_get(1)?,
-                    up: r.try_get(2)?,
-                    since: r.try_get(3)?,
-                    last_checked_at: r.try_get(4)?,
-                    last_status: r.try_get(5)?,
-                    last_error: r.try_get(6)?,
-                    last_error_kind: r.try_get(7)?,
-                    last_elapsed_ms: r.try_get(8)?,
-                    cert_expires_at: r.try_get(9)?,
-                })
+                states_seq = states_seq.max(r.try_get(10)?);
+                site_state(r)
             })
             .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(fail)?;
@@ -112,6 +96,7 @@ pub async fn read_status(client: &Client) -> Result<StatusRows, StoreError> {
         Ok(StatusRows {
             now,
             states,
+            states_seq,
             incidents,
             alerts_pending,
         })
@@ -119,45 +104,19 @@ pub async fn read_status(client: &Client) -> Result<StatusRows, StoreError> {
     .await
 }
 
-/// Hand each rollup row of `grain` whose bucket is at or after `from` to `take`, one at a
-/// time as they arrive (a month of rows for thousands of series is never all in memory
-/// twice).
-pub async fn read_rollups(
-    client: &Client,
-    grain: Grain,
-    from: DateTime<Utc>,
-    mut take: impl FnMut(RollupRow),
-) -> Result<(), StoreError> {
-    let sql = match grain {
-        Grain::Hour => {
-            "SELECT url, producer, bucket, checks, up_checks, latency_hist, latency_min_ms, \
-             latency_max_ms FROM rollups_hourly WHERE bucket >= $1"
-        }
-        Grain::Day => {
-            "SELECT url, producer, bucket, checks, up_checks, latency_hist, latency_min_ms, \
-             latency_max_ms FROM rollups_daily WHERE bucket >= $1"
-        }
-    };
-    bounded("status page read", async {
-        let fail = |e: tokio_postgres::Error| sql_error("status page read", &e);
-        let rows = client.query_raw(sql, [&from]).await.map_err(fail)?;
-        let mut rows = std::pin::pin!(rows);
-        while let Some(r) = rows.next().await {
-            let r = r.map_err(fail)?;
-            take(RollupRow {
-                url: r.try_get(0).map_err(fail)?,
-                producer: r.try_get(1).map_err(fail)?,
-                bucket: r.try_get(2).map_err(fail)?,
-                checks: r.try_get(3).map_err(fail)?,
-                up_checks: r.try_get(4).map_err(fail)?,
-                latency_hist: r.try_get(5).map_err(fail)?,
-                latency_min_ms: r.try_get(6).map_err(fail)?,
-                latency_max_ms: r.try_get(7).map_err(fail)?,
-            });
-        }
-        Ok(())
+pub(super) fn site_state(r: &tokio_postgres::Row) -> Result<SiteState, tokio_postgres::Error> {
+    Ok(SiteState {
+        url: r.try_get(0)?,
+        producer: r.try_get(1)?,
+        up: r.try_get(2)?,
+        since: r.try_get(3)?,
+        last_checked_at: r.try_get(4)?,
+        last_status: r.try_get(5)?,
+        last_error: r.try_get(6)?,
+        last_error_kind: r.try_get(7)?,
+        last_elapsed_ms: r.try_get(8)?,
+        cert_expires_at: r.try_get(9)?,
     })
-    .await
 }
 
 /// A connection for the page: read-only, so that whatever the page's code does, it

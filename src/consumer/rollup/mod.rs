@@ -2,10 +2,12 @@
 //! series' current state (up or down, since when, the last error). The status page reads
 //! these instead of the raw events, so that it stays fast over a long history.
 //!
-//! This module computes them from the events a transaction stores (`Rollups::of`), as the
-//! delta that transaction stores with them (`Delta`), and merges committed deltas in order
-//! for a fold (`Folded`): so a retried or duplicated event is counted exactly as often as
-//! it is stored: once. It never does I/O.
+//! This module computes them from the events a transaction stores (`Rollups::of`); the
+//! delta that transaction stores with them, and the merging of committed deltas for a
+//! fold, are `delta`'s: so a retried or duplicated event is counted exactly as often as it
+//! is stored: once. It never does I/O.
+
+mod delta;
 
 use std::collections::HashMap;
 
@@ -13,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::ErrorKind;
+pub(crate) use delta::{Delta, Folded, OwnedBucketKey};
 
 /// Failed checks per kind, in [`ErrorKind::ALL`] order (the `error_kinds` column).
 type KindCounts = [i64; ErrorKind::ALL.len()];
@@ -46,6 +49,8 @@ pub(crate) struct RollupInput {
     pub(crate) error: Option<String>,
     pub(crate) error_kind: Option<&'static str>,
     pub(crate) cert_expires_at: Option<DateTime<Utc>>,
+    /// DNS, connect, TLS and time to first byte, ms (the site page's latest checks).
+    pub(crate) phases: [Option<i32>; 4],
 }
 
 /// One series' figures over one hour or one day.
@@ -77,6 +82,59 @@ pub(crate) struct SeriesState {
     pub(crate) last_error_kind: Option<&'static str>,
     pub(crate) last_elapsed_ms: Option<i32>,
     pub(crate) cert_expires_at: Option<DateTime<Utc>>,
+    /// Its newest checks, newest first (at most [`RECENT_CHECKS`]).
+    pub(crate) recent: Vec<RecentCheck>,
+}
+
+/// Checks kept per series for the site page's latest checks.
+pub(crate) const RECENT_CHECKS: usize = 5;
+
+/// Characters of an error kept with a recent check.
+const RECENT_ERROR_CHARS: usize = 200;
+
+/// One check as the site page lists it (`site_status.recent`, JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RecentCheck {
+    /// When it ran, ms since the epoch.
+    #[serde(rename = "t")]
+    pub(crate) at_ms: i64,
+    #[serde(rename = "u")]
+    pub(crate) up: bool,
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<i32>,
+    #[serde(rename = "ms", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) elapsed_ms: Option<i32>,
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error_kind: Option<String>,
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+    /// Its phases (DNS, connect, TLS, time to first byte), ms; None where none was timed.
+    #[serde(rename = "ph", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) phases: Option<[Option<i32>; 4]>,
+}
+
+impl RecentCheck {
+    fn of(e: &RollupInput) -> RecentCheck {
+        RecentCheck {
+            at_ms: e.ts.timestamp_millis(),
+            up: e.up,
+            status: e.status,
+            elapsed_ms: e.elapsed,
+            error_kind: e.error_kind.map(str::to_string),
+            error: e
+                .error
+                .as_ref()
+                .map(|t| t.chars().take(RECENT_ERROR_CHARS).collect()),
+            phases: e.phases.iter().any(Option::is_some).then_some(e.phases),
+        }
+    }
+}
+
+/// `into` and `more` (each newest first) merged: the newest [`RECENT_CHECKS`].
+pub(crate) fn merge_recent(into: &mut Vec<RecentCheck>, more: Vec<RecentCheck>) {
+    into.extend(more);
+    into.sort_by_key(|c| std::cmp::Reverse(c.at_ms));
+    into.truncate(RECENT_CHECKS);
 }
 
 /// (url, producer), borrowed from the inputs.
@@ -168,12 +226,14 @@ impl SeriesState {
             last_error_kind: e.error_kind,
             last_elapsed_ms: e.elapsed,
             cert_expires_at: e.cert_expires_at,
+            recent: vec![RecentCheck::of(e)],
         }
     }
 
     /// The next event of the series. One arriving older than the latest (a producer's
     /// clock, a retry) counts in the buckets but does not move the state back.
     fn follow(&mut self, e: &RollupInput) {
+        merge_recent(&mut self.recent, vec![RecentCheck::of(e)]);
         if e.ts < self.last_checked_at {
             return;
         }
@@ -190,203 +250,6 @@ impl SeriesState {
         if e.cert_expires_at.is_some() {
             self.cert_expires_at = e.cert_expires_at;
         }
-    }
-}
-
-/// A transaction's rollups as stored in `rollup_deltas` (JSON): written with the events in
-/// their transaction (one row, cheap), folded into the rollup tables later in batches
-/// ([`Folded`]), so that a series' buckets are updated once per fold, not once per
-/// transaction. Per series: its state and its hours (days are sums of hours, made by the
-/// fold). Owned, times in ms since the epoch; the hours' fields have one-letter names,
-/// as they repeat in every delta.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Delta {
-    series: Vec<DeltaSeries>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct DeltaSeries {
-    url: String,
-    #[serde(rename = "p")]
-    producer: String,
-    /// The state: as [`SeriesState`].
-    #[serde(rename = "up")]
-    up: bool,
-    #[serde(rename = "since")]
-    since_ms: i64,
-    #[serde(rename = "chg")]
-    changed: bool,
-    #[serde(rename = "l")]
-    last_ms: i64,
-    #[serde(rename = "ls")]
-    last_status: Option<i32>,
-    #[serde(rename = "err", default, skip_serializing_if = "Option::is_none")]
-    last_error: Option<String>,
-    #[serde(rename = "kind", default, skip_serializing_if = "Option::is_none")]
-    last_error_kind: Option<String>,
-    #[serde(rename = "ms")]
-    last_elapsed_ms: Option<i32>,
-    #[serde(rename = "cert", default, skip_serializing_if = "Option::is_none")]
-    cert_ms: Option<i64>,
-    #[serde(rename = "hours")]
-    hours: Vec<DeltaHour>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct DeltaHour {
-    /// Start of the hour.
-    #[serde(rename = "t")]
-    start_ms: i64,
-    #[serde(rename = "c")]
-    checks: i64,
-    #[serde(rename = "u")]
-    up_checks: i64,
-    #[serde(rename = "e")]
-    error_kinds: KindCounts,
-    /// (bucket, count) of the latency histogram's non-zero buckets.
-    #[serde(rename = "h")]
-    hist: Vec<(u8, i64)>,
-    #[serde(rename = "lo", default, skip_serializing_if = "Option::is_none")]
-    min: Option<i32>,
-    #[serde(rename = "hi", default, skip_serializing_if = "Option::is_none")]
-    max: Option<i32>,
-    #[serde(rename = "s")]
-    sum: i64,
-    #[serde(rename = "l")]
-    last_ms: i64,
-    #[serde(rename = "ls")]
-    last_status: Option<i32>,
-}
-
-fn from_ms(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-impl Rollups<'_> {
-    /// What to store in this transaction's `rollup_deltas` row.
-    pub(crate) fn to_delta(&self) -> Delta {
-        let mut hours: HashMap<SeriesKey<'_>, Vec<DeltaHour>> = HashMap::new();
-        for ((key, start), b) in &self.hourly {
-            hours.entry(*key).or_default().push(DeltaHour {
-                start_ms: start.timestamp_millis(),
-                checks: b.checks,
-                up_checks: b.up_checks,
-                error_kinds: b.error_kinds,
-                hist: b
-                    .latency_hist
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| **n != 0)
-                    .map(|(i, n)| (i as u8, *n))
-                    .collect(),
-                min: b.latency_min_ms,
-                max: b.latency_max_ms,
-                sum: b.latency_sum_ms,
-                last_ms: b.last_checked_at.timestamp_millis(),
-                last_status: b.last_status,
-            });
-        }
-        let series = self
-            .states
-            .iter()
-            .map(|(key, s)| DeltaSeries {
-                url: key.0.to_string(),
-                producer: key.1.to_string(),
-                up: s.up,
-                since_ms: s.since.timestamp_millis(),
-                changed: s.changed,
-                last_ms: s.last_checked_at.timestamp_millis(),
-                last_status: s.last_status,
-                last_error: s.last_error.clone(),
-                last_error_kind: s.last_error_kind.map(str::to_string),
-                last_elapsed_ms: s.last_elapsed_ms,
-                cert_ms: s.cert_expires_at.map(|t| t.timestamp_millis()),
-                hours: hours.remove(key).unwrap_or_default(),
-            })
-            .collect();
-        Delta { series }
-    }
-}
-
-impl Delta {
-    /// Its series, each a delta of its own: a fold that PostgreSQL refuses is folded again
-    /// in parts, to find the series at fault.
-    pub(crate) fn into_parts(self) -> Vec<Delta> {
-        self.series
-            .into_iter()
-            .map(|s| Delta { series: vec![s] })
-            .collect()
-    }
-}
-
-/// (url, producer, start of the hour or day)
-pub(crate) type OwnedBucketKey = (String, String, DateTime<Utc>);
-
-/// Deltas merged, in the order they were committed: what one fold writes.
-#[derive(Debug, Default)]
-pub(crate) struct Folded {
-    pub(crate) hourly: HashMap<OwnedBucketKey, Bucket>,
-    pub(crate) daily: HashMap<OwnedBucketKey, Bucket>,
-    pub(crate) states: HashMap<(String, String), SeriesState>,
-}
-
-impl Folded {
-    /// Add the next delta (a later transaction's).
-    pub(crate) fn add(&mut self, delta: Delta) {
-        for d in delta.series {
-            for h in &d.hours {
-                let mut b = Bucket {
-                    checks: h.checks,
-                    up_checks: h.up_checks,
-                    error_kinds: h.error_kinds,
-                    latency_hist: [0; LATENCY_BUCKETS],
-                    latency_min_ms: h.min,
-                    latency_max_ms: h.max,
-                    latency_sum_ms: h.sum,
-                    last_checked_at: from_ms(h.last_ms),
-                    last_status: h.last_status,
-                };
-                for (i, n) in &h.hist {
-                    if let Some(slot) = b.latency_hist.get_mut(usize::from(*i)) {
-                        *slot += n;
-                    }
-                }
-                let hour = from_ms(h.start_ms);
-                let day = truncate(hour, 86_400);
-                for (table, start) in [(&mut self.daily, day), (&mut self.hourly, hour)] {
-                    table
-                        .entry((d.url.clone(), d.producer.clone(), start))
-                        .and_modify(|e| e.merge(&b))
-                        .or_insert_with(|| b.clone());
-                }
-            }
-            let kind = d
-                .last_error_kind
-                .as_deref()
-                .map(|k| ErrorKind::from_name(k).unwrap_or(ErrorKind::Other).as_str());
-            let s = SeriesState {
-                up: d.up,
-                since: from_ms(d.since_ms),
-                changed: d.changed,
-                last_checked_at: from_ms(d.last_ms),
-                last_status: d.last_status,
-                last_error: d.last_error,
-                last_error_kind: kind,
-                last_elapsed_ms: d.last_elapsed_ms,
-                cert_expires_at: d.cert_ms.map(from_ms),
-            };
-            match self.states.entry((d.url, d.producer)) {
-                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().then(s),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(s);
-                }
-            }
-        }
-    }
-
-    /// Nothing to write.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.hourly.is_empty() && self.daily.is_empty() && self.states.is_empty()
     }
 }
 
@@ -421,7 +284,8 @@ pub(crate) fn combine(a: Option<i32>, b: Option<i32>, f: fn(i32, i32) -> i32) ->
 impl SeriesState {
     /// The state after a later transaction's `later` (its own `since` and `changed`
     /// relative to its first check).
-    fn then(&mut self, later: SeriesState) {
+    fn then(&mut self, mut later: SeriesState) {
+        merge_recent(&mut self.recent, std::mem::take(&mut later.recent));
         if later.last_checked_at < self.last_checked_at {
             return;
         }
@@ -431,10 +295,12 @@ impl SeriesState {
         }
         let cert = later.cert_expires_at.or(self.cert_expires_at);
         let (since, changed) = (self.since, self.changed);
+        let recent = std::mem::take(&mut self.recent);
         *self = SeriesState {
             since,
             changed,
             cert_expires_at: cert,
+            recent,
             ..later
         };
     }
@@ -487,11 +353,11 @@ pub fn percentile(hist: &[i64], q: f64, min: Option<i32>, max: Option<i32>) -> O
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn input(offset: i64, minute: u32, up: bool, elapsed: i32) -> RollupInput {
+    pub(super) fn input(offset: i64, minute: u32, up: bool, elapsed: i32) -> RollupInput {
         RollupInput {
             partition: 0,
             offset,
@@ -504,6 +370,7 @@ mod tests {
             error: None,
             error_kind: None,
             cert_expires_at: None,
+            phases: [None; 4],
         }
     }
 
@@ -549,35 +416,6 @@ mod tests {
         let s = r.states.values().next().unwrap();
         assert!(s.up && !s.changed);
         assert_eq!(r.hourly.values().next().unwrap().checks, 2);
-    }
-
-    #[test]
-    fn deltas_folded_in_order_equal_one_transaction_of_everything() {
-        let all = [
-            input(1, 0, true, 12),
-            input(2, 10, false, 900),
-            input(3, 20, false, 40),
-            input(4, 30, true, 30),
-            input(5, 40, true, 7),
-        ];
-        let whole = Rollups::of(&all);
-        let mut folded = Folded::default();
-        for part in [&all[..2], &all[2..3], &all[3..]] {
-            let json = serde_json::to_vec(&Rollups::of(part).to_delta()).unwrap();
-            folded.add(serde_json::from_slice(&json).unwrap());
-        }
-        let key = ("https://a.example/".to_string(), "p1".to_string());
-        let (w, f) = (
-            &whole.states[&(key.0.as_str(), key.1.as_str())],
-            &folded.states[&key],
-        );
-        assert_eq!((f.up, f.since, f.changed), (w.up, w.since, true));
-        assert_eq!(f.last_checked_at, w.last_checked_at);
-        let hour = Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap();
-        let w = &whole.hourly[&((key.0.as_str(), key.1.as_str()), hour)];
-        let f = &folded.hourly[&(key.0.clone(), key.1.clone(), hour)];
-        assert_eq!(f, w);
-        assert_eq!(folded.daily.values().next().unwrap().checks, 5);
     }
 
     #[test]

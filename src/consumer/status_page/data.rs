@@ -1,0 +1,100 @@
+//! What the page keeps between reads: every series' state (`site_status`) and windows
+//! (`series_windows`), each read again only where its change number moved. The rows of a
+//! series that left (forgotten after 30 days quiet, or gone from the windows when they
+//! were built again) go at the next whole read: when the windows' hour or day turned, or
+//! every [`WHOLE_EVERY`].
+//!
+//! This module owns what is kept and when it is stale. It never talks to PostgreSQL and
+//! never computes a figure (that is `super::report`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::consumer::store::{SiteState, WindowRow};
+use crate::consumer::windows::Alignment;
+
+/// Everything is read again at least this often.
+pub(crate) const WHOLE_EVERY: Duration = Duration::from_secs(600);
+
+/// (url, producer)
+pub(crate) type SeriesKey = (String, String);
+
+/// The change number to read after for everything: rows never changed since the
+/// migration that numbered them carry 0.
+const EVERYTHING: i64 = -1;
+
+/// The rows kept.
+#[derive(Debug)]
+pub(crate) struct PageData {
+    pub(crate) states: HashMap<SeriesKey, SiteState>,
+    pub(crate) windows: HashMap<SeriesKey, WindowRow>,
+    /// The change numbers read up to.
+    pub(crate) states_seq: i64,
+    pub(crate) windows_seq: i64,
+    /// Where the windows ended at the last read.
+    pub(crate) alignment: Option<Alignment>,
+    whole_at: Option<Instant>,
+}
+
+impl Default for PageData {
+    fn default() -> PageData {
+        PageData {
+            states: HashMap::new(),
+            windows: HashMap::new(),
+            states_seq: EVERYTHING,
+            windows_seq: EVERYTHING,
+            alignment: None,
+            whole_at: None,
+        }
+    }
+}
+
+impl PageData {
+    /// The change numbers to read after: [`EVERYTHING`] (the kept rows dropped) when a
+    /// whole read is due.
+    pub(crate) fn read_from(&mut self) -> (i64, i64) {
+        if self.whole_at.is_none_or(|at| at.elapsed() >= WHOLE_EVERY) {
+            self.forget();
+        }
+        (self.states_seq, self.windows_seq)
+    }
+
+    /// States read (changed ones, or all of them).
+    pub(crate) fn keep_states(&mut self, states: Vec<SiteState>, seq: i64) {
+        if self.states_seq == EVERYTHING {
+            self.whole_at = Some(Instant::now());
+        }
+        for s in states {
+            self.states.insert((s.url.clone(), s.producer.clone()), s);
+        }
+        self.states_seq = self.states_seq.max(seq);
+    }
+
+    /// A window row read.
+    pub(crate) fn keep_window(&mut self, w: WindowRow) {
+        self.windows.insert((w.url.clone(), w.producer.clone()), w);
+    }
+
+    /// The windows read up to `seq`, ending at `alignment`. True when they moved since the
+    /// last read: every row changed, and rows that left are still kept, so the caller
+    /// reads everything again.
+    pub(crate) fn windows_read(&mut self, alignment: Option<Alignment>, seq: i64) -> bool {
+        let moved = self.alignment.is_some() && alignment != self.alignment;
+        self.alignment = alignment;
+        self.windows_seq = self.windows_seq.max(seq);
+        if moved {
+            self.forget();
+        }
+        moved
+    }
+
+    /// Everything is read again next time.
+    pub(crate) fn forget(&mut self) {
+        self.states.clear();
+        self.windows.clear();
+        self.states_seq = EVERYTHING;
+        self.windows_seq = EVERYTHING;
+        self.alignment = None;
+        self.whole_at = None;
+    }
+}
