@@ -23,20 +23,45 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "==> a small web site on http://127.0.0.1:$port/"
+echo "==> a small web site on http://127.0.0.1:$port/ (its /regional page fails for us-east only)"
 mkdir -p "$work/site"
-printf '<html><body><h1>Welcome to the demo shop</h1><p>Everything is fine.</p></body></html>\n' >"$work/site/index.html"
-python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work/site" >"$work/site.log" 2>&1 &
+cat >"$work/site.py" <<'PY'
+import http.server, sys
+PAGE = b"<html><body><h1>Welcome to the demo shop</h1><p>Everything is fine.</p></body></html>"
+class Site(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        where = self.headers.get("X-Vantage", "")
+        if self.path == "/":
+            self.answer(200, PAGE)
+        elif self.path == "/regional":
+            # A CDN edge that is down in one region only: what one vantage point cannot tell.
+            self.answer(503 if where == "us-east" else 200, b"regional edge")
+        else:
+            self.answer(404, b"not here")
+    def answer(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Site).serve_forever()
+PY
+python3 "$work/site.py" "$port" >"$work/site.log" 2>&1 &
 pids+=($!)
 
-cat >"$work/targets.json" <<JSON
+# The same list from two vantage points (each says who it is to the site).
+for vantage in eu-west us-east; do
+  cat >"$work/targets-$vantage.json" <<JSON
 [
   {"url": "http://127.0.0.1:$port/", "interval_s": 1, "regex": "Welcome to the (\\\\w+ \\\\w+)"},
+  {"url": "http://127.0.0.1:$port/regional", "interval_s": 1, "headers": {"X-Vantage": "$vantage"}},
   {"url": "http://127.0.0.1:$port/no-such-page", "interval_s": 1},
   {"url": "http://127.0.0.1:1/", "interval_s": 2},
   {"url": "http://demo-shop.invalid/", "interval_s": 2}
 ]
 JSON
+done
 
 echo "==> a fresh database checksite_demo"
 PGOPTIONS="-c client_min_messages=warning" psql -q "$CK_TEST_POSTGRES_URL" \
@@ -48,37 +73,39 @@ export CK_KAFKA_SERVERS=$CK_TEST_KAFKA_SSL
 export CK_KAFKA_SSL="$CK_TEST_CERTS/ca.pem $CK_TEST_CERTS/service.cert $CK_TEST_CERTS/service.key"
 export CK_KAFKA_TOPIC=$topic
 
-echo "==> checksite-producer: 4 sites -> Kafka topic $topic (mutual TLS)"
-CK_TARGETS="$work/targets.json" CK_HTTP_ADDR=127.0.0.1:$((port + 1)) \
-  "$bin/checksite-producer" 2>"$work/producer.log" &
+echo "==> two checksite-producers, vantage points eu-west and us-east: 5 sites each -> Kafka topic $topic (mutual TLS)"
+CK_TARGETS="$work/targets-eu-west.json" CK_PRODUCER_ID=eu-west CK_HTTP_ADDR=127.0.0.1:$((port + 1)) \
+  "$bin/checksite-producer" 2>"$work/producer-eu-west.log" &
+pids+=($!)
+CK_TARGETS="$work/targets-us-east.json" CK_PRODUCER_ID=us-east \
+  "$bin/checksite-producer" 2>"$work/producer-us-east.log" &
 pids+=($!)
 echo "==> checksite-consumer: Kafka -> PostgreSQL (TLS, verified)"
 CK_POSTGRESQL_URL=$db_url CK_HTTP_ADDR=127.0.0.1:$((port + 2)) \
   "$bin/checksite-consumer" 2>"$work/consumer.log" &
 pids+=($!)
 
-echo "==> running for $seconds s (logs: $work/producer.log, $work/consumer.log)"
+echo "==> running for $seconds s (logs: $work/producer-*.log, $work/consumer.log)"
 sleep "$seconds"
 echo
 echo "==> what Prometheus would scrape (CK_HTTP_ADDR): the producer, http://127.0.0.1:$((port + 1))/metrics"
 curl -s "http://127.0.0.1:$((port + 1))/metrics" | grep -E '^(probe_success|checksite_producer_events_published_total)' || true
 echo "==> the consumer, http://127.0.0.1:$((port + 2))/metrics; /readyz says: $(curl -s "http://127.0.0.1:$((port + 2))/readyz")"
 curl -s "http://127.0.0.1:$((port + 2))/metrics" | grep -E '^checksite_consumer_(lag|events_written_total)' || true
-kill -TERM "${pids[1]}" && wait "${pids[1]}" || true
+kill -TERM "${pids[1]}" "${pids[2]}" && wait "${pids[1]}" "${pids[2]}" || true
 sleep 2
-kill -TERM "${pids[2]}" && wait "${pids[2]}" || true
+kill -TERM "${pids[3]}" && wait "${pids[3]}" || true
 
 echo
 echo "==> what reached PostgreSQL"
 psql -q "$db_url" -P footer=off <<'SQL'
-SELECT url,
+SELECT url, producer AS "vantage point",
        count(*) AS checks,
-       round(100.0 * avg((status BETWEEN 200 AND 399 AND error IS NULL)::int), 1) AS "up %",
+       round(100.0 * avg(up::int), 1) AS "up %",
        round(percentile_cont(0.5) WITHIN GROUP (ORDER BY elapsed)::numeric, 1) AS "median ms",
-       round(percentile_cont(0.95) WITHIN GROUP (ORDER BY elapsed)::numeric, 1) AS "p95 ms",
        (array_agg(coalesce(status::text, error_kind) ORDER BY ts DESC))[1] AS "last status",
        (array_agg(content_match ORDER BY ts DESC))[1] AS "last match"
-  FROM events GROUP BY url ORDER BY url;
+  FROM events GROUP BY url, producer ORDER BY url, producer;
 SQL
 
 # The status page stays up with the services: a consumer of the demo's topic (nothing left
@@ -91,6 +118,7 @@ echo $! >"$state/demo-page.pid"
 disown  # not waited for when this script ends
 for _ in $(seq 1 50); do curl -sf -o /dev/null "http://$page/healthz" && break; sleep 0.1; done
 echo
-echo "==> the status page: http://$page/ (JSON: http://$page/api/status); it stays up"
+echo "==> the status page: http://$page/ (one row per URL, a dot per vantage point: /regional is"
+echo "    DEGRADED, down from us-east only; JSON: http://$page/api/status); it stays up"
 echo "The services keep running for you to explore: source $state/env,"
 echo "then psql \"\${CK_TEST_POSTGRES_URL/\/postgres?/\/checksite_demo?}\". 'just services stop' stops them and the page."

@@ -269,7 +269,9 @@ async fn the_page_and_its_api_agree_with_the_raw_rows_and_a_browser() {
             );
             let uptime = format!("{:.2} %", t["uptime_24h"].as_f64().unwrap());
             assert!(
-                row.contains(&format!("<td class=\"uptime-24h\">{uptime}</td>")),
+                row.contains(&format!(
+                    "<td class=\"uptime-24h\" data-label=\"24 h\">{uptime}</td>"
+                )),
                 "{uptime}: {row}"
             );
             // Colour is never the only signal: the state is written out.

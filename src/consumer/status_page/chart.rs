@@ -17,7 +17,7 @@ pub(crate) struct Line<'a> {
 const WIDTH: f64 = 600.0;
 const HEIGHT: f64 = 190.0;
 const LEFT: f64 = 56.0;
-const RIGHT: f64 = 10.0;
+const RIGHT: f64 = 28.0;
 const TOP: f64 = 10.0;
 const BOTTOM: f64 = 36.0;
 

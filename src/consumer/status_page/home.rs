@@ -167,10 +167,12 @@ fn table(out: &mut String, rows: &[&TargetReport], report: &Report, strips: &Str
             out,
             strips.get(&t.stored_url).unwrap_or(&none),
             report.strip_end,
+            2,
         );
         let _ = write!(
             out,
-            "</td><td class=\"uptime-24h\">{}</td><td>{}</td><td>{}</td></tr>",
+            "</td><td class=\"uptime-24h\" data-label=\"24 h\">{}</td><td data-label=\"30 d\">{}</td>\
+             <td data-label=\"p50\">{}</td></tr>",
             percent(t.uptime_24h),
             percent(t.uptime_30d),
             ms(t.p50_ms_24h)
@@ -204,14 +206,14 @@ fn arrow(state: TargetState) -> &'static str {
 /// One segment per day, coloured by uptime, each titled with the day, its uptime and its
 /// checks; days without checks in a row are one grey segment. Kept small: a page shows
 /// 50 of them (sizes come from the CSS, the day as `MM-DD`).
-pub(crate) fn strip(out: &mut String, days: &[(i64, i64)], end: Option<DateTime<Utc>>) {
-    let (w, h) = (2, 16);
+pub(crate) fn strip(out: &mut String, days: &[(i64, i64)], end: Option<DateTime<Utc>>, w: usize) {
+    let h = 16;
     let day_of = |i: usize| {
         end.map(|e| date(&(e - TimeDelta::days((STRIP_DAYS - 1 - i) as i64)))[5..].to_string())
     };
     let _ = write!(
         out,
-        "<svg role=\"img\" class=\"strip\" width=\"{}\" height=\"{h}\" viewBox=\"0 0 {} {h}\"><title>uptime per day, last {STRIP_DAYS} days</title>",
+        "<svg role=\"img\" class=\"strip\" width=\"{}\" height=\"{h}\" viewBox=\"0 0 {} {h}\" preserveAspectRatio=\"none\"><title>uptime per day, last {STRIP_DAYS} days</title>",
         days.len() * w,
         days.len() * w
     );
@@ -239,7 +241,7 @@ pub(crate) fn strip(out: &mut String, days: &[(i64, i64)], end: Option<DateTime<
         };
         let _ = write!(
             out,
-            "<rect class=\"{class}\" x=\"{}\"><title>{} {u:.2}% {checks}</title></rect>",
+            "<rect class=\"{class}\" x=\"{}\" width=\"{w}\"><title>{} {u:.2}% {checks}</title></rect>",
             i * w,
             day_of(i).unwrap_or_default()
         );

@@ -15,13 +15,15 @@ th{font-size:.8rem;color:#444;font-weight:600}td.url{white-space:normal;word-bre
 .badge{display:inline-block;min-width:5.6rem;font-weight:700;font-size:.8rem;padding:0 .3rem;border-radius:.2rem;color:#fff}\
 .up .badge{background:#2e7d32}.down .badge{background:#c62828}.degraded .badge{background:#e65100}.nodata .badge,.stale .badge{background:#757575}.maint .badge{background:#1565c0}\
 .dot{font-size:1rem;line-height:1}.dot.up{color:#2e7d32}.dot.down{color:#c62828}.dot.stale{color:#9e9e9e}\
-svg{display:block}.strip rect{height:16px}.strip rect:not(.n){width:2px}.g{fill:#2e7d32}.y{fill:#9ccc65}.o{fill:#f9a825}.r{fill:#c62828}.n{fill:#ddd}\
+svg{display:block}.strip rect{height:16px}.g{fill:#2e7d32}.y{fill:#9ccc65}.o{fill:#f9a825}.r{fill:#c62828}.n{fill:#ddd}\
 .pager{margin:.5rem 0;line-height:1.8}.pager a,.pager b{padding:0 .25rem}.warn{color:#8a4b00;font-weight:600}\
 .error{color:#8e0000;word-break:break-word;white-space:normal}.axis{stroke:#888;stroke-width:1}.grid{stroke:#e0e0e0;stroke-width:1}\
-.tick{font-size:10px;fill:#555}.p50{stroke:#1565c0}.p95{stroke:#8e24aa;stroke-dasharray:3 2}polyline{fill:none;stroke-width:1.5}\
+.tick{font-size:10px;fill:#555}.p50{stroke:#1565c0}.p95{stroke:#8e24aa;stroke-dasharray:3 2}polyline{fill:none;stroke-width:1.5;stroke-linecap:round}\
 figure{margin:.4rem 0}figcaption{font-size:.8rem;color:#555}.charts{display:flex;flex-wrap:wrap;gap:1rem}\
-@media (max-width:700px){thead{display:none}table,tbody,tr,td{display:block;width:auto}tr{padding:.3rem 0;border-bottom:1px solid #ccc}\
-td{border:0;padding:.05rem .2rem;white-space:normal}td.bar svg{width:100%;height:auto}}";
+@media (max-width:700px){thead{display:none}table,tbody{display:block}\
+tr{display:flex;flex-wrap:wrap;align-items:center;gap:.1rem .6rem;padding:.3rem 0;border-bottom:1px solid #ccc}\
+td{display:block;border:0;padding:0}td.url{flex:1 1 55%}td.bar{flex-basis:100%}td.bar svg{width:100%;height:10px}\
+td[data-label]::before{content:attr(data-label) \" \";color:#666;font-size:.75rem}}";
 
 /// The document's head and the page's heading; `refresh` reloads it every 30 s.
 pub(crate) fn open(out: &mut String, title: &str, refresh: bool) {

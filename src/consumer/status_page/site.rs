@@ -295,7 +295,7 @@ pub(crate) fn render(v: &SiteView) -> String {
     );
     out.push_str("</div><figure>");
     let strip: Vec<(i64, i64)> = v.days.iter().map(|d| (d.checks, d.up_checks)).collect();
-    super::home::strip(&mut out, &strip, v.days.last().map(|d| d.start));
+    super::home::strip(&mut out, &strip, v.days.last().map(|d| d.start), 6);
     let checks: i64 = strip.iter().map(|d| d.0).sum();
     let up: i64 = strip.iter().map(|d| d.1).sum();
     let _ = write!(
