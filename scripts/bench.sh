@@ -9,11 +9,11 @@ smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
 if [ $smoke = 1 ]; then
   events=5000 targets=50 seconds=5 prounds=1 runs=5 publish_events=5000 rounds=1 out=target/BENCHMARKS-smoke.md
-  page_sites=20 page_days=2 ret_rows=100000
+  page_sites=20 page_days=2 page_big_sites=50 ret_rows=100000
   scale_targets="100" https_targets=20 probes=100
 else
   events=200000 targets=1000 seconds=20 prounds=3 runs=50 publish_events=100000 rounds=5 out=BENCHMARKS.md
-  page_sites=1000 page_days=30 ret_rows=10000000
+  page_sites=1000 page_days=30 page_big_sites=10000 ret_rows=10000000
   scale_targets="2000 5000 7500 10000 12500 15000" https_targets=300 probes=3000
 fi
 port=${CHECKSITE_BENCH_PORT:-18700}
@@ -285,63 +285,111 @@ ret_left_old=$(psql -qAt "$ret_url" -c "SELECT count(*) FROM events WHERE ts < (
 ret_ratio=$(awk -v a="$ret_during" -v b="$ret_alone" 'BEGIN { printf "%.0f", 100 * a / b }')
 psql_admin -c "DROP DATABASE $ret_db" || true
 
-# ---- status page: $page_sites sites x 2 vantage points x $page_days days of rollups
-echo "==> status page: $page_sites sites x 2 vantage points x $page_days days of history" >&2
-page_topic=bench-page-$stamp
-$tools fill-topic "$kafka" "$page_topic" 1 1
-page_db=bench_page_$stamp
-psql_admin -c "CREATE DATABASE $page_db"
-page_url=${CK_TEST_POSTGRES_URL/\/postgres\?//$page_db?}
-CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$page_topic CK_POSTGRESQL_URL=$page_url CK_LOG_LEVEL=warn \
-  "$bin/checksite-consumer" --drain >/dev/null
-# Every hour of every day for every series (what a check every few seconds leaves), a
-# latency spread over 7 buckets, one site in 7 with failures, the current state.
-hist="ARRAY[0,0,0,0,0,0,0,10,200,1500,1200,500,150,30,8,2,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]::bigint[]"
-psql -qAt "$page_url" <<SQL
-TRUNCATE rollups_hourly, rollups_daily, site_status; -- the one event the migrating drain stored
+# ---- status page: SITES sites x VANTAGE vantage points x DAYS days of rollups
+# page_bench SITES VANTAGE DAYS HOURLY_DAYS: fills a database with that history (every hour
+# of HOURLY_DAYS days, every day of DAYS days; a latency spread over 7 buckets; one site in
+# 7 with failures; one in 50 down from one vantage point), starts a consumer serving the
+# page, and sets page_* to what it measured: the first read after start; /, /?q=, a site
+# page and /api/status (median of 5 requests 2.1 s apart: each is served the last read and
+# starts the next beside); 50 clients at once on / and on /api/status (wall time of all of
+# them, and the consumer's CPU meanwhile); the consumer's peak RSS.
+page_bench() {
+  local sites=$1 vantage=$2 days=$3 hourly_days=$4
+  echo "==> status page: $sites sites x $vantage vantage points x $days days of history" >&2
+  local topic=bench-page-$stamp-$sites db=bench_page_${stamp}_$sites
+  $tools fill-topic "$kafka" "$topic" 1 1
+  psql_admin -c "CREATE DATABASE $db"
+  local url=${CK_TEST_POSTGRES_URL/\/postgres\?//$db?}
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_POSTGRESQL_URL=$url CK_LOG_LEVEL=warn \
+    "$bin/checksite-consumer" --drain >/dev/null
+  local hist="ARRAY[0,0,0,0,0,0,0,10,200,1500,1200,500,150,30,8,2,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]::bigint[]"
+  psql -qAt "$url" <<SQL
+TRUNCATE rollups_hourly, rollups_daily, site_status, series_windows, series_windows_at; -- the migrating drain's one event
 INSERT INTO rollups_hourly (url, producer, bucket, checks, up_checks, error_kinds, latency_hist,
   latency_min_ms, latency_max_ms, latency_sum_ms, last_checked_at, last_status)
-SELECT 'https://site-' || s || '.example/', 'vantage-' || v, h, 3630, 3600,
+SELECT 'https://site-' || s || '.example/', 'vantage-' || v, h, 3630, CASE WHEN s % 7 = 0 THEN 3600 ELSE 3630 END,
   CASE WHEN s % 7 = 0 THEN '{0,30,0,0,0,0,0,0}' ELSE '{0,0,0,0,0,0,0,0}' END::bigint[], $hist,
   9, 700, 3600 * 40, h + interval '59 minutes', 200
-FROM generate_series(1, $page_sites) s, generate_series(1, 2) v,
-  generate_series(date_trunc('hour', now()) - interval '$page_days days', date_trunc('hour', now()), interval '1 hour') h;
+FROM generate_series(1, $sites) s, generate_series(1, $vantage) v,
+  generate_series(date_trunc('hour', now()) - interval '$hourly_days days', date_trunc('hour', now()), interval '1 hour') h;
 INSERT INTO rollups_daily (url, producer, bucket, checks, up_checks, error_kinds, latency_hist,
   latency_min_ms, latency_max_ms, latency_sum_ms, last_checked_at, last_status)
-SELECT url, producer, date_trunc('day', bucket), sum(checks), sum(up_checks), '{0,0,0,0,0,0,0,0}',
-  (SELECT array_agg(x * 24) FROM unnest($hist) x), 9, 700, sum(latency_sum_ms), max(last_checked_at), 200
-FROM rollups_hourly GROUP BY 1, 2, 3;
+SELECT 'https://site-' || s || '.example/', 'vantage-' || v, d, 87120, CASE WHEN s % 7 = 0 THEN 86400 ELSE 87120 END,
+  '{0,0,0,0,0,0,0,0}', (SELECT array_agg(x * 24) FROM unnest($hist) x), 9, 700, 86400 * 40, d + interval '23 hours', 200
+FROM generate_series(1, $sites) s, generate_series(1, $vantage) v,
+  generate_series(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '$days days',
+    date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', interval '1 day') d;
 INSERT INTO site_status (url, producer, up, since, last_checked_at, last_status, last_error,
   last_error_kind, last_elapsed_ms, cert_expires_at)
-SELECT 'https://site-' || s || '.example/', 'vantage-' || v, s % 50 <> 0, now() - interval '3 days', now(),
-  CASE WHEN s % 50 <> 0 THEN 200 END, CASE WHEN s % 50 = 0 THEN 'connection refused' END,
-  CASE WHEN s % 50 = 0 THEN 'connect' END, 40, now() + interval '60 days'
-FROM generate_series(1, $page_sites) s, generate_series(1, 2) v;
+SELECT 'https://site-' || s || '.example/', 'vantage-' || v, NOT (s % 50 = 0 AND v = 1), now() - interval '3 days', now(),
+  CASE WHEN s % 50 = 0 AND v = 1 THEN NULL ELSE 200 END, CASE WHEN s % 50 = 0 AND v = 1 THEN 'connection refused' END,
+  CASE WHEN s % 50 = 0 AND v = 1 THEN 'connect' END, 40, now() + interval '60 days'
+FROM generate_series(1, $sites) s, generate_series(1, $vantage) v;
 ANALYZE;
 SQL
-page_rows=$(psql -qAt "$page_url" -c "SELECT (SELECT count(*) FROM rollups_hourly) + (SELECT count(*) FROM rollups_daily)")
-page_port=$((port + 4))
-CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$page_topic CK_POSTGRESQL_URL=$page_url CK_LOG_LEVEL=warn \
-  CK_HTTP_ADDR=127.0.0.1:$page_port "$bin/checksite-consumer" >/dev/null 2>&1 &
-page_pid=$!
-pids+=("$page_pid")
-for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$page_port/healthz" && break; sleep 0.1; done
-curl -sf -o /dev/null "http://127.0.0.1:$page_port/healthz" || { echo "error: the consumer serving the page did not start" >&2; exit 1; }
-# The page is read again at most every 2 s: 2.1 s apart, every request reads and builds it.
-for path in / /api/status; do
-  for _ in 1 2 3 4 5; do
+  page_rows=$(psql -qAt "$url" -c "SELECT (SELECT count(*) FROM rollups_hourly) + (SELECT count(*) FROM rollups_daily)")
+  local http=$((port + 4))
+  # The windows are built by the consumer's folder from the rollups (once, at the first
+  # alignment): measured, then the page.
+  local started=$(date +%s%N)
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_POSTGRESQL_URL=$url CK_LOG_LEVEL=warn \
+    CK_HTTP_ADDR=127.0.0.1:$http "$bin/checksite-consumer" >/dev/null 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  until [ "$(psql -qAt "$url" -c 'SELECT count(*) FROM series_windows_at' 2>/dev/null || echo 0)" = 1 ]; do
+    kill -0 "$pid" 2>/dev/null || { echo "error: the consumer serving the page died" >&2; exit 1; }
+    sleep 0.2
+  done
+  page_windows_s=$(awk -v ns=$(($(date +%s%N) - started)) 'BEGIN { printf "%.1f", ns / 1e9 }')
+  page_first_ms=$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$http/" | awk '{ printf "%.0f", $1 * 1000 }')
+  local site_path="/site?url=https%3A%2F%2Fsite-7.example%2F"
+  for path in / "/?q=site-77" "$site_path" /api/status; do
+    for _ in 1 2 3 4 5; do
+      sleep 2.1
+      curl -s -o /dev/null -w '%{time_total} %{size_download}\n' "http://127.0.0.1:$http$path"
+    done | sort -n >"$work/page-$(echo "$path" | tr -c 'a-z0-9\n' _)"
+  done
+  med_ms() { awk '{ a[NR] = $1 * 1000 } END { printf "%.0f", a[3] }' "$work/page-$(echo "$1" | tr -c 'a-z0-9\n' _)"; }
+  med_kib() { awk '{ a[NR] = $2 } END { printf "%.0f", a[3] / 1024 }' "$work/page-$(echo "$1" | tr -c 'a-z0-9\n' _)"; }
+  page_html_ms=$(med_ms /) page_html_kib=$(med_kib /)
+  page_q_ms=$(med_ms "/?q=site-77") page_site_ms=$(med_ms "$site_path")
+  page_api_ms=$(med_ms /api/status) page_api_kib=$(med_kib /api/status)
+  # 50 clients at once: the work is done once per read, not once per client.
+  local ticks_before ticks_after
+  for path in / /api/status; do
     sleep 2.1
-    curl -s -o /dev/null -w '%{time_total} %{size_download}\n' "http://127.0.0.1:$page_port$path"
-  done | sort -n >"$work/page$(echo "$path" | tr / _)"
-done
-page_html_ms=$(awk '{ a[NR] = $1 * 1000 } END { printf "%.0f", a[3] }' "$work/page_")
-page_html_kib=$(awk '{ a[NR] = $2 } END { printf "%.0f", a[3] / 1024 }' "$work/page_")
-page_api_ms=$(awk '{ a[NR] = $1 * 1000 } END { printf "%.0f", a[3] }' "$work/page_api_status")
-page_api_kib=$(awk '{ a[NR] = $2 } END { printf "%.0f", a[3] / 1024 }' "$work/page_api_status")
-page_rss=$(awk '/^VmHWM:/ { print $2 }' "/proc/$page_pid/status")
-kill -TERM "$page_pid" 2>/dev/null || true
-wait "$page_pid" 2>/dev/null || true
-psql_admin -c "DROP DATABASE $page_db" || true
+    ticks_before=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    started=$(date +%s%N)
+    seq 1 50 | xargs -P 50 -I{} curl -s -o /dev/null "http://127.0.0.1:$http$path"
+    local wall_ms=$((($(date +%s%N) - started) / 1000000))
+    ticks_after=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+    echo "$wall_ms $(((ticks_after - ticks_before) * 1000 / $(getconf CLK_TCK)))" >"$work/page-50$(echo "$path" | tr / _)"
+  done
+  read -r page_50_html_ms page_50_html_cpu <"$work/page-50_"
+  read -r page_50_api_ms page_50_api_cpu <"$work/page-50_api_status"
+  page_rss=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  psql_admin -c "DROP DATABASE $db" || true
+}
+page_bench "$page_sites" 2 "$page_days" 1
+p1=("$page_rows" "$page_first_ms" "$page_html_ms" "$page_html_kib" "$page_q_ms" "$page_site_ms" "$page_api_ms" "$page_api_kib" "$page_rss" "$page_windows_s" "$page_50_html_ms" "$page_50_html_cpu" "$page_50_api_ms" "$page_50_api_cpu")
+page_bench "$page_big_sites" 3 90 2
+p2=("$page_rows" "$page_first_ms" "$page_html_ms" "$page_html_kib" "$page_q_ms" "$page_site_ms" "$page_api_ms" "$page_api_kib" "$page_rss" "$page_windows_s" "$page_50_html_ms" "$page_50_html_cpu" "$page_50_api_ms" "$page_50_api_cpu")
+page_rows_text() { # page_rows_text LABEL VALUES...: the table's rows for one size
+  local label=$1; shift
+  local rows=$1 first=$2 html=$3 html_kib=$4 q=$5 site=$6 api=$7 api_kib=$8 rss=$9 win=${10} h50=${11} h50cpu=${12} a50=${13} a50cpu=${14}
+  cat <<ROWS
+| status page, $label ($rows rollup rows): windows built at start / first read of \`/\` | $win s / $first ms | first read ≤ 2 s | $(verdict "$first" 2000 le) |
+| status page \`/\`, same (median of 5, 2.1 s apart) | $html ms, $html_kib KiB | ≤ 100 ms | $(verdict "$html" 100 le) |
+| status page \`/?q=\`, same | $q ms | ≤ 100 ms | $(verdict "$q" 100 le) |
+| status page \`/site?url=\`, same | $site ms | ≤ 100 ms | $(verdict "$site" 100 le) |
+| status page \`/api/status\`, same | $api ms, $api_kib KiB | ≤ 100 ms | $(verdict "$api" 100 le) |
+| 50 clients at once on \`/\` / on \`/api/status\`: wall time, consumer CPU | $h50 ms, $h50cpu ms CPU / $a50 ms, $a50cpu ms CPU | one rendering per read | |
+| consumer peak RSS serving the page, same | $((rss / 1024)) MiB | ≤ 250 MB | $(verdict "$rss" 244140 le) |
+ROWS
+}
+page_table=$(page_rows_text "$page_sites sites × 2 vantage points × $page_days days" "${p1[@]}")$'\n'$(page_rows_text "$page_big_sites sites × 3 vantage points × 90 days" "${p2[@]}")
 
 # A backlog after an outage: $publish_events buffered events, published from connecting to
 # the last acknowledgement; median of 3 runs.
@@ -399,9 +447,7 @@ table=$(
 | retention, $ret_rows events over 60 days, \`CK_RETENTION_DAYS=30\`: rows deleted (in 10,000-row steps), time, then VACUUM; old rows left | ${ret_deleted:-0} rows in $(awk -v ms="${ret_delete_ms:-0}" 'BEGIN { printf "%.1f", ms / 1000 }') s, VACUUM $(awk -v ms="${ret_vacuum_ms:-0}" 'BEGIN { printf "%.1f", ms / 1000 }') s; ${ret_left_old:-?} left | | |
 | the writer (a $events-event drain into that table) during the deletion / alone | $ret_during / $ret_alone events/s = $ret_ratio % | never blocked | |
 | \`events\` (table and indexes): before / at the end (old half deleted, VACUUM, 2 × $events rows written) | $ret_size_before MiB / $ret_size_after MiB (space reused, not returned) | | |
-| status page \`/\`, $page_sites sites × 2 vantage points × $page_days days ($page_rows rollup rows; median of 5, uncached) | $page_html_ms ms, $page_html_kib KiB | ≤ 100 ms | $(verdict "$page_html_ms" 100 le) |
-| status page \`/api/status\`, same | $page_api_ms ms, $page_api_kib KiB | ≤ 100 ms | $(verdict "$page_api_ms" 100 le) |
-| consumer peak RSS serving the page | $((page_rss / 1024)) MiB | | |
+$page_table
 | producer checks/s ($targets targets at 1 s, ${seconds} s; medians of $prounds runs) | $p_rate | ~$targets | |
 | producer schedule lateness p50 / p99 | $p_p50 ms / $p_p99 ms | p99 ≤ 50 ms | $(verdict "$p_p99" 50 le) |
 | producer CPU | $p_cpu % of one core | | |

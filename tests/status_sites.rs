@@ -15,12 +15,25 @@ use common::webhook::{Answer, Receiver};
 
 /// A v1 event of `url` from `producer` at `at`, up (200, `ms`) or down (503).
 fn check(url: &str, producer: &str, up: bool, at: DateTime<Utc>, ms: u64) -> common::TimedRecord {
+    with_cert(url, producer, up, at, ms, None)
+}
+
+/// As [`check`], with the certificate's end the producer saw.
+fn with_cert(
+    url: &str,
+    producer: &str,
+    up: bool,
+    at: DateTime<Utc>,
+    ms: u64,
+    cert_expires_at: Option<DateTime<Utc>>,
+) -> common::TimedRecord {
     let mut ev = common::sample_event(url, 1);
     ev.producer = producer.to_string();
     ev.checked_at = at;
     ev.up = Some(up);
     ev.elapsed_ms = ms;
     ev.status = Some(if up { 200 } else { 503 });
+    ev.cert_expires_at = cert_expires_at;
     (url.as_bytes().to_vec(), Some(ev.to_json()), at)
 }
 
@@ -180,16 +193,19 @@ async fn states_search_badges_and_a_browser() {
     let (pg, db_url) = tb.fresh_database("status_sites").await;
     let now = Utc::now() - TimeDelta::seconds(10);
     let mut records = Vec::new();
-    for i in 0..47 {
+    for i in 0..52 {
         let url = format!("https://site-{i:02}.example/");
         for (n, p) in ["eu", "us"].iter().enumerate() {
             for s in 0..4 {
-                records.push(check(
+                // site-03's certificate ends in five days: flagged on its row.
+                let cert = (i == 3).then(|| now + TimeDelta::days(5));
+                records.push(with_cert(
                     &url,
                     p,
                     s != 1 || i % 5 != 0,
                     now + TimeDelta::seconds(s),
                     20 + i + n as u64,
+                    cert,
                 ));
             }
         }
@@ -240,7 +256,7 @@ async fn states_search_badges_and_a_browser() {
     let db = common::open(&pg).await;
     let api = api_when_stored(&db, port, n).await;
     let targets = api["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 50);
+    assert_eq!(targets.len(), 55);
     let state = |url: &str| {
         targets
             .iter()
@@ -260,7 +276,21 @@ async fn states_search_badges_and_a_browser() {
     // Down, then degraded, first.
     assert_eq!(targets[0]["url"], "https://down-everywhere.example/");
     assert_eq!(targets[1]["url"], "https://down-from-eu.example/");
-    // The search finds one URL among the 50, server-side.
+    // 55 URLs, 50 per page: the second page holds the last five, and says so.
+    let (_, html) = common::http_get_when_up(port, "/?page=2").await;
+    let rows: Vec<&str> = html.split("<tr class=\"t ").skip(1).collect();
+    assert_eq!(rows.len(), 5, "{html}");
+    assert!(html.contains("Page 2 of 2"), "{html}");
+    assert!(rows[4].contains("data-url=\"https://site-51.example/\""));
+    // Exactly one row warns of its certificate: site-03's.
+    let (_, html) = common::http_get_when_up(port, "/").await;
+    let warned: Vec<&str> = html
+        .split("<tr class=\"t ")
+        .filter(|r| r.contains("⚠ certificate expires"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{html}");
+    assert!(warned[0].contains("data-url=\"https://site-03.example/\""));
+    // The search finds one URL among the 55, server-side.
     let (_, html) = common::http_get_when_up(port, "/?q=SITE-17").await;
     let rows: Vec<&str> = html.split("<tr class=\"t ").skip(1).collect();
     assert_eq!(rows.len(), 1, "{html}");

@@ -102,7 +102,7 @@ pub(crate) fn render(report: &Report, query: &HomeQuery, strips: &Strips) -> Str
             "<p>No URL matches the search.</p>"
         });
     } else {
-        pager(&mut out, page, pages, &query.search);
+        // The pager only below the rows: above, it would push a row off a laptop's screen.
         table(&mut out, rows, report, strips);
         pager(&mut out, page, pages, &query.search);
     }
