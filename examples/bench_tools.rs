@@ -299,7 +299,7 @@ async fn publish(servers: &str, topic: &str, events: u64) {
     };
     outbox.close(); // flush what is there, then return
     let started = Instant::now();
-    let metrics = Arc::new(ProducerMetrics::new(&[], "bench", outbox.clone()));
+    let metrics = Arc::new(ProducerMetrics::new("bench", outbox.clone()));
     outbox::publish(outbox.clone(), publish, metrics, Duration::from_secs(600)).await;
     let secs = started.elapsed().as_secs_f64();
     // events published, seconds

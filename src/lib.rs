@@ -62,6 +62,7 @@ pub mod producer;
 pub mod secret;
 pub mod settings;
 pub mod shutdown;
+pub mod target_list;
 pub mod tls;
 
 /// "cannot use SERVICE at TARGET: DETAIL (HINT)": how both programs say that Kafka or

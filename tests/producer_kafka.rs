@@ -163,7 +163,7 @@ async fn a_backlog_larger_than_a_kafka_request_is_published_in_order() {
         buffer_events: 10_000,
         linger: Duration::from_millis(0),
     };
-    let metrics = Arc::new(ProducerMetrics::new(&[], "test", outbox.clone()));
+    let metrics = Arc::new(ProducerMetrics::new("test", outbox.clone()));
     outbox.close();
     tokio::time::timeout(
         Duration::from_secs(60),

@@ -3,10 +3,13 @@
 
 use std::process::ExitCode;
 
+use argh::FromArgs;
+
 use checksite::observe::HttpListener;
 use checksite::producer;
 use checksite::producer::config::{ProducerArgs, ProducerConfig};
 use checksite::producer::probe::Probe;
+use checksite::producer::targets::cli::{TargetsArgs, TargetsError};
 use checksite::settings::Settings;
 use checksite::shutdown::Shutdown;
 use checksite::{EXIT_CONFIG, logging};
@@ -18,6 +21,10 @@ use checksite::{EXIT_CONFIG, logging};
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("targets") {
+        return targets(&argv);
+    }
     let args: ProducerArgs = argh::from_env();
     if args.version {
         println!("checksite-producer {}", env!("CARGO_PKG_VERSION"));
@@ -53,6 +60,48 @@ fn main() -> ExitCode {
         runtime.block_on(check_once(config, probe))
     } else {
         runtime.block_on(run(config, probe, http))
+    }
+}
+
+/// `checksite-producer targets ...`: exit 0 done, 1 Kafka could not be used, 2 bad input.
+fn targets(argv: &[String]) -> ExitCode {
+    let rest: Vec<&str> = argv[2..].iter().map(String::as_str).collect();
+    let args = match TargetsArgs::from_args(&["checksite-producer targets"], &rest) {
+        Ok(a) => a,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    ExitCode::SUCCESS
+                }
+                Err(()) => {
+                    eprintln!("{}", early.output);
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            };
+        }
+    };
+    logging::init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("checksite-producer: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(args.run(Settings::from_process_env())) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ TargetsError::Invalid(_)) => config_error(&e),
+        Err(e @ TargetsError::Kafka(_)) => {
+            eprintln!("checksite-producer: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 
+mod admin;
 mod partitioner;
 pub mod settings;
 
@@ -137,13 +138,8 @@ pub async fn connect(settings: &KafkaSettings, within: Duration) -> Result<Clien
     if let Some(tls) = settings.tls_config().map_err(|e| KafkaError::Config(e.0))? {
         builder = builder.tls_config(Arc::new(tls));
     }
-    if let Some(sasl) = &settings.sasl {
-        let creds = Credentials::new(sasl.username.clone(), sasl.password.expose().to_string());
-        builder = builder.sasl_config(match sasl.mechanism {
-            SaslMechanism::Plain => SaslConfig::Plain(creds),
-            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),
-            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
-        });
+    if let Some(sasl) = sasl_config(settings) {
+        builder = builder.sasl_config(sasl);
     }
     let client = match tokio::time::timeout(within, builder.build()).await {
         Err(_) => {
@@ -180,6 +176,17 @@ pub async fn connect(settings: &KafkaSettings, within: Duration) -> Result<Clien
         }
         Ok(Ok(_)) => Ok(client),
     }
+}
+
+/// rskafka's SASL settings for ours, when SASL is on.
+fn sasl_config(settings: &KafkaSettings) -> Option<SaslConfig> {
+    let sasl = settings.sasl.as_ref()?;
+    let creds = Credentials::new(sasl.username.clone(), sasl.password.expose().to_string());
+    Some(match sasl.mechanism {
+        SaslMechanism::Plain => SaslConfig::Plain(creds),
+        SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),
+        SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
+    })
 }
 
 /// The topic's partition ids, or None when it does not exist.
@@ -222,7 +229,11 @@ pub async fn ensure_topic(
     if created {
         log::info!("created Kafka topic {topic:?} ({partitions} partitions)");
     }
-    // Metadata can lag the creation by a moment.
+    wait_for_topic(client, topic).await
+}
+
+/// The topic's partition count once metadata shows it (it can lag a creation by a moment).
+async fn wait_for_topic(client: &Client, topic: &str) -> Result<i32, KafkaError> {
     for _ in 0..50 {
         if let Some(p) = topic_partitions(client, topic).await? {
             if !p.is_empty() {
@@ -234,6 +245,24 @@ pub async fn ensure_topic(
     Err(KafkaError::NoTopic {
         topic: topic.to_string(),
     })
+}
+
+/// Create the compacted topic `topic` (one partition) when missing; returns its partition
+/// count. A topic made by hand is used as it is (its `cleanup.policy` is the maker's).
+pub async fn ensure_compacted_topic(
+    client: &Client,
+    settings: &KafkaSettings,
+    topic: &str,
+    replication: i16,
+) -> Result<i32, KafkaError> {
+    if let Some(p) = topic_partitions(client, topic).await? {
+        return Ok(p.len() as i32);
+    }
+    let configs = [("cleanup.policy", "compact")];
+    if admin::create_topic_with_configs(settings, topic, 1, replication, &configs).await? {
+        log::info!("created Kafka topic {topic:?} (compacted, 1 partition)");
+    }
+    wait_for_topic(client, topic).await
 }
 
 /// The client of one partition of `topic`, bounded by `REQUEST_TIMEOUT` (30 s).

@@ -80,13 +80,10 @@ impl KafkaSettings {
                 ));
             }
         }
-        let topic = s.get("CK_KAFKA_TOPIC").unwrap_or(DEFAULT_TOPIC).to_string();
-        let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if topic.len() > 249 || !topic.chars().all(legal) || topic == "." || topic == ".." {
-            return err(format!(
-                "CK_KAFKA_TOPIC={topic:?} is not a legal Kafka topic name (letters, digits, '.', '_', '-'; at most 249)"
-            ));
-        }
+        let topic = topic_name(
+            "CK_KAFKA_TOPIC",
+            s.get("CK_KAFKA_TOPIC").unwrap_or(DEFAULT_TOPIC),
+        )?;
         let sasl = sasl_from_settings(s)?;
         let tls = tls_from_settings(s, sasl.is_some())?;
         let settings = KafkaSettings {
@@ -177,6 +174,24 @@ fn sasl_from_settings(s: &Settings) -> Result<Option<SaslSettings>, ConfigError>
         username: username.to_string(),
         password: Secret::new(password),
     }))
+}
+
+/// `raw` as a topic name, or the error naming `var`.
+fn topic_name(var: &str, raw: &str) -> Result<String, ConfigError> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if raw.is_empty() || raw.len() > 249 || !raw.chars().all(legal) || raw == "." || raw == ".." {
+        return err(format!(
+            "{var}={raw:?} is not a legal Kafka topic name (letters, digits, '.', '_', '-'; at most 249)"
+        ));
+    }
+    Ok(raw.to_string())
+}
+
+/// The targets topic every vantage point follows (`CK_TARGETS_TOPIC`), when set.
+pub fn targets_topic(s: &Settings) -> Result<Option<String>, ConfigError> {
+    s.get("CK_TARGETS_TOPIC")
+        .map(|t| topic_name("CK_TARGETS_TOPIC", t))
+        .transpose()
 }
 
 /// Declares a program's command line (an `argh` struct) with the Kafka flags both programs

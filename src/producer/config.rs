@@ -5,35 +5,15 @@
 //! Every error is one line that names the setting and says what to fix. It reads files
 //! (PEM, targets) to validate them, but never connects to anything.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use argh::FromArgs;
-use regex::Regex;
-use serde::Deserialize;
 
+pub use super::targets::Target;
+use super::targets::{Shard, TargetSources};
 use crate::kafka::KafkaSettings;
 use crate::settings::{ConfigError, Settings, err};
-
-/// One site to check.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// The URL as configured (the events' key).
-    pub url: String,
-    /// Time between two checks' starts.
-    pub interval: Duration,
-    /// Searched in a 2xx body, `.` matching newlines.
-    pub regex: Option<Regex>,
-    /// Time allowed for the whole check.
-    pub timeout: Duration,
-    /// HTTP method (GET unless the targets file says otherwise).
-    pub method: String,
-    /// Extra request headers.
-    pub headers: Vec<(String, String)>,
-    /// None: 2xx and 3xx count as up.
-    pub expect_status: Option<Vec<u16>>,
-}
 
 /// How each check behaves, whatever the target.
 #[derive(Debug, Clone)]
@@ -79,8 +59,14 @@ pub struct PublishSettings {
 #[derive(Debug, Clone)]
 /// Everything the producer needs, validated.
 pub struct ProducerConfig {
-    /// The sites to check.
+    /// The sites to check (`CK_SITE_URL`, `CK_TARGETS`), as read at the start.
     pub targets: Vec<Target>,
+    /// Where they come from, to read them again (SIGHUP).
+    pub sources: TargetSources,
+    /// The targets topic to follow (`CK_TARGETS_TOPIC`), when set.
+    pub targets_topic: Option<String>,
+    /// This producer's share of the targets (`CK_SHARD`), when set.
+    pub shard: Option<Shard>,
     /// How every check is made.
     pub probe: ProbeSettings,
     /// Most checks running at once (`CK_CONCURRENCY`).
@@ -107,6 +93,12 @@ pub struct ProducerArgs {
     /// JSON file of targets ([{"url": ..., "interval_s": ..., ...}]) (CK_TARGETS)
     #[argh(option)]
     pub targets: Option<String>,
+    /// the compacted topic of the targets list every vantage point follows (CK_TARGETS_TOPIC)
+    #[argh(option)]
+    pub targets_topic: Option<String>,
+    /// check only share i of n of the targets, e.g. 1/2 (CK_SHARD)
+    #[argh(option)]
+    pub shard: Option<String>,
     /// seconds between the starts of two checks of a site (CK_CHECK_DELAY, default 60)
     #[argh(option)]
     pub interval: Option<String>,
@@ -159,6 +151,8 @@ impl ProducerArgs {
     /// The flags given, over the environment's `settings`.
     pub fn into_settings(self, mut s: Settings) -> Settings {
         s.flag("CK_TARGETS", self.targets);
+        s.flag("CK_TARGETS_TOPIC", self.targets_topic);
+        s.flag("CK_SHARD", self.shard);
         s.flag("CK_CHECK_DELAY", self.interval);
         s.flag("CK_CONTENT_REGEX", self.regex);
         s.flag("CK_TIMEOUT_MS", self.timeout_ms);
@@ -180,94 +174,15 @@ impl ProducerArgs {
     }
 }
 
-/// One entry of the targets file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TargetEntry {
-    url: String,
-    interval_s: Option<f64>,
-    regex: Option<String>,
-    timeout_ms: Option<u64>,
-    method: Option<String>,
-    #[serde(default)]
-    headers: HashMap<String, String>,
-    expect_status: Option<StatusList>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum StatusList {
-    One(u16),
-    Many(Vec<u16>),
-}
-
-fn seconds(var: &str, raw: f64) -> Result<Duration, ConfigError> {
-    if !(raw.is_finite() && (0.1..=86_400.0).contains(&raw)) {
-        return err(format!(
-            "{var}={raw} is out of range: give seconds between 0.1 and 86400"
-        ));
-    }
-    Ok(Duration::from_secs_f64(raw))
-}
-
-fn compile_regex(origin: &str, pattern: &str) -> Result<Regex, ConfigError> {
-    regex::RegexBuilder::new(pattern)
-        .dot_matches_new_line(true) // as the Python program's re.DOTALL
-        .size_limit(1 << 22)
-        .build()
-        .map_err(|e| {
-            let first = e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            ConfigError(format!(
-                "{origin}: {pattern:?} is not a valid regex: {first}"
-            ))
-        })
-}
-
-fn check_url(origin: &str, url: &str) -> Result<(), ConfigError> {
-    use crate::event::MAX_URL_BYTES;
-    let shown = || crate::secret::redact_url(url);
-    if url.len() > MAX_URL_BYTES {
-        let start: String = shown().chars().take(60).collect();
-        return err(format!(
-            "{origin}: the URL {start:?}... is {} bytes long: give one of {MAX_URL_BYTES} bytes at most",
-            url.len()
-        ));
-    }
-    match url::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        _ => err(format!(
-            "{origin}: {:?} is not an http:// or https:// URL with a host",
-            shown()
-        )),
-    }
-}
-
-const METHODS: [&str; 4] = ["GET", "HEAD", "POST", "OPTIONS"];
-
 impl ProducerConfig {
     /// Read and check the producer's settings; `once` is `--once` (no Kafka needed).
     pub fn from_settings(s: &Settings, once: bool) -> Result<ProducerConfig, ConfigError> {
-        let defaults = target_defaults(s)?;
-        let mut targets = Vec::new();
-        for url in s.get("CK_SITE_URL").unwrap_or("").split_whitespace() {
-            check_url("CK_SITE_URL", url)?;
-            targets.push(Target {
-                url: url.to_string(),
-                ..defaults.clone()
-            });
-        }
-        if let Some(path) = s.get("CK_TARGETS") {
-            targets.extend(targets_file(path, &defaults)?);
-        }
-        if targets.is_empty() {
+        let sources = TargetSources::from_settings(s)?;
+        let targets = sources.read()?;
+        let targets_topic = crate::kafka::settings::targets_topic(s)?;
+        if targets.is_empty() && (targets_topic.is_none() || once) {
             return err(
-                "no site to check: set CK_SITE_URL, give --targets FILE, or give URLs on the command line",
+                "no site to check: set CK_SITE_URL, give --targets FILE, give URLs on the command line, or follow a list with CK_TARGETS_TOPIC",
             );
         }
         let concurrency: usize = s.parse("CK_CONCURRENCY", 512, "a count")?;
@@ -287,6 +202,9 @@ impl ProducerConfig {
         };
         Ok(ProducerConfig {
             targets,
+            sources,
+            targets_topic,
+            shard: Shard::from_settings(s)?,
             probe: probe_settings(s)?,
             concurrency,
             producer_id,
@@ -297,107 +215,6 @@ impl ProducerConfig {
                 crate::observe::server::http_addr(s)?
             },
         })
-    }
-}
-
-/// What every target gets unless its entry in the targets file says otherwise
-/// (`CK_CHECK_DELAY`, `CK_TIMEOUT_MS`, `CK_CONTENT_REGEX`); the URL is left empty.
-fn target_defaults(s: &Settings) -> Result<Target, ConfigError> {
-    let interval = seconds(
-        "CK_CHECK_DELAY",
-        s.parse("CK_CHECK_DELAY", 60.0, "seconds, e.g. 30 or 0.5")?,
-    )?;
-    let timeout_ms: u64 = s.parse("CK_TIMEOUT_MS", 10_000, "milliseconds, e.g. 10000")?;
-    if !(100..=600_000).contains(&timeout_ms) {
-        return err(format!(
-            "CK_TIMEOUT_MS={timeout_ms} is out of range: give 100 to 600000"
-        ));
-    }
-    let regex = match s.get("CK_CONTENT_REGEX") {
-        Some(p) => Some(compile_regex("CK_CONTENT_REGEX", p)?),
-        None => None,
-    };
-    Ok(Target {
-        url: String::new(),
-        interval,
-        regex,
-        timeout: Duration::from_millis(timeout_ms),
-        method: "GET".into(),
-        headers: Vec::new(),
-        expect_status: None,
-    })
-}
-
-/// The targets of a targets file (`CK_TARGETS`), each entry over `defaults`.
-fn targets_file(path: &str, defaults: &Target) -> Result<Vec<Target>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("CK_TARGETS: cannot read targets file {path}: {e}")))?;
-    let entries: Vec<TargetEntry> = serde_json::from_str(&text).map_err(|e| {
-        ConfigError(format!(
-            "targets file {path}: {e} (expected [{{\"url\": \"https://...\"}}, ...])"
-        ))
-    })?;
-    entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| e.into_target(&format!("targets file {path}, entry {}", i + 1), defaults))
-        .collect()
-}
-
-impl TargetEntry {
-    /// This entry as a target; `origin` names it in errors.
-    fn into_target(self, origin: &str, defaults: &Target) -> Result<Target, ConfigError> {
-        check_url(origin, &self.url)?;
-        let mut t = Target {
-            url: self.url,
-            ..defaults.clone()
-        };
-        if let Some(secs) = self.interval_s {
-            t.interval = seconds(&format!("{origin}: interval_s"), secs)?;
-        }
-        if let Some(p) = &self.regex {
-            t.regex = Some(compile_regex(origin, p)?);
-        }
-        if let Some(ms) = self.timeout_ms {
-            if !(100..=600_000).contains(&ms) {
-                return err(format!(
-                    "{origin}: timeout_ms={ms} is out of range: give 100 to 600000"
-                ));
-            }
-            t.timeout = Duration::from_millis(ms);
-        }
-        if let Some(m) = self.method {
-            let m = m.to_ascii_uppercase();
-            if !METHODS.contains(&m.as_str()) {
-                return err(format!(
-                    "{origin}: method {m:?} is not supported: use one of {METHODS:?}"
-                ));
-            }
-            t.method = m;
-        }
-        let mut headers: Vec<(String, String)> = self.headers.into_iter().collect();
-        headers.sort();
-        for (k, v) in &headers {
-            if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err()
-                || hyper::header::HeaderValue::from_str(v).is_err()
-            {
-                return err(format!("{origin}: header {k:?} is not a valid HTTP header"));
-            }
-        }
-        t.headers = headers;
-        t.expect_status = match self.expect_status {
-            None => None,
-            Some(StatusList::One(c)) => Some(vec![c]),
-            Some(StatusList::Many(v)) => Some(v),
-        };
-        if let Some(codes) = &t.expect_status {
-            if codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)) {
-                return err(format!(
-                    "{origin}: expect_status must hold HTTP status codes (100-599)"
-                ));
-            }
-        }
-        Ok(t)
     }
 }
 
@@ -467,7 +284,7 @@ fn publish_settings(s: &Settings) -> Result<PublishSettings, ConfigError> {
 }
 
 /// This machine's name, for the `producer` field.
-pub(crate) fn host_name() -> String {
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())

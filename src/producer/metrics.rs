@@ -9,13 +9,14 @@
 //! Updating a metric is an atomic store or add, on the check's own path; rendering
 //! happens only when scraped. This module never measures or publishes anything itself.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::config::Target;
 use super::outbox::Outbox;
+use super::targets::Target;
 use crate::event::{CheckEvent, ErrorKind};
 use crate::observe::exposition::{Counter, Exposition, Gauge, Histogram, Kind, labels};
 use crate::observe::{Endpoints, Liveness, unix_ms};
@@ -36,7 +37,7 @@ const PHASES: [&str; 5] = [
 
 /// One target's latest check, as the blackbox exporter's gauges.
 #[derive(Debug)]
-struct TargetGauges {
+pub struct TargetGauges {
     /// `url="...",producer="..."`, rendered once.
     labels: String,
     /// No series before the first check ends: a 0 would be a false "down".
@@ -61,33 +62,67 @@ struct KafkaContact {
 /// Everything the producer counts, and its health.
 #[derive(Debug)]
 pub struct ProducerMetrics {
-    targets: Vec<TargetGauges>,
+    /// By URL: the targets in force (a removed one's series go with it).
+    targets: Mutex<BTreeMap<String, Arc<TargetGauges>>>,
+    producer: String,
     /// Per result: up, down, then one per error kind ([`ErrorKind::ALL`]).
     checks: [Counter; 2 + ErrorKind::ALL.len()],
     lateness: Histogram,
     publish_errors: Counter,
     publish_latency: Histogram,
     kafka: KafkaContact,
-    /// Kafka must have answered within this long for the producer to be ready.
-    ready_within: Duration,
+    /// Kafka must have answered within this long for the producer to be ready (ms).
+    ready_within_ms: AtomicU64,
     outbox: Arc<Outbox>,
+    /// The targets list's figures (`CK_TARGETS_TOPIC`).
+    pub list: Arc<crate::target_list::ListMetrics>,
     /// The producer's loops, for `/healthz`.
     pub liveness: Liveness,
 }
 
 impl ProducerMetrics {
-    /// Metrics for `targets` (in this order: a target is its index) checked as
-    /// `producer`, whose events wait in `outbox`.
-    pub fn new(targets: &[Target], producer: &str, outbox: Arc<Outbox>) -> ProducerMetrics {
-        let shortest = targets.iter().map(|t| t.interval).min().unwrap_or_default();
-        let longest_check = targets.iter().map(|t| t.timeout).max().unwrap_or_default();
+    /// Metrics for the targets checked as `producer`, whose events wait in `outbox`.
+    pub fn new(producer: &str, outbox: Arc<Outbox>) -> ProducerMetrics {
         ProducerMetrics {
-            targets: targets
-                .iter()
-                .map(|t| TargetGauges {
+            targets: Mutex::new(BTreeMap::new()),
+            producer: producer.to_string(),
+            checks: Default::default(),
+            lateness: Histogram::new(&SECONDS),
+            publish_errors: Counter::default(),
+            publish_latency: Histogram::new(&SECONDS),
+            kafka: KafkaContact::default(),
+            ready_within_ms: AtomicU64::new(70_000),
+            outbox,
+            list: Default::default(),
+            liveness: Liveness::default(),
+        }
+    }
+
+    /// The targets in force are `targets`: Kafka must answer within their shortest
+    /// interval and longest check (and the linger) for the producer to be ready.
+    pub fn targets_in_force<'a>(&self, targets: impl Iterator<Item = &'a Target>) {
+        let (mut shortest, mut longest) = (None::<Duration>, Duration::ZERO);
+        for t in targets {
+            shortest = Some(shortest.map_or(t.interval, |s| s.min(t.interval)));
+            longest = longest.max(t.timeout);
+        }
+        // Without a target nothing is published: the list's follower speaks for Kafka.
+        let within =
+            shortest.unwrap_or(Duration::from_secs(60)) + longest + Duration::from_secs(10);
+        self.ready_within_ms
+            .store(within.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The gauges of the target `url`, made on its first use.
+    pub fn target_gauges(&self, url: &str) -> Arc<TargetGauges> {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        targets
+            .entry(url.to_string())
+            .or_insert_with(|| {
+                Arc::new(TargetGauges {
                     labels: labels(&[
-                        ("url", &crate::secret::redact_url(&t.url)),
-                        ("producer", producer),
+                        ("url", &crate::secret::redact_url(url)),
+                        ("producer", &self.producer),
                     ]),
                     checked: AtomicBool::new(false),
                     success: Gauge::default(),
@@ -98,21 +133,20 @@ impl ProducerMetrics {
                     content_length: Gauge::default(),
                     redirects: Gauge::default(),
                 })
-                .collect(),
-            checks: Default::default(),
-            lateness: Histogram::new(&SECONDS),
-            publish_errors: Counter::default(),
-            publish_latency: Histogram::new(&SECONDS),
-            kafka: KafkaContact::default(),
-            // The next publish comes within an interval, once its check (and the linger) is over.
-            ready_within: shortest + longest_check + Duration::from_secs(10),
-            outbox,
-            liveness: Liveness::default(),
+            })
+            .clone()
+    }
+
+    /// A target left: its series go (unless the URL is back with new gauges meanwhile).
+    pub fn forget_target(&self, url: &str, gauges: &Arc<TargetGauges>) {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        if targets.get(url).is_some_and(|g| Arc::ptr_eq(g, gauges)) {
+            targets.remove(url);
         }
     }
 
-    /// Target `index` was checked: `event`, judged `up`, after `redirects` redirects.
-    pub fn checked(&self, index: usize, event: &CheckEvent, up: bool, redirects: u32) {
+    /// The target of `t` was checked: `event`, judged `up`, after `redirects` redirects.
+    pub fn checked(&self, t: &TargetGauges, event: &CheckEvent, up: bool, redirects: u32) {
         let result = match event.error_kind {
             Some(kind) => 2 + kind as usize,
             None if up => 0,
@@ -121,9 +155,6 @@ impl ProducerMetrics {
         self.checks[result].add(1);
         self.lateness
             .observe(event.schedule_lag_ms.max(0) as f64 / 1000.0);
-        let Some(t) = self.targets.get(index) else {
-            return;
-        };
         // In whole ms, as the event has them (no float noise like 0.036000000000000004).
         let ms = |v: Option<u64>| v.unwrap_or(0);
         let (dns, connect, tls) = (ms(event.dns_ms), ms(event.connect_ms), ms(event.tls_ms));
@@ -181,77 +212,88 @@ impl ProducerMetrics {
 
     /// The text of a scrape.
     pub fn render(&self) -> String {
-        let mut e = Exposition::with_capacity(512 + self.targets.len() * 1_600);
-        self.render_probes(&mut e);
+        let targets: Vec<Arc<TargetGauges>> = self
+            .targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut e = Exposition::with_capacity(2048 + targets.len() * 1_600);
+        render_probes(&targets, &mut e);
         self.render_own(&mut e);
+        self.list.render(&mut e, "producer");
         e.finish()
     }
+}
 
-    fn render_probes(&self, e: &mut Exposition) {
-        let checked = || {
-            self.targets
-                .iter()
-                .filter(|t| t.checked.load(Ordering::Acquire))
-        };
-        type Pick = fn(&TargetGauges) -> &Gauge;
-        let gauges: [(&str, &str, Pick); 5] = [
-            (
-                "probe_success",
-                "Whether the latest check found the site up (1) or not (0).",
-                |t| &t.success,
-            ),
-            (
-                "probe_duration_seconds",
-                "How long the latest check took, seconds.",
-                |t| &t.duration,
-            ),
-            (
-                "probe_http_status_code",
-                "The latest check's final HTTP status; 0 without a response.",
-                |t| &t.status,
-            ),
-            (
-                "probe_http_content_length",
-                "Body bytes the latest check read (capped by CK_BODY_CAP_BYTES).",
-                |t| &t.content_length,
-            ),
-            (
-                "probe_http_redirects",
-                "Redirects the latest check followed.",
-                |t| &t.redirects,
-            ),
-        ];
-        for (name, help, gauge) in gauges {
-            e.family(name, Kind::Gauge, help);
-            for t in checked() {
-                e.sample(name, &t.labels, gauge(t).get());
-            }
-        }
-        let name = "probe_http_duration_seconds";
-        e.family(
-            name,
-            Kind::Gauge,
-            "The latest check's time in each phase, seconds (summed over redirects).",
-        );
+fn render_probes(targets: &[Arc<TargetGauges>], e: &mut Exposition) {
+    let checked = || {
+        targets
+            .iter()
+            .map(|t| &**t)
+            .filter(|t| t.checked.load(Ordering::Acquire))
+    };
+    type Pick = fn(&TargetGauges) -> &Gauge;
+    let gauges: [(&str, &str, Pick); 5] = [
+        (
+            "probe_success",
+            "Whether the latest check found the site up (1) or not (0).",
+            |t| &t.success,
+        ),
+        (
+            "probe_duration_seconds",
+            "How long the latest check took, seconds.",
+            |t| &t.duration,
+        ),
+        (
+            "probe_http_status_code",
+            "The latest check's final HTTP status; 0 without a response.",
+            |t| &t.status,
+        ),
+        (
+            "probe_http_content_length",
+            "Body bytes the latest check read (capped by CK_BODY_CAP_BYTES).",
+            |t| &t.content_length,
+        ),
+        (
+            "probe_http_redirects",
+            "Redirects the latest check followed.",
+            |t| &t.redirects,
+        ),
+    ];
+    for (name, help, gauge) in gauges {
+        e.family(name, Kind::Gauge, help);
         for t in checked() {
-            for (phase, gauge) in PHASES.iter().zip(&t.phases) {
-                e.sample_with(name, &t.labels, phase, gauge.get());
-            }
-        }
-        let name = "probe_ssl_earliest_cert_expiry";
-        e.family(
-            name,
-            Kind::Gauge,
-            "notAfter of the site's certificate, Unix seconds (https only).",
-        );
-        for t in checked() {
-            let at = t.cert_expiry.get();
-            if !at.is_nan() {
-                e.sample(name, &t.labels, at);
-            }
+            e.sample(name, &t.labels, gauge(t).get());
         }
     }
+    let name = "probe_http_duration_seconds";
+    e.family(
+        name,
+        Kind::Gauge,
+        "The latest check's time in each phase, seconds (summed over redirects).",
+    );
+    for t in checked() {
+        for (phase, gauge) in PHASES.iter().zip(&t.phases) {
+            e.sample_with(name, &t.labels, phase, gauge.get());
+        }
+    }
+    let name = "probe_ssl_earliest_cert_expiry";
+    e.family(
+        name,
+        Kind::Gauge,
+        "notAfter of the site's certificate, Unix seconds (https only).",
+    );
+    for t in checked() {
+        let at = t.cert_expiry.get();
+        if !at.is_nan() {
+            e.sample(name, &t.labels, at);
+        }
+    }
+}
 
+impl ProducerMetrics {
     fn render_own(&self, e: &mut Exposition) {
         let name = "checksite_producer_checks_total";
         e.family(name, Kind::Counter, "Checks ended, by result (up, down: a response judged down, error: none) and error kind.");
@@ -310,7 +352,11 @@ impl ProducerMetrics {
 
     /// Ok when Kafka took something within the last interval and did not fail since.
     pub fn ready(&self) -> Result<(), String> {
-        let ok = self.kafka.last_ok_ms.load(Ordering::Relaxed);
+        let ok = self
+            .kafka
+            .last_ok_ms
+            .load(Ordering::Relaxed)
+            .max(self.list.last_read_ms());
         let last_error = self
             .kafka
             .last_error
@@ -330,7 +376,7 @@ impl ProducerMetrics {
             return Err("Kafka has not been reached yet".into());
         }
         let quiet = unix_ms().saturating_sub(ok);
-        if quiet > self.ready_within.as_millis() as u64 {
+        if quiet > self.ready_within_ms.load(Ordering::Relaxed) {
             return Err(format!("Kafka has not answered for {} s", quiet / 1000));
         }
         Ok(())

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod probe;
 pub mod schedule;
+pub mod targets;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,19 +48,20 @@ pub async fn run(
     shutdown: Shutdown,
     http: Option<HttpListener>,
 ) -> Delivered {
+    let outbox = Outbox::new(publish.buffer_events);
+    let metrics = Arc::new(ProducerMetrics::new(&config.producer_id, outbox.clone()));
+    let server = http.map(|h| h.serve(metrics.clone()));
+    let targets = follow_targets(&config, &publish, &metrics, &shutdown);
     log::info!(
-        "checking {} target(s), publishing to topic {:?} at {}",
-        config.targets.len(),
+        "checking {} target(s){}, publishing to topic {:?} at {}",
+        targets.borrow().len(),
+        match &config.targets_topic {
+            Some(t) => format!(" and those of targets topic {t:?}"),
+            None => String::new(),
+        },
         publish.kafka.topic,
         publish.kafka.servers.join(",")
     );
-    let outbox = Outbox::new(publish.buffer_events);
-    let metrics = Arc::new(ProducerMetrics::new(
-        &config.targets,
-        &config.producer_id,
-        outbox.clone(),
-    ));
-    let server = http.map(|h| h.serve(metrics.clone()));
     let publisher = spawn_publisher(&outbox, publish, &metrics);
     let running = Arc::new(AtomicU64::new(0));
     let mut stop = shutdown.clone();
@@ -72,7 +74,7 @@ pub async fn run(
     };
     let alive = metrics.liveness.start("schedule", None);
     let mut checking = Box::pin(async move {
-        schedule::run(config.targets, checking, shutdown).await;
+        schedule::run(targets, checking, shutdown).await;
         drop(alive);
     });
     tokio::select! {
@@ -103,6 +105,52 @@ pub async fn run(
         delivered.dropped
     );
     delivered
+}
+
+/// The targets in force, kept up to date on their own tasks: the targets topic followed
+/// (`CK_TARGETS_TOPIC`), `CK_TARGETS` read again on SIGHUP.
+fn follow_targets(
+    config: &ProducerConfig,
+    publish: &PublishSettings,
+    metrics: &Arc<ProducerMetrics>,
+    shutdown: &Shutdown,
+) -> tokio::sync::watch::Receiver<targets::TargetSet> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("cannot catch SIGHUP ({e}): CK_TARGETS is read at the start only");
+            None
+        }
+    };
+    let listed = config.targets_topic.as_ref().map(|topic| {
+        let (tx, rx) = tokio::sync::watch::channel(crate::target_list::ListSnapshot::default());
+        tokio::spawn(crate::target_list::follow(
+            publish.kafka.clone(),
+            topic.clone(),
+            tx,
+            metrics.list.clone(),
+            shutdown.clone(),
+        ));
+        rx
+    });
+    let mut follower = targets::TargetFollower {
+        configured: config.targets.clone(),
+        sources: config.sources.clone(),
+        resolver: targets::TargetResolver::new(
+            &config.producer_id,
+            config.shard,
+            config.sources.defaults(),
+        ),
+        listed,
+        hangup,
+    };
+    let first = follower.resolve(&Default::default());
+    metrics.targets_in_force(first.values().map(|t| &**t));
+    metrics.list.applied(first.len(), 0);
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
+    tokio::spawn(follower.run(tx, metrics.clone(), shutdown.clone()));
+    rx
 }
 
 /// The publishing loop on its own task, counted alive (`/healthz`) while it runs.

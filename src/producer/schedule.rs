@@ -1,22 +1,31 @@
 //! When each target is checked: a fixed rate per target (start to start, so a slow check
 //! does not push the next one later), targets spread over their interval instead of all
-//! firing at once, and a bound on the checks running at the same time.
+//! firing at once, and a bound on the checks running at the same time. The set of
+//! targets may change at any time: an added target starts within a moment, a removed
+//! one stops after its running check, a changed one keeps its phase unless its interval
+//! changed, and the others are not disturbed.
 //!
 //! This module owns time and concurrency. It never measures anything itself (that is
 //! [`super::probe`]) and never talks to Kafka (that is [`super::outbox`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::config::Target;
 use super::metrics::ProducerMetrics;
 use super::outbox::Outbox;
 use super::probe::Probe;
+use super::targets::{Target, TargetSet};
 use crate::shutdown::Shutdown;
+
+/// Targets added at once start at most this many a second (over their interval at
+/// most): a list of 10,000 is not checked in one burst, one new target starts at once.
+const NEW_TARGETS_PER_SECOND: f64 = 100.0;
 
 /// What every target's loop shares.
 pub struct Checking {
@@ -32,47 +41,122 @@ pub struct Checking {
     pub metrics: Arc<ProducerMetrics>,
 }
 
-/// Check every target on its schedule and send each event on, until `shutdown`.
-/// Returns when every target's loop has ended; a check under way is let finish.
-pub async fn run(targets: Vec<Target>, checking: Checking, shutdown: Shutdown) {
-    let permits = Arc::new(Semaphore::new(checking.concurrency));
-    let shared = Arc::new(checking);
-    let count = targets.len() as u32;
-    let started = Instant::now();
-    let mut loops = tokio::task::JoinSet::new();
-    for (i, target) in targets.into_iter().enumerate() {
-        // Target i of n first fires i/n of the way into its interval.
-        let first = started
-            + target
-                .interval
-                .mul_f64(f64::from(i as u32) / f64::from(count.max(1)));
-        loops.spawn(target_loop(
-            (i, Arc::new(target)),
-            first,
-            shared.clone(),
-            permits.clone(),
-            shutdown.clone(),
-        ));
+/// One target's loop as the schedule holds it: where to send its new entry (None: stop).
+type TargetHandle = watch::Sender<Option<Arc<Target>>>;
+
+/// Check the targets in force on their schedules, following every new set sent on
+/// `targets`, until `shutdown`. Returns when every target's loop has ended; a check
+/// under way is let finish.
+pub async fn run(mut targets: watch::Receiver<TargetSet>, checking: Checking, shutdown: Shutdown) {
+    let shared = Arc::new(Shared {
+        permits: Arc::new(Semaphore::new(checking.concurrency)),
+        checking,
+    });
+    let mut loops = JoinSet::new();
+    let mut handles: HashMap<String, TargetHandle> = HashMap::new();
+    let mut stop = shutdown.clone();
+    loop {
+        let set = targets.borrow_and_update().clone();
+        follow_set(&set, &mut handles, &mut loops, &shared, &shutdown);
+        tokio::select! {
+            changed = targets.changed() => {
+                if changed.is_err() {
+                    // No more changes: the set in force stays until shutdown.
+                    stop.requested().await;
+                    break;
+                }
+            }
+            Some(_) = loops.join_next(), if !loops.is_empty() => {}
+            _ = stop.requested() => break,
+        }
     }
-    drop(shared);
+    drop(handles);
     while loops.join_next().await.is_some() {}
 }
 
-async fn target_loop(
-    (index, target): (usize, Arc<Target>),
-    first: Instant,
-    shared: Arc<Checking>,
+/// What the loops share.
+struct Shared {
+    checking: Checking,
     permits: Arc<Semaphore>,
+}
+
+/// Bring the loops in line with `set`: stop the removed, hand the changed their new
+/// entry, start the added (spread at [`NEW_TARGETS_PER_SECOND`], within their interval).
+fn follow_set(
+    set: &TargetSet,
+    handles: &mut HashMap<String, TargetHandle>,
+    loops: &mut JoinSet<()>,
+    shared: &Arc<Shared>,
+    shutdown: &Shutdown,
+) {
+    handles.retain(|url, handle| {
+        let kept = set.contains_key(url);
+        if !kept {
+            handle.send_replace(None);
+        }
+        kept
+    });
+    let mut added = Vec::new();
+    for (url, target) in set.iter() {
+        match handles.get(url) {
+            Some(handle) => {
+                handle.send_if_modified(|current| {
+                    let same = current.as_ref().is_some_and(|c| Arc::ptr_eq(c, target));
+                    if !same {
+                        *current = Some(target.clone());
+                    }
+                    !same
+                });
+            }
+            None => added.push(target.clone()),
+        }
+    }
+    let now = Instant::now();
+    let count = added.len() as f64;
+    for (i, target) in added.into_iter().enumerate() {
+        // Target i of n first fires i/n of the way into its spread.
+        let spread = target
+            .interval
+            .min(Duration::from_secs_f64(count / NEW_TARGETS_PER_SECOND));
+        let first = now + spread.mul_f64(i as f64 / count);
+        let (handle, entry) = watch::channel(Some(target.clone()));
+        handles.insert(target.url.clone(), handle);
+        loops.spawn(target_loop(entry, first, shared.clone(), shutdown.clone()));
+    }
+}
+
+async fn target_loop(
+    mut entry: watch::Receiver<Option<Arc<Target>>>,
+    first: Instant,
+    shared: Arc<Shared>,
     mut shutdown: Shutdown,
 ) {
+    let Some(mut target) = entry.borrow_and_update().clone() else {
+        return;
+    };
+    let metrics = &shared.checking.metrics;
+    let gauges = metrics.target_gauges(&target.url);
     let mut planned = first;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(planned) => {}
+            changed = entry.changed() => {
+                let next = match changed {
+                    Ok(()) => entry.borrow_and_update().clone(),
+                    Err(_) => None,
+                };
+                let Some(next) = next else { break };
+                if next.interval != target.interval {
+                    // The last start plus the new interval (now, if that is past).
+                    planned = (planned - target.interval + next.interval).max(Instant::now());
+                }
+                target = next;
+                continue;
+            }
             _ = shutdown.requested() => return,
         }
         let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
+            p = shared.permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
             },
@@ -82,19 +166,21 @@ async fn target_loop(
         let lag_ms = Instant::now()
             .saturating_duration_since(planned)
             .as_millis() as i64;
+        let checking = &shared.checking;
         // Counted from here until its event is handed on: what is still counted when the
         // process must exit was started and never published, and is reported as dropped.
-        shared.running.fetch_add(1, Ordering::SeqCst);
+        checking.running.fetch_add(1, Ordering::SeqCst);
         // Boxed: a target's task stays small while it waits for its next slot.
-        let checking = Box::pin(shared.probe.check_counting_redirects(&target, lag_ms));
-        let (event, redirects) = checking.await;
+        let check = Box::pin(checking.probe.check_counting_redirects(&target, lag_ms));
+        let (event, redirects) = check.await;
         let up = event.up == Some(true);
         drop(permit);
-        shared.metrics.checked(index, &event, up, redirects);
-        shared.outbox.push(event);
-        shared.running.fetch_sub(1, Ordering::SeqCst);
+        metrics.checked(&gauges, &event, up, redirects);
+        checking.outbox.push(event);
+        checking.running.fetch_sub(1, Ordering::SeqCst);
         planned = next_slot(planned, target.interval, Instant::now());
     }
+    metrics.forget_target(&target.url, &gauges);
 }
 
 /// The next planned start after `planned` that is not already past: slots missed while a

@@ -257,6 +257,18 @@ pub async fn open(
     settings.connect(Duration::from_secs(10)).await.unwrap()
 }
 
+/// Whether `topic` exists yet.
+pub async fn kafka_topic_exists(tb: &Testbed, topic: &str) -> bool {
+    let settings = tb.kafka(Listener::Plaintext, topic);
+    let client = checksite::kafka::connect(&settings, Duration::from_secs(10))
+        .await
+        .expect("connect");
+    checksite::kafka::topic_partitions(&client, topic)
+        .await
+        .expect("metadata")
+        .is_some_and(|p| !p.is_empty())
+}
+
 /// Every record of a topic: (partition, offset, key, value), read over plaintext.
 pub async fn read_topic(tb: &Testbed, topic: &str) -> Vec<(i32, i64, String, Vec<u8>)> {
     use checksite::kafka;

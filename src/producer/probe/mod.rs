@@ -21,8 +21,9 @@ use rustls::ClientConfig;
 use tokio::time::Instant;
 use url::Url;
 
-use super::config::{ProbeSettings, Target};
+use super::config::ProbeSettings;
 use super::lookup::LookupPool;
+use super::targets::Target;
 use crate::event::{CheckEvent, ErrorKind};
 use connect::{Connecting, Phases, Site, SiteStream};
 use cookies::CookieJar;
