@@ -452,3 +452,144 @@ async fn targets_left_alone_keep_their_rhythm_while_a_thousand_change() {
         "schedule lag p99 {p99} ms while 1,000 targets change"
     );
 }
+
+#[tokio::test]
+async fn the_consumer_shows_a_waiting_target_and_forgets_a_removed_one() {
+    use common::webhook::{Answer, Receiver};
+    let tb = testbed_or_skip!();
+    let (list, events) = (common::unique("list"), common::unique("events"));
+    let (pg, db_url) = tb.fresh_database("targets_topic").await;
+    let site = common::sites::http_site();
+    // `down` fails every check; `later` is meant for a vantage point that does not run.
+    let (down, later) = (format!("{site}/500"), format!("{site}/ok?site=later"));
+    put(
+        &tb,
+        &list,
+        &serde_json::json!([
+            {"url": down, "interval_s": 1},
+            {"url": later, "interval_s": 1, "producers": ["nobody"]},
+        ]),
+    );
+    let _eu = producer(&tb, &events, &list, "eu", &[]);
+    let (receiver_port, page_port) = (common::free_port(), common::free_port());
+    let receiver = Receiver::start_on(receiver_port, Answer::Ok);
+    let consumer = common::consumer(&tb, &events, &db_url, &[])
+        .env("CK_TARGETS_TOPIC", &list)
+        .env("CK_HTTP_ADDR", format!("127.0.0.1:{page_port}"))
+        .env("CK_ALERT_WEBHOOK_URL", Receiver::url(receiver_port))
+        .env("CK_ALERT_AFTER", "1")
+        .spawn()
+        .unwrap();
+    let state_of = |api: &serde_json::Value, url: &str| {
+        api["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["url"] == url)
+            .map(|t| t["state"].as_str().unwrap().to_string())
+    };
+    // The down target alerts; the other waits for its first check, and says so.
+    let start = Instant::now();
+    loop {
+        let (status, body) = common::http_get_when_up(page_port, "/api/status").await;
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{status}: {body}"
+        );
+        let Ok(api) = serde_json::from_str::<serde_json::Value>(&body) else {
+            eprintln!("{status}: {body}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        let states = (state_of(&api, &down), state_of(&api, &later));
+        if states == (Some("down".into()), Some("waiting".into())) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{states:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, html) = common::http_get_when_up(page_port, "/").await;
+    let row = html
+        .split("<tr class=\"t ")
+        .find(|r| r.contains("site=later"))
+        .expect("a row for the waiting target");
+    assert!(row.contains("waiting for the first check"), "{row}");
+    let down_alert = receiver.wait_for_ids(1, Duration::from_secs(30)).await;
+    assert_eq!(down_alert[0]["kind"], "down");
+
+    // Removed: its incident closes with one `removed`, and it leaves the page and tables.
+    let (code, _, _) = targets(&tb, &list, &["remove", &down]);
+    assert_eq!(code, 0);
+    let removed_at = Utc::now();
+    let sent = receiver.wait_for_ids(2, Duration::from_secs(30)).await;
+    assert_eq!(sent[1]["kind"], "removed", "{sent:?}");
+    assert_eq!(sent[1]["url"], down);
+    let start = Instant::now();
+    loop {
+        let (_, body) = common::http_get_when_up(page_port, "/api/status").await;
+        let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if state_of(&api, &down).is_none() {
+            assert_eq!(state_of(&api, &later), Some("waiting".into()));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still shown: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let db = common::open(&pg).await;
+    for table in ["site_status", "alert_sites"] {
+        let left = db
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE url = $1"),
+                &[&down],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        assert_eq!(left, 0, "{table} keeps the removed target");
+    }
+    // Checks made before the removal and read after it bring nothing back, and no second
+    // notification comes: one such check, late on purpose (a producer's buffer drained).
+    let mut late = common::sample_event(&down, 1);
+    late.producer = "eu".into();
+    late.up = Some(false);
+    late.status = Some(500);
+    late.checked_at = removed_at - chrono::TimeDelta::seconds(1);
+    common::produce_timed(
+        &tb,
+        &events,
+        3,
+        vec![(down.as_bytes().to_vec(), Some(late.to_json()), Utc::now())],
+    )
+    .await;
+    let start = Instant::now();
+    while common::query_i64(
+        &db,
+        &format!("SELECT count(*) FROM events WHERE check_id = '{}'", late.id),
+    )
+    .await
+        == 0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the late check is not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, body) = common::http_get_when_up(page_port, "/api/status").await;
+    assert!(!body.contains(&down), "{body}");
+    assert_eq!(receiver.delivered().len(), 2);
+    // The consumer's metrics: one target in the list, the removal applied.
+    let (_, metrics) = common::http_get_when_up(page_port, "/metrics").await;
+    assert!(
+        metrics.contains("checksite_consumer_targets_in_force 1\n"),
+        "{metrics}"
+    );
+    common::stop(consumer, Duration::from_secs(20)).await;
+}

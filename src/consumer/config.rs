@@ -38,6 +38,9 @@ pub struct ConsumerConfig {
     /// `CK_ALERT_STALE_AFTER`, in seconds: when a vantage point's series counts as stale
     /// (the alert rules and the status page).
     pub stale_after_s: i64,
+    /// The targets list to follow (`CK_TARGETS_TOPIC`): listed targets not checked yet
+    /// show as waiting, removed ones leave the page and close their incidents.
+    pub targets_topic: Option<String>,
 }
 
 /// `CK_RETENTION_DAYS`: unset keeps every event (as the Python program did).
@@ -79,6 +82,9 @@ pub struct ConsumerArgs {
     /// serve the status page on IP:PORT of its own, apart from /metrics and health (CK_STATUS_ADDR)
     #[argh(option)]
     pub status_addr: Option<String>,
+    /// the compacted topic of the targets list the producers follow (CK_TARGETS_TOPIC)
+    #[argh(option)]
+    pub targets_topic: Option<String>,
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
@@ -97,6 +103,7 @@ impl ConsumerArgs {
         s.flag("CK_BATCH_MS", self.batch_ms);
         s.flag("CK_HTTP_ADDR", self.http_addr);
         s.flag("CK_STATUS_ADDR", self.status_addr);
+        s.flag("CK_TARGETS_TOPIC", self.targets_topic);
         s
     }
 }
@@ -140,6 +147,7 @@ impl ConsumerConfig {
             retention_days: retention_days(s)?,
             alerts: crate::consumer::alert::AlertConfig::from_settings(s)?,
             stale_after_s: crate::consumer::alert::stale_after_s(s)?,
+            targets_topic: crate::kafka::settings::targets_topic(s)?,
         })
     }
 }

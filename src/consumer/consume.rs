@@ -26,6 +26,7 @@ use crate::consumer::alert::decide::KnownStates;
 use crate::consumer::alert::sender::AlertSender;
 use crate::consumer::config::ConsumerConfig;
 use crate::consumer::folding::RollupFolder;
+use crate::consumer::listing::Listing;
 use crate::consumer::metrics::ConsumerMetrics;
 use crate::consumer::record;
 use crate::consumer::retention::EventPruner;
@@ -206,7 +207,9 @@ async fn consume(
         .map(|a| AlertSender::start(config.postgres.clone(), a, metrics.clone()))
         .transpose()
         .map_err(ConsumeError::Alerts)?;
+    let listing = start_listing(&config, &db, &shutdown, &metrics).await?;
     let mut consumer = ConsumerLoop {
+        listing,
         leases: PartitionLeases::new(&topic),
         config,
         topic,
@@ -241,6 +244,26 @@ async fn consume(
     consumer.run().await;
     upkeep.finish(consumer.alerts.take()).await;
     Ok(consumer.total)
+}
+
+/// With `CK_TARGETS_TOPIC` (and not `--drain`): the list followed, its removals loaded.
+async fn start_listing(
+    config: &ConsumerConfig,
+    db: &tokio_postgres::Client,
+    shutdown: &Shutdown,
+    metrics: &Arc<ConsumerMetrics>,
+) -> Result<Option<Listing>, ConsumeError> {
+    let Some(topic) = config.targets_topic.clone().filter(|_| !config.drain) else {
+        return Ok(None);
+    };
+    let mut listing = Listing::start(
+        config.kafka.clone(),
+        topic,
+        metrics.list.clone(),
+        shutdown.clone(),
+    );
+    listing.load(db).await.map_err(ConsumeError::Store)?;
+    Ok(Some(listing))
 }
 
 /// The work beside the writer, each on a PostgreSQL connection of its own: folding the
@@ -384,6 +407,8 @@ struct ConsumerLoop {
     alerts: Option<AlertSender>,
     /// The committed alert states of the URLs this consumer wrote lately.
     alert_states: KnownStates,
+    /// The targets list followed (`CK_TARGETS_TOPIC`), when set.
+    listing: Option<Listing>,
     shutdown: Shutdown,
     leases: PartitionLeases,
     rx: mpsc::Receiver<FromFetcher>,
@@ -446,6 +471,7 @@ impl ConsumerLoop {
             }
             self.release_drained().await;
             self.close_stale_incidents().await;
+            self.follow_listing().await;
         }
         for (_, f) in self.fetchers.drain() {
             f.abort.abort();
@@ -487,6 +513,12 @@ impl ConsumerLoop {
         match self.config.postgres.connect(Duration::from_secs(10)).await {
             Ok(c) => {
                 log::info!("PostgreSQL is back: resuming from the committed offsets");
+                if let Some(listing) = &mut self.listing {
+                    if let Err(e) = listing.load(&c).await {
+                        log::warn!("{e}; retrying");
+                        return false;
+                    }
+                }
                 self.db = c;
                 self.db_ok = true;
                 self.next_rebalance = Instant::now();
@@ -631,7 +663,10 @@ impl ConsumerLoop {
 
     /// Write and commit what is pending. False when the process must stop now.
     async fn write(&mut self) -> bool {
-        let batches = std::mem::take(&mut self.pending);
+        let mut batches = std::mem::take(&mut self.pending);
+        if let Some(listing) = &self.listing {
+            listing.mark(&mut batches);
+        }
         self.clear_pending();
         let derived = self.derived();
         let writing = write_all(
@@ -706,6 +741,37 @@ impl ConsumerLoop {
                 }
             }
             Ok(_) => {}
+            Err(e) => {
+                log::warn!("{e}; pausing, then resuming from the committed offsets");
+                self.postgres_failed(&e);
+            }
+        }
+    }
+
+    /// The targets list's changes kept, and the removed URLs of the partitions held
+    /// cleaned (their known alert states dropped), between two transactions.
+    async fn follow_listing(&mut self) {
+        let Some(listing) = &mut self.listing else {
+            return;
+        };
+        if !self.db_ok {
+            return;
+        }
+        let held: std::collections::HashSet<i32> = self.fetchers.keys().copied().collect();
+        let count = self.partitions.len() as i32;
+        let owns = |url: &str| held.contains(&kafka::partition_for(url.as_bytes(), count));
+        match listing.sync(&mut self.db, owns).await {
+            Ok((cleaned, notifications)) => {
+                for url in cleaned {
+                    self.alert_states.remove(&url);
+                }
+                if notifications > 0 {
+                    self.metrics.alerts_decided(notifications);
+                    if let Some(sender) = &self.alerts {
+                        sender.waker().notify_one();
+                    }
+                }
+            }
             Err(e) => {
                 log::warn!("{e}; pausing, then resuming from the committed offsets");
                 self.postgres_failed(&e);

@@ -11,6 +11,7 @@
 //! only when scraped. This module never touches Kafka or PostgreSQL itself.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -70,6 +71,8 @@ pub struct ConsumerMetrics {
     lease_round_done: AtomicBool,
     /// The consumer's loops, for `/healthz`.
     pub liveness: Liveness,
+    /// The targets list's figures (`CK_TARGETS_TOPIC`).
+    pub list: Arc<crate::target_list::ListMetrics>,
 }
 
 impl ConsumerMetrics {
@@ -91,6 +94,7 @@ impl ConsumerMetrics {
             db_failure: Mutex::new(Some("starting: connecting to PostgreSQL".into())),
             lease_round_done: AtomicBool::new(false),
             liveness: Liveness::default(),
+            list: Default::default(),
         }
     }
 
@@ -261,6 +265,7 @@ impl ConsumerMetrics {
         );
         e.sample(name, topic, self.last_commit.get());
         self.render_alerts(&mut e);
+        self.list.render(&mut e, "consumer");
         e.finish()
     }
 

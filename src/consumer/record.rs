@@ -59,6 +59,7 @@ impl StoredEvent {
             error_kind: self.error_kind,
             cert_expires_at: self.cert_expires_at,
             phases: [self.dns_ms, self.connect_ms, self.tls_ms, self.ttfb_ms],
+            removed: false,
         }
     }
 }

@@ -118,6 +118,9 @@ pub enum AlertKind {
     /// An open incident closed because no vantage point has checked the URL for
     /// `CK_ALERT_STALE_AFTER` (wall-clock time): nobody knows whether it is up.
     Stale,
+    /// An open incident closed because its URL was removed from the targets list
+    /// (`CK_TARGETS_TOPIC`).
+    Removed,
 }
 
 impl AlertKind {
@@ -128,6 +131,7 @@ impl AlertKind {
             AlertKind::Up => "up",
             AlertKind::CertExpiring => "cert_expiring",
             AlertKind::Stale => "stale",
+            AlertKind::Removed => "removed",
         }
     }
 }
@@ -137,16 +141,17 @@ impl AlertKind {
 pub struct Notification {
     /// Stable across every delivery attempt: receivers dedupe on it.
     pub id: uuid::Uuid,
-    /// down, up, cert_expiring or stale.
+    /// down, up, cert_expiring, stale or removed.
     pub kind: AlertKind,
     /// The URL, its password (if any) redacted.
     pub url: String,
     /// When the incident started (down), the URL came back (up), the check that saw
-    /// the certificate (cert_expiring), or the URL's last check (stale).
+    /// the certificate (cert_expiring), the URL's last check (stale), or its removal
+    /// from the list (removed).
     #[serde(serialize_with = "crate::event::rfc3339_opt::serialize")]
     pub since: Option<DateTime<Utc>>,
     /// The vantage points that see it so: down for `down`, up for `up`; the deciding one
-    /// for `cert_expiring`; the ones gone quiet for `stale`.
+    /// for `cert_expiring`; the ones gone quiet for `stale`; those it had for `removed`.
     pub producers: Vec<String>,
     /// The deciding check's HTTP status.
     pub status: Option<i32>,
@@ -342,25 +347,35 @@ impl UrlAlertState {
     /// Every vantage point went quiet (wall-clock): close the open incident with a `stale`
     /// notification. None when there is no open incident.
     pub(crate) fn close_stale(&mut self, url: &str) -> Option<Notification> {
-        if !self.down {
-            return None;
-        }
         let last = self
             .newest_check()
             .and_then(|s| DateTime::from_timestamp(s, 0))
             .unwrap_or_default();
+        self.close(url, AlertKind::Stale, last)
+    }
+
+    /// The URL was removed from the targets list at `at`: close the open incident with a
+    /// `removed` notification. None when there is no open incident.
+    pub(crate) fn close_removed(&mut self, url: &str, at: DateTime<Utc>) -> Option<Notification> {
+        self.close(url, AlertKind::Removed, at)
+    }
+
+    fn close(&mut self, url: &str, kind: AlertKind, at: DateTime<Utc>) -> Option<Notification> {
+        if !self.down {
+            return None;
+        }
         self.down = false;
-        self.since = Some(last);
+        self.since = Some(at);
         Some(Notification {
             id: uuid::Uuid::now_v7(),
-            kind: AlertKind::Stale,
+            kind,
             url: crate::secret::redact_url(url).into_owned(),
-            since: Some(last),
+            since: Some(at),
             producers: self.vantage.keys().cloned().collect(),
             status: None,
             error: None,
             error_kind: None,
-            checked_at: last,
+            checked_at: at,
             cert_expires_at: None,
         })
     }
@@ -436,6 +451,7 @@ mod tests {
             error_kind: None,
             cert_expires_at: None,
             phases: [None; 4],
+            removed: false,
         }
     }
 

@@ -51,6 +51,9 @@ pub(crate) struct RollupInput {
     pub(crate) cert_expires_at: Option<DateTime<Utc>>,
     /// DNS, connect, TLS and time to first byte, ms (the site page's latest checks).
     pub(crate) phases: [Option<i32>; 4],
+    /// Checked before its URL was removed from the targets list (and read after): kept in
+    /// the rollups (history), left out of the URL's state and alerts.
+    pub(crate) removed: bool,
 }
 
 /// One series' figures over one hour or one day.
@@ -158,6 +161,9 @@ impl<'a> Rollups<'a> {
         for e in inputs {
             let key = (e.url.as_str(), e.producer.as_str());
             add(&mut r.hourly, (key, truncate(e.ts, 3600)), e);
+            if e.removed {
+                continue;
+            }
             r.states
                 .entry(key)
                 .and_modify(|s| s.follow(e))
@@ -371,6 +377,7 @@ pub(crate) mod tests {
             error_kind: None,
             cert_expires_at: None,
             phases: [None; 4],
+            removed: false,
         }
     }
 

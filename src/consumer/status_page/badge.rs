@@ -70,6 +70,7 @@ fn value(kind: BadgeKind, target: Option<&TargetReport>) -> (String, &'static st
             TargetState::Degraded => ("degraded".into(), ORANGE),
             TargetState::Down => ("down".into(), RED),
             TargetState::NoData => ("no data".into(), GREY),
+            TargetState::Waiting => ("waiting".into(), GREY),
         },
         BadgeKind::Uptime24h => uptime(t.uptime_24h),
         BadgeKind::Uptime7d => uptime(t.uptime_7d),

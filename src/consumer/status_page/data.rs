@@ -59,10 +59,20 @@ impl PageData {
         (self.states_seq, self.windows_seq)
     }
 
-    /// States read (changed ones, or all of them).
-    pub(crate) fn keep_states(&mut self, states: Vec<SiteState>, seq: i64) {
+    /// States read (changed ones, or all of them), after the series `forgotten` since.
+    pub(crate) fn keep_states(
+        &mut self,
+        states: Vec<SiteState>,
+        forgotten: &[SeriesKey],
+        seq: i64,
+    ) {
         if self.states_seq == EVERYTHING {
             self.whole_at = Some(Instant::now());
+        }
+        // Before the states: a series forgotten and back since has its new state read.
+        for key in forgotten {
+            self.states.remove(key);
+            self.windows.remove(key);
         }
         for s in states {
             self.states.insert((s.url.clone(), s.producer.clone()), s);

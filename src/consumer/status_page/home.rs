@@ -140,6 +140,9 @@ fn table(out: &mut String, rows: &[&TargetReport], report: &Report, strips: &Str
             label = t.state.label(),
             link = query_value(&t.url),
         );
+        if t.state == TargetState::Waiting {
+            out.push_str("<span class=\"note\">waiting for the first check</span>");
+        }
         for v in &t.vantage {
             let state = if v.stale {
                 "stale"
@@ -200,6 +203,7 @@ fn arrow(state: TargetState) -> &'static str {
         TargetState::Down => "▼",
         TargetState::Degraded => "◆",
         TargetState::NoData => "●",
+        TargetState::Waiting => "○",
     }
 }
 

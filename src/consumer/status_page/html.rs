@@ -13,7 +13,7 @@ h1{font-size:1.3rem;margin:.2rem 0}h2{font-size:1.05rem;margin:.8rem 0 .3rem}a{c
 table{border-collapse:collapse;width:100%;background:#fff}th,td{text-align:left;padding:.15rem .4rem;border-bottom:1px solid #e3e3e3;font-size:.9rem;white-space:nowrap}\
 th{font-size:.8rem;color:#444;font-weight:600}td.url{white-space:normal;word-break:break-all;max-width:30rem}\
 .badge{display:inline-block;min-width:5.6rem;font-weight:700;font-size:.8rem;padding:0 .3rem;border-radius:.2rem;color:#fff}\
-.up .badge{background:#2e7d32}.down .badge{background:#c62828}.degraded .badge{background:#e65100}.nodata .badge,.stale .badge{background:#757575}.maint .badge{background:#1565c0}\
+.up .badge{background:#2e7d32}.down .badge{background:#c62828}.degraded .badge{background:#e65100}.nodata .badge,.waiting .badge,.stale .badge{background:#757575}.maint .badge{background:#1565c0}\
 .dot{font-size:1rem;line-height:1}.dot.up{color:#2e7d32}.dot.down{color:#c62828}.dot.stale{color:#9e9e9e}\
 svg{display:block}.strip rect{height:16px}.g{fill:#2e7d32}.y{fill:#9ccc65}.o{fill:#f9a825}.r{fill:#c62828}.n{fill:#ddd}\
 .pager{margin:.5rem 0;line-height:1.8}.pager a,.pager b{padding:0 .25rem}.warn{color:#8a4b00;font-weight:600}\

@@ -219,7 +219,11 @@ impl StatusPage {
             let (at, seq) =
                 store::read_windows(client, windows_from, |w| lock(data).keep_window(w)).await?;
             let mut data = lock(&self.data);
-            data.keep_states(std::mem::take(&mut rows.states), rows.states_seq);
+            data.keep_states(
+                std::mem::take(&mut rows.states),
+                &rows.forgotten,
+                rows.states_seq,
+            );
             // The windows moved: every row changed, and some may have left: all again.
             if !data.windows_read(at, seq) {
                 return Ok(rows);

@@ -55,6 +55,8 @@ pub(crate) enum TargetState {
     Up,
     /// No vantage point reports (every one is stale).
     NoData,
+    /// In the targets list, never checked yet.
+    Waiting,
 }
 
 impl TargetState {
@@ -65,6 +67,7 @@ impl TargetState {
             TargetState::Degraded => "DEGRADED",
             TargetState::Up => "UP",
             TargetState::NoData => "NO DATA",
+            TargetState::Waiting => "WAITING",
         }
     }
 
@@ -75,6 +78,7 @@ impl TargetState {
             TargetState::Degraded => "degraded",
             TargetState::Up => "up",
             TargetState::NoData => "nodata",
+            TargetState::Waiting => "waiting",
         }
     }
 }
@@ -207,6 +211,11 @@ impl Report {
             .into_iter()
             .map(|(url, series)| target(url, series, data, (&stale, down.contains(url), rules)))
             .collect();
+        for url in &rows.waiting {
+            if !targets.iter().any(|t| t.stored_url == *url) {
+                targets.push(waiting(url));
+            }
+        }
         // Down, then degraded, then the rest, each by URL.
         targets.sort_by(|a, b| {
             let rank = |t: &TargetReport| t.state.min(TargetState::Up);
@@ -284,6 +293,21 @@ fn target(
         uptime_30d: uptime(d30.checks, d30.up),
         p50_ms_24h: quantile(&h24, 0.5),
         cert_expires_at: series.iter().filter_map(|s| s.cert_expires_at).min(),
+        stored_url: url.to_string(),
+    }
+}
+
+/// A listed URL never checked yet.
+fn waiting(url: &str) -> TargetReport {
+    TargetReport {
+        url: crate::secret::redact_url(url).into_owned(),
+        state: TargetState::Waiting,
+        vantage: Vec::new(),
+        uptime_24h: None,
+        uptime_7d: None,
+        uptime_30d: None,
+        p50_ms_24h: None,
+        cert_expires_at: None,
         stored_url: url.to_string(),
     }
 }

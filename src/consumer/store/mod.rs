@@ -13,6 +13,7 @@ use std::time::Duration;
 mod alerts;
 mod connect;
 mod leases;
+mod listing;
 mod retention;
 mod rollups;
 mod schema;
@@ -25,6 +26,9 @@ pub use alerts::OpenIncident;
 pub(crate) use alerts::{Attempt, claim_next, close_stale_incidents, record_attempt};
 pub use connect::PostgresSettings;
 pub(crate) use leases::PartitionLeases;
+pub(crate) use listing::{
+    ListChange, clean_removed, keep_changes, not_cleaned, prune as prune_listing, removals,
+};
 pub(crate) use retention::{prune_events, retention_lock, retention_unlock, vacuum_events};
 pub(crate) use rollups::{align_windows, fold_rollups, forget_quiet_series};
 pub use schema::{SCHEMA_VERSION, migrate};

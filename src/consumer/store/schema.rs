@@ -218,10 +218,32 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         CREATE INDEX IF NOT EXISTS site_status_changed ON site_status (changed);
         CREATE INDEX IF NOT EXISTS alert_outbox_url ON alert_outbox (md5(url), seq)",
     ),
+    (
+        8,
+        "the targets list as the consumer follows it (CK_TARGETS_TOPIC), and the series \
+         the status page must forget",
+        // A removal is kept (removed_at) until its URL's state is cleaned by the consumer
+        // holding its partition (cleaned), so that it happens once, whoever sees it first.
+        "CREATE TABLE IF NOT EXISTS listed_targets (
+            url text NOT NULL,
+            entry jsonb,
+            listed_at timestamptz NOT NULL,
+            removed_at timestamptz,
+            cleaned boolean NOT NULL DEFAULT false
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS listed_targets_key ON listed_targets (md5(url));
+        CREATE TABLE IF NOT EXISTS page_forgotten (
+            url text NOT NULL,
+            producer text NOT NULL,
+            changed bigint NOT NULL DEFAULT nextval('page_changes'),
+            forgotten_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX IF NOT EXISTS page_forgotten_changed ON page_forgotten (changed)",
+    ),
 ];
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// Held while migrating, so that consumers starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x636b_7369_7465_0001;

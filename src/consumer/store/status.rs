@@ -61,6 +61,11 @@ pub struct StatusRows {
     pub states: Vec<SiteState>,
     /// The greatest change number among them (or the one asked for).
     pub states_seq: i64,
+    /// The series deleted since the read asked for (url, producer): their URL was removed
+    /// from the targets list.
+    pub forgotten: Vec<(String, String)>,
+    /// The URLs of the targets list never checked yet.
+    pub waiting: Vec<String>,
     /// Alerting's open incidents.
     pub incidents: Vec<super::OpenIncident>,
     /// Notifications not yet delivered (nor given up).
@@ -72,13 +77,22 @@ pub async fn read_status(client: &Client, since: i64) -> Result<StatusRows, Stor
     bounded("status page read", async {
         let fail = |e: tokio_postgres::Error| sql_error("status page read", &e);
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&since];
-        let (now, states) = tokio::join!(
+        let (now, states, forgotten, waiting) = tokio::join!(
             client.query_one("SELECT now()", &[]),
             client.query(
                 "SELECT url, producer, up, since, last_checked_at, last_status, last_error, \
                  last_error_kind, last_elapsed_ms, cert_expires_at, changed FROM site_status \
                  WHERE changed > $1",
                 &params,
+            ),
+            client.query(
+                "SELECT url, producer, changed FROM page_forgotten WHERE changed > $1",
+                &params,
+            ),
+            client.query(
+                "SELECT url FROM listed_targets AS l WHERE removed_at IS NULL AND NOT EXISTS \
+                 (SELECT 1 FROM site_status AS s WHERE md5(s.url) = md5(l.url) AND s.url = l.url)",
+                &[],
             ),
         );
         let now: DateTime<Utc> = now.map_err(fail)?.try_get(0).map_err(fail)?;
@@ -92,11 +106,28 @@ pub async fn read_status(client: &Client, since: i64) -> Result<StatusRows, Stor
             })
             .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(fail)?;
+        let forgotten = forgotten
+            .map_err(fail)?
+            .iter()
+            .map(|r| {
+                states_seq = states_seq.max(r.try_get(2)?);
+                Ok((r.try_get(0)?, r.try_get(1)?))
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(fail)?;
+        let waiting = waiting
+            .map_err(fail)?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(fail)?;
         let (incidents, alerts_pending) = super::alerts::open_incidents(client).await?;
         Ok(StatusRows {
             now,
             states,
             states_seq,
+            forgotten,
+            waiting,
             incidents,
             alerts_pending,
         })

@@ -662,7 +662,7 @@ fn decide_with<'a>(
     inputs: impl IntoIterator<Item = &'a RollupInput>,
 ) -> Decisions {
     match derived.alerts {
-        Some(rules) => decide(states, inputs, &rules),
+        Some(rules) => decide(states, inputs.into_iter().filter(|e| !e.removed), &rules),
         None => Decisions::default(),
     }
 }
