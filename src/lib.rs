@@ -11,10 +11,13 @@
 //! The map of the modules: the two programs, and the edges they share.
 //!
 //! - checksite-producer, [`producer`]:
-//!   - [`producer::config`]: targets (`CK_SITE_URL`, the targets file) and check settings.
+//!   - [`producer::config`]: check settings, Kafka, the vantage point's name.
+//!   - [`producer::targets`]: one target's entry, the targets in force (`CK_SITE_URL`,
+//!     `CK_TARGETS`, the targets topic, SIGHUP, `CK_SHARD`), and `targets put|add|remove|list`.
 //!   - [`producer::probe`]: one HTTP(S) check with phase timings and certificate expiry
 //!     (async in the target's task: timed lookup, connect and TLS, then HTTP/1.1 by hyper).
-//!   - [`producer::schedule`]: fixed-rate, spread, bounded-concurrency checking.
+//!   - [`producer::schedule`]: fixed-rate, spread, bounded-concurrency checking of a set
+//!     of targets that may change at any time.
 //!   - [`producer::outbox`]: the bounded buffer of events and the loop that publishes it.
 //!   - [`producer::metrics`]: the blackbox exporter's `probe_*` per target, its own
 //!     counters, and its readiness (Kafka answers).
@@ -34,6 +37,8 @@
 //!   - [`consumer::status_page`]: `GET /` and `GET /api/status` on `CK_HTTP_ADDR`, from
 //!     the rollups (its own read-only connection; the rows kept, only changed buckets read).
 //!   - `consumer::retention`: `CK_RETENTION_DAYS`, old raw events deleted in steps.
+//!   - `consumer::listing`: the targets topic on the consumer's side: listed targets not
+//!     checked yet (waiting), removed ones cleaned once.
 //!   - [`consumer::alert`]: down/up/certificate notifications, decided in the write
 //!     transaction (`alert::decide`), delivered from the outbox to `CK_ALERT_WEBHOOK_URL`
 //!     at least once (`alert::sender`, `alert::webhook`).
@@ -41,6 +46,8 @@
 //!   - [`event`]: the wire format ([`event::CheckEvent`], v1), and nothing else.
 //!   - [`kafka`]: connecting (mutual TLS, SASL), topics, partitioning (Java's murmur2), and
 //!     its settings ([`kafka::KafkaSettings`]).
+//!   - [`target_list`]: the targets topic (compacted): read to its end, followed, changes
+//!     written; the list's metrics.
 //!   - [`tls`]: PEM files (Aiven's `ca.pem`, `service.cert`, `service.key`) → rustls configs.
 //!   - [`settings`]: where raw settings come from (`CK_*` variables, flags); [`settings::ConfigError`].
 //!   - [`secret`]: passwords and URLs that print as `<hidden>` (never in a log).
