@@ -239,6 +239,7 @@ async fn topic_stats(servers: &str, topic: &str) {
         .flatten()
         .unwrap_or_default();
     let mut lags = Vec::new();
+    let mut keys = std::collections::HashSet::new();
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     for p in partitions {
         let pc = kafka::partition_client(&client, topic, p)
@@ -252,6 +253,7 @@ async fn topic_stats(servers: &str, topic: &str) {
                 .unwrap_or_else(|e| panic!("{e}"));
             for r in &records {
                 offset = r.offset + 1;
+                keys.insert(r.record.key.clone());
                 let Some(v) = &r.record.value else { continue };
                 let Ok(json) = serde_json::from_slice::<serde_json::Value>(v) else {
                     continue;
@@ -273,8 +275,15 @@ async fn topic_stats(servers: &str, topic: &str) {
             .unwrap_or(0)
     };
     let span = (last - first).max(1) as f64 / 1000.0;
-    // count, span in seconds, lateness p50 and p99 (ms)
-    println!("{} {:.1} {} {}", lags.len(), span, pct(0.50), pct(0.99));
+    // count, span in seconds, lateness p50 and p99 (ms), distinct keys (URLs)
+    println!(
+        "{} {:.1} {} {} {}",
+        lags.len(),
+        span,
+        pct(0.50),
+        pct(0.99),
+        keys.len()
+    );
 }
 
 async fn publish(servers: &str, topic: &str, events: u64) {

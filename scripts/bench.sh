@@ -9,11 +9,11 @@ smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
 if [ $smoke = 1 ]; then
   events=5000 targets=50 seconds=5 prounds=1 runs=5 publish_events=5000 rounds=1 out=target/BENCHMARKS-smoke.md
-  page_sites=20 page_days=2 page_big_sites=50 ret_rows=100000
+  page_sites=20 page_days=2 page_big_sites=50 ret_rows=100000 list_targets=200 churn_targets=50 churn=10 churn_every=2
   scale_targets="100" https_targets=20 probes=100
 else
   events=200000 targets=1000 seconds=20 prounds=3 runs=50 publish_events=100000 rounds=5 out=BENCHMARKS.md
-  page_sites=1000 page_days=30 page_big_sites=10000 ret_rows=10000000
+  page_sites=1000 page_days=30 page_big_sites=10000 ret_rows=10000000 list_targets=10000 churn_targets=5000 churn=1000 churn_every=10
   scale_targets="2000 5000 7500 10000 12500 15000" https_targets=300 probes=3000
 fi
 port=${CHECKSITE_BENCH_PORT:-18700}
@@ -136,13 +136,14 @@ targets_file() {
 print(json.dumps([{"url": f"{base}/site/{i}", "interval_s": 1} for i in range(n)]))' "$1" "$base" >"$file"
   echo "$file"
 }
-# producer_run TARGETS_FILE [HTTP_PORT]: one run of $seconds s; appends
+# producer_run TARGETS_FILE|- [HTTP_PORT]: one run of $seconds s (-: no CK_TARGETS); appends
 # "wall user sys rss_kib count span p50 p99" to $work/runs.
 producer_run() {
-  local http=() topic=bench-produce-$stamp-$RANDOM$RANDOM
-  [ -n "${2:-}" ] && http=(env "CK_HTTP_ADDR=127.0.0.1:$2")
-  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_TARGETS=$1 CK_CONCURRENCY=64 CK_LOG_LEVEL=warn \
-    timed "${http[@]}" timeout -s TERM "$seconds" "$bin/checksite-producer" || true
+  local vars=() topic=bench-produce-$stamp-$RANDOM$RANDOM
+  [ "$1" != - ] && vars+=("CK_TARGETS=$1")
+  [ -n "${2:-}" ] && vars+=("CK_HTTP_ADDR=127.0.0.1:$2")
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_CONCURRENCY=64 CK_LOG_LEVEL=warn \
+    timed env "${vars[@]}" timeout -s TERM "$seconds" "$bin/checksite-producer" || true
   echo "$(tail -n 1 "$work/time") $($tools topic-stats "$kafka" "$topic")" >>"$work/runs"
 }
 # summarize: over the runs in $work/runs (then emptied), "checks/s p50 p99 cpu% rss_kib
@@ -188,6 +189,54 @@ for n in $scale_targets; do
   [ "$n" = 5000 ] && s5_share=$share s5_p99=$p99 s5_us=$us
   [ "$n" = 10000 ] && s10_rss=$rss
 done
+
+# ---- the targets topic: `targets put` of $list_targets targets (time to write it), and the
+# time from its return until a producer following the topic has checked every one of them
+echo "==> targets topic: put $list_targets targets, followed by a producer" >&2
+list=bench-list-$stamp
+topic=bench-list-events-$stamp
+CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_TARGETS_TOPIC=$list CK_CONCURRENCY=64 CK_LOG_LEVEL=error \
+  "$bin/checksite-producer" &
+follower=$!
+pids+=($follower)
+sleep 2
+CK_KAFKA_SERVERS=$kafka CK_TARGETS_TOPIC=$list timed "$bin/checksite-producer" targets put "$(targets_file "$list_targets")" >/dev/null
+put_s=$(awk '{ print $1 }' "$work/time")
+put_done=$(date +%s.%N)
+all_checked_s="(not within 120 s)"
+deadline=$((SECONDS + 120))
+while [ $SECONDS -lt $deadline ]; do
+  seen=$($tools topic-stats "$kafka" "$topic" | awk '{ print $5 }')
+  if [ "${seen:-0}" -ge "$list_targets" ]; then
+    all_checked_s=$(awk -v a="$put_done" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f s", b - a }')
+    break
+  fi
+  sleep 0.5
+done
+kill $follower 2>/dev/null || true
+
+# A producer following $churn_targets targets at 1 s while $churn of them change (their regex)
+# every $churn_every s: checks/s, lateness, CPU per check, RSS.
+echo "==> targets topic: $churn_targets targets at 1 s, $churn changing every $churn_every s, for $seconds s" >&2
+list=bench-churn-$stamp
+churn_list() { # churn_list ROUND: the list, the first $churn targets' regex naming the round
+  local file=$work/churn-$1.json
+  python3 -c 'import json, sys; n, k, r, base = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+print(json.dumps([dict({"url": f"{base}/site/{i}", "interval_s": 1}, **({"regex": f"round{r}|ok"} if i < k else {})) for i in range(n)]))' \
+    "$churn_targets" "$churn" "$1" "http://127.0.0.1:$port" >"$file"
+  echo "$file"
+}
+CK_KAFKA_SERVERS=$kafka CK_TARGETS_TOPIC=$list "$bin/checksite-producer" targets put "$(churn_list 0)" >/dev/null
+( round=1; while true; do
+    sleep "$churn_every"
+    CK_KAFKA_SERVERS=$kafka CK_TARGETS_TOPIC=$list "$bin/checksite-producer" targets put "$(churn_list $round)" >/dev/null
+    round=$((round + 1))
+  done ) &
+churner=$!
+pids+=($churner)
+CK_TARGETS_TOPIC=$list producer_run -
+kill $churner 2>/dev/null || true
+read -r churn_rate _ churn_p99 _ churn_rss churn_us < <(summarize)
 
 echo "==> producer: $https_targets HTTPS targets at 1 s (a full TLS handshake per check)" >&2
 tls_port=$((port + 2))
@@ -459,6 +508,8 @@ $page_table
 ${scale_rows}| the knee: most targets at 1 s with p99 lateness ≤ 50 ms and ≥ 95 % of checks made | $knee | ≥ 5,000 | $(verdict "$knee" 5000 ge) |
 | producer CPU per plain-HTTP check, 5,000 targets | ${s5_us:-} µs (user + sys) | ≤ 150 µs | $(verdict "${s5_us:-0}" 150 le) |
 | producer peak RSS, 10,000 targets | $((${s10_rss:-0} / 1024)) MiB | ≤ 32 MB | $(verdict "${s10_rss:-0}" 31250 le) |
+| \`targets put\` of $list_targets targets into the targets topic: wall time (creating the topic) / from its return until a producer following the topic has checked every one | $put_s s / $all_checked_s | | |
+| producer following $churn_targets targets at 1 s in the targets topic while $churn of them change every $churn_every s: checks/s, lateness p99, CPU per check, peak RSS | $churn_rate checks/s, p99 $churn_p99 ms, $churn_us µs, $((churn_rss / 1024)) MiB | p99 ≤ 50 ms, ≤ 150 µs | $(verdict "$churn_p99" 50 le) |
 | producer, $https_targets HTTPS targets at 1 s (a new TLS handshake per check) | $tls_rate checks/s, p99 $tls_p99 ms, $tls_us µs CPU per check | | |
 | Debian's prometheus-blackbox-exporter 0.23, /probe of the same local site ($probes probes, 8 at a time) | $bb_cpu_us CPU per probe | | |
 | publish alone ($publish_events events, median of 3) | $pub_rate events/s | | |

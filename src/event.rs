@@ -46,6 +46,11 @@ pub const FIELDS: [&str; 21] = [
     "up",
 ];
 
+/// Fields of the v1 event present only when set (the target's `name`, `group`, and
+/// `public: false`): consumers before them ignore them, as they ignore any field they do
+/// not know.
+pub const OPTIONAL_FIELDS: [&str; 3] = ["name", "group", "public"];
+
 /// Why a check failed before (or while) getting a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -152,6 +157,16 @@ pub struct CheckEvent {
     /// judges by the status alone (see `consumer::record`).
     #[serde(default)]
     pub up: Option<bool>,
+    /// The target's display name (`"name"` in its entry); absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The target's group on the status page (`"group"`); absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// `Some(false)`: the target is never shown on the status page, its badges or
+    /// `/api/status` (`"public": false`); absent: shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<bool>,
 }
 
 impl CheckEvent {
@@ -179,6 +194,9 @@ impl CheckEvent {
             schedule_lag_ms,
             producer: producer.to_string(),
             up: None,
+            name: None,
+            group: None,
+            public: None,
         }
     }
 
@@ -280,6 +298,9 @@ pub(crate) mod tests {
             schedule_lag_ms: 0,
             producer: "host1".into(),
             up: Some(true),
+            name: None,
+            group: None,
+            public: None,
         }
     }
 
@@ -298,5 +319,30 @@ pub(crate) mod tests {
         assert_eq!(keys, want);
         assert_eq!(json["checked_at"], "2026-11-28T06:31:33.123Z");
         assert_eq!(json["cert_expires_at"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn labels_are_there_only_when_set() {
+        let mut ev = sample();
+        ev.name = Some("Checkout".into());
+        ev.group = Some("Shop".into());
+        ev.public = Some(false);
+        let json: serde_json::Value = serde_json::from_slice(&ev.to_json()).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort();
+        let mut want: Vec<&str> = FIELDS.iter().chain(&OPTIONAL_FIELDS).copied().collect();
+        want.sort();
+        assert_eq!(keys, want);
+        assert_eq!(
+            (&json["name"], &json["group"], &json["public"]),
+            (&"Checkout".into(), &"Shop".into(), &false.into())
+        );
+        let back: CheckEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, ev);
     }
 }

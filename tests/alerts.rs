@@ -202,7 +202,7 @@ async fn quorum_two_one_vantage_point_failing_alerts_nothing_both_alert_once() {
     let json = common::api_status_as_of(page, Utc::now()).await;
     let api: serde_json::Value = serde_json::from_str(&json).unwrap();
     let since = checksite::event::format_time(&start);
-    let incident = serde_json::json!([{"url": both, "since": since, "producers": ["eu", "us"]}]);
+    let incident = serde_json::json!([{"id": common::target_id(both), "name": null, "url": both, "since": since, "producers": ["eu", "us"]}]);
     assert_eq!(api["incidents"], incident, "{json}");
     let (_, html) = common::http_get_when_up(page, "/").await;
     assert!(html.contains("Open incidents: 1"), "{html}");

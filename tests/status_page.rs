@@ -51,8 +51,9 @@ async fn api_status_after(
         .expect("sites")
         .iter()
         .map(|s| {
+            // Keyed by the target's id (as the README defines it), not by its URL as shown.
             let key = (
-                s["url"].as_str().unwrap().to_string(),
+                s["id"].as_str().unwrap().to_string(),
                 s["producer"].as_str().unwrap().to_string(),
             );
             (key, s.clone())
@@ -192,15 +193,15 @@ async fn the_page_and_its_api_agree_with_the_raw_rows_and_a_browser() {
         .unwrap();
     assert_eq!(rows.len(), api.len());
     for row in rows {
-        let key: (String, String) = (row.get(0), row.get(1));
-        let s = &api[&key];
+        let (url, producer): (String, String) = (row.get(0), row.get(1));
+        let s = &api[&(common::target_id(&url), producer.clone())];
         let (checks, up): (i64, i64) = (row.get(2), row.get(3));
         let uptime = 100.0 * up as f64 / checks as f64;
         for field in ["uptime_24h", "uptime_7d", "uptime_30d"] {
             let got = s[field].as_f64().unwrap();
             assert!(
                 (got - uptime).abs() < 1e-9,
-                "{key:?} {field}: {got} != {uptime}"
+                "{url} {producer} {field}: {got} != {uptime}"
             );
         }
         for (field, exact) in [
@@ -208,13 +209,13 @@ async fn the_page_and_its_api_agree_with_the_raw_rows_and_a_browser() {
             ("p95_ms_24h", row.get(5)),
         ] {
             match exact {
-                None => assert!(s[field].is_null(), "{key:?} {field}: {s}"),
+                None => assert!(s[field].is_null(), "{url} {producer} {field}: {s}"),
                 Some(exact) => {
                     let got = s[field].as_f64().unwrap();
                     let (lo, hi) = bucket_range(exact);
                     assert!(
                         (lo..=hi).contains(&got),
-                        "{key:?} {field}: {got}, SQL {exact}"
+                        "{url} {producer} {field}: {got}, SQL {exact}"
                     );
                 }
             }
@@ -225,15 +226,15 @@ async fn the_page_and_its_api_agree_with_the_raw_rows_and_a_browser() {
             s["cert_expires_at"]
                 .as_str()
                 .map(|_| time(&s["cert_expires_at"]).timestamp_millis()),
-            "{key:?}"
+            "{url} {producer}"
         );
         let since: DateTime<Utc> = row.get(7);
-        assert_eq!(time(&s["since"]), since, "{key:?} since");
+        assert_eq!(time(&s["since"]), since, "{url} {producer} since");
     }
     // What each kind of site looks like.
     let of = |path: &str, producer: &str| {
         let url = targets.iter().find(|t| t.contains(path)).unwrap();
-        &api[&(url.clone(), producer.to_string())]
+        &api[&(common::target_id(url), producer.to_string())]
     };
     for vantage in ["vantage-a", "vantage-b"] {
         assert_eq!(of("/ok", vantage)["up"], true);
@@ -243,7 +244,7 @@ async fn the_page_and_its_api_agree_with_the_raw_rows_and_a_browser() {
         assert_eq!(back["up"], true, "{back}");
         let partly = back["uptime_24h"].as_f64().unwrap();
         assert!(partly > 10.0 && partly < 90.0, "{back}");
-        let down = &api[&(targets[3].clone(), vantage.to_string())];
+        let down = &api[&(common::target_id(&targets[3]), vantage.to_string())];
         assert_eq!(down["up"], false);
         assert_eq!(down["uptime_24h"], 0.0);
         assert!(down["last_error"].as_str().is_some(), "{down}");
@@ -319,10 +320,15 @@ async fn markup_and_passwords_in_urls_are_shown_as_text() {
     let hostile = r#"https://example.com/"><script>alert('x')</script>"#;
     let secret = "https://admin:hunter2@example.com/private";
     let mut records = Vec::new();
-    for url in [hostile, secret] {
+    let named = "https://named.example/";
+    for url in [hostile, secret, named] {
         let mut ev = common::sample_event(url, 1);
         ev.producer = r#"<b onmouseover="alert(1)">vp</b>"#.into();
         ev.up = Some(true);
+        if url == named {
+            // A name is shown as it is given: as text.
+            ev.name = Some("<script>alert('x')</script>".into());
+        }
         records.push((url.as_bytes().to_vec(), ev.to_json()));
     }
     common::produce_raw(&tb, &topic, 1, records).await;
@@ -332,19 +338,28 @@ async fn markup_and_passwords_in_urls_are_shown_as_text() {
         .spawn()
         .unwrap();
     let db = common::open(&pg).await;
-    let (json, api) = api_status_after(&db, port, 2).await;
+    let (json, _) = api_status_after(&db, port, 3).await;
     let (_, html) = http_get(port, "/").expect("/ answers");
     for text in [&html, &json.to_string()] {
         assert!(!text.contains("hunter2"), "a password shown: {text}");
     }
-    assert!(
-        api.keys()
-            .any(|(url, _)| url == "https://admin:***@example.com/private"),
-        "{json}"
-    );
+    // The user information is not shown at all.
+    let shown: Vec<&str> = json["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["url"].as_str())
+        .collect();
+    assert!(shown.contains(&"https://example.com/private"), "{json}");
+    assert!(!json.to_string().contains("admin"), "{json}");
     // The page's own filter script is the one script element.
     assert_eq!(html.matches("<script").count(), 1, "{html}");
     assert!(!html.contains("<b onmouseover"), "{html}");
+    // A URL is shown as the URL standard writes it: its markup percent-encoded.
+    assert!(
+        html.contains("https://example.com/%22%3E%3Cscript%3E"),
+        "{html}"
+    );
     assert!(
         html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"),
         "{html}"

@@ -41,6 +41,8 @@ pub struct ConsumerConfig {
     /// The targets list to follow (`CK_TARGETS_TOPIC`): listed targets not checked yet
     /// show as waiting, removed ones leave the page and close their incidents.
     pub targets_topic: Option<String>,
+    /// How much of a URL the status page shows (`CK_STATUS_URLS`).
+    pub status_urls: crate::consumer::status_page::shown::UrlShowing,
 }
 
 /// `CK_RETENTION_DAYS`: unset keeps every event (as the Python program did).
@@ -148,6 +150,7 @@ impl ConsumerConfig {
             alerts: crate::consumer::alert::AlertConfig::from_settings(s)?,
             stale_after_s: crate::consumer::alert::stale_after_s(s)?,
             targets_topic: crate::kafka::settings::targets_topic(s)?,
+            status_urls: crate::consumer::status_page::shown::UrlShowing::from_settings(s)?,
         })
     }
 }

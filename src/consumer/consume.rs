@@ -26,6 +26,7 @@ use crate::consumer::alert::decide::KnownStates;
 use crate::consumer::alert::sender::AlertSender;
 use crate::consumer::config::ConsumerConfig;
 use crate::consumer::folding::RollupFolder;
+use crate::consumer::labels::KnownLabels;
 use crate::consumer::listing::Listing;
 use crate::consumer::metrics::ConsumerMetrics;
 use crate::consumer::record;
@@ -154,7 +155,11 @@ pub async fn run(
     let page = StatusPage::new(
         metrics.clone(),
         config.postgres.clone(),
-        (config.stale_after_s, config.alerts.is_some()),
+        (
+            config.stale_after_s,
+            config.alerts.is_some(),
+            config.status_urls,
+        ),
     );
     let servers: Vec<_> = http.into_iter().map(|h| h.serve(page.clone())).collect();
     let consumed = consume(config, shutdown, metrics).await;
@@ -210,6 +215,7 @@ async fn consume(
     let listing = start_listing(&config, &db, &shutdown, &metrics).await?;
     let mut consumer = ConsumerLoop {
         listing,
+        labels: KnownLabels::default(),
         leases: PartitionLeases::new(&topic),
         config,
         topic,
@@ -409,6 +415,8 @@ struct ConsumerLoop {
     alert_states: KnownStates,
     /// The targets list followed (`CK_TARGETS_TOPIC`), when set.
     listing: Option<Listing>,
+    /// The URLs' names, groups and visibility this writer wrote last.
+    labels: KnownLabels,
     shutdown: Shutdown,
     leases: PartitionLeases,
     rx: mpsc::Receiver<FromFetcher>,
@@ -500,6 +508,7 @@ impl ConsumerLoop {
         self.leases.lost();
         // Another consumer may write their states meanwhile.
         self.alert_states.clear();
+        self.labels.clear();
         while self.rx.try_recv().is_ok() {}
         self.clear_pending();
         self.finished.clear();
@@ -667,6 +676,7 @@ impl ConsumerLoop {
         if let Some(listing) = &self.listing {
             listing.mark(&mut batches);
         }
+        let labels = self.labels.changes(&batches);
         self.clear_pending();
         let derived = self.derived();
         let writing = write_all(
@@ -704,6 +714,14 @@ impl ConsumerLoop {
                     }
                 }
                 self.backoff = Duration::from_millis(500);
+                // After the commit, apart from it: a newer row wins, so a retry is harmless.
+                match store::save_labels(&self.db, &labels).await {
+                    Ok(()) => self.labels.written(labels),
+                    Err(e) => {
+                        log::warn!("{e}; pausing, then resuming from the committed offsets");
+                        self.postgres_failed(&e);
+                    }
+                }
             }
             Err(e) => {
                 // OffsetMoved included: a new session re-takes leases cleanly.

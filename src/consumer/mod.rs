@@ -13,6 +13,7 @@ pub mod alert;
 pub mod config;
 pub mod consume;
 pub(crate) mod folding;
+pub(crate) mod labels;
 pub(crate) mod listing;
 pub mod metrics;
 pub(crate) mod record;

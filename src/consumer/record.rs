@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::labels::Labels;
 use super::rollup::RollupInput;
 use crate::event::{CheckEvent, ErrorKind, WIRE_VERSION};
 
@@ -41,6 +42,8 @@ pub(crate) struct StoredEvent {
     pub(crate) producer: Option<String>,
     /// The verdict (`events.up`): the producer's, or judged here for records without one.
     pub(crate) up: bool,
+    /// The target's name, group and visibility (not stored in `events`).
+    pub(crate) labels: Labels,
 }
 
 impl StoredEvent {
@@ -60,6 +63,7 @@ impl StoredEvent {
             cert_expires_at: self.cert_expires_at,
             phases: [self.dns_ms, self.connect_ms, self.tls_ms, self.ttfb_ms],
             removed: false,
+            labels: self.labels,
         }
     }
 }
@@ -259,6 +263,11 @@ fn from_v1(ev: CheckEvent) -> StoredEvent {
         body_sha256: ev.body_sha256,
         schedule_lag_ms: Some(ev.schedule_lag_ms),
         producer: Some(ev.producer),
+        labels: Labels {
+            name: ev.name,
+            group: ev.group,
+            public: ev.public != Some(false),
+        },
     }
 }
 
@@ -285,6 +294,7 @@ fn from_legacy(old: LegacyEvent, record_time: DateTime<Utc>) -> StoredEvent {
         body_sha256: None,
         schedule_lag_ms: None,
         producer: None,
+        labels: Labels::default(),
     }
 }
 
@@ -303,6 +313,19 @@ mod tests {
         assert_eq!(row.elapsed, Some(42));
         assert_eq!(row.status, Some(200));
         assert_eq!(row.producer.as_deref(), Some("host1"));
+    }
+
+    #[test]
+    fn a_v1_event_with_fields_this_consumer_does_not_know_is_stored() {
+        // What a consumer before `name`, `group` and `public` made of them, and what this
+        // one will make of fields added later: stored, the unknown ones ignored.
+        let mut json: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        json["name"] = "Checkout".into();
+        json["added_later"] = serde_json::json!({"any": ["thing"]});
+        let row = decode(Some(json.to_string().as_bytes()), Utc::now()).unwrap();
+        assert_eq!(row.labels.name.as_deref(), Some("Checkout"));
+        assert!(row.labels.public);
+        assert_eq!(row.status, Some(200));
     }
 
     #[test]

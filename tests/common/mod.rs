@@ -257,6 +257,30 @@ pub async fn open(
     settings.connect(Duration::from_secs(10)).await.unwrap()
 }
 
+/// A target's id as the README defines it: the first 16 hex digits of the SHA-256 of its
+/// URL (as configured).
+pub fn target_id(url: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, url.as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The DOM headless Chromium builds of `url` (its scripts run); None (after saying so)
+/// without Chromium.
+pub fn chromium_dom(url: &str) -> Option<String> {
+    let chromium = debian_program("chromium")?;
+    let dom = std::process::Command::new(&chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu"])
+        .args(["--virtual-time-budget=2000", "--dump-dom", url])
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium runs");
+    assert!(dom.status.success(), "chromium --dump-dom failed");
+    Some(String::from_utf8_lossy(&dom.stdout).into_owned())
+}
+
 /// Whether `topic` exists yet.
 pub async fn kafka_topic_exists(tb: &Testbed, topic: &str) -> bool {
     let settings = tb.kafka(Listener::Plaintext, topic);

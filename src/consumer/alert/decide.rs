@@ -452,6 +452,7 @@ mod tests {
             cert_expires_at: None,
             phases: [None; 4],
             removed: false,
+            labels: Default::default(),
         }
     }
 

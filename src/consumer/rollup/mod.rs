@@ -54,6 +54,8 @@ pub(crate) struct RollupInput {
     /// Checked before its URL was removed from the targets list (and read after): kept in
     /// the rollups (history), left out of the URL's state and alerts.
     pub(crate) removed: bool,
+    /// The target's name, group and visibility.
+    pub(crate) labels: crate::consumer::labels::Labels,
 }
 
 /// One series' figures over one hour or one day.
@@ -378,6 +380,7 @@ pub(crate) mod tests {
             cert_expires_at: None,
             phases: [None; 4],
             removed: false,
+            labels: Default::default(),
         }
     }
 

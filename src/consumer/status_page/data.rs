@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::consumer::labels::Labels;
 use crate::consumer::store::{SiteState, WindowRow};
 use crate::consumer::windows::Alignment;
 
@@ -28,6 +29,8 @@ const EVERYTHING: i64 = -1;
 pub(crate) struct PageData {
     pub(crate) states: HashMap<SeriesKey, SiteState>,
     pub(crate) windows: HashMap<SeriesKey, WindowRow>,
+    /// Each URL's name, group and visibility (a URL without a row has none, and is shown).
+    pub(crate) labels: HashMap<String, Labels>,
     /// The change numbers read up to.
     pub(crate) states_seq: i64,
     pub(crate) windows_seq: i64,
@@ -41,6 +44,7 @@ impl Default for PageData {
         PageData {
             states: HashMap::new(),
             windows: HashMap::new(),
+            labels: HashMap::new(),
             states_seq: EVERYTHING,
             windows_seq: EVERYTHING,
             alignment: None,
@@ -59,13 +63,15 @@ impl PageData {
         (self.states_seq, self.windows_seq)
     }
 
-    /// States read (changed ones, or all of them), after the series `forgotten` since.
+    /// States and labels read (changed ones, or all of them), after the series
+    /// `forgotten` since.
     pub(crate) fn keep_states(
         &mut self,
         states: Vec<SiteState>,
-        forgotten: &[SeriesKey],
+        (forgotten, labels): (&[SeriesKey], HashMap<String, Labels>),
         seq: i64,
     ) {
+        self.labels.extend(labels);
         if self.states_seq == EVERYTHING {
             self.whole_at = Some(Instant::now());
         }
@@ -101,6 +107,7 @@ impl PageData {
     /// Everything is read again next time.
     pub(crate) fn forget(&mut self) {
         self.states.clear();
+        self.labels.clear();
         self.windows.clear();
         self.states_seq = EVERYTHING;
         self.windows_seq = EVERYTHING;

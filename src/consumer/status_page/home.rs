@@ -48,7 +48,7 @@ fn select<'a>(
     let shown: Vec<&TargetReport> = report
         .targets
         .iter()
-        .filter(|t| query.search.is_empty() || t.url.to_lowercase().contains(&query.search))
+        .filter(|t| query.search.is_empty() || matches(t, &query.search))
         .collect();
     let matched = shown.len();
     let pages = matched.div_ceil(PER_PAGE).max(1);
@@ -56,6 +56,15 @@ fn select<'a>(
     let start = ((page - 1) * PER_PAGE).min(matched);
     let rows = shown[start..(start + PER_PAGE).min(matched)].to_vec();
     (rows, page, pages, matched)
+}
+
+/// Whether `t` is found by `search` (lower case): only in what the page shows of it
+/// (its name, group and URL as shown), so that a search cannot probe what is hidden.
+fn matches(t: &TargetReport, search: &str) -> bool {
+    [Some(&t.title), t.url.as_ref(), t.group.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|text| text.to_lowercase().contains(search))
 }
 
 /// The URLs (as stored) of the rows the page for `query` shows: whose strips to read.
@@ -116,7 +125,7 @@ pub(crate) fn render(report: &Report, query: &HomeQuery, strips: &Strips) -> Str
 /// without script, across every page).
 const FILTER_SCRIPT: &str = "<script>document.getElementById('q').addEventListener('input',function(e){\
 var q=e.target.value.toLowerCase();document.querySelectorAll('tr.t').forEach(function(r){\
-r.hidden=q!==''&&r.dataset.url.toLowerCase().indexOf(q)<0;});});</script>";
+r.hidden=q!==''&&r.dataset.search.indexOf(q)<0;});});</script>";
 
 /// Per URL (as stored), per day of the strip: (checks, up checks).
 pub(crate) type Strips = std::collections::HashMap<String, Vec<(i64, i64)>>;
@@ -126,19 +135,37 @@ fn table(out: &mut String, rows: &[&TargetReport], report: &Report, strips: &Str
         "<table class=\"targets\"><thead><tr><th>state</th><th>URL</th><th>vantage points</th>\
          <th>last 90 days</th><th>24 h</th><th>30 d</th><th>p50 24 h</th></tr></thead><tbody>",
     );
+    let groups = group_states(report);
+    let mut group: Option<Option<&str>> = None;
     for t in rows {
-        let url = escape(&t.url);
+        if !groups.is_empty() && group != Some(t.group.as_deref()) {
+            group = Some(t.group.as_deref());
+            group_heading(out, t.group.as_deref(), &groups);
+        }
+        let search: Vec<String> = [Some(&t.title), t.url.as_ref(), t.group.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|s| s.to_lowercase())
+            .collect();
         let _ = write!(
             out,
-            "<tr class=\"t {class}\" data-url=\"{url}\" data-state=\"{class}\" data-uptime-24h=\"{u24}\">\
+            "<tr class=\"t {class}\" data-id=\"{id}\" data-url=\"{url}\" data-search=\"{search}\" data-state=\"{class}\" data-uptime-24h=\"{u24}\">\
              <td><span class=\"badge\">{arrow} {label}</span></td>\
-             <td class=\"url\"><a href=\"/site?url={link}\">{url}</a>{cert}</td><td class=\"dots\">",
+             <td class=\"url\"><a href=\"/site?id={id}\">{title}</a>{shown}{cert}</td><td class=\"dots\">",
+            id = t.id,
+            url = escape(t.url.as_deref().unwrap_or("")),
+            search = escape(&search.join(" ")),
+            title = escape(&t.title),
+            shown = match (&t.name, &t.url) {
+                (Some(_), Some(url)) =>
+                    format!(" <span class=\"shown-url\">{}</span>", escape(url)),
+                _ => String::new(),
+            },
             cert = cert_warning(t, report),
             class = t.state.class(),
             u24 = t.uptime_24h.map_or(String::new(), |v| format!("{v:.4}")),
             arrow = arrow(t.state),
             label = t.state.label(),
-            link = query_value(&t.url),
         );
         if t.state == TargetState::Waiting {
             out.push_str("<span class=\"note\">waiting for the first check</span>");
@@ -195,6 +222,51 @@ fn cert_warning(t: &TargetReport, report: &Report) -> String {
         ),
         _ => String::new(),
     }
+}
+
+/// Each group's state (the worst of its targets'), by name; empty when no target has a
+/// group (then the page has no headings).
+fn group_states(report: &Report) -> std::collections::BTreeMap<Option<&str>, TargetState> {
+    let mut states = std::collections::BTreeMap::new();
+    if report.targets.iter().all(|t| t.group.is_none()) {
+        return states;
+    }
+    for t in &report.targets {
+        states
+            .entry(t.group.as_deref())
+            .and_modify(|s: &mut TargetState| *s = worst(*s, t.state))
+            .or_insert(t.state);
+    }
+    states
+}
+
+/// The worse of two states: down, degraded, no data, up, waiting.
+fn worst(a: TargetState, b: TargetState) -> TargetState {
+    let rank = |s: TargetState| match s {
+        TargetState::Down => 0,
+        TargetState::Degraded => 1,
+        TargetState::NoData => 2,
+        TargetState::Up => 3,
+        TargetState::Waiting => 4,
+    };
+    if rank(a) <= rank(b) { a } else { b }
+}
+
+/// A group's heading row, with its state.
+fn group_heading(
+    out: &mut String,
+    group: Option<&str>,
+    states: &std::collections::BTreeMap<Option<&str>, TargetState>,
+) {
+    let state = states.get(&group).copied().unwrap_or(TargetState::Up);
+    let _ = write!(
+        out,
+        "<tr class=\"group {class}\" data-group=\"{name}\"><th colspan=\"7\"><span class=\"badge\">{arrow} {label}</span> {name}</th></tr>",
+        class = state.class(),
+        arrow = arrow(state),
+        label = state.label(),
+        name = escape(group.unwrap_or("Other")),
+    );
 }
 
 fn arrow(state: TargetState) -> &'static str {
@@ -292,9 +364,9 @@ fn incidents(out: &mut String, report: &Report) {
         let since = i.since.as_ref().map(time).unwrap_or_default();
         let _ = write!(
             out,
-            "<li class=\"incident\">▼ DOWN <a href=\"/site?url={}\">{}</a> since {since}, seen by {}</li>",
-            query_value(&i.url),
-            escape(&i.url),
+            "<li class=\"incident\">▼ DOWN <a href=\"/site?id={}\">{}</a> since {since}, seen by {}</li>",
+            i.id,
+            escape(&i.title),
             escape(&i.producers.join(", "))
         );
     }

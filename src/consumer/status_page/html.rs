@@ -16,6 +16,7 @@ th{font-size:.8rem;color:#444;font-weight:600}td.url{white-space:normal;word-bre
 .up .badge{background:#2e7d32}.down .badge{background:#c62828}.degraded .badge{background:#e65100}.nodata .badge,.waiting .badge,.stale .badge{background:#757575}.maint .badge{background:#1565c0}\
 .dot{font-size:1rem;line-height:1}.dot.up{color:#2e7d32}.dot.down{color:#c62828}.dot.stale{color:#9e9e9e}\
 svg{display:block}.strip rect{height:16px}.g{fill:#2e7d32}.y{fill:#9ccc65}.o{fill:#f9a825}.r{fill:#c62828}.n{fill:#ddd}\
+tr.group th{font-size:.95rem;color:#1b1b1b;padding-top:.7rem;background:#fafafa}.shown-url{color:#666;font-size:.8rem}\
 .pager{margin:.5rem 0;line-height:1.8}.pager a,.pager b{padding:0 .25rem}.warn{color:#8a4b00;font-weight:600}\
 .error{color:#8e0000;word-break:break-word;white-space:normal}.axis{stroke:#888;stroke-width:1}.grid{stroke:#e0e0e0;stroke-width:1}\
 .tick{font-size:10px;fill:#555}.p50{stroke:#1565c0}.p95{stroke:#8e24aa;stroke-dasharray:3 2}polyline{fill:none;stroke-width:1.5;stroke-linecap:round}\

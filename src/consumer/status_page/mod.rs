@@ -17,6 +17,7 @@ mod data;
 mod home;
 mod html;
 mod report;
+pub mod shown;
 mod site;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -93,7 +94,7 @@ impl StatusPage {
     pub fn new(
         metrics: Arc<ConsumerMetrics>,
         postgres: PostgresSettings,
-        (stale_after_s, alerting): (i64, bool),
+        (stale_after_s, alerting, showing): (i64, bool, shown::UrlShowing),
     ) -> Arc<StatusPage> {
         Arc::new(StatusPage {
             metrics,
@@ -101,6 +102,7 @@ impl StatusPage {
             rules: Rules {
                 stale_after_s,
                 alerting,
+                showing,
             },
             db: tokio::sync::Mutex::new(None),
             latest: Mutex::new(None),
@@ -221,7 +223,7 @@ impl StatusPage {
             let mut data = lock(&self.data);
             data.keep_states(
                 std::mem::take(&mut rows.states),
-                &rows.forgotten,
+                (&rows.forgotten, std::mem::take(&mut rows.labels)),
                 rows.states_seq,
             );
             // The windows moved: every row changed, and some may have left: all again.
@@ -327,14 +329,7 @@ impl StatusPage {
                 return unavailable("no figures");
             }
         };
-        let wanted = html::query_param(query.as_deref(), "url").unwrap_or_default();
-        let Some(target) = rendered
-            .report
-            .targets
-            .iter()
-            .find(|t| t.url == wanted)
-            .cloned()
-        else {
+        let Some(target) = rendered.report.find(query.as_deref()).cloned() else {
             return page(
                 404,
                 "text/plain; charset=utf-8",
@@ -346,7 +341,8 @@ impl StatusPage {
             let Some(client) = db.as_ref() else {
                 return unavailable("no connection");
             };
-            store::read_site(client, &target.stored_url, &target.url).await
+            let in_payloads = crate::secret::redact_url(&target.stored_url);
+            store::read_site(client, &target.stored_url, &in_payloads).await
         };
         let rows = match rows {
             Ok(rows) => rows,
@@ -355,9 +351,9 @@ impl StatusPage {
                 return unavailable("no figures");
             }
         };
-        let alerting = self.rules.alerting;
+        let (alerting, showing) = (self.rules.alerting, self.rules.showing);
         let made = tokio::task::spawn_blocking(move || {
-            let view = site::SiteView::of(&target, rows, alerting);
+            let view = site::SiteView::of(&target, rows, alerting, showing);
             if json {
                 page(
                     200,
@@ -417,8 +413,7 @@ impl Endpoints for StatusPage {
             p => {
                 let kind = badge::BadgeKind::of(p);
                 let make = move |r: &Rendered| {
-                    let wanted = html::query_param(query.as_deref(), "url").unwrap_or_default();
-                    let target = r.report.targets.iter().find(|t| t.url == wanted);
+                    let target = r.report.find(query.as_deref());
                     let svg = match kind {
                         Some(kind) => badge::render(kind, target),
                         None => badge::render(badge::BadgeKind::Status, None),

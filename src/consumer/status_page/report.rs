@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::data::PageData;
+use super::shown::{UrlShowing, scrub, shown_url, target_id};
+use crate::consumer::labels::Labels;
 use crate::consumer::rollup::percentile;
 use crate::consumer::store::{SiteState, StatusRows};
 use crate::consumer::windows::Figures;
@@ -16,8 +18,13 @@ use crate::consumer::windows::Figures;
 /// One URL from one vantage point: an `/api/status` `sites` entry.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct SiteReport {
-    /// With any user:password replaced (`user:***@`).
-    pub(crate) url: String,
+    /// The target's id (`shown::target_id`).
+    pub(crate) id: String,
+    /// Its name, when it has one.
+    pub(crate) name: Option<String>,
+    /// As shown (`shown::shown_url`); null when it has a name (and `CK_STATUS_URLS` is
+    /// not `full`).
+    pub(crate) url: Option<String>,
     pub(crate) producer: String,
     pub(crate) up: bool,
     /// No check from this vantage point for `CK_ALERT_STALE_AFTER`: its verdict is old
@@ -102,8 +109,18 @@ pub(crate) struct VantageReport {
 /// One URL across its vantage points: an `/api/status` `targets` entry.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct TargetReport {
-    /// As shown (its password hidden).
-    pub(crate) url: String,
+    /// Stable, to link and key on (`shown::target_id`).
+    pub(crate) id: String,
+    /// Its name, when it has one.
+    pub(crate) name: Option<String>,
+    /// Its group on the page, when it has one.
+    pub(crate) group: Option<String>,
+    /// As shown (`shown::shown_url`); null when it has a name (and `CK_STATUS_URLS` is
+    /// not `full`).
+    pub(crate) url: Option<String>,
+    /// What the page calls it: its name, or its URL as shown.
+    #[serde(skip)]
+    pub(crate) title: String,
     pub(crate) state: TargetState,
     pub(crate) vantage: Vec<VantageReport>,
     pub(crate) uptime_24h: Option<f64>,
@@ -121,8 +138,15 @@ pub(crate) struct TargetReport {
 /// An open alert incident: a URL alerting decided down and not up again.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct IncidentReport {
-    /// Redacted like the sites'.
-    pub(crate) url: String,
+    /// The target's id.
+    pub(crate) id: String,
+    /// Its name, when it has one.
+    pub(crate) name: Option<String>,
+    /// As shown; null when it has a name (and `CK_STATUS_URLS` is not `full`).
+    pub(crate) url: Option<String>,
+    /// What the page calls it: its name, or its URL as shown.
+    #[serde(skip)]
+    pub(crate) title: String,
     #[serde(serialize_with = "crate::event::rfc3339_opt::serialize")]
     pub(crate) since: Option<DateTime<Utc>>,
     pub(crate) producers: Vec<String>,
@@ -162,6 +186,26 @@ pub(crate) struct Rules {
     pub(crate) stale_after_s: i64,
     /// Alerting is on: a URL is down when alerting decided so.
     pub(crate) alerting: bool,
+    /// How much of a URL is shown (`CK_STATUS_URLS`).
+    pub(crate) showing: UrlShowing,
+}
+
+/// What the public sees of the URL `url` labelled `labels`: (id, name, URL or None, title).
+fn public_view(
+    url: &str,
+    labels: Option<&Labels>,
+    showing: UrlShowing,
+) -> (String, Option<String>, Option<String>, String) {
+    let name = labels.and_then(|l| l.name.clone());
+    let shown = shown_url(url, showing);
+    let title = name.clone().unwrap_or_else(|| shown.clone());
+    let shown = (name.is_none() || showing == UrlShowing::Full).then_some(shown);
+    (target_id(url), name, shown, title)
+}
+
+/// Whether the URL `url` may be shown at all (`"public": false` may not).
+fn public(data: &PageData, url: &str) -> bool {
+    data.labels.get(url).is_none_or(|l| l.public)
 }
 
 impl Report {
@@ -172,13 +216,16 @@ impl Report {
         let empty = Figures::default();
         let mut sites = Vec::with_capacity(data.states.len());
         let mut by_url: BTreeMap<&str, Vec<&SiteState>> = BTreeMap::new();
-        for (key, s) in &data.states {
+        for (key, s) in data.states.iter().filter(|(_, s)| public(data, &s.url)) {
             let w = data.windows.get(key);
+            let (id, name, url, _) = public_view(&s.url, data.labels.get(&s.url), rules.showing);
             let (h24, d7, d30) = w.map_or((&empty, &empty, &empty), |w| {
                 (&w.hours_24, &w.days_7, &w.days_30)
             });
             sites.push(SiteReport {
-                url: crate::secret::redact_url(&s.url).into_owned(),
+                id,
+                name,
+                url,
                 producer: s.producer.clone(),
                 up: s.up,
                 stale: stale(s),
@@ -192,7 +239,7 @@ impl Report {
                 p95_ms_30d: quantile(d30, 0.95),
                 last_checked_at: s.last_checked_at,
                 last_status: s.last_status,
-                last_error: s.last_error.clone(),
+                last_error: s.last_error.as_deref().map(|e| scrub(e, rules.showing)),
                 last_error_kind: s.last_error_kind.clone(),
                 last_elapsed_ms: s.last_elapsed_ms,
                 cert_expires_at: s.cert_expires_at,
@@ -205,30 +252,55 @@ impl Report {
             (false, true) => 2,
         };
         sites.sort_by(|a, b| (rank(a), &a.url, &a.producer).cmp(&(rank(b), &b.url, &b.producer)));
+        let hidden: std::collections::HashSet<&str> = data
+            .labels
+            .iter()
+            .filter(|(_, l)| !l.public)
+            .map(|(u, _)| u.as_str())
+            .collect();
         let down: std::collections::HashSet<&str> =
             rows.incidents.iter().map(|i| i.url.as_str()).collect();
         let mut targets: Vec<TargetReport> = by_url
             .into_iter()
             .map(|(url, series)| target(url, series, data, (&stale, down.contains(url), rules)))
             .collect();
-        for url in &rows.waiting {
+        for url in rows.waiting.iter().filter(|u| !hidden.contains(u.as_str())) {
             if !targets.iter().any(|t| t.stored_url == *url) {
-                targets.push(waiting(url));
+                targets.push(waiting(url, data.labels.get(url), rules.showing));
             }
         }
-        // Down, then degraded, then the rest, each by URL.
+        // By group (ungrouped last); in each, down, then degraded, then the rest, by title.
         targets.sort_by(|a, b| {
-            let rank = |t: &TargetReport| t.state.min(TargetState::Up);
-            (rank(a), &a.url).cmp(&(rank(b), &b.url))
+            let rank = |t: &TargetReport| {
+                (
+                    t.group.is_none(),
+                    t.group.clone(),
+                    t.state.min(TargetState::Up),
+                )
+            };
+            (rank(a), &a.title).cmp(&(rank(b), &b.title))
         });
         Report {
             generated_at: rows.now,
             sites,
             targets,
-            incidents: incidents(rows),
+            incidents: incidents(rows, data, rules.showing),
             alerts_pending: rows.alerts_pending,
             strip_end: data.alignment.map(|a| a.day),
         }
+    }
+}
+
+impl Report {
+    /// The target a site page or badge asks for: `?id=`, or `?url=` (as the page shows it).
+    pub(crate) fn find(&self, query: Option<&str>) -> Option<&TargetReport> {
+        if let Some(id) = super::html::query_param(query, "id") {
+            return self.targets.iter().find(|t| t.id == id);
+        }
+        let url = super::html::query_param(query, "url")?;
+        self.targets
+            .iter()
+            .find(|t| t.url.as_deref() == Some(url.as_str()))
     }
 }
 
@@ -284,8 +356,14 @@ fn target(
     } else {
         TargetState::Up
     };
+    let labels = data.labels.get(url);
+    let (id, name, shown, title) = public_view(url, labels, rules.showing);
     TargetReport {
-        url: crate::secret::redact_url(url).into_owned(),
+        id,
+        name,
+        group: labels.and_then(|l| l.group.clone()),
+        url: shown,
+        title,
         state,
         vantage,
         uptime_24h: uptime(h24.checks, h24.up),
@@ -298,9 +376,14 @@ fn target(
 }
 
 /// A listed URL never checked yet.
-fn waiting(url: &str) -> TargetReport {
+fn waiting(url: &str, labels: Option<&Labels>, showing: UrlShowing) -> TargetReport {
+    let (id, name, shown, title) = public_view(url, labels, showing);
     TargetReport {
-        url: crate::secret::redact_url(url).into_owned(),
+        id,
+        name,
+        group: labels.and_then(|l| l.group.clone()),
+        url: shown,
+        title,
         state: TargetState::Waiting,
         vantage: Vec::new(),
         uptime_24h: None,
@@ -312,14 +395,21 @@ fn waiting(url: &str) -> TargetReport {
     }
 }
 
-/// Alerting's open incidents, their URLs redacted.
-fn incidents(rows: &StatusRows) -> Vec<IncidentReport> {
+/// Alerting's open incidents of the targets shown, as the public sees them.
+fn incidents(rows: &StatusRows, data: &PageData, showing: UrlShowing) -> Vec<IncidentReport> {
     rows.incidents
         .iter()
-        .map(|i| IncidentReport {
-            url: crate::secret::redact_url(&i.url).into_owned(),
-            since: i.since,
-            producers: i.producers.clone(),
+        .filter(|i| public(data, &i.url))
+        .map(|i| {
+            let (id, name, url, title) = public_view(&i.url, data.labels.get(&i.url), showing);
+            IncidentReport {
+                id,
+                name,
+                url,
+                title,
+                since: i.since,
+                producers: i.producers.clone(),
+            }
         })
         .collect()
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::chart::{Line, line_chart};
 use super::html::{self, date, escape, ms, percent, time};
 use super::report::{TargetReport, TargetState, uptime};
+use super::shown::{UrlShowing, scrub};
 use crate::consumer::rollup::{LATENCY_BUCKETS, RecentCheck, combine, percentile};
 use crate::consumer::store::{RollupRow, SITE_DAYS, SITE_HOURS, SiteRows};
 
@@ -81,7 +82,13 @@ struct RecentView {
 /// The site page's figures (also its JSON).
 #[derive(Debug, Serialize)]
 pub(crate) struct SiteView {
-    url: String,
+    id: String,
+    name: Option<String>,
+    /// As shown; null when it has a name (and `CK_STATUS_URLS` is not `full`).
+    url: Option<String>,
+    /// Its name, or its URL as shown.
+    #[serde(skip)]
+    title: String,
     state: TargetState,
     vantage: Vec<VantageView>,
     hours: Vec<SlotView>,
@@ -97,7 +104,13 @@ pub(crate) struct SiteView {
 
 impl SiteView {
     /// From the rows of the URL `target` reports on.
-    pub(crate) fn of(target: &TargetReport, rows: SiteRows, alerting: bool) -> SiteView {
+    pub(crate) fn of(
+        target: &TargetReport,
+        rows: SiteRows,
+        alerting: bool,
+        showing: UrlShowing,
+    ) -> SiteView {
+        let scrubbed = |e: &Option<String>| e.as_deref().map(|e| scrub(e, showing));
         let now = rows.now.unwrap_or_else(Utc::now);
         let stale: BTreeMap<&str, bool> = target
             .vantage
@@ -108,7 +121,10 @@ impl SiteView {
         let mut vantage = Vec::new();
         for (s, json) in &rows.states {
             let checks: Vec<RecentCheck> = serde_json::from_str(json).unwrap_or_default();
-            recent.extend(checks.into_iter().map(|c| recent_view(&s.producer, c)));
+            recent.extend(checks.into_iter().map(|mut c| {
+                c.error = scrubbed(&c.error);
+                recent_view(&s.producer, c)
+            }));
             vantage.push(VantageView {
                 producer: s.producer.clone(),
                 up: s.up,
@@ -116,7 +132,7 @@ impl SiteView {
                 since: s.since,
                 last_checked_at: s.last_checked_at,
                 last_status: s.last_status,
-                last_error: s.last_error.clone(),
+                last_error: scrubbed(&s.last_error),
                 last_error_kind: s.last_error_kind.clone(),
                 last_elapsed_ms: s.last_elapsed_ms,
                 cert_expires_at: s.cert_expires_at,
@@ -127,12 +143,21 @@ impl SiteView {
         let hour = crate::consumer::rollup::truncate(now, 3600);
         let day = crate::consumer::rollup::truncate(now, 86_400);
         SiteView {
+            id: target.id.clone(),
+            name: target.name.clone(),
             url: target.url.clone(),
+            title: target.title.clone(),
             state: target.state,
             vantage,
             hours: slots(&rows.hours, hour, TimeDelta::hours(1), SITE_HOURS as usize),
             days: slots(&rows.days, day, TimeDelta::days(1), SITE_DAYS as usize),
-            incidents: incidents(&rows.decisions, now),
+            incidents: incidents(&rows.decisions, now)
+                .into_iter()
+                .map(|mut i| {
+                    i.first_error = scrubbed(&i.first_error);
+                    i
+                })
+                .collect(),
             alerting,
             recent,
             generated_at: now,
@@ -250,16 +275,20 @@ fn incidents(decisions: &[(String, String)], now: DateTime<Utc>) -> Vec<Incident
 /// The document.
 pub(crate) fn render(v: &SiteView) -> String {
     let mut out = String::with_capacity(32 * 1024);
-    html::open(&mut out, &format!("checksite: {}", v.url), true);
+    html::open(&mut out, &format!("checksite: {}", v.title), true);
     let _ = write!(
         out,
-        "<header><p><a href=\"/\">← all URLs</a></p><h1 class=\"{class}\"><span class=\"badge\">{label}</span> <span class=\"url\">{url}</span></h1>\
-         <p class=\"summary\">as of {at} · <a href=\"/api/site?url={q}\">JSON</a></p></header><main>",
+        "<header><p><a href=\"/\">← all URLs</a></p><h1 class=\"{class}\"><span class=\"badge\">{label}</span> <span class=\"url\">{title}</span></h1>\
+         <p class=\"summary\">{url}as of {at} · <a href=\"/api/site?id={id}\">JSON</a></p></header><main>",
         class = v.state.class(),
         label = v.state.label(),
-        url = escape(&v.url),
+        title = escape(&v.title),
+        url = match (&v.name, &v.url) {
+            (Some(_), Some(url)) => format!("{} · ", escape(url)),
+            _ => String::new(),
+        },
         at = time(&v.generated_at),
-        q = html::query_value(&v.url),
+        id = v.id,
     );
     vantage_table(&mut out, v);
     out.push_str("<h2>Latency and uptime</h2><div class=\"charts\">");

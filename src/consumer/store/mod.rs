@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod alerts;
 mod connect;
+mod labels;
 mod leases;
 mod listing;
 mod retention;
@@ -25,6 +26,7 @@ mod write;
 pub use alerts::OpenIncident;
 pub(crate) use alerts::{Attempt, claim_next, close_stale_incidents, record_attempt};
 pub use connect::PostgresSettings;
+pub(crate) use labels::save_labels;
 pub(crate) use leases::PartitionLeases;
 pub(crate) use listing::{
     ListChange, clean_removed, keep_changes, not_cleaned, prune as prune_listing, removals,

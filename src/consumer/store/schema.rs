@@ -240,10 +240,24 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         );
         CREATE INDEX IF NOT EXISTS page_forgotten_changed ON page_forgotten (changed)",
     ),
+    (
+        9,
+        "each URL's name, group and visibility on the status page",
+        "CREATE TABLE IF NOT EXISTS target_labels (
+            url text NOT NULL,
+            name text,
+            grp text,
+            public boolean NOT NULL,
+            at timestamptz NOT NULL,
+            changed bigint NOT NULL
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS target_labels_key ON target_labels (md5(url));
+        CREATE INDEX IF NOT EXISTS target_labels_changed ON target_labels (changed)",
+    ),
 ];
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i32 = 8;
+pub const SCHEMA_VERSION: i32 = 9;
 
 /// Held while migrating, so that consumers starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x636b_7369_7465_0001;

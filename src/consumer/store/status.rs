@@ -66,6 +66,8 @@ pub struct StatusRows {
     pub forgotten: Vec<(String, String)>,
     /// The URLs of the targets list never checked yet.
     pub waiting: Vec<String>,
+    /// The names, groups and visibility changed since the read asked for, by URL.
+    pub(crate) labels: std::collections::HashMap<String, crate::consumer::labels::Labels>,
     /// Alerting's open incidents.
     pub incidents: Vec<super::OpenIncident>,
     /// Notifications not yet delivered (nor given up).
@@ -121,8 +123,11 @@ pub async fn read_status(client: &Client, since: i64) -> Result<StatusRows, Stor
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()
             .map_err(fail)?;
+        let (labels, labels_seq) = super::labels::read_labels(client, since).await?;
+        let states_seq = states_seq.max(labels_seq);
         let (incidents, alerts_pending) = super::alerts::open_incidents(client).await?;
         Ok(StatusRows {
+            labels,
             now,
             states,
             states_seq,

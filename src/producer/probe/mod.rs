@@ -124,6 +124,9 @@ impl Probe {
         schedule_lag_ms: i64,
     ) -> (CheckEvent, u32) {
         let mut event = CheckEvent::starting(&target.url, &self.producer, schedule_lag_ms);
+        event.name = target.name.clone();
+        event.group = target.group.clone();
+        event.public = (!target.public).then_some(false);
         let start = Instant::now();
         let mut phases = Phases::default();
         let outcome = self.follow(target, start, &mut phases, &mut event).await;

@@ -30,6 +30,12 @@ pub struct Target {
     pub headers: Vec<(String, String)>,
     /// None: 2xx and 3xx count as up.
     pub expect_status: Option<Vec<u16>>,
+    /// Its name on the status page (`"name"`), instead of its URL.
+    pub name: Option<String>,
+    /// Its section of the status page (`"group"`).
+    pub group: Option<String>,
+    /// False: checked, stored and alerted, never shown on the page (`"public": false`).
+    pub public: bool,
 }
 
 /// One entry of the targets file.
@@ -46,6 +52,9 @@ struct TargetEntry {
     expect_status: Option<StatusList>,
     /// The vantage points that check it (the targets topic); None: every one.
     producers: Option<Vec<String>>,
+    name: Option<String>,
+    group: Option<String>,
+    public: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +137,9 @@ pub(crate) fn target_defaults(s: &Settings) -> Result<Target, ConfigError> {
         method: "GET".into(),
         headers: Vec::new(),
         expect_status: None,
+        name: None,
+        group: None,
+        public: true,
     })
 }
 
@@ -208,6 +220,23 @@ pub fn parse_entry(
     })
 }
 
+/// A `name` or `group`: trimmed, not empty, at most `most` characters, one line.
+fn label(
+    origin: &str,
+    field: &str,
+    value: Option<String>,
+    most: usize,
+) -> Result<Option<String>, ConfigError> {
+    let Some(v) = value else { return Ok(None) };
+    let v = v.trim().to_string();
+    if v.is_empty() || v.chars().count() > most || v.chars().any(char::is_control) {
+        return err(format!(
+            "{origin}: {field} must be 1 to {most} characters on one line"
+        ));
+    }
+    Ok(Some(v))
+}
+
 /// serde names the field of an unknown or missing one, not of one of the wrong type
 /// ("invalid type: string, expected f64"): find it by trying the fields one at a time.
 fn name_the_field(json: &serde_json::Value, e: &serde_json::Error) -> String {
@@ -233,6 +262,9 @@ impl Target {
             && self.method == other.method
             && self.headers == other.headers
             && self.expect_status == other.expect_status
+            && self.name == other.name
+            && self.group == other.group
+            && self.public == other.public
     }
 }
 
@@ -282,6 +314,9 @@ impl TargetEntry {
             Some(StatusList::One(c)) => Some(vec![c]),
             Some(StatusList::Many(v)) => Some(v),
         };
+        t.name = label(origin, "name", self.name, 200)?;
+        t.group = label(origin, "group", self.group, 100)?;
+        t.public = self.public.unwrap_or(true);
         if let Some(codes) = &t.expect_status {
             if codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)) {
                 return err(format!(
