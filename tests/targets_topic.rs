@@ -593,3 +593,33 @@ async fn the_consumer_shows_a_waiting_target_and_forgets_a_removed_one() {
     );
     common::stop(consumer, Duration::from_secs(20)).await;
 }
+
+#[tokio::test]
+async fn a_producer_started_before_the_list_exists_follows_it_once_put() {
+    let tb = testbed_or_skip!();
+    let (list, events) = (common::unique("list"), common::unique("events"));
+    let site = common::sites::http_site();
+    let url = format!("{site}/ok?site=first");
+    let _eu = producer(&tb, &events, &list, "eu", &[]);
+    // Long enough for it to have found no topic, and to wait for one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    put(
+        &tb,
+        &list,
+        &serde_json::json!([{"url": url, "interval_s": 1}]),
+    );
+    let put_at = Utc::now();
+    let s = until(
+        &tb,
+        &events,
+        Duration::from_secs(30),
+        "the first list",
+        |s| s.iter().any(|c| c.0 == url),
+    )
+    .await;
+    let took = (s.iter().find(|c| c.0 == url).unwrap().2 - put_at).num_milliseconds();
+    assert!(
+        took <= 3_000,
+        "checked {took} ms after the list was first put"
+    );
+}

@@ -13,6 +13,8 @@ use crate::shutdown::Shutdown;
 
 /// Longest wait for a change in one fetch: a change is seen within about this long.
 const POLL_WAIT: Duration = Duration::from_millis(500);
+/// How often a missing topic is looked for (one metadata request).
+const NO_TOPIC_RECHECK: Duration = Duration::from_secs(2);
 /// Longest pause between two attempts to reach Kafka.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -46,7 +48,7 @@ pub async fn follow(
             match &error {
                 KafkaError::NoTopic { .. } => log::warn!(
                     "targets topic {topic:?} does not exist yet: `checksite-producer targets put FILE` creates it; looking again every {} s",
-                    MAX_BACKOFF.as_secs()
+                    NO_TOPIC_RECHECK.as_secs()
                 ),
                 _ => log::warn!(
                     "targets topic {topic:?}: {said}; the current list stays in force, retrying"
@@ -54,8 +56,9 @@ pub async fn follow(
             }
             failing = Some(said);
         }
+        // A missing topic is looked for again soon: the first `targets put` applies at once.
         if matches!(error, KafkaError::NoTopic { .. }) {
-            backoff = MAX_BACKOFF;
+            backoff = NO_TOPIC_RECHECK / 2;
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
