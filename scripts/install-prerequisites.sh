@@ -58,6 +58,8 @@ command -v prometheus-blackbox-exporter >/dev/null || missing+=(prometheus-black
 command -v chromium >/dev/null || missing+=(chromium)
 # kcat (librdkafka): the oracle for the Java partitioner in the producer's Kafka test.
 command -v kcat >/dev/null || missing+=(kcat)
+# htpasswd (apache2-utils): writes the bcrypt hashes of the CK_HTTP_CONFIG test, as users do.
+command -v htpasswd >/dev/null || missing+=(apache2-utils)
 apt_install --no-install-recommends -- "${missing[@]}"
 
 command -v rustup >/dev/null || { echo "error: rustup is missing: install Rust from rustup.rs" >&2; exit 1; }

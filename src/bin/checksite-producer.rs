@@ -42,7 +42,12 @@ fn main() -> ExitCode {
         Err(e) => return config_error(&e),
     };
     // Bound before anything starts: a busy address is a configuration error.
-    let http = match config.http_addr.map(HttpListener::bind).transpose() {
+    let web = config.http_config.clone();
+    let http = match config
+        .http_addr
+        .map(|addr| HttpListener::bind(addr).map(|l| l.with(web)))
+        .transpose()
+    {
         Ok(h) => h,
         Err(e) => return config_error(&e),
     };

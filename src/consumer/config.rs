@@ -43,6 +43,8 @@ pub struct ConsumerConfig {
     pub targets_topic: Option<String>,
     /// How much of a URL the status page shows (`CK_STATUS_URLS`).
     pub status_urls: crate::consumer::status_page::shown::UrlShowing,
+    /// TLS and basic auth on the HTTP listeners (`CK_HTTP_CONFIG`).
+    pub http_config: Option<std::sync::Arc<crate::observe::web_config::WebConfig>>,
 }
 
 /// `CK_RETENTION_DAYS`: unset keeps every event (as the Python program did).
@@ -151,6 +153,7 @@ impl ConsumerConfig {
             stale_after_s: crate::consumer::alert::stale_after_s(s)?,
             targets_topic: crate::kafka::settings::targets_topic(s)?,
             status_urls: crate::consumer::status_page::shown::UrlShowing::from_settings(s)?,
+            http_config: crate::observe::web_config::WebConfig::from_settings(s)?,
         })
     }
 }
@@ -166,15 +169,13 @@ impl ConsumerConfig {
         } else {
             Scope::All
         };
+        let web = || self.http_config.clone();
         if let Some(addr) = self.http_addr {
-            listeners.push(HttpListener::bind_for(addr, health_scope, "CK_HTTP_ADDR")?);
+            listeners.push(HttpListener::bind_for(addr, health_scope, "CK_HTTP_ADDR")?.with(web()));
         }
         if let Some(addr) = self.status_addr {
-            listeners.push(HttpListener::bind_for(
-                addr,
-                Scope::Pages,
-                "CK_STATUS_ADDR",
-            )?);
+            listeners
+                .push(HttpListener::bind_for(addr, Scope::Pages, "CK_STATUS_ADDR")?.with(web()));
         }
         Ok(listeners)
     }

@@ -7,6 +7,7 @@
 
 pub mod exposition;
 pub mod server;
+pub mod web_config;
 
 use std::sync::Arc;
 use std::sync::Mutex;

@@ -21,6 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
+use super::web_config::WebConfig;
 use crate::settings::{ConfigError, Settings, err};
 
 /// Most connections served at once; past it a new connection is closed at once. Room for
@@ -108,12 +109,20 @@ pub struct HttpListener {
     scope: Scope,
     /// The setting it comes from, for messages.
     setting: &'static str,
+    /// TLS and basic auth (`CK_HTTP_CONFIG`).
+    web: Option<Arc<WebConfig>>,
 }
 
 impl HttpListener {
     /// Listen on `addr` (`CK_HTTP_ADDR`) for everything.
     pub fn bind(addr: SocketAddr) -> Result<HttpListener, ConfigError> {
         HttpListener::bind_for(addr, Scope::All, "CK_HTTP_ADDR")
+    }
+
+    /// The same listener with TLS and basic auth as `web` says (`CK_HTTP_CONFIG`).
+    pub fn with(mut self, web: Option<Arc<WebConfig>>) -> HttpListener {
+        self.web = web;
+        self
     }
 
     /// Listen on `addr`, the value of `setting`, for `scope`.
@@ -143,6 +152,7 @@ impl HttpListener {
             listener,
             scope,
             setting,
+            web: None,
         })
     }
 
@@ -157,6 +167,7 @@ async fn accept_loop(http: HttpListener, endpoints: Arc<dyn Endpoints>) {
         listener,
         scope,
         setting,
+        web,
     } = http;
     let addr = listener.local_addr().map(|a| a.to_string());
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -171,10 +182,18 @@ async fn accept_loop(http: HttpListener, endpoints: Arc<dyn Endpoints>) {
         Scope::Health => "/metrics, /healthz and /readyz",
         Scope::Pages => "the pages",
     };
+    let web = web.unwrap_or_default();
     log::info!(
-        "serving {what} on http://{} ({setting})",
-        addr.unwrap_or_default()
+        "serving {what} on {}://{} ({setting}{})",
+        if web.tls.is_some() { "https" } else { "http" },
+        addr.unwrap_or_default(),
+        if web.auth.is_some() {
+            ", basic auth"
+        } else {
+            ""
+        }
     );
+    let tls = web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
@@ -190,12 +209,15 @@ async fn accept_loop(http: HttpListener, endpoints: Arc<dyn Endpoints>) {
             log::debug!("HTTP endpoint: {MAX_CONNECTIONS} connections open; closing a new one");
             continue;
         };
-        let endpoints = endpoints.clone();
+        let (endpoints, web, tls) = (endpoints.clone(), web.clone(), tls.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let made = respond(endpoints.clone(), &req, scope);
+                let (endpoints, web) = (endpoints.clone(), web.clone());
                 async move {
-                    let reply = match made {
+                    if !web.lets_in(&req).await {
+                        return Ok::<_, Infallible>(unauthorized());
+                    }
+                    let reply = match respond(endpoints, &req, scope) {
                         Ok(reply) => reply,
                         Err(page) => {
                             let page = page.await;
@@ -213,12 +235,34 @@ async fn accept_loop(http: HttpListener, endpoints: Arc<dyn Endpoints>) {
                     Ok::<_, Infallible>(reply)
                 }
             });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(HEAD_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES);
+                b
+            };
+            let served = async {
+                match tls {
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                    // The handshake is bounded like a request's head.
+                    Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Ok(Err(e)) => log::debug!("HTTP endpoint: TLS handshake failed: {e}"),
+                        Err(_) => log::debug!("HTTP endpoint: TLS handshake timed out"),
+                    },
+                }
+            };
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, served).await;
             drop(slot);
         });
     }
@@ -257,6 +301,20 @@ fn respond(
             ),
         },
     })
+}
+
+/// 401, asking for basic auth.
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut r = reply(
+        StatusCode::UNAUTHORIZED,
+        "text/plain",
+        "401 Unauthorized: give the user and password of CK_HTTP_CONFIG's basic_auth_users\n",
+    );
+    r.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"checksite\", charset=\"UTF-8\""),
+    );
+    r
 }
 
 fn verdict(state: Result<(), String>) -> Response<Full<Bytes>> {

@@ -77,6 +77,8 @@ pub struct ProducerConfig {
     pub publish: Option<PublishSettings>,
     /// Where to serve /metrics, /healthz and /readyz (`CK_HTTP_ADDR`); None: nowhere.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// TLS and basic auth there (`CK_HTTP_CONFIG`).
+    pub http_config: Option<std::sync::Arc<crate::observe::web_config::WebConfig>>,
 }
 
 crate::kafka::settings::args_with_kafka_flags! {
@@ -213,6 +215,11 @@ impl ProducerConfig {
                 None
             } else {
                 crate::observe::server::http_addr(s)?
+            },
+            http_config: if once {
+                None
+            } else {
+                crate::observe::web_config::WebConfig::from_settings(s)?
             },
         })
     }
