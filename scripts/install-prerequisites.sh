@@ -40,7 +40,7 @@ apt_install() {
   echo "installing: $*"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${flags[@]}" "$@" >/dev/null
-  for service in postgresql prometheus prometheus-blackbox-exporter; do
+  for service in postgresql prometheus prometheus-blackbox-exporter prometheus-alertmanager; do
     if [[ " $* " == *" $service "* ]]; then
       service "$service" stop >/dev/null 2>&1 || true
     fi
@@ -60,6 +60,9 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v kcat >/dev/null || missing+=(kcat)
 # htpasswd (apache2-utils): writes the bcrypt hashes of the CK_HTTP_CONFIG test, as users do.
 command -v htpasswd >/dev/null || missing+=(apache2-utils)
+# The alert receivers' test: a real Alertmanager, and a local SMTP server (aiosmtpd).
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 apt_install --no-install-recommends -- "${missing[@]}"
 
 command -v rustup >/dev/null || { echo "error: rustup is missing: install Rust from rustup.rs" >&2; exit 1; }

@@ -216,7 +216,15 @@ async fn the_producer_never_prints_a_sasl_or_site_password() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let (_, metrics) = common::http_get_when_up(port, "/metrics").await;
+    // A target has no series before its first check ends: wait for it.
+    let start = std::time::Instant::now();
+    let metrics = loop {
+        let (_, metrics) = common::http_get_when_up(port, "/metrics").await;
+        if metrics.contains("probe_success{") || start.elapsed() > Duration::from_secs(10) {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let log = common::stop(child, Duration::from_secs(20)).await;
     assert!(metrics.contains("url=\"http://ann:***@"), "{metrics}");
     assert_no_password("/metrics of a running producer", &metrics);

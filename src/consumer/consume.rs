@@ -179,7 +179,7 @@ async fn consume(
     // Nothing is logged on the Kafka side until PostgreSQL is ready too, so that a wrong
     // password stays a one-line error.
     let kafka_thread = KafkaThread::start()?;
-    let ((kafka, partitions, ends), (db, python_until)) =
+    let ((kafka, partitions, ends), (mut db, python_until)) =
         tokio::try_join!(open_kafka(&config, &kafka_thread), open_postgres(&config))?;
     let partitions = match partitions {
         Some(p) => p,
@@ -208,10 +208,7 @@ async fn consume(
     };
     // After the migration: their tables exist.
     let upkeep = Upkeep::start(&config);
-    let alerts = (config.alerts.as_ref())
-        .map(|a| AlertSender::start(config.postgres.clone(), a, metrics.clone()))
-        .transpose()
-        .map_err(ConsumeError::Alerts)?;
+    let alerts = start_alerts(&config, &mut db, &metrics).await?;
     let listing = start_listing(&config, &db, &shutdown, &metrics).await?;
     let mut consumer = ConsumerLoop {
         listing,
@@ -250,6 +247,29 @@ async fn consume(
     consumer.run().await;
     upkeep.finish(consumer.alerts.take()).await;
     Ok(consumer.total)
+}
+
+/// With alerting on: the receivers' routing kept for every consumer's writer, and a
+/// sender per receiver.
+async fn start_alerts(
+    config: &ConsumerConfig,
+    db: &mut tokio_postgres::Client,
+    metrics: &Arc<ConsumerMetrics>,
+) -> Result<Option<AlertSender>, ConsumeError> {
+    let Some(alerts) = &config.alerts else {
+        return Ok(None);
+    };
+    let routes: Vec<_> = alerts
+        .receivers
+        .iter()
+        .map(|r| (r.name.clone(), r.matches.clone(), r.kinds.clone()))
+        .collect();
+    store::set_receivers(db, &routes)
+        .await
+        .map_err(ConsumeError::Alerts)?;
+    AlertSender::start(config.postgres.clone(), alerts, metrics.clone())
+        .map(Some)
+        .map_err(ConsumeError::Alerts)
 }
 
 /// With `CK_TARGETS_TOPIC` (and not `--drain`): the list followed, its removals loaded.
@@ -710,7 +730,7 @@ impl ConsumerLoop {
                 }
                 if done.notifications > 0 {
                     if let Some(sender) = &self.alerts {
-                        sender.waker().notify_one();
+                        sender.wake();
                     }
                 }
                 self.backoff = Duration::from_millis(500);
@@ -755,7 +775,7 @@ impl ConsumerLoop {
                 self.metrics.alerts_decided(closed.len());
                 self.alert_states.extend(closed);
                 if let Some(sender) = &self.alerts {
-                    sender.waker().notify_one();
+                    sender.wake();
                 }
             }
             Ok(_) => {}
@@ -786,7 +806,7 @@ impl ConsumerLoop {
                 if notifications > 0 {
                     self.metrics.alerts_decided(notifications);
                     if let Some(sender) = &self.alerts {
-                        sender.waker().notify_one();
+                        sender.wake();
                     }
                 }
             }

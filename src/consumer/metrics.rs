@@ -64,8 +64,8 @@ pub struct ConsumerMetrics {
     tx_records: Histogram,
     last_commit: Gauge,
     alerts_decided: Counter,
-    /// Delivery attempts: delivered, failed (retried), gave up.
-    alert_attempts: [Counter; 3],
+    /// Delivery attempts per receiver: delivered, failed (retried), gave up.
+    alert_attempts: Mutex<BTreeMap<String, [u64; 3]>>,
     /// Why PostgreSQL cannot be used now; None when it answers.
     db_failure: Mutex<Option<String>>,
     lease_round_done: AtomicBool,
@@ -90,7 +90,7 @@ impl ConsumerMetrics {
             tx_records: Histogram::new(&ROWS),
             last_commit: Gauge::default(),
             alerts_decided: Counter::default(),
-            alert_attempts: Default::default(),
+            alert_attempts: Mutex::default(),
             db_failure: Mutex::new(Some("starting: connecting to PostgreSQL".into())),
             lease_round_done: AtomicBool::new(false),
             liveness: Liveness::default(),
@@ -187,9 +187,17 @@ impl ConsumerMetrics {
     }
 
     /// A delivery attempt ended: 0 delivered, 1 failed (retried later), 2 given up.
-    pub(crate) fn alert_attempt(&self, outcome: usize) {
-        if let Some(c) = self.alert_attempts.get(outcome) {
-            c.add(1);
+    pub(crate) fn alert_attempt(&self, receiver: &str, outcome: usize) {
+        let mut attempts = self
+            .alert_attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = attempts
+            .entry(receiver.to_string())
+            .or_default()
+            .get_mut(outcome)
+        {
+            *c += 1;
         }
     }
 
@@ -282,17 +290,18 @@ impl ConsumerMetrics {
         e.family(
             name,
             Kind::Counter,
-            "Webhook delivery attempts by this consumer, by outcome (delivered, failed: retried later, gave_up).",
+            "Delivery attempts by this consumer, by receiver (its name, never its URL) and outcome (delivered, failed: retried later, gave_up).",
         );
-        for (outcome, c) in ["delivered", "failed", "gave_up"]
-            .iter()
-            .zip(&self.alert_attempts)
-        {
-            e.sample(
-                name,
-                &format!("{topic},outcome=\"{outcome}\""),
-                c.get() as f64,
-            );
+        let attempts = self
+            .alert_attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (receiver, counts) in &attempts {
+            for (outcome, c) in ["delivered", "failed", "gave_up"].iter().zip(counts) {
+                let l = labels(&[("receiver", receiver), ("outcome", outcome)]);
+                e.sample(name, &format!("{topic},{l}"), *c as f64);
+            }
         }
     }
 

@@ -30,6 +30,10 @@ pub struct Received {
     pub path: String,
     /// Its Content-Type header.
     pub content_type: String,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub text: String,
 }
 
 #[derive(Clone)]
@@ -131,6 +135,14 @@ impl Receiver {
         self.received.lock().unwrap().clone()
     }
 
+    /// A header of a request.
+    pub fn header<'a>(r: &'a Received, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The bodies answered 200, in the order received.
     pub fn delivered(&self) -> Vec<serde_json::Value> {
         self.received()
@@ -169,12 +181,14 @@ impl Receiver {
         let path = line.split(' ').nth(1).unwrap_or("").to_string();
         let mut length = 0;
         let mut content_type = String::new();
+        let mut headers = Vec::new();
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
                 break;
             }
             if let Some((name, value)) = header.split_once(':') {
+                headers.push((name.trim().to_lowercase(), value.trim().to_string()));
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.trim().parse().unwrap_or(0);
                 }
@@ -203,6 +217,8 @@ impl Receiver {
             answered: status,
             path,
             content_type,
+            headers,
+            text: String::from_utf8_lossy(&body).into_owned(),
         });
         let s = reader.get_mut();
         let _ = write!(

@@ -1,56 +1,48 @@
 //! Alerting: a URL going down, coming back, or its certificate about to expire is
 //! decided once (`decide`, in the writer's transaction, with the event that decides it)
-//! and delivered at least once to a webhook (`sender`, from the outbox, on a connection
-//! of its own).
+//! and delivered at least once to each receiver that wants it (`receivers`: routing;
+//! `format`: each service's body; `sender`: from the outbox, a task and a connection per
+//! receiver; `webhook` and `smtp`: one delivery).
 //!
 //! This module owns the rules ([`AlertRules`]), the payload ([`Notification`]) and the
 //! delivery. It must never make the writer wait on a receiver: the writer only adds rows
 //! to the outbox; a slow or absent receiver delays notifications, never events.
 
 pub(crate) mod decide;
+pub(crate) mod format;
+pub mod receivers;
 pub(crate) mod sender;
+pub(crate) mod smtp;
 pub(crate) mod webhook;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub use decide::{AlertKind, AlertRules, Notification};
+pub use format::Format;
+pub use receivers::Receiver;
 
-use crate::secret::Secret;
 use crate::settings::{ConfigError, Settings, err};
 
-/// How a notification is written for the receiver (`CK_ALERT_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayloadFormat {
-    /// The notification's JSON, field for field (the default).
-    Json,
-    /// `{"text": ...}`: Slack's and Mattermost's incoming webhooks.
-    Slack,
-}
-
-/// Alerting's settings; present when `CK_ALERT_WEBHOOK_URL` is set.
+/// Alerting's settings; present when `CK_ALERT_RECEIVERS` or `CK_ALERT_WEBHOOK_URL` is set.
 #[derive(Debug, Clone)]
 pub struct AlertConfig {
     /// When to decide.
     pub rules: AlertRules,
-    /// Where to deliver (`CK_ALERT_WEBHOOK_URL`): secret, its path often holds a token.
-    pub webhook_url: Secret,
-    /// `CK_ALERT_FORMAT`.
-    pub format: PayloadFormat,
-    /// An extra CA file trusted for the webhook (`CK_ALERT_CA`), besides the web PKI.
-    pub ca: Option<PathBuf>,
+    /// Where to deliver, each with its routing (a notification goes to every receiver
+    /// that wants it, independently).
+    pub receivers: Vec<Receiver>,
     /// A notification not delivered this long after its decision is given up (logged and
     /// marked): `CK_ALERT_GIVE_UP_HOURS`.
     pub give_up_after: Duration,
 }
 
 impl AlertConfig {
-    /// Alerting's settings, or None when `CK_ALERT_WEBHOOK_URL` is unset.
+    /// Alerting's settings, or None when no receiver is set.
     pub fn from_settings(s: &Settings) -> Result<Option<AlertConfig>, ConfigError> {
-        let Some(url) = s.get("CK_ALERT_WEBHOOK_URL") else {
+        let receivers = receivers::from_settings(s)?;
+        if receivers.is_empty() {
             return Ok(None);
-        };
-        webhook::Endpoint::parse(url)?;
+        }
         let rules = AlertRules {
             quorum: s.parse("CK_ALERT_QUORUM", 1, "a count of vantage points, 1 or more")?,
             after: s.parse("CK_ALERT_AFTER", 3, "a count of checks, 1 or more")?,
@@ -67,28 +59,13 @@ impl AlertConfig {
                 return err(format!("{var}={value} is out of range: give 1 to 1000"));
             }
         }
-        let format = match s.get("CK_ALERT_FORMAT") {
-            None | Some("json") => PayloadFormat::Json,
-            Some("slack") => PayloadFormat::Slack,
-            Some(other) => {
-                return err(format!(
-                    "CK_ALERT_FORMAT={other:?}: give json (the default) or slack (also Mattermost)"
-                ));
-            }
-        };
-        let ca = s.get("CK_ALERT_CA").map(PathBuf::from);
-        if let Some(ca) = &ca {
-            crate::tls::load_certs(ca).map_err(|e| ConfigError(format!("CK_ALERT_CA: {e}")))?;
-        }
         let hours: u64 = s.parse("CK_ALERT_GIVE_UP_HOURS", 24, "a number of hours")?;
         if hours == 0 {
             return err("CK_ALERT_GIVE_UP_HOURS=0: give 1 or more hours");
         }
         Ok(Some(AlertConfig {
             rules,
-            webhook_url: Secret::new(url),
-            format,
-            ca,
+            receivers,
             give_up_after: Duration::from_secs(hours * 3600),
         }))
     }
@@ -140,7 +117,7 @@ mod tests {
                 ("CK_ALERT_AFTER", "many"),
                 "CK_ALERT_AFTER=\"many\" is not valid",
             ),
-            (("CK_ALERT_FORMAT", "teams"), "give json"),
+            (("CK_ALERT_FORMAT", "teams"), "give one of json, slack"),
             (
                 ("CK_ALERT_STALE_AFTER", "0"),
                 "CK_ALERT_STALE_AFTER=0 is out of range",

@@ -1,23 +1,24 @@
-//! The sender: takes the oldest due notification from the outbox under a row lock
-//! (`SKIP LOCKED`: consumers side by side never send the same one at once), POSTs it,
-//! and records the outcome in the same transaction: delivered, retried later with
-//! backoff, or given up past `CK_ALERT_GIVE_UP_HOURS`. A crash before the record means a
-//! second delivery of the same `id`: at least once.
+//! The senders, one per receiver: each takes its receiver's oldest due notification from
+//! the outbox under a row lock (`SKIP LOCKED`: consumers side by side never send the same
+//! one at once), sends it, and records the outcome in the same transaction: delivered,
+//! retried later with backoff, or given up past `CK_ALERT_GIVE_UP_HOURS`. A crash before
+//! the record means a second delivery of the same `id` to that receiver: at least once.
+//! A receiver that is down or slow delays only its own notifications.
 //!
-//! It runs on a PostgreSQL connection of its own, woken by the writer when a transaction
+//! Each runs on a PostgreSQL connection of its own, woken by the writer when a transaction
 //! decided something and every second otherwise (retries, other consumers' decisions).
 //! It never touches the writer's connection.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rustls::ClientConfig;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-use super::webhook::Endpoint;
-use super::{AlertConfig, PayloadFormat};
+use super::AlertConfig;
+use super::format::{self, Format};
+use super::receivers::{Receiver, Target};
 use crate::consumer::metrics::ConsumerMetrics;
 use crate::consumer::store::{self, Attempt, PostgresSettings, StoreError};
 
@@ -27,56 +28,72 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// Longest pause between two attempts at one notification.
 const MOST_BACKOFF: Duration = Duration::from_secs(60);
 
-/// The running sender.
+/// An Alertmanager receiver is told of every open incident this often: it resolves an
+/// alert nobody re-posts (its `resolve_timeout`, 5 minutes by default).
+const REPOST_FIRING_EVERY: Duration = Duration::from_secs(60);
+
+/// The running senders.
 pub(crate) struct AlertSender {
-    wake: Arc<Notify>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    senders: Vec<(Arc<Notify>, oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
-/// What the sender needs to deliver.
+/// What one sender needs to deliver.
 struct Delivery {
-    endpoint: Endpoint,
-    tls: Arc<ClientConfig>,
-    format: PayloadFormat,
+    receiver: Receiver,
     give_up_after: chrono::TimeDelta,
     metrics: Arc<ConsumerMetrics>,
 }
 
 impl AlertSender {
-    /// Start delivering the outbox of `postgres`'s database.
+    /// Start delivering the outbox of `postgres`'s database, a task per receiver.
     pub(crate) fn start(
         postgres: PostgresSettings,
         config: &AlertConfig,
         metrics: Arc<ConsumerMetrics>,
     ) -> Result<AlertSender, String> {
-        let delivery = Delivery {
-            endpoint: Endpoint::parse(config.webhook_url.expose()).map_err(|e| e.0)?,
-            tls: super::webhook::tls_config(config.ca.as_deref())?,
-            format: config.format,
-            give_up_after: chrono::TimeDelta::from_std(config.give_up_after)
-                .unwrap_or(chrono::TimeDelta::hours(24)),
-            metrics,
-        };
-        log::info!("alerts: delivering to {}", delivery.endpoint);
-        let wake = Arc::new(Notify::new());
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(postgres, delivery, wake.clone(), stopped));
-        Ok(AlertSender { wake, stop, task })
+        let give_up_after = chrono::TimeDelta::from_std(config.give_up_after)
+            .unwrap_or(chrono::TimeDelta::hours(24));
+        let mut senders = Vec::new();
+        for receiver in &config.receivers {
+            log::info!(
+                "alerts: delivering to {} (receiver {:?}, {})",
+                receiver.target,
+                receiver.name,
+                receiver.format.name()
+            );
+            let delivery = Delivery {
+                receiver: receiver.clone(),
+                give_up_after,
+                metrics: metrics.clone(),
+            };
+            let wake = Arc::new(Notify::new());
+            let (stop, stopped) = oneshot::channel();
+            let task = tokio::spawn(run(postgres.clone(), delivery, wake.clone(), stopped));
+            senders.push((wake, stop, task));
+        }
+        Ok(AlertSender { senders })
     }
 
     /// What the writer calls after committing a transaction that decided something.
-    pub(crate) fn waker(&self) -> Arc<Notify> {
-        self.wake.clone()
+    pub(crate) fn wake(&self) {
+        for (wake, _, _) in &self.senders {
+            wake.notify_one();
+        }
     }
 
     /// Deliver what is due (what this consumer decided last, for `--drain`) for at most
     /// `within`, then stop; what is left is delivered by the next consumer to run.
     pub(crate) async fn finish(self, within: Duration) {
-        let _ = self.stop.send(());
-        let mut task = self.task;
-        if tokio::time::timeout(within, &mut task).await.is_err() {
-            task.abort();
+        let deadline = tokio::time::Instant::now() + within;
+        let mut tasks = Vec::new();
+        for (_, stop, task) in self.senders {
+            let _ = stop.send(());
+            tasks.push(task);
+        }
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
         }
     }
 }
@@ -91,14 +108,21 @@ async fn run(
     // Asked to stop: what is due goes out first (bounded by `finish`, and only while the
     // receiver takes them), then the task ends.
     let mut stopping = false;
+    let mut reposted = Instant::now();
     loop {
         if let Some(db) = client.as_mut() {
+            if delivery.receiver.format == Format::Alertmanager
+                && reposted.elapsed() >= REPOST_FIRING_EVERY
+            {
+                reposted = Instant::now();
+                repost_firing(db, &delivery).await;
+            }
             match deliver_next(db, &delivery).await {
                 Ok(Some(true)) => continue,
                 Ok(Some(false)) if !stopping => continue,
                 Ok(_) => {}
                 Err(e) => {
-                    log::warn!("alerts: {e}; the outbox waits");
+                    log::warn!("alerts, {}: {e}; the outbox waits", delivery.receiver.name);
                     client = None;
                 }
             }
@@ -128,11 +152,54 @@ async fn pause(wake: &Notify, stopped: &mut oneshot::Receiver<()>, every: Durati
     }
 }
 
+/// Send one rendered notification to the receiver.
+async fn send(receiver: &Receiver, message: &format::Message) -> Result<(), String> {
+    match &receiver.target {
+        Target::Webhook(endpoint, tls) => endpoint.post(tls, message).await,
+        Target::Email(mailer) => mailer.send(message).await,
+    }
+}
+
+/// The open incidents this Alertmanager receiver wants, posted again as firing.
+async fn repost_firing(db: &tokio_postgres::Client, delivery: &Delivery) {
+    let receiver = &delivery.receiver;
+    let firing = match store::firing_for(db, &receiver.name).await {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("alerts, {}: {e}", receiver.name);
+            return;
+        }
+    };
+    if firing.is_empty() {
+        return;
+    }
+    let alerts: Vec<serde_json::Value> = firing
+        .iter()
+        .map(|(url, since)| {
+            let n =
+                serde_json::json!({"kind": "down", "url": url, "since": since, "producers": []});
+            format::alertmanager_alert(&n, &format!("DOWN {url} since {since}"))
+        })
+        .collect();
+    let message = format::Message {
+        body: serde_json::to_vec(&alerts).unwrap_or_default(),
+        content_type: "application/json",
+        headers: Vec::new(),
+        title: String::new(),
+    };
+    if let Err(e) = send(receiver, &message).await {
+        log::debug!(
+            "alerts, {}: re-posting the firing alerts failed: {e}",
+            receiver.name
+        );
+    }
+}
+
 /// Try the oldest due notification: Some(true) delivered, Some(false) not (retried
-/// later or given up), None when none is due. The whole transaction (the POST's 10 s
+/// later or given up), None when none is due. The whole transaction (the send's bound
 /// included) is bounded like the writer's: a PostgreSQL that stops answering (a
 /// fail-over) costs a reconnection, not the TCP timeout (~15 min). Cut off after the
-/// POST, the delivery is not recorded and goes out again: at least once.
+/// send, the delivery is not recorded and goes out again: at least once.
 async fn deliver_next(
     db: &mut tokio_postgres::Client,
     delivery: &Delivery,
@@ -144,28 +211,32 @@ async fn deliver_next_unbounded(
     db: &mut tokio_postgres::Client,
     delivery: &Delivery,
 ) -> Result<Option<bool>, StoreError> {
+    let receiver = &delivery.receiver;
     let tx = db
         .transaction()
         .await
         .map_err(|e| store::sql_error("begin", &e))?;
-    let Some(pending) = store::claim_next(&tx).await? else {
+    let Some(pending) = store::claim_next(&tx, &receiver.name).await? else {
         tx.commit()
             .await
             .map_err(|e| store::sql_error("commit", &e))?;
         return Ok(None);
     };
-    let body = match delivery.format {
-        PayloadFormat::Json => pending.payload.clone().into_bytes(),
-        PayloadFormat::Slack => slack_body(&pending.payload),
-    };
-    let attempt = match delivery.endpoint.post(&delivery.tls, body).await {
+    let key = receiver.routing_key.as_ref().map(|k| k.expose());
+    let message = format::render(receiver.format, &pending.payload, key);
+    let attempt = match send(receiver, &message).await {
         Ok(()) => {
-            log::info!("alerts: delivered {}", summary(&pending.payload));
+            log::info!(
+                "alerts, {}: delivered {}",
+                receiver.name,
+                summary(&pending.payload)
+            );
             Attempt::Delivered
         }
         Err(error) if Utc::now() - pending.decided_at >= delivery.give_up_after => {
             log::error!(
-                "alerts: gave up on {} after {} attempts: {error}",
+                "alerts, {}: gave up on {} after {} attempts: {error}",
+                receiver.name,
                 summary(&pending.payload),
                 pending.attempts + 1
             );
@@ -183,19 +254,23 @@ async fn deliver_next_unbounded(
             };
             log::log!(
                 level,
-                "alerts: {} not delivered ({error}); retrying in {} s",
+                "alerts, {}: {} not delivered ({error}); retrying in {} s",
+                receiver.name,
                 summary(&pending.payload),
                 retry_in.as_secs()
             );
             Attempt::Failed { error, retry_in }
         }
     };
-    delivery.metrics.alert_attempt(match attempt {
-        Attempt::Delivered => 0,
-        Attempt::Failed { .. } => 1,
-        Attempt::GaveUp { .. } => 2,
-    });
-    store::record_attempt(&tx, pending.id, &attempt).await?;
+    delivery.metrics.alert_attempt(
+        &receiver.name,
+        match attempt {
+            Attempt::Delivered => 0,
+            Attempt::Failed { .. } => 1,
+            Attempt::GaveUp { .. } => 2,
+        },
+    );
+    store::record_attempt(&tx, pending.id, &receiver.name, &attempt).await?;
     tx.commit()
         .await
         .map_err(|e| store::sql_error("commit", &e))?;
@@ -219,50 +294,6 @@ fn summary(payload: &str) -> String {
     )
 }
 
-/// Slack's and Mattermost's `{"text": ...}`, from the notification's JSON.
-fn slack_body(payload: &str) -> Vec<u8> {
-    let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
-    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-    let producers = v["producers"]
-        .as_array()
-        .map(|p| {
-            p.iter()
-                .filter_map(|p| p.as_str())
-                .map(|p| if p.is_empty() { "(unnamed)" } else { p })
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
-    let detail = match (v["status"].as_i64(), s("error")) {
-        (_, e) if !e.is_empty() => format!("{}: {e}", s("error_kind")),
-        (Some(status), _) => format!("HTTP {status}"),
-        (None, _) => String::new(),
-    };
-    let text = match s("kind").as_str() {
-        "down" => format!(
-            ":red_circle: DOWN {} since {} (seen by {producers}; {detail})",
-            s("url"),
-            s("since")
-        ),
-        "up" => format!(
-            ":large_green_circle: UP again {} since {} (seen by {producers})",
-            s("url"),
-            s("since")
-        ),
-        "stale" => format!(
-            ":grey_question: NO DATA for {}: no check since {} (from {producers}); the incident is closed",
-            s("url"),
-            s("since")
-        ),
-        _ => format!(
-            ":warning: CERTIFICATE of {} expires at {}",
-            s("url"),
-            s("cert_expires_at")
-        ),
-    };
-    serde_json::to_vec(&serde_json::json!({ "text": text })).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,15 +302,5 @@ mod tests {
     fn backoff_doubles_up_to_a_minute() {
         let secs: Vec<u64> = (0..9).map(|a| backoff(a).as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-    }
-
-    #[test]
-    fn slack_text_says_what_and_where() {
-        let payload = r#"{"id":"x","kind":"down","url":"https://a.example/","since":"2026-11-30T01:00:00.000Z","producers":["eu","us"],"status":null,"error":"connection refused","error_kind":"refused","checked_at":"2026-11-30T01:00:02.000Z","cert_expires_at":null}"#;
-        let body: serde_json::Value = serde_json::from_slice(&slack_body(payload)).unwrap();
-        assert_eq!(
-            body["text"],
-            ":red_circle: DOWN https://a.example/ since 2026-11-30T01:00:00.000Z (seen by eu, us; refused: connection refused)"
-        );
     }
 }

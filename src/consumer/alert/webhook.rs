@@ -13,6 +13,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::format::Message;
 use crate::settings::ConfigError;
 
 /// Longest wait to connect (and shake hands) with the receiver.
@@ -104,9 +105,21 @@ impl Endpoint {
         })
     }
 
-    /// POST `body` (JSON); Ok once the receiver answered 2xx.
-    pub(crate) async fn post(&self, tls: &Arc<ClientConfig>, body: Vec<u8>) -> Result<(), String> {
-        match tokio::time::timeout(DELIVER_WITHIN, self.post_unbounded(tls, body)).await {
+    /// The same endpoint with `path` when it was given none (`/`).
+    pub(crate) fn or_path(mut self, path: &str) -> Endpoint {
+        if self.target == "/" {
+            self.target = path.to_string();
+        }
+        self
+    }
+
+    /// POST `message`; Ok once the receiver answered 2xx.
+    pub(crate) async fn post(
+        &self,
+        tls: &Arc<ClientConfig>,
+        message: &Message,
+    ) -> Result<(), String> {
+        match tokio::time::timeout(DELIVER_WITHIN, self.post_unbounded(tls, message)).await {
             Ok(done) => done,
             Err(_) => Err(format!(
                 "{self}: no answer within {} s",
@@ -115,7 +128,11 @@ impl Endpoint {
         }
     }
 
-    async fn post_unbounded(&self, tls: &Arc<ClientConfig>, body: Vec<u8>) -> Result<(), String> {
+    async fn post_unbounded(
+        &self,
+        tls: &Arc<ClientConfig>,
+        message: &Message,
+    ) -> Result<(), String> {
         let fail = |what: &str, e: &dyn std::fmt::Display| format!("{self}: {what}: {e}");
         let tcp = tokio::time::timeout(
             CONNECT_WITHIN,
@@ -130,7 +147,7 @@ impl Endpoint {
         })?
         .map_err(|e| fail("cannot connect", &e))?;
         let _ = tcp.set_nodelay(true);
-        let request = self.request(&body);
+        let request = self.request(message);
         let status = if self.tls {
             let name = ServerName::try_from(self.host.clone())
                 .map_err(|e| fail("not a TLS server name", &e))?;
@@ -160,17 +177,24 @@ impl Endpoint {
 
     /// The whole HTTP/1.1 request: origin form, the host in its header, one request per
     /// connection.
-    fn request(&self, body: &[u8]) -> Vec<u8> {
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             User-Agent: checksite/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    fn request(&self, message: &Message) -> Vec<u8> {
+        let mut head = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\n\
+             User-Agent: checksite/{}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.target,
             self.host_header(),
+            message.content_type,
             env!("CARGO_PKG_VERSION"),
-            body.len()
+            message.body.len()
         );
+        for (name, value) in &message.headers {
+            // A value is one line: no header can be smuggled in.
+            let value: String = value.chars().filter(|c| !c.is_control()).collect();
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
         let mut request = head.into_bytes();
-        request.extend_from_slice(body);
+        request.extend_from_slice(&message.body);
         request
     }
 
@@ -268,9 +292,17 @@ mod tests {
     #[test]
     fn the_request_is_origin_form_and_the_status_is_read() {
         let e = Endpoint::parse("http://127.0.0.1:9/hook?t=1").unwrap();
-        let request = String::from_utf8(e.request(b"{}")).unwrap();
+        let message = Message {
+            body: b"{}".to_vec(),
+            content_type: "application/json",
+            headers: vec![("Title", "a\r\nX-Evil: 1".into())],
+            title: String::new(),
+        };
+        let request = String::from_utf8(e.request(&message)).unwrap();
+        assert!(request.contains("\r\nTitle: aX-Evil: 1\r\n"), "{request}");
         assert!(request.starts_with("POST /hook?t=1 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n"));
-        assert!(request.ends_with("Content-Length: 2\r\nConnection: close\r\n\r\n{}"));
+        assert!(request.contains("Content-Length: 2\r\nConnection: close\r\n"));
+        assert!(request.ends_with("\r\n\r\n{}"));
         assert_eq!(status_code(b"HTTP/1.1 204 No Content"), Ok(204));
         assert_eq!(status_code(b"HTTP/1.0 500"), Ok(500));
         assert!(status_code(b"SSH-2.0-OpenSSH").is_err());

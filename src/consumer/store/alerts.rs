@@ -114,10 +114,15 @@ async fn save_outbox(tx: &Transaction<'_>, decisions: &Decisions) -> Result<(), 
         (&kinds, Type::TEXT_ARRAY),
         (&payloads, Type::TEXT_ARRAY),
     ];
+    // One row per receiver that wants it (`alert_receivers`, kept from the consumers'
+    // configuration): each is delivered, retried and acknowledged on its own.
     tx.execute_typed(
-        "INSERT INTO alert_outbox (id, url, kind, payload) \
-         SELECT i, u, k, p::json FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
-           WITH ORDINALITY AS n(i, u, k, p, o) ORDER BY o",
+        "INSERT INTO alert_outbox (id, url, kind, payload, receiver) \
+         SELECT i, u, k, p::json, r.name FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+           WITH ORDINALITY AS n(i, u, k, p, o) \
+         JOIN alert_receivers AS r ON (r.pattern IS NULL OR n.u ~ r.pattern) \
+           AND (r.kinds IS NULL OR n.k = ANY(r.kinds)) \
+         ORDER BY o, r.name",
         &params,
     )
     .await
@@ -183,6 +188,65 @@ pub(crate) async fn close_stale_incidents(
     .await
 }
 
+/// A receiver's routing: its name, the pattern its URLs match, the kinds it wants.
+pub(crate) type Route = (String, Option<String>, Option<Vec<String>>);
+
+/// Keep `receivers`' routing for every consumer's writer (the outbox rows are routed in
+/// SQL); each pattern is checked by PostgreSQL here: an invalid one is the error, naming
+/// its receiver. Receivers no longer configured keep their rows, which wait.
+pub(crate) async fn set_receivers(client: &mut Client, receivers: &[Route]) -> Result<(), String> {
+    let fail = |e: tokio_postgres::Error| sql_error("alert receivers", &e).to_string();
+    let tx = client.transaction().await.map_err(fail)?;
+    for (name, pattern, kinds) in receivers {
+        if let Some(p) = pattern {
+            tx.query_one("SELECT '' ~ $1", &[p]).await.map_err(|e| {
+                let why = e.as_db_error().map_or(e.to_string(), |d| d.message().to_string());
+                format!("receiver {name:?}: match {p:?} is not a regular expression PostgreSQL reads: {why}")
+            })?;
+        }
+        tx.execute(
+            "INSERT INTO alert_receivers (name, pattern, kinds) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET pattern = EXCLUDED.pattern, kinds = EXCLUDED.kinds, \
+               updated_at = now()",
+            &[name, pattern, kinds],
+        )
+        .await
+        .map_err(fail)?;
+    }
+    tx.commit().await.map_err(fail)
+}
+
+/// The open incidents the receiver `name` wants (its routing): (URL, since).
+pub(crate) async fn firing_for(
+    client: &Client,
+    name: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    bounded("firing alerts", async {
+        let fail = |e: tokio_postgres::Error| sql_error("firing alerts", &e);
+        let rows = client
+            .query(
+                "SELECT s.url, coalesce(to_char(s.since AT TIME ZONE 'UTC', \
+                   'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), '') \
+                 FROM alert_sites AS s JOIN alert_receivers AS r ON r.name = $1 \
+                 WHERE s.down AND (r.pattern IS NULL OR s.url ~ r.pattern) \
+                   AND (r.kinds IS NULL OR 'down' = ANY(r.kinds))",
+                &[&name],
+            )
+            .await
+            .map_err(fail)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(fail)
+            .map(|v| {
+                v.into_iter()
+                    .map(|(u, s)| (crate::secret::redact_url(&u).into_owned(), s))
+                    .collect()
+            })
+    })
+    .await
+}
+
 /// A notification waiting in the outbox, locked by the transaction that claimed it.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingNotification {
@@ -196,16 +260,18 @@ pub(crate) struct PendingNotification {
 /// for this transaction; one another sender holds is skipped.
 pub(crate) async fn claim_next(
     tx: &Transaction<'_>,
+    receiver: &str,
 ) -> Result<Option<PendingNotification>, StoreError> {
     let row = tx
         .query_opt(
             "SELECT id, payload::text, attempts, decided_at FROM alert_outbox AS o \
-             WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= now() \
+             WHERE receiver = $1 AND delivered_at IS NULL AND gave_up_at IS NULL \
+               AND next_attempt_at <= now() \
                AND NOT EXISTS (SELECT 1 FROM alert_outbox AS p \
-                 WHERE md5(p.url) = md5(o.url) AND p.url = o.url \
+                 WHERE p.receiver = $1 AND md5(p.url) = md5(o.url) AND p.url = o.url \
                  AND p.seq < o.seq AND p.delivered_at IS NULL AND p.gave_up_at IS NULL) \
              ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
-            &[],
+            &[&receiver],
         )
         .await
         .map_err(|e| sql_error("alert outbox read", &e))?;
@@ -242,6 +308,7 @@ pub(crate) enum Attempt {
 pub(crate) async fn record_attempt(
     tx: &Transaction<'_>,
     id: uuid::Uuid,
+    receiver: &str,
     attempt: &Attempt,
 ) -> Result<(), StoreError> {
     // One statement for the three outcomes: which columns it sets follows from the values.
@@ -255,18 +322,19 @@ pub(crate) async fn record_attempt(
         ),
         Attempt::GaveUp { error } => (false, true, Some(error), 0),
     };
-    let params: [(&(dyn ToSql + Sync), Type); 5] = [
+    let params: [(&(dyn ToSql + Sync), Type); 6] = [
         (&id, Type::UUID),
         (&error, Type::TEXT),
         (&delivered, Type::BOOL),
         (&gave_up, Type::BOOL),
         (&retry_ms, Type::INT8),
+        (&receiver, Type::TEXT),
     ];
     let sql = "UPDATE alert_outbox SET attempts = attempts + 1, last_error = $2, \
                delivered_at = CASE WHEN $3 THEN now() END, \
                gave_up_at = CASE WHEN $4 THEN now() END, \
                next_attempt_at = now() + make_interval(secs => $5::bigint / 1000.0) \
-               WHERE id = $1";
+               WHERE id = $1 AND receiver = $6";
     tx.execute_typed(sql, &params)
         .await
         .map(|_| ())

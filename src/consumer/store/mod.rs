@@ -24,7 +24,9 @@ mod windows;
 mod write;
 
 pub use alerts::OpenIncident;
-pub(crate) use alerts::{Attempt, claim_next, close_stale_incidents, record_attempt};
+pub(crate) use alerts::{
+    Attempt, claim_next, close_stale_incidents, firing_for, record_attempt, set_receivers,
+};
 pub use connect::PostgresSettings;
 pub(crate) use labels::save_labels;
 pub(crate) use leases::PartitionLeases;

@@ -254,10 +254,28 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         CREATE UNIQUE INDEX IF NOT EXISTS target_labels_key ON target_labels (md5(url));
         CREATE INDEX IF NOT EXISTS target_labels_changed ON target_labels (changed)",
     ),
+    (
+        10,
+        "alert receivers: one outbox row per receiver that wants a notification, and each \
+         receiver's routing (kept by the consumers from their configuration)",
+        // Rows from before are the one webhook's, now the receiver named `default`.
+        "ALTER TABLE alert_outbox ADD COLUMN IF NOT EXISTS receiver text NOT NULL DEFAULT 'default';
+        ALTER TABLE alert_outbox DROP CONSTRAINT IF EXISTS alert_outbox_id_key;
+        CREATE UNIQUE INDEX IF NOT EXISTS alert_outbox_id_receiver ON alert_outbox (id, receiver);
+        DROP INDEX IF EXISTS alert_outbox_pending_url;
+        CREATE INDEX IF NOT EXISTS alert_outbox_pending ON alert_outbox (receiver, md5(url), seq)
+            WHERE delivered_at IS NULL AND gave_up_at IS NULL;
+        CREATE TABLE IF NOT EXISTS alert_receivers (
+            name text PRIMARY KEY,
+            pattern text,
+            kinds text[],
+            updated_at timestamptz NOT NULL DEFAULT now()
+        )",
+    ),
 ];
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i32 = 9;
+pub const SCHEMA_VERSION: i32 = 10;
 
 /// Held while migrating, so that consumers starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x636b_7369_7465_0001;

@@ -100,9 +100,11 @@ pub async fn read_site(client: &Client, url: &str, shown: &str) -> Result<SiteRo
             client.query(&hours_sql, &by_url),
             client.query(&days_sql, &by_url),
             client.query(
-                "SELECT kind, payload::text FROM (SELECT seq, kind, payload FROM alert_outbox \
-                 WHERE md5(url) = md5($1) AND url = $1 AND kind IN ('down', 'up', 'stale') \
-                 ORDER BY seq DESC LIMIT $2) AS newest ORDER BY seq",
+                "SELECT kind, payload::text FROM (SELECT DISTINCT ON (seq_of_id) seq_of_id AS seq, \
+                   kind, payload FROM (SELECT min(seq) OVER (PARTITION BY id) AS seq_of_id, kind, \
+                   payload FROM alert_outbox WHERE md5(url) = md5($1) AND url = $1 \
+                   AND kind IN ('down', 'up', 'stale', 'removed')) AS per_receiver \
+                 ORDER BY seq_of_id DESC LIMIT $2) AS newest ORDER BY seq",
                 &by_shown,
             ),
         );
