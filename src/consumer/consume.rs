@@ -28,6 +28,7 @@ use crate::consumer::config::ConsumerConfig;
 use crate::consumer::folding::RollupFolder;
 use crate::consumer::labels::KnownLabels;
 use crate::consumer::listing::Listing;
+use crate::consumer::maintenance::Calendar;
 use crate::consumer::metrics::ConsumerMetrics;
 use crate::consumer::record;
 use crate::consumer::retention::EventPruner;
@@ -213,6 +214,7 @@ async fn consume(
     let mut consumer = ConsumerLoop {
         listing,
         labels: KnownLabels::default(),
+        calendar: Calendar::default(),
         leases: PartitionLeases::new(&topic),
         config,
         topic,
@@ -437,6 +439,8 @@ struct ConsumerLoop {
     listing: Option<Listing>,
     /// The URLs' names, groups and visibility this writer wrote last.
     labels: KnownLabels,
+    /// The maintenance windows, to mark the checks made in them.
+    calendar: Calendar,
     shutdown: Shutdown,
     leases: PartitionLeases,
     rx: mpsc::Receiver<FromFetcher>,
@@ -529,6 +533,7 @@ impl ConsumerLoop {
         // Another consumer may write their states meanwhile.
         self.alert_states.clear();
         self.labels.clear();
+        self.calendar.forget();
         while self.rx.try_recv().is_ok() {}
         self.clear_pending();
         self.finished.clear();
@@ -697,6 +702,13 @@ impl ConsumerLoop {
             listing.mark(&mut batches);
         }
         let labels = self.labels.changes(&batches);
+        if self.derived().alerts.is_some() || self.config.rollups {
+            if let Err(e) = self.calendar.mark(&self.db, &mut batches).await {
+                log::warn!("{e}; pausing, then resuming from the committed offsets");
+                self.postgres_failed(&e);
+                return true;
+            }
+        }
         self.clear_pending();
         let derived = self.derived();
         let writing = write_all(

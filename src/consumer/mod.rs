@@ -15,6 +15,7 @@ pub mod consume;
 pub(crate) mod folding;
 pub(crate) mod labels;
 pub(crate) mod listing;
+pub mod maintenance;
 pub mod metrics;
 pub(crate) mod record;
 pub(crate) mod retention;

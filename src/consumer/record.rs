@@ -64,6 +64,7 @@ impl StoredEvent {
             phases: [self.dns_ms, self.connect_ms, self.tls_ms, self.ttfb_ms],
             removed: false,
             labels: self.labels,
+            maintenance: false,
         }
     }
 }

@@ -130,6 +130,7 @@ mod tests {
             latency_sum_ms: 0,
             last_checked_at: at("2026-11-30T10:00:00Z"),
             last_status: None,
+            maint_checks: 0,
         }
     }
 

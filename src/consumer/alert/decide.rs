@@ -253,6 +253,12 @@ impl UrlAlertState {
                 .map(|(p, _)| p.clone())
                 .collect()
         };
+        // In a maintenance window nothing is notified: the streaks follow the checks, and
+        // the first check after the window decides what the state then is (a site still
+        // down then gets its `down`; one back within the window, nothing).
+        if e.maintenance {
+            return decided;
+        }
         if !self.down && seeing_down >= rules.quorum.max(1) {
             self.down = true;
             self.since = self
@@ -453,7 +459,52 @@ mod tests {
             phases: [None; 4],
             removed: false,
             labels: Default::default(),
+            maintenance: false,
         }
+    }
+
+    /// `checks` (up, second, in maintenance) of producer "a", through one state.
+    fn decided(checks: &[(bool, i64, bool)]) -> Vec<&'static str> {
+        let rules = AlertRules::default();
+        let events: Vec<RollupInput> = checks
+            .iter()
+            .map(|(up, second, maintenance)| RollupInput {
+                maintenance: *maintenance,
+                ..check("a", *up, *second)
+            })
+            .collect();
+        decide(&BTreeMap::new(), &events, &rules)
+            .notifications
+            .iter()
+            .map(|n| n.kind.name())
+            .collect()
+    }
+
+    #[test]
+    fn a_maintenance_window_notifies_nothing_and_its_end_decides() {
+        let (up, down, window, outside) = (true, false, true, false);
+        // Down and back within the window: nothing, then nothing after it.
+        let within: Vec<_> = (0..6)
+            .map(|i| (if (1..4).contains(&i) { down } else { up }, i, window))
+            .chain([(up, 6, outside)])
+            .collect();
+        assert!(decided(&within).is_empty());
+        // Down in the window and still down at its end: one `down`, at the first check after.
+        let still_down: Vec<_> = (0..4)
+            .map(|i| (down, i, window))
+            .chain([(down, 4, outside)])
+            .collect();
+        assert_eq!(decided(&still_down), ["down"]);
+        // An incident from before the window that ends within it: its `up` after the window.
+        let before: Vec<_> = (0..3)
+            .map(|i| (down, i, outside))
+            .chain((3..6).map(|i| (up, i, window)))
+            .chain([(up, 6, outside)])
+            .collect();
+        assert_eq!(decided(&before), ["down", "up"]);
+        // The same without windows: the usual down and up.
+        let plain: Vec<_> = within.iter().map(|(u, s, _)| (*u, *s, outside)).collect();
+        assert_eq!(decided(&plain), ["down", "up"]);
     }
 
     fn kinds(d: &Decisions) -> Vec<(&'static str, Vec<String>)> {

@@ -77,6 +77,13 @@ struct DeltaHour {
     last_ms: i64,
     #[serde(rename = "ls")]
     last_status: Option<i32>,
+    /// Checks made during a maintenance window (absent: none, and in older deltas).
+    #[serde(rename = "m", default, skip_serializing_if = "is_zero")]
+    maint_checks: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 fn from_ms(ms: i64) -> DateTime<Utc> {
@@ -105,6 +112,7 @@ impl Rollups<'_> {
                 sum: b.latency_sum_ms,
                 last_ms: b.last_checked_at.timestamp_millis(),
                 last_status: b.last_status,
+                maint_checks: b.maint_checks,
             });
         }
         let series = self
@@ -167,6 +175,7 @@ impl Folded {
                     latency_sum_ms: h.sum,
                     last_checked_at: from_ms(h.last_ms),
                     last_status: h.last_status,
+                    maint_checks: h.maint_checks,
                 };
                 for (i, n) in &h.hist {
                     if let Some(slot) = b.latency_hist.get_mut(usize::from(*i)) {

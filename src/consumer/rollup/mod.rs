@@ -56,6 +56,9 @@ pub(crate) struct RollupInput {
     pub(crate) removed: bool,
     /// The target's name, group and visibility.
     pub(crate) labels: crate::consumer::labels::Labels,
+    /// Made during a maintenance window of its URL: counted apart in the rollups (no
+    /// uptime, latency or error counts of it), never deciding an alert.
+    pub(crate) maintenance: bool,
 }
 
 /// One series' figures over one hour or one day.
@@ -71,6 +74,8 @@ pub(crate) struct Bucket {
     pub(crate) latency_sum_ms: i64,
     pub(crate) last_checked_at: DateTime<Utc>,
     pub(crate) last_status: Option<i32>,
+    /// Checks made during a maintenance window: counted apart, in no figure above.
+    pub(crate) maint_checks: i64,
 }
 
 /// A series' latest state in this transaction.
@@ -191,7 +196,12 @@ fn add<'a>(buckets: &mut HashMap<BucketKey<'a>, Bucket>, key: BucketKey<'a>, e: 
         latency_sum_ms: 0,
         last_checked_at: e.ts,
         last_status: e.status,
+        maint_checks: 0,
     });
+    if e.maintenance {
+        b.maint_checks += 1;
+        return;
+    }
     b.checks += 1;
     if e.ts >= b.last_checked_at {
         b.last_checked_at = e.ts;
@@ -263,6 +273,7 @@ impl SeriesState {
 
 impl Bucket {
     fn merge(&mut self, o: &Bucket) {
+        self.maint_checks += o.maint_checks;
         self.checks += o.checks;
         self.up_checks += o.up_checks;
         for (a, b) in self.error_kinds.iter_mut().zip(&o.error_kinds) {
@@ -381,6 +392,7 @@ pub(crate) mod tests {
             phases: [None; 4],
             removed: false,
             labels: Default::default(),
+            maintenance: false,
         }
     }
 
@@ -402,6 +414,24 @@ pub(crate) mod tests {
         );
         assert_eq!(b.latency_hist.iter().sum::<i64>(), 2);
         assert_eq!(b.last_status, Some(200));
+    }
+
+    #[test]
+    fn checks_in_a_maintenance_window_are_counted_apart() {
+        let mut down_in_window = input(4, 40, false, 900);
+        down_in_window.maintenance = true;
+        let inputs = [
+            input(1, 0, true, 12),
+            down_in_window,
+            input(3, 59, true, 30),
+        ];
+        let r = Rollups::of(&inputs);
+        let b = r.hourly.values().next().unwrap();
+        assert_eq!((b.checks, b.up_checks, b.maint_checks), (2, 2, 1));
+        assert_eq!(b.error_kinds.iter().sum::<i64>(), 0);
+        assert_eq!(b.latency_hist.iter().sum::<i64>(), 2);
+        // The state follows it all the same: the page says what the site does.
+        assert_eq!(r.states.len(), 1);
     }
 
     #[test]

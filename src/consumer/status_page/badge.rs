@@ -46,6 +46,7 @@ const LIGHT_GREEN: &str = "#7cb342";
 const ORANGE: &str = "#ef6c00";
 const RED: &str = "#c62828";
 const GREY: &str = "#757575";
+const BLUE: &str = "#1565c0";
 
 /// The value and its colour for `target` (None: unknown).
 fn value(kind: BadgeKind, target: Option<&TargetReport>) -> (String, &'static str) {
@@ -71,6 +72,7 @@ fn value(kind: BadgeKind, target: Option<&TargetReport>) -> (String, &'static st
             TargetState::Down => ("down".into(), RED),
             TargetState::NoData => ("no data".into(), GREY),
             TargetState::Waiting => ("waiting".into(), GREY),
+            TargetState::Maintenance => ("maintenance".into(), BLUE),
         },
         BadgeKind::Uptime24h => uptime(t.uptime_24h),
         BadgeKind::Uptime7d => uptime(t.uptime_7d),

@@ -104,6 +104,7 @@ pub(crate) fn render(report: &Report, query: &HomeQuery, strips: &Strips) -> Str
         escape(&query.search)
     );
     incidents(&mut out, report);
+    maintenance(&mut out, report);
     if matched == 0 {
         out.push_str(if report.targets.is_empty() {
             "<p>No checks stored yet.</p>"
@@ -169,6 +170,14 @@ fn table(out: &mut String, rows: &[&TargetReport], report: &Report, strips: &Str
         );
         if t.state == TargetState::Waiting {
             out.push_str("<span class=\"note\">waiting for the first check</span>");
+        }
+        if let Some(m) = &t.maintenance {
+            let _ = write!(
+                out,
+                "<span class=\"note maint-note\">maintenance until {}: {}</span> ",
+                time(&m.ends_at),
+                escape(&m.reason)
+            );
         }
         for v in &t.vantage {
             let state = if v.stale {
@@ -246,8 +255,9 @@ fn worst(a: TargetState, b: TargetState) -> TargetState {
         TargetState::Down => 0,
         TargetState::Degraded => 1,
         TargetState::NoData => 2,
-        TargetState::Up => 3,
-        TargetState::Waiting => 4,
+        TargetState::Maintenance => 3,
+        TargetState::Up => 4,
+        TargetState::Waiting => 5,
     };
     if rank(a) <= rank(b) { a } else { b }
 }
@@ -276,6 +286,7 @@ fn arrow(state: TargetState) -> &'static str {
         TargetState::Degraded => "◆",
         TargetState::NoData => "●",
         TargetState::Waiting => "○",
+        TargetState::Maintenance => "■",
     }
 }
 
@@ -348,6 +359,27 @@ fn pager(out: &mut String, page: usize, pages: usize, search: &str) {
         }
     }
     out.push_str("</nav>");
+}
+
+/// The maintenance windows going on and to come, when there are any.
+fn maintenance(out: &mut String, report: &Report) {
+    if report.maintenance.is_empty() {
+        return;
+    }
+    out.push_str("<section id=\"maintenance\" aria-label=\"maintenance\"><h2>Maintenance</h2><ul>");
+    for w in &report.maintenance {
+        let now = w.starts_at <= report.generated_at;
+        let _ = write!(
+            out,
+            "<li class=\"window\">{} {} to {} ({}): {}</li>",
+            if now { "now," } else { "planned," },
+            time(&w.starts_at),
+            time(&w.ends_at),
+            escape(&w.scope),
+            escape(&w.reason)
+        );
+    }
+    out.push_str("</ul></section>");
 }
 
 /// Alerting's open incidents, when there are any (or notifications wait).

@@ -64,6 +64,8 @@ pub(crate) enum TargetState {
     NoData,
     /// In the targets list, never checked yet.
     Waiting,
+    /// In a maintenance window now: its checks notify nothing and count apart.
+    Maintenance,
 }
 
 impl TargetState {
@@ -75,6 +77,7 @@ impl TargetState {
             TargetState::Up => "UP",
             TargetState::NoData => "NO DATA",
             TargetState::Waiting => "WAITING",
+            TargetState::Maintenance => "MAINTENANCE",
         }
     }
 
@@ -86,6 +89,7 @@ impl TargetState {
             TargetState::Up => "up",
             TargetState::NoData => "nodata",
             TargetState::Waiting => "waiting",
+            TargetState::Maintenance => "maint",
         }
     }
 }
@@ -130,9 +134,24 @@ pub(crate) struct TargetReport {
     /// The earliest certificate expiry any vantage point saw.
     #[serde(skip)]
     pub(crate) cert_expires_at: Option<DateTime<Utc>>,
+    /// In a maintenance window now: until when, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) maintenance: Option<MaintenanceReport>,
     /// The URL as stored (for the site page's reads).
     #[serde(skip)]
     pub(crate) stored_url: String,
+}
+
+/// A maintenance window, as the page shows it (never with its URLs or pattern).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct MaintenanceReport {
+    #[serde(serialize_with = "crate::event::rfc3339_millis::serialize")]
+    pub(crate) starts_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::event::rfc3339_millis::serialize")]
+    pub(crate) ends_at: DateTime<Utc>,
+    pub(crate) reason: String,
+    /// "every URL", "3 URL(s)", "URLs by pattern".
+    pub(crate) scope: String,
 }
 
 /// An open alert incident: a URL alerting decided down and not up again.
@@ -165,6 +184,8 @@ pub(crate) struct Report {
     pub(crate) incidents: Vec<IncidentReport>,
     /// Notifications decided and not yet delivered (nor given up).
     pub(crate) alerts_pending: i64,
+    /// The maintenance windows going on and to come.
+    pub(crate) maintenance: Vec<MaintenanceReport>,
     /// The current day of the windows (the last of the page's 90-day strips).
     #[serde(skip)]
     pub(crate) strip_end: Option<DateTime<Utc>>,
@@ -264,6 +285,17 @@ impl Report {
             .into_iter()
             .map(|(url, series)| target(url, series, data, (&stale, down.contains(url), rules)))
             .collect();
+        for t in &mut targets {
+            if let Some((until, reason)) = rows.maintenance_now.get(&t.stored_url) {
+                t.state = TargetState::Maintenance;
+                t.maintenance = Some(MaintenanceReport {
+                    starts_at: rows.now,
+                    ends_at: *until,
+                    reason: reason.clone(),
+                    scope: String::new(),
+                });
+            }
+        }
         for url in rows.waiting.iter().filter(|u| !hidden.contains(u.as_str())) {
             if !targets.iter().any(|t| t.stored_url == *url) {
                 targets.push(waiting(url, data.labels.get(url), rules.showing));
@@ -285,6 +317,16 @@ impl Report {
             sites,
             targets,
             incidents: incidents(rows, data, rules.showing),
+            maintenance: rows
+                .windows
+                .iter()
+                .map(|w| MaintenanceReport {
+                    starts_at: w.starts_at,
+                    ends_at: w.ends_at,
+                    reason: w.reason.clone(),
+                    scope: w.scope(),
+                })
+                .collect(),
             alerts_pending: rows.alerts_pending,
             strip_end: data.alignment.map(|a| a.day),
         }
@@ -371,6 +413,7 @@ fn target(
         uptime_30d: uptime(d30.checks, d30.up),
         p50_ms_24h: quantile(&h24, 0.5),
         cert_expires_at: series.iter().filter_map(|s| s.cert_expires_at).min(),
+        maintenance: None,
         stored_url: url.to_string(),
     }
 }
@@ -391,6 +434,7 @@ fn waiting(url: &str, labels: Option<&Labels>, showing: UrlShowing) -> TargetRep
         uptime_30d: None,
         p50_ms_24h: None,
         cert_expires_at: None,
+        maintenance: None,
         stored_url: url.to_string(),
     }
 }

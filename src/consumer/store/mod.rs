@@ -15,6 +15,7 @@ mod connect;
 mod labels;
 mod leases;
 mod listing;
+mod maintenance;
 mod retention;
 mod rollups;
 mod schema;
@@ -33,6 +34,8 @@ pub(crate) use leases::PartitionLeases;
 pub(crate) use listing::{
     ListChange, clean_removed, keep_changes, not_cleaned, prune as prune_listing, removals,
 };
+pub use maintenance::{MaintenanceWindow, add_window, end_window, windows_after};
+pub(crate) use maintenance::{in_maintenance_now, matching};
 pub(crate) use retention::{prune_events, retention_lock, retention_unlock, vacuum_events};
 pub(crate) use rollups::{align_windows, fold_rollups, forget_quiet_series};
 pub use schema::{SCHEMA_VERSION, migrate};

@@ -299,7 +299,8 @@ async fn add_buckets(
     let sums: Vec<i64> = rows.iter().map(|(_, b)| b.latency_sum_ms).collect();
     let lasts: Vec<_> = rows.iter().map(|(_, b)| b.last_checked_at).collect();
     let statuses: Vec<Option<i32>> = rows.iter().map(|(_, b)| b.last_status).collect();
-    let params: [(&(dyn ToSql + Sync), Type); 12] = [
+    let maint: Vec<i64> = rows.iter().map(|(_, b)| b.maint_checks).collect();
+    let params: [(&(dyn ToSql + Sync), Type); 13] = [
         (&urls, Type::TEXT_ARRAY),
         (&producers, Type::TEXT_ARRAY),
         (&starts, Type::TIMESTAMPTZ_ARRAY),
@@ -312,17 +313,20 @@ async fn add_buckets(
         (&sums, Type::INT8_ARRAY),
         (&lasts, Type::TIMESTAMPTZ_ARRAY),
         (&statuses, Type::INT4_ARRAY),
+        (&maint, Type::INT8_ARRAY),
     ];
     // Arrays add element by element, in order (WITH ORDINALITY).
     let sql = format!(
         "INSERT INTO {table} AS r (url, producer, bucket, checks, up_checks, error_kinds, \
-           latency_hist, latency_min_ms, latency_max_ms, latency_sum_ms, last_checked_at, last_status) \
-         SELECT u, p, b, c, uc, e::bigint[], h::bigint[], mn, mx, sm, lc, ls \
+           latency_hist, latency_min_ms, latency_max_ms, latency_sum_ms, last_checked_at, last_status, \
+           maint_checks) \
+         SELECT u, p, b, c, uc, e::bigint[], h::bigint[], mn, mx, sm, lc, ls, m \
          FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[], $5::bigint[], $6::text[], \
-           $7::text[], $8::int[], $9::int[], $10::bigint[], $11::timestamptz[], $12::int[]) \
-           AS x(u, p, b, c, uc, e, h, mn, mx, sm, lc, ls) \
+           $7::text[], $8::int[], $9::int[], $10::bigint[], $11::timestamptz[], $12::int[], $13::bigint[]) \
+           AS x(u, p, b, c, uc, e, h, mn, mx, sm, lc, ls, m) \
          ON CONFLICT ((md5(url)), producer, bucket) DO UPDATE SET \
            checks = r.checks + excluded.checks, \
+           maint_checks = r.maint_checks + excluded.maint_checks, \
            up_checks = r.up_checks + excluded.up_checks, \
            error_kinds = ARRAY(SELECT a + b FROM unnest(r.error_kinds, excluded.error_kinds) \
              WITH ORDINALITY AS t(a, b, i) ORDER BY i), \

@@ -68,6 +68,10 @@ pub struct StatusRows {
     pub waiting: Vec<String>,
     /// The names, groups and visibility changed since the read asked for, by URL.
     pub(crate) labels: std::collections::HashMap<String, crate::consumer::labels::Labels>,
+    /// The URLs in a maintenance window now: URL → (until, reason).
+    pub(crate) maintenance_now: std::collections::HashMap<String, (DateTime<Utc>, String)>,
+    /// The maintenance windows going on and to come.
+    pub(crate) windows: Vec<super::MaintenanceWindow>,
     /// Alerting's open incidents.
     pub incidents: Vec<super::OpenIncident>,
     /// Notifications not yet delivered (nor given up).
@@ -126,8 +130,16 @@ pub async fn read_status(client: &Client, since: i64) -> Result<StatusRows, Stor
         let (labels, labels_seq) = super::labels::read_labels(client, since).await?;
         let states_seq = states_seq.max(labels_seq);
         let (incidents, alerts_pending) = super::alerts::open_incidents(client).await?;
+        let maintenance_now = super::in_maintenance_now(client)
+            .await?
+            .into_iter()
+            .map(|(url, until, reason)| (url, (until, reason)))
+            .collect();
+        let windows = super::windows_after(client, now).await?;
         Ok(StatusRows {
             labels,
+            maintenance_now,
+            windows,
             now,
             states,
             states_seq,
