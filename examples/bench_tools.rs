@@ -305,6 +305,7 @@ async fn publish(servers: &str, topic: &str, events: u64) {
         compression: Compression::Snappy,
         buffer_events: events as usize,
         linger: Duration::from_millis(0),
+        spool: None,
     };
     outbox.close(); // flush what is there, then return
     let started = Instant::now();

@@ -228,10 +228,10 @@ async fn malformed_records_are_kept_aside_and_good_ones_all_land() {
         };
         records.push((url.into_bytes(), Some(value), now));
         good += 1;
-        if i % 20 == 0 {
-            if let Some((kind, value)) = kinds.get((i / 20) as usize) {
-                records.push((format!("bad: {kind}").into_bytes(), value.clone(), now));
-            }
+        if i % 20 == 0
+            && let Some((kind, value)) = kinds.get((i / 20) as usize)
+        {
+            records.push((format!("bad: {kind}").into_bytes(), value.clone(), now));
         }
     }
     // a producer retry: the same event twice, at two offsets (stored once, counted)

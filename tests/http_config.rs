@@ -76,10 +76,10 @@ fn prometheus_scrapes(prometheus: &Path, dir: &Path, jobs: &str) -> String {
     let start = Instant::now();
     let answer = loop {
         let got = common::http_get(port, "/api/v1/query?query=up");
-        if let Some((200, body)) = &got {
-            if body.matches("\"1\"]").count() == 2 {
-                break body.clone();
-            }
+        if let Some((200, body)) = &got
+            && body.matches("\"1\"]").count() == 2
+        {
+            break body.clone();
         }
         assert!(
             child.try_wait().unwrap().is_none(),

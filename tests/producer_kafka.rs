@@ -162,6 +162,7 @@ async fn a_backlog_larger_than_a_kafka_request_is_published_in_order() {
         compression: Compression::None,
         buffer_events: 10_000,
         linger: Duration::from_millis(0),
+        spool: None,
     };
     let metrics = Arc::new(ProducerMetrics::new("test", outbox.clone()));
     outbox.close();

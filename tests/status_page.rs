@@ -149,10 +149,11 @@ async fn the_page_and_its_api_agree_with_the_raw_rows_and_a_browser() {
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let read = http_get(page_port, "/api/status");
-        if let Some((200, body)) = &read {
-            if body.contains("vantage-a") && body.contains("vantage-b") {
-                break;
-            }
+        if let Some((200, body)) = &read
+            && body.contains("vantage-a")
+            && body.contains("vantage-b")
+        {
+            break;
         }
         assert!(Instant::now() < early + Duration::from_secs(10), "{read:?}");
     }

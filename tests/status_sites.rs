@@ -63,10 +63,11 @@ async fn api_when_stored(db: &tokio_postgres::Client, port: u16, n: i64) -> serd
         let left = db
             .query_one("SELECT count(*) FROM rollup_deltas", &[])
             .await;
-        if let (Ok(s), Ok(l)) = (stored, left) {
-            if s.get::<_, i64>(0) == n && l.get::<_, i64>(0) == 0 {
-                break;
-            }
+        if let (Ok(s), Ok(l)) = (stored, left)
+            && s.get::<_, i64>(0) == n
+            && l.get::<_, i64>(0) == 0
+        {
+            break;
         }
         assert!(start.elapsed() < Duration::from_secs(60), "not stored");
         tokio::time::sleep(Duration::from_millis(200)).await;

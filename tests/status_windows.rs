@@ -40,7 +40,7 @@ async fn every_window_and_last_check_equal_sql_over_the_raw_rows() {
                 let mut ev = common::sample_event(url, i);
                 ev.producer = "eu".into();
                 ev.checked_at = now - age + TimeDelta::seconds(i as i64 * 30);
-                let up = (i + site as u64) % fail_every != 0;
+                let up = !(i + site as u64).is_multiple_of(fail_every);
                 ev.up = Some(up);
                 ev.elapsed_ms = if up { ms + i % 7 } else { 5_000 };
                 ev.status = Some(if up { 200 } else { 503 });
@@ -65,10 +65,11 @@ async fn every_window_and_last_check_equal_sql_over_the_raw_rows() {
         let folded = db
             .query_one("SELECT count(*) FROM rollup_deltas", &[])
             .await;
-        if let (Ok(s), Ok(f)) = (stored, folded) {
-            if s.get::<_, i64>(0) == n && f.get::<_, i64>(0) == 0 {
-                break;
-            }
+        if let (Ok(s), Ok(f)) = (stored, folded)
+            && s.get::<_, i64>(0) == n
+            && f.get::<_, i64>(0) == 0
+        {
+            break;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "not stored");
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -9,6 +9,7 @@ use checksite::observe::HttpListener;
 use checksite::producer;
 use checksite::producer::config::{ProducerArgs, ProducerConfig};
 use checksite::producer::probe::Probe;
+use checksite::producer::spool::Spool;
 use checksite::producer::targets::cli::{TargetsArgs, TargetsError};
 use checksite::settings::Settings;
 use checksite::shutdown::Shutdown;
@@ -138,6 +139,11 @@ async fn run(config: ProducerConfig, probe: Probe, http: Option<HttpListener>) -
     let Some(publish) = config.publish.clone() else {
         return ExitCode::FAILURE;
     };
-    producer::run(config, publish, probe, Shutdown::on_signals(), http).await;
+    // Taken before anything starts: a spool another producer holds is a configuration error.
+    let spool = match publish.spool.clone().map(Spool::open).transpose() {
+        Ok(s) => s,
+        Err(e) => return config_error(&e),
+    };
+    producer::run(config, publish, probe, Shutdown::on_signals(), http, spool).await;
     ExitCode::SUCCESS
 }

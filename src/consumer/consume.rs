@@ -547,11 +547,11 @@ impl ConsumerLoop {
         match self.config.postgres.connect(Duration::from_secs(10)).await {
             Ok(c) => {
                 log::info!("PostgreSQL is back: resuming from the committed offsets");
-                if let Some(listing) = &mut self.listing {
-                    if let Err(e) = listing.load(&c).await {
-                        log::warn!("{e}; retrying");
-                        return false;
-                    }
+                if let Some(listing) = &mut self.listing
+                    && let Err(e) = listing.load(&c).await
+                {
+                    log::warn!("{e}; retrying");
+                    return false;
                 }
                 self.db = c;
                 self.db_ok = true;
@@ -702,12 +702,12 @@ impl ConsumerLoop {
             listing.mark(&mut batches);
         }
         let labels = self.labels.changes(&batches);
-        if self.derived().alerts.is_some() || self.config.rollups {
-            if let Err(e) = self.calendar.mark(&self.db, &mut batches).await {
-                log::warn!("{e}; pausing, then resuming from the committed offsets");
-                self.postgres_failed(&e);
-                return true;
-            }
+        if (self.derived().alerts.is_some() || self.config.rollups)
+            && let Err(e) = self.calendar.mark(&self.db, &mut batches).await
+        {
+            log::warn!("{e}; pausing, then resuming from the committed offsets");
+            self.postgres_failed(&e);
+            return true;
         }
         self.clear_pending();
         let derived = self.derived();
@@ -740,10 +740,10 @@ impl ConsumerLoop {
                     sum.rejected += done.rejected;
                     sum.notifications += done.notifications;
                 }
-                if done.notifications > 0 {
-                    if let Some(sender) = &self.alerts {
-                        sender.wake();
-                    }
+                if done.notifications > 0
+                    && let Some(sender) = &self.alerts
+                {
+                    sender.wake();
                 }
                 self.backoff = Duration::from_millis(500);
                 // After the commit, apart from it: a newer row wins, so a retry is harmless.

@@ -96,22 +96,22 @@ async fn run(postgres: PostgresSettings, mut stopped: oneshot::Receiver<()>) {
         // With nothing to fold (no events), the windows move with the clock all the same.
         if tokio::time::Instant::now() >= next_align {
             next_align = tokio::time::Instant::now() + ALIGN_EVERY;
-            if let Some(client) = db.as_mut() {
-                if let Err(e) = store::align_windows(client).await {
-                    log::warn!("rollups: moving the windows failed ({e}); trying again");
-                }
+            if let Some(client) = db.as_mut()
+                && let Err(e) = store::align_windows(client).await
+            {
+                log::warn!("rollups: moving the windows failed ({e}); trying again");
             }
         }
-        if tokio::time::Instant::now() >= next_forget {
-            if let Some(client) = db.as_ref() {
-                next_forget = tokio::time::Instant::now() + FORGET_EVERY;
-                match store::forget_quiet_series(client).await {
-                    Ok(0) => {}
-                    Ok(n) => log::info!(
-                        "rollups: {n} series without a check for 30 days left the status page"
-                    ),
-                    Err(e) => log::warn!("rollups: {e}"),
-                }
+        if tokio::time::Instant::now() >= next_forget
+            && let Some(client) = db.as_ref()
+        {
+            next_forget = tokio::time::Instant::now() + FORGET_EVERY;
+            match store::forget_quiet_series(client).await {
+                Ok(0) => {}
+                Ok(n) => log::info!(
+                    "rollups: {n} series without a check for 30 days left the status page"
+                ),
+                Err(e) => log::warn!("rollups: {e}"),
             }
         }
     }

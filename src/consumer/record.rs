@@ -187,10 +187,10 @@ pub(crate) fn decode(
         Err(e) => return reject(K::NotUtf8, format!("value is not UTF-8: {e}")),
     };
     // The fast path: a v1 event, parsed once straight into its struct.
-    if let Ok(ev) = serde_json::from_str::<CheckEvent>(text) {
-        if ev.v == WIRE_VERSION {
-            return Ok(from_v1(ev));
-        }
+    if let Ok(ev) = serde_json::from_str::<CheckEvent>(text)
+        && ev.v == WIRE_VERSION
+    {
+        return Ok(from_v1(ev));
     }
     // Anything else is parsed again, generically, to say what it is.
     let json: serde_json::Value = match serde_json::from_str(text) {

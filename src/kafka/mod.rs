@@ -235,10 +235,10 @@ pub async fn ensure_topic(
 /// The topic's partition count once metadata shows it (it can lag a creation by a moment).
 async fn wait_for_topic(client: &Client, topic: &str) -> Result<i32, KafkaError> {
     for _ in 0..50 {
-        if let Some(p) = topic_partitions(client, topic).await? {
-            if !p.is_empty() {
-                return Ok(p.len() as i32);
-            }
+        if let Some(p) = topic_partitions(client, topic).await?
+            && !p.is_empty()
+        {
+            return Ok(p.len() as i32);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

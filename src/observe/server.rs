@@ -224,10 +224,10 @@ async fn accept_loop(http: HttpListener, endpoints: Arc<dyn Endpoints>) {
                             let status = StatusCode::from_u16(page.status)
                                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                             let mut r = reply(status, page.content_type, page.body);
-                            if let Some(age) = page.max_age {
-                                if let Ok(v) = HeaderValue::from_str(&format!("max-age={age}")) {
-                                    r.headers_mut().insert(hyper::header::CACHE_CONTROL, v);
-                                }
+                            if let Some(age) = page.max_age
+                                && let Ok(v) = HeaderValue::from_str(&format!("max-age={age}"))
+                            {
+                                r.headers_mut().insert(hyper::header::CACHE_CONTROL, v);
                             }
                             r
                         }

@@ -155,10 +155,10 @@ fn parse(text: &str) -> Result<BTreeMap<String, Section>, String> {
                 if value.is_empty() || value.starts_with(['[', '{', '-']) {
                     return Err(format!("{}: {section}.{key}: expected one value", at()));
                 }
-                if let Some(s) = doc.get_mut(section) {
-                    if s.insert(key.clone(), value).is_some() {
-                        return Err(format!("{}: {section}.{key} given twice", at()));
-                    }
+                if let Some(s) = doc.get_mut(section)
+                    && s.insert(key.clone(), value).is_some()
+                {
+                    return Err(format!("{}: {section}.{key} given twice", at()));
                 }
             }
             (true, None) => return Err(format!("{}: indented, but under no section", at())),

@@ -54,6 +54,8 @@ pub struct PublishSettings {
     pub buffer_events: usize,
     /// How long to wait for more events before a produce request.
     pub linger: Duration,
+    /// The disk spool (`CK_SPOOL_DIR`), when set.
+    pub spool: Option<super::spool::SpoolSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +103,9 @@ pub struct ProducerArgs {
     /// check only share i of n of the targets, e.g. 1/2 (CK_SHARD)
     #[argh(option)]
     pub shard: Option<String>,
+    /// keep the event buffer on disk there too, to survive a restart (CK_SPOOL_DIR)
+    #[argh(option)]
+    pub spool_dir: Option<String>,
     /// seconds between the starts of two checks of a site (CK_CHECK_DELAY, default 60)
     #[argh(option)]
     pub interval: Option<String>,
@@ -155,6 +160,7 @@ impl ProducerArgs {
         s.flag("CK_TARGETS", self.targets);
         s.flag("CK_TARGETS_TOPIC", self.targets_topic);
         s.flag("CK_SHARD", self.shard);
+        s.flag("CK_SPOOL_DIR", self.spool_dir);
         s.flag("CK_CHECK_DELAY", self.interval);
         s.flag("CK_CONTENT_REGEX", self.regex);
         s.flag("CK_TIMEOUT_MS", self.timeout_ms);
@@ -280,6 +286,7 @@ fn publish_settings(s: &Settings) -> Result<PublishSettings, ConfigError> {
         return err("CK_BUFFER_EVENTS=0: give at least 1");
     }
     let linger = Duration::from_millis(s.parse("CK_LINGER_MS", 50, "milliseconds")?);
+    let spool = spool_settings(s)?;
     Ok(PublishSettings {
         kafka,
         partitions,
@@ -287,7 +294,36 @@ fn publish_settings(s: &Settings) -> Result<PublishSettings, ConfigError> {
         compression,
         buffer_events,
         linger,
+        spool,
     })
+}
+
+/// `CK_SPOOL_DIR`, `CK_SPOOL_SYNC` and `CK_SPOOL_BYTES`.
+fn spool_settings(s: &Settings) -> Result<Option<super::spool::SpoolSettings>, ConfigError> {
+    let Some(dir) = s.get("CK_SPOOL_DIR") else {
+        return Ok(None);
+    };
+    let sync_always = match s.get("CK_SPOOL_SYNC") {
+        None | Some("interval") => false,
+        Some("always") => true,
+        Some(other) => {
+            return err(format!(
+                "CK_SPOOL_SYNC={other:?}: give interval (fsync at most every second, the default) or always (fsync after each event)"
+            ));
+        }
+    };
+    let max_bytes: u64 = s.parse("CK_SPOOL_BYTES", 1 << 30, "a byte count")?;
+    if max_bytes < 1 << 20 {
+        return err(format!(
+            "CK_SPOOL_BYTES={max_bytes}: give 1048576 (1 MiB) or more"
+        ));
+    }
+    Ok(Some(super::spool::SpoolSettings {
+        dir: PathBuf::from(dir),
+        sync_always,
+        max_bytes,
+        segment_bytes: super::spool::SEGMENT_BYTES.min(max_bytes / 4),
+    }))
 }
 
 /// This machine's name, for the `producer` field.

@@ -341,6 +341,32 @@ impl ProducerMetrics {
             e.family(name, kind, help);
             e.sample(name, "", v);
         }
+        if let Some(spool) = outbox.spool() {
+            let spooled: [(&str, Kind, &str, f64); 3] = [
+                (
+                    "checksite_producer_spool_bytes",
+                    Kind::Gauge,
+                    "Bytes of the spool's segments (CK_SPOOL_DIR).",
+                    spool.bytes() as f64,
+                ),
+                (
+                    "checksite_producer_spool_dropped_total",
+                    Kind::Counter,
+                    "Events the spool dropped when full (CK_SPOOL_BYTES).",
+                    spool.dropped() as f64,
+                ),
+                (
+                    "checksite_producer_spool_up",
+                    Kind::Gauge,
+                    "1 while the spool writes, 0 once a disk error turned it off.",
+                    if spool.broken().is_none() { 1.0 } else { 0.0 },
+                ),
+            ];
+            for (name, kind, help, v) in spooled {
+                e.family(name, kind, help);
+                e.sample(name, "", v);
+            }
+        }
         let name = "checksite_producer_publish_duration_seconds";
         e.family(
             name,
@@ -352,6 +378,9 @@ impl ProducerMetrics {
 
     /// Ok when Kafka took something within the last interval and did not fail since.
     pub fn ready(&self) -> Result<(), String> {
+        if let Some(why) = self.outbox.spool().and_then(|s| s.broken()) {
+            return Err(why);
+        }
         let ok = self
             .kafka
             .last_ok_ms

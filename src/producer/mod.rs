@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod probe;
 pub mod schedule;
+pub mod spool;
 pub mod targets;
 
 use std::sync::Arc;
@@ -47,8 +48,28 @@ pub async fn run(
     probe: Probe,
     shutdown: Shutdown,
     http: Option<HttpListener>,
+    spool: Option<(spool::Spool, spool::Replay)>,
 ) -> Delivered {
-    let outbox = Outbox::new(publish.buffer_events);
+    let (spool, replay) = match spool {
+        Some((s, r)) => (Some(Arc::new(s)), r.events),
+        None => (None, Vec::new()),
+    };
+    let outbox = Outbox::with_spool(publish.buffer_events, spool.clone());
+    if !replay.is_empty() {
+        log::info!(
+            "spool: {} event(s) from before the start, published first",
+            replay.len()
+        );
+        outbox.replay(replay);
+    }
+    if let Some(spool) = spool.filter(|s| !s.syncs_always()) {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                spool.sync();
+            }
+        });
+    }
     let metrics = Arc::new(ProducerMetrics::new(&config.producer_id, outbox.clone()));
     let server = http.map(|h| h.serve(metrics.clone()));
     let targets = follow_targets(&config, &publish, &metrics, &shutdown);

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::config::{Compression, PublishSettings};
 use super::metrics::ProducerMetrics;
+use super::spool::Spool;
 use crate::event::CheckEvent;
 use crate::kafka::{self, KafkaError};
 
@@ -50,12 +51,20 @@ pub struct Outbox {
     closing: Notify,
     dropped: AtomicU64,
     published: AtomicU64,
+    /// The disk spool (`CK_SPOOL_DIR`), when on: every event is in it until done.
+    spool: Option<Arc<Spool>>,
 }
 
 impl Outbox {
     /// An empty outbox that holds at most `capacity` events.
     pub fn new(capacity: usize) -> Arc<Outbox> {
+        Outbox::with_spool(capacity, None)
+    }
+
+    /// The same, each event also kept in `spool` until it is published or dropped.
+    pub fn with_spool(capacity: usize, spool: Option<Arc<Spool>>) -> Arc<Outbox> {
         Arc::new(Outbox {
+            spool,
             queue: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             ready: Notify::new(),
@@ -72,6 +81,9 @@ impl Outbox {
 
     /// Add an event; when full, the oldest one is dropped (counted and logged).
     pub fn push(&self, event: CheckEvent) {
+        if let Some(spool) = &self.spool {
+            spool.append(&event);
+        }
         let mut q = self.queue();
         self.make_room(&mut q, 1);
         q.push_back(event);
@@ -81,8 +93,33 @@ impl Outbox {
 
     fn make_room(&self, q: &mut VecDeque<CheckEvent>, wanted: usize) {
         while !q.is_empty() && q.len() + wanted > self.capacity {
-            q.pop_front();
+            if let Some(gone) = q.pop_front() {
+                self.done(&[gone.id]);
+            }
             self.count_dropped();
+        }
+    }
+
+    /// Events the spool held at start, first in line (they are in the spool already).
+    pub fn replay(&self, events: Vec<CheckEvent>) {
+        let mut q = self.queue();
+        for ev in events {
+            self.make_room(&mut q, 1);
+            q.push_back(ev);
+        }
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    /// The spool, when on.
+    pub fn spool(&self) -> Option<&Arc<Spool>> {
+        self.spool.as_ref()
+    }
+
+    /// These events need the spool no more (published or dropped).
+    fn done(&self, ids: &[uuid::Uuid]) {
+        if let Some(spool) = &self.spool {
+            spool.done(ids.iter().copied());
         }
     }
 
@@ -92,6 +129,7 @@ impl Outbox {
         let mut q = self.queue();
         for ev in events.into_iter().rev() {
             if q.len() >= self.capacity {
+                self.done(&[ev.id]);
                 self.count_dropped();
                 continue;
             }
@@ -102,7 +140,7 @@ impl Outbox {
     /// Count a dropped event; say so in the log on the first and every thousandth.
     fn count_dropped(&self) {
         let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        if total == 1 || total % 1000 == 0 {
+        if total == 1 || total.is_multiple_of(1000) {
             log::warn!(
                 "event buffer full ({} events, CK_BUFFER_EVENTS): dropping the oldest; {total} dropped so far",
                 self.capacity
@@ -277,10 +315,18 @@ impl Publisher {
             Some(_) if outbox.is_empty() => Step::Stop,
             Some(deadline) if Instant::now() >= deadline => {
                 let left = outbox.take(usize::MAX).len() as u64;
-                outbox.dropped.fetch_add(left, Ordering::Relaxed);
-                log::error!(
-                    "{left} event(s) not delivered before exit: Kafka did not take them in time (counted as dropped)"
-                );
+                let spooled = outbox.spool.as_ref().filter(|s| s.broken().is_none());
+                if let Some(spool) = spooled {
+                    spool.sync();
+                    log::warn!(
+                        "{left} event(s) not delivered before exit: kept in the spool (CK_SPOOL_DIR), published at the next start"
+                    );
+                } else {
+                    outbox.dropped.fetch_add(left, Ordering::Relaxed);
+                    log::error!(
+                        "{left} event(s) not delivered before exit: Kafka did not take them in time (counted as dropped)"
+                    );
+                }
                 Step::Stop
             }
             Some(_) => Step::Publish,
@@ -365,7 +411,8 @@ impl Publisher {
             };
             self.outbox
                 .published
-                .fetch_add(published, Ordering::Relaxed);
+                .fetch_add(published.len() as u64, Ordering::Relaxed);
+            self.outbox.done(&published);
             if let Some(e) = error {
                 if self.failing_since.is_none() {
                     self.failing_since = Some(Instant::now());
@@ -401,13 +448,13 @@ impl Publisher {
 }
 
 /// Publish one partition's `events` in order, in requests of at most [`MAX_REQUEST_BYTES`]:
-/// how many Kafka took, and from the first request it did not take, the events left and why.
+/// the ids Kafka took, and from the first request it did not take, the events left and why.
 async fn produce_partition(
     writer: Arc<PartitionClient>,
     mut events: Vec<CheckEvent>,
     compression: KafkaCompression,
     metrics: Arc<ProducerMetrics>,
-) -> (u64, Vec<CheckEvent>, Option<KafkaError>) {
+) -> (Vec<uuid::Uuid>, Vec<CheckEvent>, Option<KafkaError>) {
     let size = |r: &Record| r.value.as_ref().map_or(0, Vec::len);
     // Each event encoded once; the events stay where they are until the end (no shifting
     // of what is left after each request).
@@ -433,11 +480,15 @@ async fn produce_partition(
                 metrics.kafka_failed(&e.to_string());
                 drop(encoded);
                 let rest = events.split_off(sent);
-                return (sent as u64, rest, Some(e));
+                return (ids(&events), rest, Some(e));
             }
         }
     }
-    (sent as u64, Vec::new(), None)
+    (ids(&events), Vec::new(), None)
+}
+
+fn ids(events: &[CheckEvent]) -> Vec<uuid::Uuid> {
+    events.iter().map(|e| e.id).collect()
 }
 
 #[cfg(test)]

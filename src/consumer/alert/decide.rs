@@ -284,10 +284,10 @@ impl UrlAlertState {
             let producers = names(false);
             decided.push(self.notification(AlertKind::Up, producers, e));
         }
-        if let Some(streak) = self.vantage.get_mut(&e.producer) {
-            if !streak.down {
-                streak.ok_since = None;
-            }
+        if let Some(streak) = self.vantage.get_mut(&e.producer)
+            && !streak.down
+        {
+            streak.ok_since = None;
         }
         decided.extend(self.follow_certificate(e, rules, newest));
         decided

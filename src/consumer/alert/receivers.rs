@@ -174,10 +174,10 @@ fn receiver(at: &str, e: Entry) -> Result<Receiver, ConfigError> {
     }
     let format = Format::parse(e.format.as_deref().unwrap_or("json"))
         .map_err(|why| ConfigError(format!("{at}: format: {why}")))?;
-    if let Some(kinds) = &e.kinds {
-        if let Some(bad) = kinds.iter().find(|k| !KINDS.contains(&k.as_str())) {
-            return err(format!("{at}: kinds: {bad:?} is not one of {KINDS:?}"));
-        }
+    if let Some(kinds) = &e.kinds
+        && let Some(bad) = kinds.iter().find(|k| !KINDS.contains(&k.as_str()))
+    {
+        return err(format!("{at}: kinds: {bad:?} is not one of {KINDS:?}"));
     }
     let secret_file = |field: &str, path: &PathBuf| -> Result<Secret, ConfigError> {
         std::fs::read_to_string(path)

@@ -293,7 +293,7 @@ pub(crate) fn render(v: &SiteView) -> String {
     vantage_table(&mut out, v);
     out.push_str("<h2>Latency and uptime</h2><div class=\"charts\">");
     let tick_hours: Vec<(usize, String)> = (0..v.hours.len())
-        .filter(|i| v.hours[*i].start.hour() % 12 == 0)
+        .filter(|i| v.hours[*i].start.hour().is_multiple_of(12))
         .map(|i| {
             (
                 i,

@@ -137,14 +137,13 @@ pub(crate) async fn bounded<T>(
 }
 
 pub(crate) fn sql_error(what: &'static str, e: &tokio_postgres::Error) -> StoreError {
-    if let Some(db) = e.as_db_error() {
-        if *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
-            && db.constraint() == Some("events_check_id_key")
-        {
-            return StoreError::DuplicateEvent {
-                detail: db.message().to_string(),
-            };
-        }
+    if let Some(db) = e.as_db_error()
+        && *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+        && db.constraint() == Some("events_check_id_key")
+    {
+        return StoreError::DuplicateEvent {
+            detail: db.message().to_string(),
+        };
     }
     let detail = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),

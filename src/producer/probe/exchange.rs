@@ -373,10 +373,10 @@ pub(super) fn request(
             headers.append(name, value);
         }
     }
-    if let Some(basic) = credentials.basic {
-        if !headers.contains_key(header::AUTHORIZATION) {
-            headers.insert(header::AUTHORIZATION, basic.clone());
-        }
+    if let Some(basic) = credentials.basic
+        && !headers.contains_key(header::AUTHORIZATION)
+    {
+        headers.insert(header::AUTHORIZATION, basic.clone());
     }
     if let Some(jar) = &credentials.cookie {
         // One Cookie header (RFC 6265): the target's own first, then the check's.

@@ -317,12 +317,12 @@ impl TargetEntry {
         t.name = label(origin, "name", self.name, 200)?;
         t.group = label(origin, "group", self.group, 100)?;
         t.public = self.public.unwrap_or(true);
-        if let Some(codes) = &t.expect_status {
-            if codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)) {
-                return err(format!(
-                    "{origin}: expect_status must hold HTTP status codes (100-599)"
-                ));
-            }
+        if let Some(codes) = &t.expect_status
+            && (codes.is_empty() || codes.iter().any(|c| !(100..=599).contains(c)))
+        {
+            return err(format!(
+                "{origin}: expect_status must hold HTTP status codes (100-599)"
+            ));
         }
         Ok(t)
     }
