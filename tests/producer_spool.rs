@@ -17,11 +17,14 @@ use common::Listener;
 
 const BIN: &str = env!("CARGO_BIN_EXE_checksite-producer");
 
+/// Requests a site answered: (path, when).
+type Answered = Arc<Mutex<Vec<(String, DateTime<Utc>)>>>;
+
 /// A site answering 200 to everything, recording each request's path and time.
-fn recording_site() -> (u16, Arc<Mutex<Vec<(String, DateTime<Utc>)>>>) {
+fn recording_site() -> (u16, Answered) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let seen: Arc<Mutex<Vec<(String, DateTime<Utc>)>>> = Arc::default();
+    let seen: Answered = Arc::default();
     let kept = seen.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
