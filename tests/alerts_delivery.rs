@@ -129,7 +129,7 @@ async fn a_notification_older_than_the_give_up_bound_is_given_up_and_said() {
     }
     let log = common::stop(consumer, Duration::from_secs(30)).await;
     assert!(
-        log.contains("alerts: gave up on down https://gone.example/"),
+        log.contains("alerts, default: gave up on down https://gone.example/"),
         "{log}"
     );
     assert_eq!(

@@ -2,8 +2,9 @@
 //! keeps the list in PostgreSQL (`listed_targets`: the status page shows a listed URL
 //! never checked as waiting), and when a URL is removed, cleans its state once (its open
 //! incident closes with a `removed` notification, its series leave the page). Checks of
-//! a removed URL made before its removal and read after are kept in the rollups, and
-//! left out of its state and alerts.
+//! a removed URL made before its removal (or in the minute after, while vantage points
+//! learn of it) and read after are kept in the rollups, and left out of its state and
+//! alerts.
 //!
 //! Done by the writer between its transactions, for the URLs of the partitions it holds:
 //! a URL's state is only ever written by the consumer holding its partition. This module
@@ -25,6 +26,11 @@ use crate::target_list::{Entries, ListMetrics, ListSnapshot};
 /// Removed URLs not cleaned yet are looked for this often (another consumer's partition
 /// may become this one's).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How long after a removal a vantage point may still check the URL (it reads the list
+/// on its own, and may be slow or briefly cut off): those checks would bring the removed
+/// series back. A check later than that (a producer with the URL in its own `CK_TARGETS`)
+/// is news again.
+const REMOVAL_SETTLES: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// Old removals and forgotten series are pruned this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -73,14 +79,15 @@ impl Listing {
         Ok(())
     }
 
-    /// Mark the batches' checks made before their URL's removal.
+    /// Mark the batches' checks made before their URL's removal, or within
+    /// [`REMOVAL_SETTLES`] after it.
     pub(crate) fn mark(&self, batches: &mut [Batch]) {
         if self.removed.is_empty() {
             return;
         }
         for input in batches.iter_mut().flat_map(|b| b.inputs.iter_mut()) {
             if let Some(at) = self.removed.get(&input.url) {
-                input.removed = input.ts < *at;
+                input.removed = input.ts < *at + REMOVAL_SETTLES;
             }
         }
     }

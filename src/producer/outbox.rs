@@ -345,7 +345,17 @@ impl Publisher {
         if self.conn.is_some() {
             return true;
         }
-        match Connection::open(&self.settings).await {
+        // At exit a connection attempt may not outlast the flush time: what is left is
+        // then counted (or kept in the spool) instead of holding the exit.
+        let opening = Connection::open(&self.settings);
+        let opened = match self.flush_deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, opening).await {
+                Ok(opened) => opened,
+                Err(_) => return false,
+            },
+            None => opening.await,
+        };
+        match opened {
             Ok(c) => {
                 self.metrics.kafka_ok(None);
                 if self.failing_since.take().is_some() {
