@@ -5,7 +5,7 @@
 //!              probe, schedule,        (key = url,     fetch, decode,         events,
 //!              outbox                   JSON value)     batch, commit,         offsets, rejects,
 //!                                                       status page,           rollups,
-//!                                                       alerts ──► webhook     alert outbox
+//!                                                       alerts ──► receivers   alert outbox
 //! ```
 //!
 //! The map of the modules: the two programs, and the edges they share.
@@ -18,7 +18,9 @@
 //!     (async in the target's task: timed lookup, connect and TLS, then HTTP/1.1 by hyper).
 //!   - [`producer::schedule`]: fixed-rate, spread, bounded-concurrency checking of a set
 //!     of targets that may change at any time.
-//!   - [`producer::outbox`]: the bounded buffer of events and the loop that publishes it.
+//!   - [`producer::outbox`]: the bounded buffer of events; `producer::publisher` the loop
+//!     that publishes it; [`producer::spool`] keeps it on disk (`CK_SPOOL_DIR`) across
+//!     restarts and Kafka outages.
 //!   - [`producer::metrics`]: the blackbox exporter's `probe_*` per target, its own
 //!     counters, and its readiness (Kafka answers).
 //!   - [`producer::run`] wires these until shutdown; [`producer::check_once`] is `--once`.
@@ -26,22 +28,36 @@
 //!   - [`consumer::config`]: Kafka, `CK_POSTGRESQL_URL`, batch sizes.
 //!   - `consumer::record`: a Kafka record → a row (v1 events and the Python checksite's
 //!     records) or the reason it is not one.
-//!   - [`consumer::consume`]: the loop (leases, fetch on a Kafka thread, write, commit).
+//!   - [`consumer::consume`]: the loop, one file per step: `start` (services, tasks),
+//!     `writer` (leases, receive, release), `write` (one transaction), `fetch` (a task per
+//!     partition on the Kafka thread).
 //!   - [`consumer::store`]: PostgreSQL: connect (URL rules, TLS), schema (migrations from
-//!     the Python schema), write (binary COPY rows, exactly-once batches), leases.
+//!     the Python schema), rows (binary COPY tuples), write (exactly-once batches), leases,
+//!     and the SQL of every other module (rollups, alerts, listing, labels, maintenance).
 //!   - [`consumer::metrics`]: written, rejected, lag per partition, transactions, and its
 //!     readiness (PostgreSQL answers, leases taken).
 //!   - [`consumer::rollup`]: hourly/daily rollups and each site's state from a
 //!     transaction's events, stored as a delta with them; `consumer::folding` folds the
 //!     deltas into the rollup tables every second.
 //!   - [`consumer::status_page`]: `GET /` and `GET /api/status` on `CK_HTTP_ADDR`, from
-//!     the rollups (its own read-only connection; the rows kept, only changed buckets read).
+//!     the rollups (its own read-only connection; the rows kept, only changed buckets read);
+//!     a page per site, badges; `status_page::shown` decides what of a URL it may show.
 //!   - `consumer::retention`: `CK_RETENTION_DAYS`, old raw events deleted in steps.
 //!   - `consumer::listing`: the targets topic on the consumer's side: listed targets not
 //!     checked yet (waiting), removed ones cleaned once.
+//!   - `consumer::labels`: the targets' names, groups and `public` flag, for the page.
+//!   - `consumer::maintenance`: maintenance windows (`checksite-consumer maintenance`),
+//!     the calendar the writer consults.
 //!   - [`consumer::alert`]: down/up/certificate notifications, decided in the write
-//!     transaction (`alert::decide`), delivered from the outbox to `CK_ALERT_WEBHOOK_URL`
-//!     at least once (`alert::sender`, `alert::webhook`).
+//!     transaction (`alert::decide`), routed to receivers (`alert::receivers`), rendered
+//!     per format (`alert::format`) and delivered from the outbox at least once
+//!     (`alert::sender` over `alert::webhook` or `alert::smtp`).
+//!
+//!   Layering on the consumer: the rules are pure and own their types (`alert::decide`:
+//!   `UrlAlertState`, `Decisions`; `consumer::rollup`: `RollupInput`, `Rollups`); `store`
+//!   persists them and runs them inside the write transaction (a decision commits with
+//!   its rows, or not at all); the I/O around them (`consume`, `alert::sender`, the page)
+//!   goes through `store`. So `store` imports the rules' types, never the other way.
 //! - Shared edges:
 //!   - [`event`]: the wire format ([`event::CheckEvent`], v1), and nothing else.
 //!   - [`kafka`]: connecting (mutual TLS, SASL), topics, partitioning (Java's murmur2), and
@@ -54,7 +70,8 @@
 //!   - [`shutdown`]: SIGINT/SIGTERM → one signal every task awaits.
 //!   - [`logging`]: the log format and level (`CK_LOG_LEVEL`).
 //!   - [`observe`]: `CK_HTTP_ADDR`: the HTTP server (`/metrics`, `/healthz`, `/readyz`),
-//!     the Prometheus text format, and the liveness of the programs' loops.
+//!     the Prometheus text format, the liveness of the programs' loops, and
+//!     `CK_HTTP_CONFIG` (TLS, basic auth: `observe::web_config`).
 //!
 //! The binaries in `src/bin` only wire these together and render errors for humans.
 

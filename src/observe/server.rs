@@ -211,61 +211,73 @@ async fn accept_loop(http: HttpListener, endpoints: Arc<dyn Endpoints>) {
         };
         let (endpoints, web, tls) = (endpoints.clone(), web.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let (endpoints, web) = (endpoints.clone(), web.clone());
-                async move {
-                    if !web.lets_in(&req).await {
-                        return Ok::<_, Infallible>(unauthorized());
-                    }
-                    let reply = match respond(endpoints, &req, scope) {
-                        Ok(reply) => reply,
-                        Err(page) => {
-                            let page = page.await;
-                            let status = StatusCode::from_u16(page.status)
-                                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                            let mut r = reply(status, page.content_type, page.body);
-                            if let Some(age) = page.max_age
-                                && let Ok(v) = HeaderValue::from_str(&format!("max-age={age}"))
-                            {
-                                r.headers_mut().insert(hyper::header::CACHE_CONTROL, v);
-                            }
-                            r
-                        }
-                    };
-                    Ok::<_, Infallible>(reply)
-                }
-            });
-            let builder = {
-                let mut b = hyper::server::conn::http1::Builder::new();
-                b.timer(TokioTimer::new())
-                    .header_read_timeout(HEAD_TIMEOUT)
-                    .max_buf_size(MAX_HEAD_BYTES);
-                b
-            };
-            let served = async {
-                match tls {
-                    None => {
-                        let _ = builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    }
-                    // The handshake is bounded like a request's head.
-                    Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        }
-                        Ok(Err(e)) => log::debug!("HTTP endpoint: TLS handshake failed: {e}"),
-                        Err(_) => log::debug!("HTTP endpoint: TLS handshake timed out"),
-                    },
-                }
-            };
+            let served = serve_connection(stream, endpoints, web, tls, scope);
             let _ = tokio::time::timeout(CONNECTION_LIFETIME, served).await;
             drop(slot);
         });
     }
+}
+
+/// One connection: TLS if configured (its handshake bounded like a request's head), then
+/// HTTP/1.1 requests, each let in by basic auth if configured.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    endpoints: Arc<dyn Endpoints>,
+    web: Arc<WebConfig>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    scope: Scope,
+) {
+    let service = hyper::service::service_fn(move |req| {
+        let (endpoints, web) = (endpoints.clone(), web.clone());
+        async move {
+            if !web.lets_in(&req).await {
+                return Ok::<_, Infallible>(unauthorized());
+            }
+            let reply = match respond(endpoints, &req, scope) {
+                Ok(reply) => reply,
+                Err(page) => {
+                    let page = page.await;
+                    let status = StatusCode::from_u16(page.status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    let mut r = reply(status, page.content_type, page.body);
+                    if let Some(age) = page.max_age
+                        && let Ok(v) = HeaderValue::from_str(&format!("max-age={age}"))
+                    {
+                        r.headers_mut().insert(hyper::header::CACHE_CONTROL, v);
+                    }
+                    r
+                }
+            };
+            Ok::<_, Infallible>(reply)
+        }
+    });
+    let builder = {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(HEAD_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES);
+        b
+    };
+    let served = async {
+        match tls {
+            None => {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+            // The handshake is bounded like a request's head.
+            Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Ok(Err(e)) => log::debug!("HTTP endpoint: TLS handshake failed: {e}"),
+                Err(_) => log::debug!("HTTP endpoint: TLS handshake timed out"),
+            },
+        }
+    };
+    served.await
 }
 
 /// The response at once, or the program's page to wait for.

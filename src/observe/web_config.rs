@@ -234,14 +234,32 @@ fn tls(origin: &str, base: &Path, section: &Section) -> Result<Arc<ServerConfig>
     let builder = ServerConfig::builder_with_provider(crate::tls::provider())
         .with_protocol_versions(versions)
         .map_err(|e| ConfigError(format!("{origin}: tls_server_config: {e}")))?;
+    let builder = client_auth(origin, section, file("client_ca_file")?, builder)?;
+    let config = builder.with_single_cert(chain, private).map_err(|e| {
+        ConfigError(format!(
+            "{origin}: tls_server_config: the key does not fit the certificate: {e}"
+        ))
+    })?;
+    Ok(Arc::new(config))
+}
+
+/// `client_auth_type` and `client_ca_file`: whether clients must (or may) show a
+/// certificate, and which CA it must come from.
+fn client_auth(
+    origin: &str,
+    section: &Section,
+    client_ca: Option<PathBuf>,
+    builder: rustls::ConfigBuilder<ServerConfig, rustls::WantsVerifier>,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, ConfigError> {
     let auth_type = section
         .get("client_auth_type")
         .map_or("NoClientCert", String::as_str);
-    let builder = match (auth_type, file("client_ca_file")?) {
+    let builder = match (auth_type, client_ca) {
         ("NoClientCert", None) => builder.with_no_client_auth(),
         (kind @ ("VerifyClientCertIfGiven" | "RequireAndVerifyClientCert"), Some(ca)) => {
-            let roots =
-                crate::tls::root_store(Some(&ca)).map_err(|e| field("client_ca_file", e))?;
+            let roots = crate::tls::root_store(Some(&ca)).map_err(|e| {
+                ConfigError(format!("{origin}: tls_server_config.client_ca_file: {e}"))
+            })?;
             let verifier = WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 crate::tls::provider(),
@@ -272,12 +290,7 @@ fn tls(origin: &str, base: &Path, section: &Section) -> Result<Arc<ServerConfig>
             ));
         }
     };
-    let config = builder.with_single_cert(chain, private).map_err(|e| {
-        ConfigError(format!(
-            "{origin}: tls_server_config: the key does not fit the certificate: {e}"
-        ))
-    })?;
-    Ok(Arc::new(config))
+    Ok(builder)
 }
 
 /// `basic_auth_users`: user → bcrypt hash, and the credentials verified so far.

@@ -293,6 +293,34 @@ fn render_probes(targets: &[Arc<TargetGauges>], e: &mut Exposition) {
     }
 }
 
+/// The spool's gauges and counter (with `CK_SPOOL_DIR`).
+fn render_spool(e: &mut Exposition, spool: &crate::producer::spool::Spool) {
+    let spooled: [(&str, Kind, &str, f64); 3] = [
+        (
+            "checksite_producer_spool_bytes",
+            Kind::Gauge,
+            "Bytes of the spool's segments (CK_SPOOL_DIR).",
+            spool.bytes() as f64,
+        ),
+        (
+            "checksite_producer_spool_dropped_total",
+            Kind::Counter,
+            "Events the spool dropped when full (CK_SPOOL_BYTES).",
+            spool.dropped() as f64,
+        ),
+        (
+            "checksite_producer_spool_up",
+            Kind::Gauge,
+            "1 while the spool writes, 0 once a disk error turned it off.",
+            if spool.broken().is_none() { 1.0 } else { 0.0 },
+        ),
+    ];
+    for (name, kind, help, v) in spooled {
+        e.family(name, kind, help);
+        e.sample(name, "", v);
+    }
+}
+
 impl ProducerMetrics {
     fn render_own(&self, e: &mut Exposition) {
         let name = "checksite_producer_checks_total";
@@ -342,30 +370,7 @@ impl ProducerMetrics {
             e.sample(name, "", v);
         }
         if let Some(spool) = outbox.spool() {
-            let spooled: [(&str, Kind, &str, f64); 3] = [
-                (
-                    "checksite_producer_spool_bytes",
-                    Kind::Gauge,
-                    "Bytes of the spool's segments (CK_SPOOL_DIR).",
-                    spool.bytes() as f64,
-                ),
-                (
-                    "checksite_producer_spool_dropped_total",
-                    Kind::Counter,
-                    "Events the spool dropped when full (CK_SPOOL_BYTES).",
-                    spool.dropped() as f64,
-                ),
-                (
-                    "checksite_producer_spool_up",
-                    Kind::Gauge,
-                    "1 while the spool writes, 0 once a disk error turned it off.",
-                    if spool.broken().is_none() { 1.0 } else { 0.0 },
-                ),
-            ];
-            for (name, kind, help, v) in spooled {
-                e.family(name, kind, help);
-                e.sample(name, "", v);
-            }
+            render_spool(e, spool);
         }
         let name = "checksite_producer_publish_duration_seconds";
         e.family(

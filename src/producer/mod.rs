@@ -10,6 +10,7 @@ pub(crate) mod lookup;
 pub mod metrics;
 pub mod outbox;
 pub mod probe;
+pub(crate) mod publisher;
 pub mod schedule;
 pub mod spool;
 pub mod targets;
@@ -50,26 +51,7 @@ pub async fn run(
     http: Option<HttpListener>,
     spool: Option<(spool::Spool, spool::Replay)>,
 ) -> Delivered {
-    let (spool, replay) = match spool {
-        Some((s, r)) => (Some(Arc::new(s)), r.events),
-        None => (None, Vec::new()),
-    };
-    let outbox = Outbox::with_spool(publish.buffer_events, spool.clone());
-    if !replay.is_empty() {
-        log::info!(
-            "spool: {} event(s) from before the start, published first",
-            replay.len()
-        );
-        outbox.replay(replay);
-    }
-    if let Some(spool) = spool.filter(|s| !s.syncs_always()) {
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                spool.sync();
-            }
-        });
-    }
+    let outbox = open_outbox(publish.buffer_events, spool);
     let metrics = Arc::new(ProducerMetrics::new(&config.producer_id, outbox.clone()));
     let server = http.map(|h| h.serve(metrics.clone()));
     let targets = follow_targets(&config, &publish, &metrics, &shutdown);
@@ -128,6 +110,32 @@ pub async fn run(
     delivered
 }
 
+/// The outbox, on the spool if there is one: the events it kept from before the start
+/// first, and (unless it syncs every write) synced every second.
+fn open_outbox(capacity: usize, spool: Option<(spool::Spool, spool::Replay)>) -> Arc<Outbox> {
+    let (spool, replay) = match spool {
+        Some((s, r)) => (Some(Arc::new(s)), r.events),
+        None => (None, Vec::new()),
+    };
+    let outbox = Outbox::with_spool(capacity, spool.clone());
+    if !replay.is_empty() {
+        log::info!(
+            "spool: {} event(s) from before the start, published first",
+            replay.len()
+        );
+        outbox.replay(replay);
+    }
+    if let Some(spool) = spool.filter(|s| !s.syncs_always()) {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                spool.sync();
+            }
+        });
+    }
+    outbox
+}
+
 /// The targets in force, kept up to date on their own tasks: the targets topic followed
 /// (`CK_TARGETS_TOPIC`), `CK_TARGETS` read again on SIGHUP.
 fn follow_targets(
@@ -181,7 +189,7 @@ fn spawn_publisher(
     metrics: &Arc<ProducerMetrics>,
 ) -> tokio::task::JoinHandle<()> {
     let alive = metrics.liveness.start("publish", None);
-    let publishing = outbox::publish(outbox.clone(), publish, metrics.clone(), GRACE);
+    let publishing = publisher::publish(outbox.clone(), publish, metrics.clone(), GRACE);
     tokio::spawn(async move {
         publishing.await;
         drop(alive);

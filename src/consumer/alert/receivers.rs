@@ -160,6 +160,33 @@ fn read_file(path: &str) -> Result<Vec<Receiver>, ConfigError> {
     Ok(receivers)
 }
 
+/// A secret kept in a file (its surrounding blanks trimmed).
+fn secret_file(at: &str, field: &str, path: &PathBuf) -> Result<Secret, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| Secret::new(s.trim()))
+        .map_err(|why| {
+            ConfigError(format!(
+                "{at}: {field}: cannot read {}: {why}",
+                path.display()
+            ))
+        })
+}
+
+/// The routing key (PagerDuty's integration key), given or read from its file.
+fn routing_key(at: &str, e: &Entry, format: Format) -> Result<Option<Secret>, ConfigError> {
+    match (&e.routing_key, &e.routing_key_file) {
+        (Some(k), None) => Ok(Some(Secret::new(k))),
+        (None, Some(f)) => Ok(Some(secret_file(at, "routing_key_file", f)?)),
+        (None, None) if format == Format::PagerDuty => err(format!(
+            "{at}: a pagerduty receiver needs routing_key or routing_key_file"
+        )),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => err(format!(
+            "{at}: give routing_key or routing_key_file, not both"
+        )),
+    }
+}
+
 /// One entry, checked; `at` names it in errors (never with its URL).
 fn receiver(at: &str, e: Entry) -> Result<Receiver, ConfigError> {
     let name_ok = !e.name.is_empty()
@@ -179,36 +206,12 @@ fn receiver(at: &str, e: Entry) -> Result<Receiver, ConfigError> {
     {
         return err(format!("{at}: kinds: {bad:?} is not one of {KINDS:?}"));
     }
-    let secret_file = |field: &str, path: &PathBuf| -> Result<Secret, ConfigError> {
-        std::fs::read_to_string(path)
-            .map(|s| Secret::new(s.trim()))
-            .map_err(|why| {
-                ConfigError(format!(
-                    "{at}: {field}: cannot read {}: {why}",
-                    path.display()
-                ))
-            })
-    };
-    let routing_key = match (&e.routing_key, &e.routing_key_file) {
-        (Some(k), None) => Some(Secret::new(k)),
-        (None, Some(f)) => Some(secret_file("routing_key_file", f)?),
-        (None, None) if format == Format::PagerDuty => {
-            return err(format!(
-                "{at}: a pagerduty receiver needs routing_key or routing_key_file"
-            ));
-        }
-        (None, None) => None,
-        (Some(_), Some(_)) => {
-            return err(format!(
-                "{at}: give routing_key or routing_key_file, not both"
-            ));
-        }
-    };
+    let routing_key = routing_key(at, &e, format)?;
     let target = if format == Format::Email {
         let password = e
             .password_file
             .as_ref()
-            .map(|f| secret_file("password_file", f))
+            .map(|f| secret_file(at, "password_file", f))
             .transpose()?;
         let mailer = Mailer::new(
             at,

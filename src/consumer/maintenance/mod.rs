@@ -2,9 +2,9 @@
 //! a URL's checks are stored as always, counted apart in the rollups (uptime leaves them
 //! out), and decide no alert; the first check after the window decides what the state
 //! then is. Windows live in PostgreSQL (`checksite-consumer maintenance add|list|end`,
-//! [`cli`]), so every consumer of a topic applies them within [`RELOAD_EVERY`].
+//! [`cli`]), so every consumer of a topic applies them within `RELOAD_EVERY`.
 //!
-//! This module owns which checks are in a window (the [`Calendar`] marks them before the
+//! This module owns which checks are in a window (the `Calendar` marks them before the
 //! write). It never decides an alert itself (that is `alert::decide`, which skips what
 //! is marked).
 

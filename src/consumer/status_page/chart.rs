@@ -94,8 +94,35 @@ pub(crate) fn line_chart(
             x = x(*i),
         );
     }
+    write_lines(out, lines, x, y);
+    let legend: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            format!(
+                "{} ({})",
+                escape(l.label),
+                if l.class == "p95" { "dashed" } else { "solid" }
+            )
+        })
+        .collect();
+    let _ = write!(
+        out,
+        "<text class=\"tick\" x=\"{LEFT}\" y=\"{:.1}\">{}</text></svg><figcaption>{}</figcaption></figure>",
+        HEIGHT - 4.0,
+        legend.join(" · "),
+        escape(title)
+    );
+}
+
+/// Each line as polylines, one per run of slots with a value: gaps (slots without
+/// checks) break the line.
+fn write_lines(
+    out: &mut String,
+    lines: &[Line<'_>],
+    x: impl Fn(usize) -> f64,
+    y: impl Fn(f64) -> f64,
+) {
     for line in lines {
-        // Gaps (slots without checks) break the line.
         let mut runs: Vec<Vec<String>> = vec![Vec::new()];
         for (i, v) in line.values.iter().enumerate() {
             match v {
@@ -119,23 +146,6 @@ pub(crate) fn line_chart(
             );
         }
     }
-    let legend: Vec<String> = lines
-        .iter()
-        .map(|l| {
-            format!(
-                "{} ({})",
-                escape(l.label),
-                if l.class == "p95" { "dashed" } else { "solid" }
-            )
-        })
-        .collect();
-    let _ = write!(
-        out,
-        "<text class=\"tick\" x=\"{LEFT}\" y=\"{:.1}\">{}</text></svg><figcaption>{}</figcaption></figure>",
-        HEIGHT - 4.0,
-        legend.join(" · "),
-        escape(title)
-    );
 }
 
 fn round_label(v: f64) -> String {

@@ -179,27 +179,7 @@ fn table(out: &mut String, rows: &[&TargetReport], report: &Report, strips: &Str
                 escape(&m.reason)
             );
         }
-        for v in &t.vantage {
-            let state = if v.stale {
-                "stale"
-            } else if v.up {
-                "up"
-            } else {
-                "down"
-            };
-            let how = match (v.last_status, &v.last_error_kind) {
-                (_, Some(kind)) => escape(kind),
-                (Some(status), None) => format!("HTTP {status}"),
-                (None, None) => String::new(),
-            };
-            let _ = write!(
-                out,
-                "<span class=\"dot {state}\" data-producer=\"{p}\" title=\"{p}: {state}, last check {at}, {how}, {ms}\">●</span>",
-                p = escape(&v.producer),
-                at = time(&v.last_checked_at),
-                ms = ms(v.last_elapsed_ms.map(f64::from)),
-            );
-        }
+        vantage_dots(out, t);
         out.push_str("</td><td class=\"bar\">");
         let none = vec![(0, 0); STRIP_DAYS];
         strip(
@@ -218,6 +198,31 @@ fn table(out: &mut String, rows: &[&TargetReport], report: &Report, strips: &Str
         );
     }
     out.push_str("</tbody></table>");
+}
+
+/// One dot per vantage point, coloured by its state, its last check in the title.
+fn vantage_dots(out: &mut String, t: &TargetReport) {
+    for v in &t.vantage {
+        let state = if v.stale {
+            "stale"
+        } else if v.up {
+            "up"
+        } else {
+            "down"
+        };
+        let how = match (v.last_status, &v.last_error_kind) {
+            (_, Some(kind)) => escape(kind),
+            (Some(status), None) => format!("HTTP {status}"),
+            (None, None) => String::new(),
+        };
+        let _ = write!(
+            out,
+            "<span class=\"dot {state}\" data-producer=\"{p}\" title=\"{p}: {state}, last check {at}, {how}, {ms}\">●</span>",
+            p = escape(&v.producer),
+            at = time(&v.last_checked_at),
+            ms = ms(v.last_elapsed_ms.map(f64::from)),
+        );
+    }
 }
 
 /// A certificate closer to its end than this is flagged.

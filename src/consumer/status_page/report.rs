@@ -229,42 +229,67 @@ fn public(data: &PageData, url: &str) -> bool {
     data.labels.get(url).is_none_or(|l| l.public)
 }
 
+/// One series (a URL from one vantage point) as the page reports it.
+fn site(
+    s: &SiteState,
+    w: Option<&crate::consumer::store::WindowRow>,
+    data: &PageData,
+    rules: Rules,
+    stale: bool,
+) -> SiteReport {
+    let empty = Figures::default();
+    let (id, name, url, _) = public_view(&s.url, data.labels.get(&s.url), rules.showing);
+    let (h24, d7, d30) = w.map_or((&empty, &empty, &empty), |w| {
+        (&w.hours_24, &w.days_7, &w.days_30)
+    });
+    SiteReport {
+        id,
+        name,
+        url,
+        producer: s.producer.clone(),
+        up: s.up,
+        stale,
+        since: s.since,
+        uptime_24h: uptime(h24.checks, h24.up),
+        uptime_7d: uptime(d7.checks, d7.up),
+        uptime_30d: uptime(d30.checks, d30.up),
+        p50_ms_24h: quantile(h24, 0.5),
+        p95_ms_24h: quantile(h24, 0.95),
+        p50_ms_30d: quantile(d30, 0.5),
+        p95_ms_30d: quantile(d30, 0.95),
+        last_checked_at: s.last_checked_at,
+        last_status: s.last_status,
+        last_error: s.last_error.as_deref().map(|e| scrub(e, rules.showing)),
+        last_error_kind: s.last_error_kind.clone(),
+        last_elapsed_ms: s.last_elapsed_ms,
+        cert_expires_at: s.cert_expires_at,
+    }
+}
+
+/// The targets in a maintenance window now show it.
+fn mark_maintenance(targets: &mut [TargetReport], rows: &StatusRows) {
+    for t in targets.iter_mut() {
+        if let Some((until, reason)) = rows.maintenance_now.get(&t.stored_url) {
+            t.state = TargetState::Maintenance;
+            t.maintenance = Some(MaintenanceReport {
+                starts_at: rows.now,
+                ends_at: *until,
+                reason: reason.clone(),
+                scope: String::new(),
+            });
+        }
+    }
+}
+
 impl Report {
     /// The figures of the kept rows, at `rows.now`.
     pub(crate) fn of(data: &PageData, rows: &StatusRows, rules: Rules) -> Report {
         let stale =
             |s: &SiteState| (rows.now - s.last_checked_at).num_seconds() > rules.stale_after_s;
-        let empty = Figures::default();
         let mut sites = Vec::with_capacity(data.states.len());
         let mut by_url: BTreeMap<&str, Vec<&SiteState>> = BTreeMap::new();
         for (key, s) in data.states.iter().filter(|(_, s)| public(data, &s.url)) {
-            let w = data.windows.get(key);
-            let (id, name, url, _) = public_view(&s.url, data.labels.get(&s.url), rules.showing);
-            let (h24, d7, d30) = w.map_or((&empty, &empty, &empty), |w| {
-                (&w.hours_24, &w.days_7, &w.days_30)
-            });
-            sites.push(SiteReport {
-                id,
-                name,
-                url,
-                producer: s.producer.clone(),
-                up: s.up,
-                stale: stale(s),
-                since: s.since,
-                uptime_24h: uptime(h24.checks, h24.up),
-                uptime_7d: uptime(d7.checks, d7.up),
-                uptime_30d: uptime(d30.checks, d30.up),
-                p50_ms_24h: quantile(h24, 0.5),
-                p95_ms_24h: quantile(h24, 0.95),
-                p50_ms_30d: quantile(d30, 0.5),
-                p95_ms_30d: quantile(d30, 0.95),
-                last_checked_at: s.last_checked_at,
-                last_status: s.last_status,
-                last_error: s.last_error.as_deref().map(|e| scrub(e, rules.showing)),
-                last_error_kind: s.last_error_kind.clone(),
-                last_elapsed_ms: s.last_elapsed_ms,
-                cert_expires_at: s.cert_expires_at,
-            });
+            sites.push(site(s, data.windows.get(key), data, rules, stale(s)));
             by_url.entry(s.url.as_str()).or_default().push(s);
         }
         let rank = |s: &SiteReport| match (s.stale, s.up) {
@@ -285,17 +310,7 @@ impl Report {
             .into_iter()
             .map(|(url, series)| target(url, series, data, (&stale, down.contains(url), rules)))
             .collect();
-        for t in &mut targets {
-            if let Some((until, reason)) = rows.maintenance_now.get(&t.stored_url) {
-                t.state = TargetState::Maintenance;
-                t.maintenance = Some(MaintenanceReport {
-                    starts_at: rows.now,
-                    ends_at: *until,
-                    reason: reason.clone(),
-                    scope: String::new(),
-                });
-            }
-        }
+        mark_maintenance(&mut targets, rows);
         for url in rows.waiting.iter().filter(|u| !hidden.contains(u.as_str())) {
             if !targets.iter().any(|t| t.stored_url == *url) {
                 targets.push(waiting(url, data.labels.get(url), rules.showing));

@@ -18,6 +18,7 @@ mod listing;
 mod maintenance;
 mod retention;
 mod rollups;
+mod rows;
 mod schema;
 mod site;
 mod status;
@@ -38,6 +39,7 @@ pub use maintenance::{MaintenanceWindow, add_window, end_window, windows_after};
 pub(crate) use maintenance::{in_maintenance_now, matching};
 pub(crate) use retention::{prune_events, retention_lock, retention_unlock, vacuum_events};
 pub(crate) use rollups::{align_windows, fold_rollups, forget_quiet_series};
+pub(crate) use rows::{Batch, Derived, Rejected, RowEncoder};
 pub use schema::{SCHEMA_VERSION, migrate};
 pub(crate) use schema::{non_utc_timezone, python_rows_until};
 pub use site::{SITE_DAYS, SITE_HOURS, SiteRows};
@@ -46,9 +48,7 @@ pub use status::{RollupRow, SiteState, StatusRows};
 pub(crate) use status::{read_only, read_status};
 pub use windows::WindowRow;
 pub(crate) use windows::read_changed as read_windows;
-pub(crate) use write::{
-    Batch, Derived, Rejected, RowEncoder, Written, committed_offsets, write_batches,
-};
+pub(crate) use write::{Written, committed_offsets, write_batches};
 
 #[derive(Debug)]
 /// Why PostgreSQL work failed; rendered as one line, never with the password.

@@ -1,0 +1,397 @@
+//! The fetchers: one task per leased partition on the Kafka thread, reading from the
+//! committed offset and decoding records into chunks of rows for the writer. Kafka errors
+//! are retried here; a fetcher never writes to PostgreSQL.
+
+use super::*;
+
+/// What a fetcher hands the writer, tagged with the lease generation it fetched under
+/// (a chunk from a lease since dropped is discarded).
+pub(super) enum FromFetcher {
+    /// Rows decoded from a run of records.
+    Batch { generation: u64, batch: Batch },
+    /// `--drain`: the partition reached the end it had at start.
+    Drained { generation: u64, partition: i32 },
+}
+
+/// Per partition: fetched position and the broker's high watermark, for the progress log.
+pub(super) type Positions = Arc<Mutex<BTreeMap<i32, (i64, i64)>>>;
+
+/// A running fetcher, as the writer holds it.
+pub(super) struct Fetcher {
+    pub(super) generation: u64,
+    pub(super) abort: AbortHandle,
+}
+
+/// What the fetchers of all partitions share.
+#[derive(Clone)]
+pub(super) struct FetchShared {
+    pub(super) kafka: Arc<KafkaClient>,
+    pub(super) topic: String,
+    pub(super) batch_events: usize,
+    pub(super) batch_wait: Duration,
+    /// Keep what the rollups and the alerts need of each event.
+    pub(super) inputs: bool,
+    pub(super) tx: mpsc::Sender<FromFetcher>,
+    pub(super) positions: Positions,
+    /// Where fetchers run: the Kafka thread.
+    pub(super) runtime: tokio::runtime::Handle,
+    pub(super) metrics: Arc<ConsumerMetrics>,
+}
+
+/// The thread every fetcher runs on, with the Kafka client's connections: fetching,
+/// decompressing, decoding and encoding there never delays the writer, which then feeds
+/// PostgreSQL at once (on the benchmark, PostgreSQL sat idle a quarter of the time while
+/// one thread did both). One thread, so that decoding takes at most one core from
+/// PostgreSQL and Kafka on the same machine. It ends when this is dropped.
+pub(super) struct KafkaThread {
+    pub(super) runtime: tokio::runtime::Handle,
+    pub(super) _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl KafkaThread {
+    pub(super) fn start() -> Result<KafkaThread, ConsumeError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ConsumeError::Thread)?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("kafka".into())
+            .spawn(move || {
+                // Returns when the sender is dropped; the runtime's tasks go with it.
+                let _ = runtime.block_on(stopped);
+            })
+            .map_err(ConsumeError::Thread)?;
+        Ok(KafkaThread {
+            runtime: handle,
+            _stop: stop,
+        })
+    }
+}
+
+/// Spawn the fetcher of one partition. `committed` is the partition's position in the
+/// database, None when it was never consumed (the fetcher then starts at the earliest
+/// record Kafka holds). Everything that talks to Kafka happens in the task, so that the
+/// partitions of a consumer start together.
+pub(super) fn start_fetcher(
+    shared: &FetchShared,
+    partition: i32,
+    generation: u64,
+    committed: Option<i64>,
+    stop_at: Option<i64>,
+) -> Fetcher {
+    let task = shared.runtime.spawn(fetch_partition(FetchJob {
+        shared: shared.clone(),
+        partition,
+        generation,
+        committed,
+        stop_at,
+    }));
+    Fetcher {
+        generation,
+        abort: task.abort_handle(),
+    }
+}
+
+/// One partition to fetch: from where, for which lease generation, sent where.
+pub(super) struct FetchJob {
+    pub(super) shared: FetchShared,
+    pub(super) partition: i32,
+    pub(super) generation: u64,
+    pub(super) committed: Option<i64>,
+    pub(super) stop_at: Option<i64>,
+}
+
+/// Retry `attempt` with backoff until it succeeds; each failure is logged once.
+pub(super) async fn until_ok<T, F, Fut>(partition: i32, what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, KafkaError>>,
+{
+    let mut backoff = Duration::from_millis(200);
+    let mut said = false;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), attempt()).await {
+            Ok(Ok(v)) => return v,
+            Ok(Err(e)) if !said => log::warn!("partition {partition}: {what}: {e}; retrying"),
+            Err(_) if !said => log::warn!("partition {partition}: {what} timed out; retrying"),
+            _ => {}
+        }
+        said = true;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Fetch one partition from `offset` on, sending batches of decoded records. Broker
+/// errors are retried here with backoff; the position only moves through what is sent.
+pub(super) async fn fetch_partition(job: FetchJob) {
+    let mut fetch = PartitionFetch::start(&job).await;
+    loop {
+        if job.stop_at.is_some_and(|end| fetch.offset >= end) {
+            let drained = FromFetcher::Drained {
+                generation: job.generation,
+                partition: job.partition,
+            };
+            let _ = job.shared.tx.send(drained).await;
+            return;
+        }
+        let start_offset = fetch.offset;
+        let raw = fetch.next_chunk(&job).await;
+        if fetch.offset > start_offset {
+            let batch = decode_chunk(
+                (job.partition, start_offset, fetch.offset),
+                fetch.new_partition,
+                job.shared.inputs,
+                raw,
+            );
+            let sent = job.shared.tx.send(FromFetcher::Batch {
+                generation: job.generation,
+                batch,
+            });
+            if sent.await.is_err() {
+                return;
+            }
+            // The first batch written creates the partition's row in kafka_offsets.
+            fetch.new_partition = false;
+        }
+    }
+}
+
+/// One partition's fetching state: where the next chunk starts (`offset`), where the next
+/// fetch starts (`fetch_from`), and the records fetched but not yet in a chunk.
+pub(super) struct PartitionFetch {
+    pub(super) pc: PartitionClient,
+    pub(super) offset: i64,
+    pub(super) fetch_from: i64,
+    /// The partition has no committed offset yet: its first batch creates the row.
+    pub(super) new_partition: bool,
+    /// Fetched but not yet batched: one fetch can bring more records than a chunk takes.
+    pub(super) pending: VecDeque<RecordAndOffset>,
+    pub(super) backoff: Duration,
+    pub(super) failing: bool,
+}
+
+impl PartitionFetch {
+    /// The partition's client and its starting offset: the committed one, or the earliest
+    /// record Kafka holds for a partition never consumed. Retried until Kafka answers.
+    async fn start(job: &FetchJob) -> PartitionFetch {
+        let partition = job.partition;
+        let pc = until_ok(partition, "partition lookup", || {
+            kafka::partition_client(&job.shared.kafka, &job.shared.topic, partition)
+        })
+        .await;
+        let (offset, new_partition) = match job.committed {
+            Some(offset) => (offset, false),
+            None => {
+                let earliest = until_ok(partition, "list offsets", || async {
+                    pc.get_offset(OffsetAt::Earliest)
+                        .await
+                        .map_err(|e| kafka::request_error("list offsets", &e))
+                })
+                .await;
+                (earliest, true)
+            }
+        };
+        log::info!("partition {partition}: starting at offset {offset}");
+        PartitionFetch {
+            pc,
+            offset,
+            fetch_from: offset,
+            new_partition,
+            pending: VecDeque::new(),
+            backoff: Duration::from_millis(200),
+            failing: false,
+        }
+    }
+
+    /// Records for the next chunk: up to the chunk size, the partition's end (`--drain`) or
+    /// the batch wait, whichever comes first. `offset` moves past what it returns.
+    async fn next_chunk(&mut self, job: &FetchJob) -> Vec<RecordAndOffset> {
+        let chunk_events = job.shared.batch_events.min(CHUNK_EVENTS);
+        let deadline = Instant::now() + job.shared.batch_wait;
+        let mut raw = Vec::new();
+        loop {
+            while raw.len() < chunk_events {
+                let Some(r) = self.pending.pop_front() else {
+                    break;
+                };
+                self.offset = r.offset + 1;
+                raw.push(r);
+            }
+            let full = raw.len() >= chunk_events;
+            let at_end = job.stop_at.is_some_and(|end| self.offset >= end);
+            if full || at_end || Instant::now() >= deadline {
+                return raw;
+            }
+            let wait_ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .clamp(10, 5_000) as i32;
+            self.fetch_once(job, wait_ms).await;
+        }
+    }
+
+    /// One fetch request; errors are logged once while they last and retried with backoff.
+    async fn fetch_once(&mut self, job: &FetchJob, wait_ms: i32) {
+        let partition = job.partition;
+        let fetch = self
+            .pc
+            .fetch_records(self.fetch_from, 1..FETCH_BYTES, wait_ms);
+        match tokio::time::timeout(Duration::from_secs(30), fetch).await {
+            Ok(Ok((records, high))) => {
+                if self.failing {
+                    log::info!("partition {partition}: Kafka answers again");
+                    self.failing = false;
+                }
+                self.backoff = Duration::from_millis(200);
+                for r in records {
+                    if r.offset >= self.fetch_from {
+                        self.fetch_from = r.offset + 1;
+                        self.pending.push_back(r);
+                    }
+                }
+                if let Ok(mut p) = job.shared.positions.lock() {
+                    p.insert(partition, (self.fetch_from, high));
+                }
+                job.shared.metrics.log_end(partition, high);
+            }
+            Ok(Err(ClientError::ServerError {
+                protocol_error: ProtocolError::OffsetOutOfRange,
+                ..
+            })) => {
+                let topic = &job.shared.topic;
+                if let Some(skip_to) =
+                    out_of_range(&self.pc, partition, self.fetch_from, topic).await
+                {
+                    self.fetch_from = skip_to;
+                    self.offset = skip_to;
+                }
+            }
+            Ok(Err(e)) => {
+                if !self.failing {
+                    let e = kafka::request_error("fetch", &e);
+                    log::warn!("partition {partition}: {e}; retrying");
+                    self.failing = true;
+                }
+                tokio::time::sleep(self.backoff).await;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(_) => {
+                if !self.failing {
+                    log::warn!("partition {partition}: Kafka fetch timed out; retrying");
+                    self.failing = true;
+                }
+            }
+        }
+    }
+}
+
+/// The fetch position is outside the partition's log. Below its start: retention removed
+/// records before they were consumed; say how many and return where to go on. Past its
+/// end: the topic was deleted and re-created under the same name (or the offsets table
+/// belongs to another cluster); moving on by ourselves could skip or double records, so
+/// say what the user can do, and check again later, never in a busy loop.
+pub(super) async fn out_of_range(
+    pc: &rskafka::client::partition::PartitionClient,
+    partition: i32,
+    fetch_from: i64,
+    topic: &str,
+) -> Option<i64> {
+    let bound = |at| tokio::time::timeout(Duration::from_secs(15), pc.get_offset(at));
+    let earliest = bound(OffsetAt::Earliest).await.ok()?.ok();
+    let latest = bound(OffsetAt::Latest).await.ok()?.ok();
+    match (earliest, latest) {
+        (Some(earliest), _) if earliest > fetch_from => {
+            log::error!(
+                "partition {partition}: {} record(s) expired in Kafka before they were consumed (offsets {fetch_from}..{earliest})",
+                earliest - fetch_from
+            );
+            Some(earliest)
+        }
+        (_, Some(end)) if fetch_from > end => {
+            log::error!(
+                "partition {partition}: the committed offset {fetch_from} is past the end of the partition ({end}): was topic {topic:?} deleted and re-created? \
+                 Nothing is read from this partition until its position is reset; to read the new topic from its start, stop the consumers and run: \
+                 DELETE FROM kafka_offsets WHERE topic = '{topic}' AND partition = {partition}; checking again in {} s",
+                PAST_END_RECHECK.as_secs()
+            );
+            tokio::time::sleep(PAST_END_RECHECK).await;
+            None
+        }
+        _ => {
+            // The broker's answers disagree with each other for now: ask again later.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            None
+        }
+    }
+}
+
+/// Decode a chunk of one partition's records (partition, from, to) into rows, and with
+/// `rollups` what the rollups need of each; what cannot be stored becomes a reject (kept
+/// raw, with the reason) so that the chunk still commits.
+pub(super) fn decode_chunk(
+    (partition, start_offset, next_offset): (i32, i64, i64),
+    new_partition: bool,
+    rollups: bool,
+    raw: Vec<RecordAndOffset>,
+) -> Batch {
+    let mut rows = RowEncoder::with_capacity(raw.len());
+    let mut inputs = Vec::with_capacity(raw.len());
+    let mut rejected = Vec::new();
+    let mut python_from = None;
+    for r in raw {
+        let stored = record::decode(r.record.value.as_deref(), r.record.timestamp).and_then(|e| {
+            if e.id.is_none() {
+                python_from =
+                    Some(python_from.map_or(e.ts, |t: chrono::DateTime<chrono::Utc>| t.min(e.ts)));
+            }
+            rows.push(partition, r.offset, &e)
+                .map_err(|text| record::RejectReason(text, record::RejectKind::Unstorable))?;
+            if rollups && derivable(&e, partition, r.offset) {
+                inputs.push(e.into_rollup_input(partition, r.offset));
+            }
+            Ok(())
+        });
+        if let Err(reason) = stored {
+            rejected.push(Rejected {
+                offset: r.offset,
+                key: r.record.key,
+                value: r.record.value,
+                reason: reason.0,
+                kind: reason.1,
+            });
+        }
+    }
+    Batch {
+        partition,
+        start_offset,
+        next_offset,
+        new_partition,
+        rows: rows.finish(),
+        rejected,
+        python_from,
+        inputs,
+    }
+}
+
+/// Whether an event's URL and vantage point fit the rollups' and alerts' keys; an event
+/// from another producer with a longer URL is stored, and left out of them (said once).
+pub(super) fn derivable(e: &record::StoredEvent, partition: i32, offset: i64) -> bool {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let producer = e.producer.as_deref().unwrap_or("");
+    if e.url.len() <= event::MAX_URL_BYTES && producer.len() <= event::MAX_PRODUCER_BYTES {
+        return true;
+    }
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        log::warn!(
+            "partition {partition} offset {offset}: a URL of {} bytes or a vantage point name of {} (over {} and {}): stored in events, left out of rollups and alerts (said once)",
+            e.url.len(),
+            producer.len(),
+            event::MAX_URL_BYTES,
+            event::MAX_PRODUCER_BYTES
+        );
+    }
+    false
+}

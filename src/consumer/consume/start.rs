@@ -1,0 +1,203 @@
+//! Start-up: Kafka and PostgreSQL opened (and waited for), the alert senders, the targets
+//! list and the upkeep tasks (rollup folding, retention) started. Nothing here consumes.
+
+use super::*;
+
+/// With alerting on: the receivers' routing kept for every consumer's writer, and a
+/// sender per receiver.
+pub(super) async fn start_alerts(
+    config: &ConsumerConfig,
+    db: &mut tokio_postgres::Client,
+    metrics: &Arc<ConsumerMetrics>,
+) -> Result<Option<AlertSender>, ConsumeError> {
+    let Some(alerts) = &config.alerts else {
+        return Ok(None);
+    };
+    let routes: Vec<_> = alerts
+        .receivers
+        .iter()
+        .map(|r| (r.name.clone(), r.matches.clone(), r.kinds.clone()))
+        .collect();
+    store::set_receivers(db, &routes)
+        .await
+        .map_err(ConsumeError::Alerts)?;
+    AlertSender::start(config.postgres.clone(), alerts, metrics.clone())
+        .map(Some)
+        .map_err(ConsumeError::Alerts)
+}
+
+/// With `CK_TARGETS_TOPIC` (and not `--drain`): the list followed, its removals loaded.
+pub(super) async fn start_listing(
+    config: &ConsumerConfig,
+    db: &tokio_postgres::Client,
+    shutdown: &Shutdown,
+    metrics: &Arc<ConsumerMetrics>,
+) -> Result<Option<Listing>, ConsumeError> {
+    let Some(topic) = config.targets_topic.clone().filter(|_| !config.drain) else {
+        return Ok(None);
+    };
+    let mut listing = Listing::start(
+        config.kafka.clone(),
+        topic,
+        metrics.list.clone(),
+        shutdown.clone(),
+    );
+    listing.load(db).await.map_err(ConsumeError::Store)?;
+    Ok(Some(listing))
+}
+
+/// The work beside the writer, each on a PostgreSQL connection of its own: folding the
+/// rollups and pruning old events (the alert sender lives with the loop, which wakes it).
+pub(super) struct Upkeep {
+    pub(super) folder: Option<RollupFolder>,
+    pub(super) pruner: Option<EventPruner>,
+}
+
+impl Upkeep {
+    pub(super) fn start(config: &ConsumerConfig) -> Upkeep {
+        Upkeep {
+            folder: config
+                .rollups
+                .then(|| RollupFolder::start(config.postgres.clone())),
+            pruner: config
+                .retention_days
+                .map(|days| EventPruner::start(config.postgres.clone(), days)),
+        }
+    }
+
+    /// Prune no more; fold what is left and deliver what is due, side by side, each bounded.
+    pub(super) async fn finish(self, sender: Option<AlertSender>) {
+        if let Some(pruner) = self.pruner {
+            pruner.finish().await;
+        }
+        let folder = self.folder;
+        tokio::join!(
+            async {
+                if let Some(folder) = folder {
+                    folder.finish(FOLD_AT_EXIT).await;
+                }
+            },
+            async {
+                if let Some(sender) = sender {
+                    sender.finish(SEND_AT_EXIT).await;
+                }
+            }
+        );
+    }
+}
+
+/// With `--drain`, where each partition ends (as found at start, or asked now); None
+/// without.
+pub(super) async fn drain_targets(
+    drain: bool,
+    ends: Option<HashMap<i32, i64>>,
+    kafka: &Arc<KafkaClient>,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Option<HashMap<i32, i64>>, ConsumeError> {
+    let drain_to = match ends {
+        Some(ends) => Some(ends),
+        None if drain => Some(partition_ends(kafka, topic, partitions).await?),
+        None => None,
+    };
+    if let Some(ends) = &drain_to {
+        log::info!("draining topic {topic:?} up to {ends:?}");
+    }
+    Ok(drain_to)
+}
+
+/// Kafka from the Kafka thread (so that its connections' tasks run there): the client, the
+/// topic's partitions if it exists, and with `--drain` where each partition ends.
+pub(super) async fn open_kafka(
+    config: &ConsumerConfig,
+    kafka_thread: &KafkaThread,
+) -> Result<
+    (
+        Arc<KafkaClient>,
+        Option<Vec<i32>>,
+        Option<HashMap<i32, i64>>,
+    ),
+    ConsumeError,
+> {
+    let settings = config.kafka.clone();
+    let connecting = kafka_thread
+        .runtime
+        .spawn(async move { kafka::connect(&settings, Duration::from_secs(10)).await });
+    let client = match connecting.await {
+        Ok(connected) => Arc::new(connected.map_err(ConsumeError::Kafka)?),
+        Err(e) => return Err(ConsumeError::Thread(std::io::Error::other(e))),
+    };
+    let topic = &config.kafka.topic;
+    let partitions = match kafka::topic_partitions(&client, topic).await {
+        Ok(Some(p)) if !p.is_empty() => Some(p),
+        _ => None,
+    };
+    let ends = match &partitions {
+        Some(p) if config.drain => Some(partition_ends(&client, topic, p).await?),
+        _ => None,
+    };
+    Ok((client, partitions, ends))
+}
+
+/// PostgreSQL connected and migrated, and the time of the Python consumer's last row.
+pub(super) async fn open_postgres(
+    config: &ConsumerConfig,
+) -> Result<(tokio_postgres::Client, Option<DateTime<Utc>>), ConsumeError> {
+    let mut db = config
+        .postgres
+        .connect(Duration::from_secs(10))
+        .await
+        .map_err(ConsumeError::Store)?;
+    let before = store::migrate(&mut db).await.map_err(ConsumeError::Store)?;
+    if before != store::SCHEMA_VERSION {
+        log::info!(
+            "database schema upgraded from version {before} to {}",
+            store::SCHEMA_VERSION
+        );
+    }
+    let python_until = store::python_rows_until(&db)
+        .await
+        .map_err(ConsumeError::Store)?;
+    if let Some(until) = python_until {
+        log::info!(
+            "rows of the Python checksite's consumer found (the last at {}): Python-format records up to then are stored only if it had not stored them",
+            event::format_time(&until)
+        );
+        if let Some(zone) = store::non_utc_timezone(&db)
+            .await
+            .map_err(ConsumeError::Store)?
+        {
+            log::warn!(
+                "the server's TimeZone is {zone}: the Python checksite wrote events.ts in that zone's wall time, checksite writes UTC"
+            );
+        }
+    }
+    Ok((db, python_until))
+}
+
+/// The topic's partitions once it exists (said once while it does not); None at shutdown.
+pub(super) async fn wait_for_topic(
+    client: &KafkaClient,
+    topic: &str,
+    shutdown: &mut Shutdown,
+) -> Result<Option<Vec<i32>>, ConsumeError> {
+    let mut said = None::<Instant>;
+    loop {
+        match kafka::topic_partitions(client, topic).await {
+            Ok(Some(p)) if !p.is_empty() => return Ok(Some(p)),
+            Ok(_) => {
+                if said.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    log::info!(
+                        "topic {topic:?} does not exist yet: waiting for the producer to create it"
+                    );
+                    said = Some(Instant::now());
+                }
+            }
+            Err(e) => log::warn!("{e}; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.requested() => return Ok(None),
+        }
+    }
+}

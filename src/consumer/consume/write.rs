@@ -1,0 +1,169 @@
+//! One write: the gathered chunks and each partition's new offset committed in one
+//! transaction, the counters and notifications that follow, and a refused record read
+//! again from Kafka to be kept as it came.
+
+use super::*;
+
+/// Where each partition ends now (its high watermark): what `--drain` consumes up to.
+pub(super) async fn partition_ends(
+    client: &Arc<KafkaClient>,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, ConsumeError> {
+    let mut lookups = tokio::task::JoinSet::new();
+    for &p in partitions {
+        let client = client.clone();
+        let topic = topic.to_string();
+        lookups.spawn(async move {
+            let pc = kafka::partition_client(&client, &topic, p).await?;
+            let end = tokio::time::timeout(kafka::REQUEST_TIMEOUT, pc.get_offset(OffsetAt::Latest))
+                .await
+                .map_err(|_| KafkaError::Request {
+                    what: "list offsets".into(),
+                    detail: "no answer".into(),
+                })?
+                .map_err(|e| kafka::request_error("list offsets", &e))?;
+            Ok::<_, KafkaError>((p, end))
+        });
+    }
+    let mut ends = HashMap::new();
+    while let Some(joined) = lookups.join_next().await {
+        let found = joined.map_err(|e| ConsumeError::Thread(std::io::Error::other(e)))?;
+        let (p, end) = found.map_err(ConsumeError::Kafka)?;
+        ends.insert(p, end);
+    }
+    Ok(ends)
+}
+
+/// Write `batches` in one transaction and log their rejects. When PostgreSQL refuses a
+/// row (a constraint, a limit: retrying fails the same way), the row is found by halving
+/// the batches, each half its own transaction over a contiguous range of offsets (so the
+/// offsets' compare-and-set stays exact), and kept in `rejected_events` with the record's
+/// raw bytes, re-read from Kafka; every other record is written. One bad record never
+/// blocks a partition.
+pub(super) async fn write_all(
+    db: &mut tokio_postgres::Client,
+    (topic, kafka): (&str, &KafkaClient),
+    batches: Vec<Batch>,
+    (python_until, derived, known): (
+        Option<chrono::DateTime<chrono::Utc>>,
+        store::Derived,
+        &mut KnownStates,
+    ),
+    metrics: &ConsumerMetrics,
+) -> Result<Summary, ConsumeError> {
+    let mut done = Summary::default();
+    let mut queue = VecDeque::from(batches);
+    let mut isolating = false;
+    while !queue.is_empty() {
+        // All at once at first; one batch at a time once a row was refused.
+        let take = if isolating { 1 } else { queue.len() };
+        let work: Vec<Batch> = queue.drain(..take).collect();
+        let started = Instant::now();
+        let result = store::write_batches(db, topic, &work, python_until, (derived, known)).await;
+        match &result {
+            Ok(written) => count_commit(metrics, started.elapsed(), &work, written),
+            Err(_) => metrics.transaction_failed(),
+        }
+        match result {
+            Ok(written) => {
+                // The next transaction, of this write or the next, starts from these.
+                known.extend(written.alert_states);
+                done.written += written.rows;
+                done.already_stored += written.already_stored;
+                done.notifications += written.notifications as u64;
+                for b in &work {
+                    for r in &b.rejected {
+                        done.rejected += 1;
+                        log::warn!(
+                            "partition {} offset {}: rejected: {}",
+                            b.partition,
+                            r.offset,
+                            r.reason
+                        );
+                    }
+                }
+            }
+            Err(StoreError::RowRefused { detail }) if !isolating => {
+                log::warn!("PostgreSQL refused a row ({detail}): finding it");
+                isolating = true;
+                queue = work.into();
+            }
+            Err(StoreError::RowRefused { detail }) => {
+                let Some(mut batch) = work.into_iter().next() else {
+                    continue;
+                };
+                if let Some(offset) = batch.single_row() {
+                    let (key, value) = raw_record(kafka, topic, batch.partition, offset).await?;
+                    let reason = record::RejectReason::new(
+                        record::RejectKind::Refused,
+                        format!("PostgreSQL refused it: {detail}"),
+                    );
+                    batch.reject_single_row(Rejected {
+                        offset,
+                        key,
+                        value,
+                        reason: reason.0,
+                        kind: reason.1,
+                    });
+                    queue.push_front(batch);
+                } else if let Some(middle) = batch.middle_row() {
+                    let (left, right) = batch.split_at(middle);
+                    queue.push_front(right);
+                    queue.push_front(left);
+                } else {
+                    // No event row to blame: not a row's fault after all.
+                    return Err(ConsumeError::Store(StoreError::RowRefused { detail }));
+                }
+            }
+            Err(e) => return Err(ConsumeError::Store(e)),
+        }
+    }
+    Ok(done)
+}
+
+/// A committed transaction of `work`, in the metrics.
+pub(super) fn count_commit(
+    metrics: &ConsumerMetrics,
+    took: Duration,
+    work: &[Batch],
+    written: &store::Written,
+) {
+    let kinds: Vec<record::RejectKind> = work
+        .iter()
+        .flat_map(|b| b.rejected.iter().map(|r| r.kind))
+        .collect();
+    metrics.committed(
+        took,
+        work.iter().map(Batch::records).sum(),
+        (written.rows, written.already_stored, &kinds),
+        work.iter().map(|b| (b.partition, b.next_offset)),
+    );
+    metrics.alerts_decided(written.notifications);
+}
+
+/// The key and value of the record at `offset`, read again from Kafka: a row PostgreSQL
+/// refused is kept as the bytes that came in, not as what we made of them.
+pub(super) async fn raw_record(
+    kafka: &KafkaClient,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), ConsumeError> {
+    let pc = kafka::partition_client(kafka, topic, partition)
+        .await
+        .map_err(ConsumeError::Kafka)?;
+    let fetch = pc.fetch_records(offset, 1..RAW_FETCH_BYTES, 1_000);
+    let fetched = match tokio::time::timeout(kafka::REQUEST_TIMEOUT, fetch).await {
+        Ok(Ok((records, _))) => records,
+        Ok(Err(e)) => return Err(ConsumeError::Kafka(kafka::request_error("fetch", &e))),
+        Err(_) => {
+            return Err(ConsumeError::Kafka(KafkaError::Request {
+                what: "fetch".into(),
+                detail: "no answer".into(),
+            }));
+        }
+    };
+    let record = fetched.into_iter().find(|r| r.offset == offset);
+    Ok(record.map_or((None, None), |r| (r.record.key, r.record.value)))
+}
