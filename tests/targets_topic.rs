@@ -445,10 +445,13 @@ async fn targets_left_alone_keep_their_rhythm_while_a_thousand_change() {
             );
         }
     }
+    // The figure itself is the benchmark's (`just bench`); here a bound that only a
+    // schedule held up by the changes breaks (a missed slot is 1,000 ms), not a busy
+    // 2-core machine running the other tests.
     lags.sort();
     let p99 = lags[(lags.len() * 99 / 100).min(lags.len() - 1)];
     assert!(
-        p99 <= 50,
+        p99 <= 250,
         "schedule lag p99 {p99} ms while 1,000 targets change"
     );
 }

@@ -30,7 +30,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// on its own, and may be slow or briefly cut off): those checks would bring the removed
 /// series back. A check later than that (a producer with the URL in its own `CK_TARGETS`)
 /// is news again.
-const REMOVAL_SETTLES: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+pub(crate) const REMOVAL_SETTLES: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// Old removals and forgotten series are pruned this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 

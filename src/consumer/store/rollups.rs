@@ -366,7 +366,11 @@ async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreE
         .iter()
         .map(|(_, s)| serde_json::to_string(&s.recent).unwrap_or_else(|_| "[]".into()))
         .collect();
-    let params: [(&(dyn ToSql + Sync), Type); 12] = [
+    // A series of a removed target is not made again by checks from before its removal
+    // (or in the minute after) folded after it was forgotten: they were written before the
+    // writer knew of the removal.
+    let settles_s: f64 = crate::consumer::listing::REMOVAL_SETTLES.as_seconds_f64();
+    let params: [(&(dyn ToSql + Sync), Type); 13] = [
         (&urls, Type::TEXT_ARRAY),
         (&producers, Type::TEXT_ARRAY),
         (&up, Type::BOOL_ARRAY),
@@ -379,6 +383,7 @@ async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreE
         (&elapsed, Type::INT4_ARRAY),
         (&certs, Type::TIMESTAMPTZ_ARRAY),
         (&recent, Type::TEXT_ARRAY),
+        (&settles_s, Type::FLOAT8),
     ];
     // One statement: the INSERT's NOT EXISTS sees the table as it was before the UPDATE.
     // The recent checks are merged whether or not the state moves (a late check is one).
@@ -409,6 +414,9 @@ async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreE
          SELECT u, p, up, since, lc, ls, le, lk, el, ce, rc::jsonb, nextval('page_changes') FROM x \
          WHERE NOT EXISTS (SELECT 1 FROM site_status AS s \
            WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p) \
+         AND NOT EXISTS (SELECT 1 FROM listed_targets AS l \
+           WHERE md5(l.url) = md5(x.u) AND l.url = x.u \
+           AND x.lc < l.removed_at + make_interval(secs => $13)) \
          ON CONFLICT DO NOTHING",
         &params,
     )
