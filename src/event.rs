@@ -273,6 +273,44 @@ pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    #[test]
+    fn error_kinds_have_the_names_the_readme_gives() {
+        // The README's wire format table, in its order (the metrics' and rollups' order).
+        let readme = [
+            "dns", "connect", "tls", "timeout", "http", "body", "redirect", "other",
+        ];
+        let names: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names, readme);
+        for (kind, name) in ErrorKind::ALL.into_iter().zip(readme) {
+            assert_eq!(ErrorKind::from_name(name), Some(kind));
+        }
+        assert_eq!(ErrorKind::from_name("refused"), None);
+        assert_eq!(ErrorKind::from_name(""), None);
+    }
+
+    #[test]
+    fn a_time_that_is_not_text_says_what_was_expected() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["checked_at"] = serde_json::json!(1764570693);
+        let e = serde_json::from_value::<CheckEvent>(v)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("an RFC 3339 time"), "{e}");
+    }
+
+    #[test]
+    fn an_optional_time_is_read_back() {
+        let mut ev = sample();
+        ev.cert_expires_at = Some(Utc.with_ymd_and_hms(2027, 1, 2, 3, 4, 5).unwrap());
+        let json = String::from_utf8(ev.to_json()).unwrap();
+        assert!(
+            json.contains("\"cert_expires_at\":\"2027-01-02T03:04:05.000Z\""),
+            "{json}"
+        );
+        let back: CheckEvent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.cert_expires_at, ev.cert_expires_at);
+    }
+
     /// A v1 event with every field filled, for the tests of the modules that read it.
     pub(crate) fn sample() -> CheckEvent {
         CheckEvent {

@@ -442,4 +442,19 @@ mod tests {
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
         assert!(decode(Some(&big), now).unwrap_err().0.contains("limit"));
     }
+
+    #[test]
+    fn the_size_limit_is_64_kib() {
+        let now = chrono::Utc::now();
+        // A valid event padded with blanks (JSON allows them) to the limit and one past it.
+        let event = crate::event::tests::sample().to_json();
+        let padded = |len: usize| {
+            let mut v = event.clone();
+            v.resize(len, b' ');
+            v
+        };
+        assert!(decode(Some(&padded(65_536)), now).is_ok());
+        let err = decode(Some(&padded(65_537)), now).unwrap_err();
+        assert!(err.0.contains("over the 65536-byte limit"), "{}", err.0);
+    }
 }
