@@ -66,7 +66,9 @@ for round in $(seq 1 "$rounds"); do
   db_url=${CK_TEST_POSTGRES_URL/\/postgres\?//$db?}
   CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_POSTGRESQL_URL=$db_url CK_LOG_LEVEL=warn \
     timed "$bin/checksite-consumer" --drain >/dev/null
-  read -r wall _ _ rss < <(tail -n 1 "$work/time")
+  read -r wall user sys rss < <(tail -n 1 "$work/time")
+  # The consumer's own CPU per event (user + sys of the process), in µs.
+  awk -v u="$user" -v s="$sys" -v n="$events" 'BEGIN { printf "%.2f\n", (u + s) * 1e6 / n }' >>"$work/consumer-us"
   stored=$(psql -qAt "$db_url" -c "SELECT count(*) FROM events")
   [ "$stored" = "$events" ] || { echo "error: $stored rows stored for $events events" >&2; exit 1; }
   echo "$wall" >>"$work/consumer-walls"
@@ -86,8 +88,9 @@ for round in $(seq 1 "$rounds"); do
   psql_admin -c "CREATE DATABASE ${db}_norollups"
   CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_POSTGRESQL_URL=${db_url/$db/${db}_norollups} CK_LOG_LEVEL=warn \
     CK_ROLLUPS=off timed "$bin/checksite-consumer" --drain >/dev/null
-  read -r wall _ _ _ < <(tail -n 1 "$work/time")
+  read -r wall user sys _ < <(tail -n 1 "$work/time")
   echo "$wall" >>"$work/consumer-norollup-walls"
+  awk -v u="$user" -v s="$sys" -v n="$events" 'BEGIN { printf "%.2f\n", (u + s) * 1e6 / n }' >>"$work/consumer-norollup-us"
   psql_admin -c "DROP DATABASE ${db}_norollups" || true
   # The same drain with alerting on (its states read and written in every transaction;
   # one check in 7 fails, so they change often; nothing is decided, so nothing is sent).
@@ -123,6 +126,8 @@ ca_wall=$(median "$work/consumer-alerts-walls")
 ca_rate=$(awk -v n="$events" -v t="$ca_wall" 'BEGIN { printf "%.0f", n / t }')
 alert_ratio=$(awk -v a="$ca_rate" -v b="$c_rate" 'BEGIN { printf "%.0f", 100 * a / b }')
 c_walls=$(sort -n "$work/consumer-walls" | paste -sd/ -)
+c_us=$(median "$work/consumer-us")
+cn_us=$(median "$work/consumer-norollup-us")
 copy_all=$(sort -n "$work/copy-ms" | awk '{ printf "%s%.0f", (NR > 1 ? "/" : ""), $1 }')
 
 # ---- 2. producer: many targets at a 1 s interval against a local site
@@ -294,6 +299,62 @@ read -r alert_n alert_p50 alert_p99 alert_max < <(sort -n "$work/alert-latencies
   awk '{ a[NR] = $1 } END { if (NR == 0) { print 0, 0, 0, 0; exit }
     printf "%d %d %d %d\n", NR, a[int((NR + 1) / 2)], a[int(NR * 0.99 + 0.999)], a[NR] }')
 psql_admin -c "DROP DATABASE $alert_db" || true
+
+# ---- end to end: $targets targets at 1 s through the producer, Kafka (mutual TLS) and the
+# consumer with its defaults. Each row's latency is from its check's `checked_at` (`ts`) to
+# its transaction's commit, as PostgreSQL recorded it (pg_xact_commit_timestamp: the test
+# bed keeps commit timestamps), one clock. Then the consumer is killed (-9) and started again
+# 5 times mid-run: from each start to the first commit of a new row.
+echo "==> end to end: $targets targets at 1 s, producer -> Kafka -> consumer, then 5 restarts" >&2
+[ "$(psql_admin -c 'SHOW track_commit_timestamp')" = on ] ||
+  { echo "error: the test bed's PostgreSQL predates track_commit_timestamp: just services stop, then again" >&2; exit 1; }
+e2e_db=bench_e2e_$stamp
+psql_admin -c "CREATE DATABASE $e2e_db"
+e2e_url=${CK_TEST_POSTGRES_URL/\/postgres\?//$e2e_db?}
+e2e_topic=bench-e2e-$stamp
+e2e_consumer() {
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$e2e_topic CK_POSTGRESQL_URL=$e2e_url CK_LOG_LEVEL=warn \
+    "$bin/checksite-consumer" >/dev/null 2>&1 &
+  e2e_pid=$!
+  pids+=("$e2e_pid")
+}
+CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$e2e_topic CK_TARGETS=$(targets_file "$targets") CK_LOG_LEVEL=warn \
+  "$bin/checksite-producer" >/dev/null 2>&1 &
+e2e_producer=$!
+pids+=("$e2e_producer")
+e2e_consumer
+sleep $((seconds + 3))
+# The steady window: from 3 s after the start (the first checks and the topic's creation
+# are start-up) to now.
+e2e_steady_until=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
+: >"$work/e2e-starts"
+for _ in 1 2 3 4 5; do
+  kill -KILL "$e2e_pid" 2>/dev/null || true
+  wait "$e2e_pid" 2>/dev/null || true
+  date -u +%Y-%m-%dT%H:%M:%S.%NZ >>"$work/e2e-starts"
+  e2e_consumer
+  sleep 3
+done
+kill -TERM "$e2e_producer" 2>/dev/null || true
+wait "$e2e_producer" 2>/dev/null || true
+sleep 2
+kill -TERM "$e2e_pid" 2>/dev/null || true
+wait "$e2e_pid" 2>/dev/null || true
+read -r e2e_n e2e_p50 e2e_p99 e2e_max < <(psql -qAt -F ' ' "$e2e_url" -c "
+  WITH l AS (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - (ts AT TIME ZONE 'UTC')) * 1000 AS ms
+    FROM events WHERE ts AT TIME ZONE 'UTC' > (SELECT min(ts) AT TIME ZONE 'UTC' FROM events) + interval '3 s'
+      AND ts AT TIME ZONE 'UTC' < '$e2e_steady_until'::timestamptz - interval '1 s')
+  SELECT count(*), round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)),
+    round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)), round(max(ms)) FROM l")
+: >"$work/e2e-restart-ms"
+while read -r started; do
+  psql -qAt "$e2e_url" -c "SELECT round(extract(epoch FROM min(c) - '$started'::timestamptz) * 1000)
+    FROM (SELECT pg_xact_commit_timestamp(xmin) AS c FROM events) AS x WHERE c > '$started'::timestamptz" \
+    >>"$work/e2e-restart-ms"
+done <"$work/e2e-starts"
+e2e_restart=$(median "$work/e2e-restart-ms")
+e2e_restarts=$(sort -n "$work/e2e-restart-ms" | paste -sd/ -)
+psql_admin -c "DROP DATABASE $e2e_db" || true
 
 # ---- retention: $ret_rows events over 60 days, CK_RETENTION_DAYS=30; a writer alone, and
 # the same writer while the old half is deleted
@@ -490,9 +551,12 @@ table=$(
 | raw binary \`COPY ... FROM\` file, same rows and indexes (median of $rounds: $copy_all ms) | $copy_rate rows/s | | |
 | consumer / raw COPY (medians) | $ratio % | ≥ 65 % | $(verdict "$ratio" 65 ge) |
 | consumer with \`CK_HTTP_ADDR\` scraped every 1 s (median of $rounds) / without | $cs_rate events/s, $cs_ratio % | unchanged | |
-| consumer with rollups (the default, above) / without (\`CK_ROLLUPS=off\`: $cn_rate events/s, median of $rounds) | $rollup_ratio % | ≥ 80 % | $(verdict "$rollup_ratio" 80 ge) |
+| consumer with rollups (the default, above) / without (\`CK_ROLLUPS=off\`: $cn_rate events/s, median of $rounds) | $rollup_ratio % | ≥ 85 % | $(verdict "$rollup_ratio" 85 ge) |
+| consumer CPU per event (user + sys of the process, \`--drain\` above; median of $rounds): rollups on / off | $c_us µs / $cn_us µs | ≤ 4 µs (on) | $(verdict "$c_us" 4 le) |
 | consumer with alerting on (\`CK_ALERT_WEBHOOK_URL\`; median of $rounds) / without (the default, above) | $ca_rate events/s, $alert_ratio % | ≥ 80 % | $(verdict "$alert_ratio" 80 ge) |
 | alerts, $targets targets at 1 s (one in 10 flapping): from the deciding check's \`checked_at\` to the receiver, p50 / p99 / worst of $alert_n deliveries ($alert_decided decided) | $alert_p50 ms / $alert_p99 ms / $alert_max ms | p99 ≤ 2,000 ms | $(verdict "$alert_p99" 2000 le) |
+| end to end, $targets targets at 1 s (producer, Kafka mutual TLS, consumer defaults): \`checked_at\` to the row's commit, p50 / p99 / worst of $e2e_n rows | $e2e_p50 ms / $e2e_p99 ms / $e2e_max ms | p99 ≤ 500 ms | $(verdict "$e2e_p99" 500 le) |
+| the consumer killed (-9) and started mid-run: from the start to the first new row's commit (median of 5: $e2e_restarts ms) | $e2e_restart ms | ≤ 250 ms | $(verdict "$e2e_restart" 250 le) |
 | retention, $ret_rows events over 60 days, \`CK_RETENTION_DAYS=30\`: rows deleted (in 10,000-row steps), time, then VACUUM; old rows left | ${ret_deleted:-0} rows in $(awk -v ms="${ret_delete_ms:-0}" 'BEGIN { printf "%.1f", ms / 1000 }') s, VACUUM $(awk -v ms="${ret_vacuum_ms:-0}" 'BEGIN { printf "%.1f", ms / 1000 }') s; ${ret_left_old:-?} left | | |
 | the writer (a $events-event drain into that table) during the deletion / alone | $ret_during / $ret_alone events/s = $ret_ratio % | never blocked | |
 | \`events\` (table and indexes): before / at the end (old half deleted, VACUUM, 2 × $events rows written) | $ret_size_before MiB / $ret_size_after MiB (space reused, not returned) | | |

@@ -152,6 +152,8 @@ max_connections = 200
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+# just bench reads each row's commit time (pg_xact_commit_timestamp): end-to-end latency.
+track_commit_timestamp = on
 EOF
   cat >"$PGDATA/pg_hba.conf" <<EOF
 local all all scram-sha-256

@@ -171,6 +171,8 @@ pub(super) struct PartitionFetch {
     pub(super) pending: VecDeque<RecordAndOffset>,
     pub(super) backoff: Duration,
     pub(super) failing: bool,
+    /// The last fetch reached the partition's end (its high watermark).
+    pub(super) caught_up: bool,
 }
 
 impl PartitionFetch {
@@ -203,6 +205,7 @@ impl PartitionFetch {
             pending: VecDeque::new(),
             backoff: Duration::from_millis(200),
             failing: false,
+            caught_up: false,
         }
     }
 
@@ -222,7 +225,10 @@ impl PartitionFetch {
             }
             let full = raw.len() >= chunk_events;
             let at_end = job.stop_at.is_some_and(|end| self.offset >= end);
-            if full || at_end || Instant::now() >= deadline {
+            // Caught up with the partition: what came is handed over now (the writer
+            // gathers partitions into a transaction); a backlog fills whole chunks.
+            let caught_up = !raw.is_empty() && self.pending.is_empty() && self.caught_up;
+            if full || at_end || caught_up || Instant::now() >= deadline {
                 return raw;
             }
             let wait_ms = deadline
@@ -252,6 +258,7 @@ impl PartitionFetch {
                         self.pending.push_back(r);
                     }
                 }
+                self.caught_up = self.fetch_from >= high;
                 if let Ok(mut p) = job.shared.positions.lock() {
                     p.insert(partition, (self.fetch_from, high));
                 }

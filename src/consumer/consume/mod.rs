@@ -231,6 +231,7 @@ async fn consume(
         pending: Vec::new(),
         pending_events: 0,
         flush_due: None,
+        last_write: None,
         total: Summary::default(),
         window: Summary::default(),
         next_rebalance: Instant::now(),

@@ -40,6 +40,9 @@ pub(super) struct ConsumerLoop {
     pub(super) pending: Vec<Batch>,
     pub(super) pending_events: usize,
     pub(super) flush_due: Option<Instant>,
+    /// When the last write began: writes start at most one per `CK_BATCH_MS`, and a chunk
+    /// that comes after a quiet spell (or the first after the start) is written at once.
+    pub(super) last_write: Option<Instant>,
     pub(super) total: Summary,
     pub(super) window: Summary,
     pub(super) next_rebalance: Instant,
@@ -259,7 +262,8 @@ impl ConsumerLoop {
                 if current(&self.fetchers, batch.partition, generation) =>
             {
                 if self.pending.is_empty() {
-                    self.flush_due = Some(Instant::now() + self.config.batch_wait);
+                    let next = self.last_write.map(|w| w + self.config.batch_wait);
+                    self.flush_due = Some(next.map_or(Instant::now(), |n| n.max(Instant::now())));
                 }
                 self.pending_events += batch.records();
                 self.pending.push(batch);
@@ -278,6 +282,7 @@ impl ConsumerLoop {
 
     /// Write and commit what is pending. False when the process must stop now.
     async fn write(&mut self) -> bool {
+        self.last_write = Some(Instant::now());
         let mut batches = std::mem::take(&mut self.pending);
         if let Some(listing) = &self.listing {
             listing.mark(&mut batches);
