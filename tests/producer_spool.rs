@@ -210,3 +210,32 @@ async fn one_spool_one_producer() {
     common::stop(first, Duration::from_secs(20)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn sigterm_while_kafka_accepts_and_never_answers_exits_within_the_grace() {
+    // A "broker" that takes connections and never says a word: a connection attempt to it
+    // waits for its own timeouts (~20 s), the exit must not.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().flatten().collect();
+        drop(held);
+    });
+    let dir = std::env::temp_dir().join(common::unique("spool-silent"));
+    let producer = tokio::process::Command::new(BIN)
+        .env("CK_KAFKA_SERVERS", format!("127.0.0.1:{port}"))
+        .env("CK_KAFKA_TOPIC", "silent")
+        .env("CK_SITE_URL", "http://127.0.0.1:9/")
+        .env("CK_SPOOL_DIR", &dir)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    // GRACE (10 s) for the flush, and a second of slack.
+    let log = common::stop(producer, Duration::from_secs(11)).await;
+    assert!(started.elapsed() >= Duration::from_secs(9), "{log}");
+    assert!(log.contains("kept in the spool"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -101,6 +101,7 @@ pub async fn publish(
         conn: None,
         backoff: Duration::from_millis(500),
         flush_deadline: None,
+        flush_for,
         failing_since: None,
     };
     loop {
@@ -139,6 +140,8 @@ struct Publisher {
     conn: Option<Connection>,
     backoff: Duration,
     flush_deadline: Option<Instant>,
+    /// How long to flush once the outbox is closed.
+    flush_for: Duration,
     failing_since: Option<Instant>,
 }
 
@@ -185,15 +188,12 @@ impl Publisher {
         if self.conn.is_some() {
             return true;
         }
-        // At exit a connection attempt may not outlast the flush time: what is left is
-        // then counted (or kept in the spool) instead of holding the exit.
-        let opening = Connection::open(&self.settings);
-        let opened = match self.flush_deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, opening).await {
-                Ok(opened) => opened,
-                Err(_) => return false,
-            },
-            None => opening.await,
+        // At exit a connection attempt may not outlast the flush time (a broker that
+        // accepts and does not answer holds one for up to 20 s): what is left is then
+        // counted, or kept in the spool, instead of holding the exit.
+        let settings = self.settings.clone();
+        let Some(opened) = self.until_flush_ends(Connection::open(&settings)).await else {
+            return false;
         };
         match opened {
             Ok(c) => {
@@ -220,6 +220,24 @@ impl Publisher {
                     log::debug!("still failing: {e}");
                 }
                 false
+            }
+        }
+    }
+
+    /// `work`'s result, unless the flush time runs out first (counted from the outbox's
+    /// closing, which may come while `work` runs): then None.
+    async fn until_flush_ends<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            if self.flush_deadline.is_none() && self.outbox.is_closed() {
+                self.flush_deadline = Some(Instant::now() + self.flush_for);
+            }
+            if let Some(deadline) = self.flush_deadline {
+                return tokio::time::timeout_at(deadline, &mut work).await.ok();
+            }
+            tokio::select! {
+                done = &mut work => return Some(done),
+                _ = self.outbox.closing.notified() => {}
             }
         }
     }
