@@ -315,7 +315,12 @@ fn render_spool(e: &mut Exposition, spool: &crate::producer::spool::Spool) {
             if spool.broken().is_none() { 1.0 } else { 0.0 },
         ),
     ];
-    for (name, kind, help, v) in spooled {
+    render_plain(e, &spooled);
+}
+
+/// Families of one unlabelled sample each: (name, kind, help, value).
+fn render_plain(e: &mut Exposition, families: &[(&str, Kind, &str, f64)]) {
+    for &(name, kind, help, v) in families {
         e.family(name, kind, help);
         e.sample(name, "", v);
     }
@@ -365,10 +370,7 @@ impl ProducerMetrics {
                 self.publish_errors.get() as f64,
             ),
         ];
-        for (name, kind, help, v) in counts {
-            e.family(name, kind, help);
-            e.sample(name, "", v);
-        }
+        render_plain(e, &counts);
         if let Some(spool) = outbox.spool() {
             render_spool(e, spool);
         }
