@@ -68,6 +68,9 @@ mod tests {
         // -973932308 & 0x7fffffff = 1173551340; -790332482 -> 1357151166.
         assert_eq!(partition_for(b"21", 3), 1173551340 % 3);
         assert_eq!(partition_for(b"foobar", 7), 1357151166 % 7);
+        // Both above happen to be 0: literal answers that are not.
+        assert_eq!(partition_for(b"21", 7), 3);
+        assert_eq!(partition_for(b"abc", 6), 3);
         assert_eq!(partition_for(b"abc", 1), 0);
         // No partitions (a topic not there yet) counts as one.
         assert_eq!(partition_for(b"abc", 0), 0);
