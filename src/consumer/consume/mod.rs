@@ -230,7 +230,6 @@ async fn consume(
         finished: Vec::new(),
         pending: Vec::new(),
         pending_events: 0,
-        flush_due: None,
         last_write: None,
         total: Summary::default(),
         window: Summary::default(),

@@ -39,7 +39,6 @@ pub(super) struct ConsumerLoop {
     /// Chunks received but not yet written: one transaction takes many, from any partitions.
     pub(super) pending: Vec<Batch>,
     pub(super) pending_events: usize,
-    pub(super) flush_due: Option<Instant>,
     /// When the last write began: writes start at most one per `CK_BATCH_MS`, and a chunk
     /// that comes after a quiet spell (or the first after the start) is written at once.
     pub(super) last_write: Option<Instant>,
@@ -232,7 +231,7 @@ impl ConsumerLoop {
     /// Wait for a chunk from a fetcher, until the next timed step is due.
     async fn receive(&mut self) -> Received {
         let mut wake = self.next_rebalance.min(self.next_progress);
-        if let Some(due) = self.flush_due {
+        if let Some(due) = self.flush_due() {
             wake = wake.min(due);
         }
         let msg = tokio::select! {
@@ -261,10 +260,6 @@ impl ConsumerLoop {
             Some(FromFetcher::Batch { generation, batch })
                 if current(&self.fetchers, batch.partition, generation) =>
             {
-                if self.pending.is_empty() {
-                    let next = self.last_write.map(|w| w + self.config.batch_wait);
-                    self.flush_due = Some(next.map_or(Instant::now(), |n| n.max(Instant::now())));
-                }
                 self.pending_events += batch.records();
                 self.pending.push(batch);
                 Received::Nothing
@@ -274,8 +269,21 @@ impl ConsumerLoop {
         }
     }
 
+    /// When what is pending is written at the latest: `CK_BATCH_MS` after the last write
+    /// began (at once when that is past, or before the first write); None with nothing
+    /// pending.
+    fn flush_due(&self) -> Option<Instant> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        Some(
+            self.last_write
+                .map_or_else(Instant::now, |w| w + self.config.batch_wait),
+        )
+    }
+
     fn write_due(&self, flush_now: bool) -> bool {
-        let due = self.flush_due.is_some_and(|d| Instant::now() >= d);
+        let due = self.flush_due().is_some_and(|d| Instant::now() >= d);
         !self.pending.is_empty()
             && (flush_now || due || self.pending_events >= self.config.batch_events)
     }
@@ -426,7 +434,6 @@ impl ConsumerLoop {
     fn clear_pending(&mut self) {
         self.pending.clear();
         self.pending_events = 0;
-        self.flush_due = None;
     }
 
     /// Drained partitions whose last records are committed: give the lease back, so that
