@@ -57,10 +57,12 @@ fn producer(
     topic: &str,
     targets: &std::path::Path,
     spool: &std::path::Path,
+    buffer_events: usize,
 ) -> tokio::process::Child {
     tokio::process::Command::new(BIN)
         .envs(tb.kafka_env(Listener::MutualTls, topic))
         .env("CK_TARGETS", targets)
+        .env("CK_BUFFER_EVENTS", buffer_events.to_string())
         .env("CK_SPOOL_DIR", spool)
         .env("CK_PRODUCER_ID", "spooled")
         .stderr(std::process::Stdio::piped())
@@ -83,7 +85,13 @@ impl Drop for KafkaBack {
 /// One outage: Kafka stopped, checks for `seconds`, the producer stopped by `signal`,
 /// Kafka started, the producer started again on its spool. Every request the site answered
 /// 100 ms before the stop has its event in the topic; the consumer stores each id once.
-async fn outage_then_restart(tb: &common::Testbed, signal: &str, seconds: u64) {
+/// With `buffer_events` below what the outage brings, most events wait on disk only.
+async fn outage_then_restart(
+    tb: &common::Testbed,
+    signal: &str,
+    seconds: u64,
+    buffer_events: usize,
+) {
     let topic = common::unique("spool");
     let (port, seen) = recording_site();
     let dir = std::env::temp_dir().join(common::unique("spool-test"));
@@ -99,7 +107,7 @@ async fn outage_then_restart(tb: &common::Testbed, signal: &str, seconds: u64) {
     common::testbed_script("stop-kafka");
     // Kafka comes back whatever happens here (a failing assertion too).
     let _kafka_back = KafkaBack(true);
-    let first = producer(tb, &topic, &targets_file, &spool);
+    let first = producer(tb, &topic, &targets_file, &spool, buffer_events);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let pid = first.id().unwrap().to_string();
     let stopped_at = Utc::now();
@@ -128,7 +136,7 @@ async fn outage_then_restart(tb: &common::Testbed, signal: &str, seconds: u64) {
         "{} checks",
         answered.len()
     );
-    let again = producer(tb, &topic, &targets_file, &spool);
+    let again = producer(tb, &topic, &targets_file, &spool, buffer_events);
     tokio::time::sleep(Duration::from_secs(12)).await;
     let log_again = common::stop(again, Duration::from_secs(30)).await;
     assert!(
@@ -182,8 +190,9 @@ async fn outage_then_restart(tb: &common::Testbed, signal: &str, seconds: u64) {
 async fn a_restart_during_a_kafka_outage_loses_nothing() {
     let tb = testbed_or_skip!();
     // One after the other: each stops the broker.
-    outage_then_restart(&tb, "-KILL", 10).await;
-    outage_then_restart(&tb, "-TERM", 6).await;
+    outage_then_restart(&tb, "-KILL", 10, 100_000).await;
+    // A memory buffer of 100 events: ~1,100 of the ~1,200 wait on disk only.
+    outage_then_restart(&tb, "-TERM", 6, 100).await;
 }
 
 #[tokio::test]

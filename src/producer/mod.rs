@@ -113,17 +113,13 @@ pub async fn run(
 /// The outbox, on the spool if there is one: the events it kept from before the start
 /// first, and (unless it syncs every write) synced every second.
 fn open_outbox(capacity: usize, spool: Option<(spool::Spool, spool::Replay)>) -> Arc<Outbox> {
-    let (spool, replay) = match spool {
+    let (spool, replayed) = match spool {
         Some((s, r)) => (Some(Arc::new(s)), r.events),
-        None => (None, Vec::new()),
+        None => (None, 0),
     };
     let outbox = Outbox::with_spool(capacity, spool.clone());
-    if !replay.is_empty() {
-        log::info!(
-            "spool: {} event(s) from before the start, published first",
-            replay.len()
-        );
-        outbox.replay(replay);
+    if replayed > 0 {
+        log::info!("spool: {replayed} event(s) from before the start, published first");
     }
     if let Some(spool) = spool.filter(|s| !s.syncs_always()) {
         tokio::spawn(async move {

@@ -14,6 +14,9 @@ use tokio::sync::Notify;
 use super::spool::Spool;
 use crate::event::CheckEvent;
 
+/// Most events read back from the spool's disk at a time.
+const REFILL: usize = 20_000;
+
 /// The loop that publishes an outbox (in `publisher`), reachable where it always was.
 pub use super::publisher::publish;
 
@@ -58,12 +61,21 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Add an event; when full, the oldest one is dropped (counted and logged).
+    /// Add an event; when full, the oldest one is dropped (counted and logged), or, with
+    /// the spool, the event waits on disk only.
     pub fn push(&self, event: CheckEvent) {
-        if let Some(spool) = &self.spool {
-            spool.append(&event);
-        }
         let mut q = self.queue();
+        if let Some(spool) = &self.spool {
+            let appended = spool.append(&event, q.len() >= self.capacity);
+            if !appended.gone.is_empty() {
+                q.retain(|e| !appended.gone.contains(&e.id));
+            }
+            if appended.on_disk_only {
+                drop(q);
+                self.ready.notify_one();
+                return;
+            }
+        }
         self.make_room(&mut q, 1);
         q.push_back(event);
         drop(q);
@@ -77,17 +89,6 @@ impl Outbox {
             }
             self.count_dropped();
         }
-    }
-
-    /// Events the spool held at start, first in line (they are in the spool already).
-    pub fn replay(&self, events: Vec<CheckEvent>) {
-        let mut q = self.queue();
-        for ev in events {
-            self.make_room(&mut q, 1);
-            q.push_back(ev);
-        }
-        drop(q);
-        self.ready.notify_one();
     }
 
     /// The spool, when on.
@@ -104,10 +105,13 @@ impl Outbox {
 
     /// Put events that could not be published back at the front, in their order. When the
     /// buffer filled up meanwhile, they are the oldest, so they are the ones dropped.
+    /// With a working spool nothing is dropped: they are on disk, and memory holds at most
+    /// one round more than its capacity.
     pub(super) fn requeue(&self, events: Vec<CheckEvent>) {
+        let spooled = self.spool.as_ref().is_some_and(|s| s.broken().is_none());
         let mut q = self.queue();
         for ev in events.into_iter().rev() {
-            if q.len() >= self.capacity {
+            if q.len() >= self.capacity && !spooled {
                 self.done(&[ev.id]);
                 self.count_dropped();
                 continue;
@@ -127,10 +131,24 @@ impl Outbox {
         }
     }
 
+    /// Up to `max` events, oldest first; with the spool, those kept on disk only are read
+    /// back (at most [`REFILL`] at a time: reading holds up the checks' pushes).
     pub(super) fn take(&self, max: usize) -> Vec<CheckEvent> {
         let mut q = self.queue();
+        if let Some(spool) = self.spool.as_ref().filter(|_| q.len() < max) {
+            let room = self.capacity.saturating_sub(q.len()).min(max - q.len());
+            q.extend(spool.read_spilled(room.min(REFILL)));
+        }
         let n = q.len().min(max);
         q.drain(..n).collect()
+    }
+
+    /// Empty the outbox at exit: how many events were left (on disk only included).
+    pub(super) fn leave(&self) -> u64 {
+        let mut q = self.queue();
+        let left = q.len() as u64;
+        q.clear();
+        left + self.spool.as_ref().map_or(0, |s| s.spilled())
     }
 
     /// Say that no event will come any more (every check has ended): [`publish`] delivers
@@ -154,9 +172,10 @@ impl Outbox {
         }
     }
 
-    /// Events waiting.
+    /// Events waiting (with the spool, those on disk only too).
     pub fn len(&self) -> usize {
-        self.queue().len()
+        let q = self.queue();
+        q.len() + self.spool.as_ref().map_or(0, |s| s.spilled() as usize)
     }
 
     /// Whether no event waits.

@@ -157,7 +157,7 @@ impl Publisher {
         match self.flush_deadline {
             Some(_) if outbox.is_empty() => Step::Stop,
             Some(deadline) if Instant::now() >= deadline => {
-                let left = outbox.take(usize::MAX).len() as u64;
+                let left = outbox.leave();
                 let spooled = outbox.spool.as_ref().filter(|s| s.broken().is_none());
                 if let Some(spool) = spooled {
                     spool.sync();

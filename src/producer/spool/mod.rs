@@ -2,7 +2,9 @@
 //! check ends (one write per event, framed with its length and a CRC-32C), so that a
 //! restart during a Kafka outage loses nothing; a segment is deleted once every event in
 //! it was published (or dropped). At start what the spool holds is replayed, in order,
-//! before any new event. A torn last record (a write cut by `kill -9`) fails its CRC: it
+//! before any new event. The memory buffer (`CK_BUFFER_EVENTS`) holds the oldest waiting
+//! events; once it is full, newer ones stay on disk only and are read back in order as it
+//! empties, so the spool, not memory, bounds what waits. A torn last record (a write cut by `kill -9`) fails its CRC: it
 //! is cut off and said, never published.
 //!
 //! Durability (`CK_SPOOL_SYNC`): `interval` (fsync at most every second: a power loss
@@ -15,7 +17,7 @@
 
 mod segment;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -54,13 +56,32 @@ impl std::fmt::Display for SpoolError {
 
 impl std::error::Error for SpoolError {}
 
-/// What the spool held at start.
+/// What the spool held at start (read back by [`Spool::read_spilled`], in order, before
+/// any new event).
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// Its events, in the order they were written.
-    pub events: Vec<CheckEvent>,
+    /// Its events.
+    pub events: u64,
     /// Bytes cut off torn records (0: none).
     pub torn_bytes: u64,
+}
+
+/// What [`Spool::append`] did with an event.
+#[derive(Debug, Default)]
+pub struct Appended {
+    /// The event is on disk and is to be read back from there (the memory buffer is full,
+    /// or older events wait on disk): the caller keeps no copy.
+    pub on_disk_only: bool,
+    /// Events dropped with the oldest segment (the spool was full): a copy the caller
+    /// holds is to go too.
+    pub gone: HashSet<Uuid>,
+}
+
+/// A place in the spool: a segment and a byte offset in it.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    seg: u64,
+    offset: u64,
 }
 
 /// A closed or current segment.
@@ -70,6 +91,8 @@ struct Segment {
     bytes: u64,
     /// Events in it neither published nor dropped yet.
     pending: u64,
+    /// Events in it kept on disk only, not read back yet.
+    spilled: u64,
 }
 
 #[derive(Debug)]
@@ -80,6 +103,9 @@ struct Files {
     pending: HashMap<Uuid, u64>,
     /// Written since the last fsync.
     dirty: bool,
+    /// Where the events kept on disk only begin (None: every pending event is in memory).
+    /// From there on every event is on disk only, so that they come back in order.
+    spill_from: Option<Position>,
 }
 
 /// The open spool.
@@ -119,17 +145,24 @@ impl Spool {
             current: None,
             pending: HashMap::new(),
             dirty: false,
+            spill_from: None,
         };
         let mut replay = Replay::default();
         for no in &numbers {
             replay_segment(dir, *no, &mut files, &mut replay)
                 .map_err(|e| fail("cannot read a segment", &e))?;
         }
+        // What the spool holds is read back from its start, before anything new.
+        files.spill_from = files.segments.front().map(|s| Position {
+            seg: s.no,
+            offset: 0,
+        });
         let next = numbers.last().map_or(0, |n| n + 1);
         files.segments.push_back(Segment {
             no: next,
             bytes: 0,
             pending: 0,
+            spilled: 0,
         });
         let spool = Spool {
             settings,
@@ -145,25 +178,117 @@ impl Spool {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Append `event` (one write). A disk error turns the spool off (said once).
-    pub fn append(&self, event: &CheckEvent) {
+    /// Append `event` (one write). `memory_full`: the caller's memory buffer has no room,
+    /// so the event stays on disk only (and, for order, every one after it until
+    /// [`Spool::read_spilled`] has caught up). A disk error turns the spool off (said once).
+    pub fn append(&self, event: &CheckEvent, memory_full: bool) -> Appended {
+        let mut appended = Appended::default();
         if self.broken().is_some() {
-            return;
+            return appended;
         }
         let record = segment::frame(&event.to_json());
         let mut files = self.files();
         if let Err(e) = self.write(&mut files, &record) {
             drop(files);
             self.fail(&e);
-            return;
+            return appended;
         }
+        let spill = memory_full || files.spill_from.is_some();
         if let Some(seg) = files.segments.back_mut() {
+            let at = Position {
+                seg: seg.no,
+                offset: seg.bytes,
+            };
             seg.bytes += record.len() as u64;
             seg.pending += 1;
-            let no = seg.no;
-            files.pending.insert(event.id, no);
+            seg.spilled += u64::from(spill);
+            files.pending.insert(event.id, at.seg);
+            if spill {
+                files.spill_from.get_or_insert(at);
+                appended.on_disk_only = true;
+            }
         }
-        self.keep_within_bounds(&mut files);
+        appended.gone = self.keep_within_bounds(&mut files);
+        appended
+    }
+
+    /// Up to `max` of the events kept on disk only, oldest first (they leave the disk when
+    /// [`Spool::done`]). Empty once every pending event is in memory.
+    pub fn read_spilled(&self, max: usize) -> Vec<CheckEvent> {
+        let mut files = self.files();
+        let mut events = Vec::new();
+        while events.len() < max {
+            let Some(from) = files.spill_from else {
+                break;
+            };
+            let current = files.segments.back().map(|s| s.no);
+            // The segment it points into, or the next one left (the spool may have dropped it).
+            let Some(seg) = files.segments.iter().find(|s| s.no >= from.seg) else {
+                files.spill_from = None;
+                break;
+            };
+            let (no, end) = (seg.no, seg.bytes);
+            let offset = if no == from.seg { from.offset } else { 0 };
+            if offset >= end {
+                files.spill_from = if Some(no) == current {
+                    None // caught up: what comes next stays in memory too
+                } else {
+                    Some(Position {
+                        seg: no + 1,
+                        offset: 0,
+                    })
+                };
+                continue;
+            }
+            let path = segment::path_of(&self.settings.dir, no);
+            let chunk = match segment::read_from(&path, offset, end, max - events.len()) {
+                Ok(c) if !c.broken => c,
+                Ok(_) | Err(_) => {
+                    self.lose_rest_of(&mut files, no, offset);
+                    continue;
+                }
+            };
+            files.spill_from = Some(Position {
+                seg: no,
+                offset: chunk.next,
+            });
+            for payload in chunk.payloads {
+                let Ok(ev) = serde_json::from_slice::<CheckEvent>(&payload) else {
+                    continue; // said at start
+                };
+                if files.pending.contains_key(&ev.id) {
+                    events.push(ev);
+                    if let Some(seg) = files.segments.iter_mut().find(|s| s.no == no) {
+                        seg.spilled = seg.spilled.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// Segment `no` cannot be read from `offset` on (changed under us, or a disk error):
+    /// what it holds there counts as dropped, said, and reading goes on at the next one.
+    fn lose_rest_of(&self, files: &mut Files, no: u64, offset: u64) {
+        let lost = files
+            .segments
+            .iter_mut()
+            .find(|s| s.no == no)
+            .map_or(0, |s| std::mem::take(&mut s.spilled));
+        let total = self.dropped.fetch_add(lost, Ordering::Relaxed) + lost;
+        log::error!(
+            "spool: {} cannot be read past byte {offset}: {lost} event(s) in it lost ({total} dropped so far)",
+            segment::path_of(&self.settings.dir, no).display()
+        );
+        files.spill_from = Some(Position {
+            seg: no + 1,
+            offset: 0,
+        });
+    }
+
+    /// Events kept on disk only, not read back yet.
+    pub fn spilled(&self) -> u64 {
+        self.files().segments.iter().map(|s| s.spilled).sum()
     }
 
     fn write(&self, files: &mut Files, record: &[u8]) -> std::io::Result<()> {
@@ -178,6 +303,7 @@ impl Spool {
                 no: next,
                 bytes: 0,
                 pending: 0,
+                spilled: 0,
             });
             self.delete_done(files);
         }
@@ -203,17 +329,25 @@ impl Spool {
         Ok(())
     }
 
-    /// Past `CK_SPOOL_BYTES`, the oldest closed segment goes; its pending events count as dropped.
-    fn keep_within_bounds(&self, files: &mut Files) {
+    /// Past `CK_SPOOL_BYTES`, the oldest closed segment goes; its pending events count as
+    /// dropped. Returns them.
+    fn keep_within_bounds(&self, files: &mut Files) -> HashSet<Uuid> {
+        let mut gone = HashSet::new();
         loop {
             let total: u64 = files.segments.iter().map(|s| s.bytes).sum();
             if total <= self.settings.max_bytes || files.segments.len() < 2 {
-                return;
+                return gone;
             }
             let Some(oldest) = files.segments.pop_front() else {
-                return;
+                return gone;
             };
-            files.pending.retain(|_, no| *no != oldest.no);
+            files.pending.retain(|id, no| {
+                let keep = *no != oldest.no;
+                if !keep {
+                    gone.insert(*id);
+                }
+                keep
+            });
             let _ = std::fs::remove_file(segment::path_of(&self.settings.dir, oldest.no));
             let total = self.dropped.fetch_add(oldest.pending, Ordering::Relaxed) + oldest.pending;
             log::warn!(
@@ -238,7 +372,8 @@ impl Spool {
         self.delete_done(&mut files);
     }
 
-    /// Delete the closed segments with nothing pending.
+    /// Delete the closed segments with nothing pending; empty the current one when nothing
+    /// in it is.
     fn delete_done(&self, files: &mut Files) {
         let current = files.segments.back().map(|s| s.no);
         files.segments.retain(|s| {
@@ -248,6 +383,19 @@ impl Spool {
             }
             !gone
         });
+        // The current segment too, emptied in place: else a restart would publish again
+        // what it holds (up to a segment of events already in the topic).
+        let emptied = files.spill_from.is_none()
+            && files
+                .segments
+                .back()
+                .is_some_and(|s| s.pending == 0 && s.bytes > 0);
+        if emptied
+            && files.current.as_ref().is_some_and(|f| f.set_len(0).is_ok())
+            && let Some(seg) = files.segments.back_mut()
+        {
+            seg.bytes = 0;
+        }
     }
 
     /// fsync what was written since the last call (`CK_SPOOL_SYNC=interval`, every second).
@@ -326,7 +474,7 @@ fn replay_segment(
         match serde_json::from_slice::<CheckEvent>(payload) {
             Ok(ev) => {
                 files.pending.insert(ev.id, no);
-                replay.events.push(ev);
+                replay.events += 1;
                 pending += 1;
             }
             Err(e) => log::warn!(
@@ -342,148 +490,11 @@ fn replay_segment(
             no,
             bytes: contents.good_bytes,
             pending,
+            spilled: pending,
         });
     }
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings(max_bytes: u64, segment_bytes: u64) -> SpoolSettings {
-        let dir = std::env::temp_dir().join(format!("checksite-spool-{}", Uuid::now_v7().simple()));
-        SpoolSettings {
-            dir,
-            sync_always: false,
-            max_bytes,
-            segment_bytes,
-        }
-    }
-
-    fn event(n: u64) -> CheckEvent {
-        CheckEvent {
-            elapsed_ms: n,
-            ..CheckEvent::starting(&format!("https://site-{}.example/", n % 7), "test", 0)
-        }
-    }
-
-    fn ids(events: &[CheckEvent]) -> Vec<Uuid> {
-        events.iter().map(|e| e.id).collect()
-    }
-
-    fn segment_files(dir: &std::path::Path) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(segment::number_of)
-                    .is_some()
-            })
-            .collect();
-        files.sort();
-        files
-    }
-
-    #[test]
-    fn what_was_written_comes_back_in_order_and_published_events_leave() {
-        let s = settings(1 << 30, 1 << 20);
-        let (spool, replay) = Spool::open(s.clone()).unwrap();
-        assert!(replay.events.is_empty());
-        let events: Vec<CheckEvent> = (0..100).map(event).collect();
-        for e in &events {
-            spool.append(e);
-        }
-        drop(spool);
-        let (spool, replay) = Spool::open(s.clone()).unwrap();
-        assert_eq!(ids(&replay.events), ids(&events));
-        assert_eq!(replay.torn_bytes, 0);
-        spool.done(events.iter().map(|e| e.id));
-        drop(spool);
-        assert!(
-            segment_files(&s.dir).is_empty(),
-            "every event published: no segment left"
-        );
-        let (_, replay) = Spool::open(s.clone()).unwrap();
-        assert!(replay.events.is_empty());
-        let _ = std::fs::remove_dir_all(&s.dir);
-    }
-
-    #[test]
-    fn a_torn_record_is_cut_off_and_everything_before_it_replayed() {
-        let s = settings(1 << 30, 1 << 20);
-        let (spool, _) = Spool::open(s.clone()).unwrap();
-        let events: Vec<CheckEvent> = (0..40).map(event).collect();
-        for e in &events {
-            spool.append(e);
-        }
-        drop(spool);
-        let file = segment_files(&s.dir).pop().unwrap();
-        let whole = std::fs::read(&file).unwrap();
-        // Where each record ends: a cut keeps exactly the records ending at or before it.
-        let ends: Vec<usize> = events
-            .iter()
-            .scan(0, |at, e| {
-                *at += 8 + e.to_json().len();
-                Some(*at)
-            })
-            .collect();
-        let mut seed = 0x9e37_79b9_u64;
-        for _ in 0..20 {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let cut = (seed >> 33) as usize % whole.len();
-            std::fs::write(&file, &whole[..cut]).unwrap();
-            let (spool, replay) = Spool::open(s.clone()).unwrap();
-            let kept = ends.iter().filter(|end| **end <= cut).count();
-            assert_eq!(ids(&replay.events), ids(&events[..kept]), "cut at {cut}");
-            let good = if kept == 0 { 0 } else { ends[kept - 1] };
-            assert_eq!(replay.torn_bytes as usize, cut - good, "cut at {cut}");
-            drop(spool);
-            if kept > 0 {
-                // Cut off for good: the next start finds no torn record.
-                assert_eq!(std::fs::metadata(&file).unwrap().len() as usize, good);
-                let (_, again) = Spool::open(s.clone()).unwrap();
-                assert_eq!(again.torn_bytes, 0);
-            }
-            // The spool made a new, empty segment: remove it for the next round.
-            for f in segment_files(&s.dir) {
-                if f != file {
-                    let _ = std::fs::remove_file(f);
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&s.dir);
-    }
-
-    #[test]
-    fn a_full_spool_drops_its_oldest_segment_and_counts_it() {
-        let s = settings(4_000, 1_000);
-        let (spool, _) = Spool::open(s.clone()).unwrap();
-        let events: Vec<CheckEvent> = (0..60).map(event).collect();
-        for e in &events {
-            spool.append(e);
-        }
-        assert!(spool.dropped() > 0);
-        assert!(spool.bytes() <= 4_000 + 1_000, "{}", spool.bytes());
-        drop(spool);
-        let (_, replay) = Spool::open(s.clone()).unwrap();
-        // What is left is the newest, in order.
-        let kept = replay.events.len();
-        assert!(kept > 0 && kept < 60);
-        assert_eq!(ids(&replay.events), ids(&events[60 - kept..]));
-        let _ = std::fs::remove_dir_all(&s.dir);
-    }
-
-    #[test]
-    fn one_producer_per_directory() {
-        let s = settings(1 << 30, 1 << 20);
-        let (_held, _) = Spool::open(s.clone()).unwrap();
-        let e = Spool::open(s.clone()).unwrap_err();
-        assert!(e.0.contains("another producer uses this spool"), "{e}");
-        let _ = std::fs::remove_dir_all(&s.dir);
-    }
-}
+mod tests;

@@ -44,9 +44,54 @@ pub(super) struct Contents {
 pub(super) fn read(path: &Path) -> std::io::Result<Contents> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    let (payloads, good) = parse(&bytes, usize::MAX);
+    Ok(Contents {
+        payloads,
+        good_bytes: good as u64,
+        torn_bytes: (bytes.len() - good) as u64,
+    })
+}
+
+/// Records read back from the middle of a segment.
+pub(super) struct Chunk {
+    pub(super) payloads: Vec<Vec<u8>>,
+    /// Where the next record starts.
+    pub(super) next: u64,
+    /// A record between `next` and the end is short or fails its CRC: the rest of the
+    /// segment cannot be read.
+    pub(super) broken: bool,
+}
+
+/// At most `max` records of the segment at `path` from byte `from` up to byte `end` (what
+/// was written of it so far).
+pub(super) fn read_from(path: &Path, from: u64, end: u64, max: usize) -> std::io::Result<Chunk> {
+    use std::io::Seek;
+    // Enough for `max` records of a usual size, and never less than the largest record.
+    let want =
+        (end.saturating_sub(from)).min((max as u64).saturating_mul(2048).clamp(2 << 20, 16 << 20));
+    let mut file = std::fs::File::open(path)?;
+    file.seek(std::io::SeekFrom::Start(from))?;
+    let mut bytes = Vec::with_capacity(want as usize);
+    file.take(want).read_to_end(&mut bytes)?;
+    let (payloads, good) = parse(&bytes, max);
+    let next = from + good as u64;
+    // Nothing whole in a read that could hold a record: short or corrupt.
+    let broken = payloads.is_empty() && next < end;
+    Ok(Chunk {
+        payloads,
+        next,
+        broken,
+    })
+}
+
+/// The whole, good records at the start of `bytes` (at most `max`), and where they end.
+fn parse(bytes: &[u8], max: usize) -> (Vec<Vec<u8>>, usize) {
     let mut payloads = Vec::new();
     let mut at = 0usize;
-    while let Some(head) = bytes.get(at..at + 8) {
+    while payloads.len() < max {
+        let Some(head) = bytes.get(at..at + 8) else {
+            break;
+        };
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         if len > MAX_PAYLOAD {
@@ -61,11 +106,7 @@ pub(super) fn read(path: &Path) -> std::io::Result<Contents> {
         payloads.push(payload.to_vec());
         at += 8 + len as usize;
     }
-    Ok(Contents {
-        payloads,
-        good_bytes: at as u64,
-        torn_bytes: (bytes.len() - at) as u64,
-    })
+    (payloads, at)
 }
 
 /// CRC-32C (Castagnoli, reflected, as iSCSI and ext4 use it).
