@@ -7,6 +7,8 @@
 //!   bench_tools topic-stats SERVERS TOPIC
 //!   bench_tools publish SERVERS TOPIC EVENTS
 //!   bench_tools receive-alerts PORT   (a webhook receiver: one line per POST, "latency_ms kind")
+//!   bench_tools hang PORT             (accepts connections and never answers)
+//!   bench_tools fill-spool DIR EVENTS (a producer's spool holding EVENTS events)
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -182,6 +184,33 @@ async fn receive_alerts(port: u16) {
     .await
 }
 
+/// A receiver that is down the worst way: it accepts, reads, and never answers.
+async fn hang(port: u16) {
+    accept_each(port, |mut s| async move {
+        let mut buf = [0u8; 4096];
+        while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await
+}
+
+/// A spool at `dir` holding `events` events (on disk only, as after a long outage); prints
+/// its bytes.
+fn fill_spool(dir: &str, events: u64) {
+    use checksite::producer::spool::{SEGMENT_BYTES, Spool, SpoolSettings};
+    let settings = SpoolSettings {
+        dir: dir.into(),
+        sync_always: false,
+        max_bytes: 4 << 30,
+        segment_bytes: SEGMENT_BYTES,
+    };
+    let (spool, _) = Spool::open(settings).unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..events {
+        spool.append(&event(i), true);
+    }
+    spool.sync();
+    println!("{}", spool.bytes());
+}
+
 async fn serve(port: u16) {
     accept_each(port, |mut s| async move {
         if let Some((head, _)) = read_request(&mut s).await {
@@ -338,12 +367,14 @@ async fn main() -> ExitCode {
         ["serve-tls", port, cert, key] => serve_tls(port.parse().unwrap_or(18702), cert, key),
         ["topic-stats", servers, topic] => topic_stats(servers, topic).await,
         ["receive-alerts", port] => receive_alerts(port.parse().unwrap_or(18705)).await,
+        ["hang", port] => hang(port.parse().unwrap_or(18706)).await,
+        ["fill-spool", dir, events] => fill_spool(dir, events.parse().unwrap_or(0)),
         ["publish", servers, topic, events] => {
             publish(servers, topic, events.parse().unwrap_or(0)).await
         }
         _ => {
             eprintln!(
-                "usage: bench_tools fill-topic|serve|serve-tls|topic-stats|publish|receive-alerts ... (see the source)"
+                "usage: bench_tools fill-topic|serve|serve-tls|topic-stats|publish|receive-alerts|hang|fill-spool ... (see the source)"
             );
             return ExitCode::from(2);
         }

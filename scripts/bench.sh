@@ -10,11 +10,12 @@ smoke=0
 if [ $smoke = 1 ]; then
   events=5000 targets=50 seconds=5 prounds=1 runs=5 publish_events=5000 rounds=1 out=target/BENCHMARKS-smoke.md
   page_sites=20 page_days=2 page_big_sites=50 ret_rows=100000 list_targets=200 churn_targets=50 churn=10 churn_every=2
-  scale_targets="100" https_targets=20 probes=100
+  scale_targets="100" https_targets=20 probes=100 spool_targets=100 replay_events=5000
 else
   events=200000 targets=1000 seconds=20 prounds=3 runs=50 publish_events=100000 rounds=5 out=BENCHMARKS.md
   page_sites=1000 page_days=30 page_big_sites=10000 ret_rows=10000000 list_targets=10000 churn_targets=5000 churn=1000 churn_every=10
   scale_targets="2000 5000 7500 10000 12500 15000" https_targets=300 probes=3000
+  spool_targets=10000 replay_events=1000000
 fi
 port=${CHECKSITE_BENCH_PORT:-18700}
 musl=x86_64-unknown-linux-musl
@@ -100,6 +101,20 @@ for round in $(seq 1 "$rounds"); do
   read -r wall _ _ _ < <(tail -n 1 "$work/time")
   echo "$wall" >>"$work/consumer-alerts-walls"
   psql_admin -c "DROP DATABASE ${db}_alerts" || true
+  # The same drain with 100 maintenance windows in force, over 100 of the 1,000 URLs (their
+  # checks are counted apart in the rollups; every event is looked up against the windows).
+  psql_admin -c "CREATE DATABASE ${db}_maint"
+  for i in $(seq 0 99); do
+    CK_POSTGRESQL_URL=${db_url/$db/${db}_maint} CK_LOG_LEVEL=warn "$bin/checksite-consumer" maintenance add \
+      --url "https://site-$i.example/" --from "$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)" --for 3h --reason bench >/dev/null
+  done
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_POSTGRESQL_URL=${db_url/$db/${db}_maint} CK_LOG_LEVEL=warn \
+    timed "$bin/checksite-consumer" --drain >/dev/null
+  read -r wall _ _ _ < <(tail -n 1 "$work/time")
+  echo "$wall" >>"$work/consumer-maint-walls"
+  in_maint=$(psql -qAt "${db_url/$db/${db}_maint}" -c "SELECT coalesce(sum(maint_checks), 0) FROM rollups_daily")
+  echo "$in_maint" >"$work/consumer-maint-checks"
+  psql_admin -c "DROP DATABASE ${db}_maint" || true
   # The ceiling: PostgreSQL's own binary COPY of the same rows, from a file, into a table
   # with the same columns and indexes, in the same database, right after.
   copy_file=/tmp/checksite-bench-$stamp.copy
@@ -125,6 +140,10 @@ rollup_ratio=$(awk -v a="$c_rate" -v b="$cn_rate" 'BEGIN { printf "%.0f", 100 * 
 ca_wall=$(median "$work/consumer-alerts-walls")
 ca_rate=$(awk -v n="$events" -v t="$ca_wall" 'BEGIN { printf "%.0f", n / t }')
 alert_ratio=$(awk -v a="$ca_rate" -v b="$c_rate" 'BEGIN { printf "%.0f", 100 * a / b }')
+cm_wall=$(median "$work/consumer-maint-walls")
+cm_rate=$(awk -v n="$events" -v t="$cm_wall" 'BEGIN { printf "%.0f", n / t }')
+maint_ratio=$(awk -v a="$cm_rate" -v b="$c_rate" 'BEGIN { printf "%.0f", 100 * a / b }')
+cm_checks=$(cat "$work/consumer-maint-checks")
 c_walls=$(sort -n "$work/consumer-walls" | paste -sd/ -)
 c_us=$(median "$work/consumer-us")
 cn_us=$(median "$work/consumer-norollup-us")
@@ -194,6 +213,76 @@ for n in $scale_targets; do
   [ "$n" = 5000 ] && s5_share=$share s5_p99=$p99 s5_us=$us
   [ "$n" = 10000 ] && s10_rss=$rss
 done
+
+# ---- the spool: $spool_targets targets at 1 s with Kafka down (nothing listens on its port),
+# memory only and then with CK_SPOOL_DIR; the producer's own histogram of schedule lateness,
+# scraped 1 s before it is killed (-9: at SIGTERM it would wait for Kafka). Then a spool
+# holding $replay_events events, published when the producer starts with Kafka up.
+# spool_run TARGETS_FILE [SPOOL_DIR]: prints "checks on_time_% p99_ms us_per_check rss_kib
+# dropped spool_mib": checks made, the share with lateness <= 50 ms, the p99 interpolated in
+# its bucket (as PromQL's histogram_quantile), CPU (user + sys) per check, peak RSS, events
+# dropped, the spool's size.
+spool_run() {
+  local vars=() mport=$((port + 9))
+  [ -n "${2:-}" ] && vars+=("CK_SPOOL_DIR=$2")
+  (sleep $((seconds - 1)) && curl -s "http://127.0.0.1:$mport/metrics" >"$work/spool-metrics") &
+  local scraper=$!
+  CK_KAFKA_SERVERS=127.0.0.1:$((port + 8)) CK_KAFKA_TOPIC=bench-spool CK_CONCURRENCY=64 CK_LOG_LEVEL=error \
+    CK_HTTP_ADDR=127.0.0.1:$mport CK_TARGETS=$1 timed env "${vars[@]}" timeout --foreground -s KILL "$seconds" "$bin/checksite-producer" || true
+  wait $scraper || true
+  read -r _ user sys rss < <(tail -n 1 "$work/time")
+  awk -v cpu="$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" -v rss="$rss" -v secs="$seconds" '
+    /^checksite_producer_checks_total/ { checks += $NF }
+    /^checksite_producer_events_dropped_total/ { dropped += $NF }
+    /^checksite_producer_spool_bytes/ { spool = $NF }
+    /^checksite_producer_schedule_lateness_seconds_bucket/ {
+      match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+      n++; les[n] = (le == "+Inf") ? -1 : le + 0; cum[n] = $NF }
+    /^checksite_producer_schedule_lateness_seconds_count/ { count = $NF }
+    END {
+      rank = 0.99 * count; p99 = 0; prev_le = 0; prev = 0; ontime = 0
+      for (i = 1; i <= n; i++) if (les[i] == 0.05) ontime = cum[i]
+      for (i = 1; i <= n; i++) {
+        if (cum[i] >= rank) { p99 = (les[i] < 0) ? prev_le : prev_le + (les[i] - prev_le) * (rank - prev) / (cum[i] - prev); break }
+        prev_le = les[i]; prev = cum[i]
+      }
+      # The CPU is of the whole run; the checks of all but its last second: scaled to it.
+      per = (checks > 0) ? 1e6 * cpu / (checks * secs / (secs - 1)) : 0
+      printf "%d %.1f %.0f %.0f %d %d %.0f\n", checks, count ? 100 * ontime / count : 0, 1000 * p99, per, rss, dropped, spool / 1048576 }' \
+    "$work/spool-metrics"
+}
+echo "==> spool: $spool_targets targets at 1 s with Kafka down for $seconds s, memory only then spooled" >&2
+spool_file=$(targets_file "$spool_targets")
+read -r sm_checks sm_ontime sm_p99 sm_us sm_rss sm_dropped _ < <(spool_run "$spool_file")
+read -r ss_checks ss_ontime ss_p99 ss_us ss_rss ss_dropped ss_mib < <(spool_run "$spool_file" "$work/spool-on")
+rm -rf "$work/spool-on"
+sm_share=$(awk -v c="$sm_checks" -v n="$spool_targets" -v s="$seconds" 'BEGIN { printf "%.0f", 100 * c / (n * (s - 1)) }')
+ss_share=$(awk -v c="$ss_checks" -v n="$spool_targets" -v s="$seconds" 'BEGIN { printf "%.0f", 100 * c / (n * (s - 1)) }')
+spool_cpu_ratio=$(awk -v a="$ss_us" -v b="$sm_us" 'BEGIN { printf "%.0f", b > 0 ? 100 * a / b : 0 }')
+echo "==> spool: $replay_events spooled events published at start" >&2
+replay_bytes=$($tools fill-spool "$work/replay-spool" "$replay_events")
+echo "[{\"url\": \"http://127.0.0.1:$port/site/0\", \"interval_s\": 3600}]" >"$work/replay-target.json"
+replay_start=$(date +%s%N)
+CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=bench-replay-$stamp CK_LOG_LEVEL=warn CK_HTTP_ADDR=127.0.0.1:$((port + 9)) \
+  CK_TARGETS=$work/replay-target.json CK_SPOOL_DIR=$work/replay-spool "$bin/checksite-producer" >/dev/null 2>&1 &
+replay_pid=$!
+pids+=("$replay_pid")
+replay_ms=""
+for _ in $(seq 1 6000); do
+  published=$(curl -s "http://127.0.0.1:$((port + 9))/metrics" | awk '/^checksite_producer_events_published_total/ { n += $NF } END { print n + 0 }')
+  if [ "$published" -ge "$replay_events" ]; then
+    replay_ms=$((($(date +%s%N) - replay_start) / 1000000))
+    break
+  fi
+  sleep 0.1
+done
+[ -n "$replay_ms" ] || { echo "error: the spooled events were not published within 600 s ($published of $replay_events)" >&2; exit 1; }
+replay_rss=$(awk '/^VmHWM/ { print $2 }' "/proc/$replay_pid/status")
+replay_cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$replay_pid/stat")
+kill -TERM "$replay_pid" 2>/dev/null || true
+wait "$replay_pid" 2>/dev/null || true
+replay_rate=$(awk -v n="$replay_events" -v ms="$replay_ms" 'BEGIN { printf "%.0f", n / (ms / 1000) }')
+rm -rf "$work/replay-spool"
 
 # ---- the targets topic: `targets put` of $list_targets targets (time to write it), and the
 # time from its return until a producer following the topic has checked every one of them
@@ -272,33 +361,54 @@ if command -v prometheus-blackbox-exporter >/dev/null; then
 fi
 
 # ---- alerts: from the deciding check to the receiver, $targets targets at 1 s, one in 10 flapping
-echo "==> alerts: $targets targets at 1 s, one in 10 down 10 s out of 20, for $((seconds * 2)) s" >&2
 alert_port=$((port + 5))
-$tools receive-alerts "$alert_port" >"$work/alert-latencies" &
-receiver_pid=$!
-pids+=("$receiver_pid")
 alert_file=$work/targets-alerts.json
 python3 -c 'import json, sys; n, base = int(sys.argv[1]), sys.argv[2]
 print(json.dumps([{"url": f"{base}/flap/{i}" if i % 10 == 0 else f"{base}/site/{i}", "interval_s": 1} for i in range(n)]))' \
   "$targets" "http://127.0.0.1:$port" >"$alert_file"
-alert_db=bench_alerts_$stamp
-psql_admin -c "CREATE DATABASE $alert_db"
-alert_url=${CK_TEST_POSTGRES_URL/\/postgres\?//$alert_db?}
-alert_topic=bench-alerts-$stamp
-CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$alert_topic CK_POSTGRESQL_URL=$alert_url CK_LOG_LEVEL=warn \
-  CK_ALERT_WEBHOOK_URL=http://127.0.0.1:$alert_port/hook "$bin/checksite-consumer" >/dev/null 2>&1 &
-alert_consumer=$!
-pids+=("$alert_consumer")
-CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$alert_topic CK_TARGETS=$alert_file CK_LOG_LEVEL=warn \
-  timeout -s TERM $((seconds * 2)) "$bin/checksite-producer" >/dev/null 2>&1 || true
-sleep 3
-kill -TERM "$alert_consumer" "$receiver_pid" 2>/dev/null || true
-wait "$alert_consumer" 2>/dev/null || true
-alert_decided=$(psql -qAt "$alert_url" -c "SELECT count(*) FROM alert_outbox")
-read -r alert_n alert_p50 alert_p99 alert_max < <(sort -n "$work/alert-latencies" |
-  awk '{ a[NR] = $1 } END { if (NR == 0) { print 0, 0, 0, 0; exit }
-    printf "%d %d %d %d\n", NR, a[int((NR + 1) / 2)], a[int(NR * 0.99 + 0.999)], a[NR] }')
-psql_admin -c "DROP DATABASE $alert_db" || true
+# alert_run RECEIVERS ENV...: a consumer alerting with ENV (its receivers), fed by a producer
+# for 2 x $seconds s; RECEIVERS webhook receivers (bench_tools receive-alerts) listen on
+# $alert_port and up. Prints "decided deliveries p50 p99 worst" (ms) over all their deliveries.
+alert_run() {
+  local receivers=$1 db=bench_alerts_${stamp}_$RANDOM topic=bench-alerts-$stamp-$RANDOM rpids=() i
+  shift
+  for i in $(seq 0 $((receivers - 1))); do
+    $tools receive-alerts $((alert_port + i)) >"$work/alert-latencies-$i" &
+    rpids+=($!)
+    pids+=($!)
+  done
+  psql_admin -c "CREATE DATABASE $db"
+  local url=${CK_TEST_POSTGRES_URL/\/postgres\?//$db?}
+  env CK_KAFKA_SERVERS="$kafka" CK_KAFKA_TOPIC="$topic" CK_POSTGRESQL_URL="$url" CK_LOG_LEVEL=warn \
+    "$@" "$bin/checksite-consumer" >/dev/null 2>&1 &
+  local consumer=$!
+  pids+=("$consumer")
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_TARGETS=$alert_file CK_LOG_LEVEL=warn \
+    timeout -s TERM $((seconds * 2)) "$bin/checksite-producer" >/dev/null 2>&1 || true
+  sleep 3
+  kill -TERM "$consumer" "${rpids[@]}" 2>/dev/null || true
+  wait "$consumer" 2>/dev/null || true
+  local decided
+  decided=$(psql -qAt "$url" -c "SELECT count(DISTINCT id) FROM alert_outbox")
+  cat "$work"/alert-latencies-* | sort -n | awk -v d="$decided" '{ a[NR] = $1 }
+    END { if (NR == 0) { print d, 0, 0, 0, 0; exit }
+      printf "%d %d %d %d %d\n", d, NR, a[int((NR + 1) / 2)], a[int(NR * 0.99 + 0.999)], a[NR] }'
+  rm -f "$work"/alert-latencies-*
+  psql_admin -c "DROP DATABASE $db" || true
+}
+echo "==> alerts: $targets targets at 1 s, one in 10 down 10 s out of 20, for $((seconds * 2)) s" >&2
+read -r alert_decided alert_n alert_p50 alert_p99 alert_max < <(alert_run 1 CK_ALERT_WEBHOOK_URL=http://127.0.0.1:$alert_port/hook)
+# The same with three receivers, one of which accepts and never answers: the two others'
+# latency is what a receiver that is down costs the healthy ones.
+echo "==> alerts: the same with three receivers, one hanging" >&2
+$tools hang $((alert_port + 2)) &
+hang_pid=$!
+pids+=("$hang_pid")
+python3 -c 'import json, sys; p = int(sys.argv[1])
+print(json.dumps([{"name": n, "url": f"http://127.0.0.1:{p + i}/hook", "format": "json"} for i, n in enumerate(["first", "second", "hanging"])]))' \
+  "$alert_port" >"$work/receivers.json"
+read -r alert3_decided alert3_n alert3_p50 alert3_p99 alert3_max < <(alert_run 2 CK_ALERT_RECEIVERS="$work/receivers.json")
+kill "$hang_pid" 2>/dev/null || true
 
 # ---- end to end: $targets targets at 1 s through the producer, Kafka (mutual TLS) and the
 # consumer with its defaults. Each row's latency is from its check's `checked_at` (`ts`) to
@@ -554,7 +664,9 @@ table=$(
 | consumer with rollups (the default, above) / without (\`CK_ROLLUPS=off\`: $cn_rate events/s, median of $rounds) | $rollup_ratio % | ≥ 85 % | $(verdict "$rollup_ratio" 85 ge) |
 | consumer CPU per event (user + sys of the process, \`--drain\` above; median of $rounds): rollups on / off | $c_us µs / $cn_us µs | ≤ 4 µs (on) | $(verdict "$c_us" 4 le) |
 | consumer with alerting on (\`CK_ALERT_WEBHOOK_URL\`; median of $rounds) / without (the default, above) | $ca_rate events/s, $alert_ratio % | ≥ 80 % | $(verdict "$alert_ratio" 80 ge) |
+| consumer with 100 maintenance windows in force (over 100 of the 1,000 URLs: $cm_checks checks counted as maintenance; median of $rounds) / none (the default, above) | $cm_rate events/s, $maint_ratio % | ≥ 95 % | $(verdict "$maint_ratio" 95 ge) |
 | alerts, $targets targets at 1 s (one in 10 flapping): from the deciding check's \`checked_at\` to the receiver, p50 / p99 / worst of $alert_n deliveries ($alert_decided decided) | $alert_p50 ms / $alert_p99 ms / $alert_max ms | p99 ≤ 2,000 ms | $(verdict "$alert_p99" 2000 le) |
+| the same with three receivers (\`CK_ALERT_RECEIVERS\`), one accepting and never answering: the two others, p50 / p99 / worst of $alert3_n deliveries ($alert3_decided decided) | $alert3_p50 ms / $alert3_p99 ms / $alert3_max ms | p99 ≤ 2,000 ms | $(verdict "$alert3_p99" 2000 le) |
 | end to end, $targets targets at 1 s (producer, Kafka mutual TLS, consumer defaults): \`checked_at\` to the row's commit, p50 / p99 / worst of $e2e_n rows | $e2e_p50 ms / $e2e_p99 ms / $e2e_max ms | p99 ≤ 500 ms | $(verdict "$e2e_p99" 500 le) |
 | the consumer killed (-9) and started mid-run: from the start to the first new row's commit (median of 5: $e2e_restarts ms) | $e2e_restart ms | ≤ 250 ms | $(verdict "$e2e_restart" 250 le) |
 | retention, $ret_rows events over 60 days, \`CK_RETENTION_DAYS=30\`: rows deleted (in 10,000-row steps), time, then VACUUM; old rows left | ${ret_deleted:-0} rows in $(awk -v ms="${ret_delete_ms:-0}" 'BEGIN { printf "%.1f", ms / 1000 }') s, VACUUM $(awk -v ms="${ret_vacuum_ms:-0}" 'BEGIN { printf "%.1f", ms / 1000 }') s; ${ret_left_old:-?} left | | |
@@ -572,6 +684,9 @@ $page_table
 ${scale_rows}| the knee: most targets at 1 s with p99 lateness ≤ 50 ms and ≥ 95 % of checks made | $knee | ≥ 5,000 | $(verdict "$knee" 5000 ge) |
 | producer CPU per plain-HTTP check, 5,000 targets | ${s5_us:-} µs (user + sys) | ≤ 150 µs | $(verdict "${s5_us:-0}" 150 le) |
 | producer peak RSS, 10,000 targets | $((${s10_rss:-0} / 1024)) MiB | ≤ 32 MB | $(verdict "${s10_rss:-0}" 31250 le) |
+| producer, $spool_targets targets at 1 s, Kafka down, memory only: checks made (% of scheduled), on schedule (lateness ≤ 50 ms), lateness p99, CPU per check, peak RSS, events dropped | $sm_checks ($sm_share %), $sm_ontime %, p99 $sm_p99 ms, $sm_us µs, $((sm_rss / 1024)) MiB, $sm_dropped dropped | | |
+| the same with the spool (\`CK_SPOOL_DIR\`, fsync every 1 s): checks made, on schedule, lateness p99, CPU per check (% of memory only), peak RSS, events dropped, spool size | $ss_checks ($ss_share %), $ss_ontime %, p99 $ss_p99 ms, $ss_us µs ($spool_cpu_ratio %), $((ss_rss / 1024)) MiB, $ss_dropped dropped, $ss_mib MiB | ≥ 90 % on schedule | $(verdict "$ss_ontime" 90 ge) |
+| a spool of $replay_events events ($((replay_bytes / 1048576)) MiB) published when the producer starts with Kafka up: from the start to the last acknowledgement (reading the spool through included); the producer's CPU and peak RSS meanwhile | $(awk -v ms="$replay_ms" 'BEGIN { printf "%.1f", ms / 1000 }') s, $replay_rate events/s; CPU $replay_cpu s, $((replay_rss / 1024)) MiB | | |
 | \`targets put\` of $list_targets targets into the targets topic: wall time (creating the topic) / from its return until a producer following the topic has checked every one | $put_s s / $all_checked_s | | |
 | producer following $churn_targets targets at 1 s in the targets topic while $churn of them change every $churn_every s: checks/s, lateness p99, CPU per check, peak RSS | $churn_rate checks/s, p99 $churn_p99 ms, $churn_us µs, $((churn_rss / 1024)) MiB | p99 ≤ 50 ms, ≤ 150 µs | $(verdict "$churn_p99" 50 le) |
 | producer, $https_targets HTTPS targets at 1 s (a new TLS handshake per check) | $tls_rate checks/s, p99 $tls_p99 ms, $tls_us µs CPU per check | | |

@@ -125,7 +125,9 @@ fn open_outbox(capacity: usize, spool: Option<(spool::Spool, spool::Replay)>) ->
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                spool.sync();
+                // An fsync may take long: not on a thread that runs checks.
+                let spool = spool.clone();
+                let _ = tokio::task::spawn_blocking(move || spool.sync()).await;
             }
         });
     }

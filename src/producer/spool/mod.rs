@@ -15,6 +15,7 @@
 //!
 //! This module owns the files. It never publishes anything.
 
+mod read_back;
 mod segment;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -103,6 +104,8 @@ struct Files {
     pending: HashMap<Uuid, u64>,
     /// Written since the last fsync.
     dirty: bool,
+    /// Segments closed since the last fsync, to be synced by it.
+    unsynced: Vec<File>,
     /// Where the events kept on disk only begin (None: every pending event is in memory).
     /// From there on every event is on disk only, so that they come back in order.
     spill_from: Option<Position>,
@@ -145,6 +148,7 @@ impl Spool {
             current: None,
             pending: HashMap::new(),
             dirty: false,
+            unsynced: Vec::new(),
             spill_from: None,
         };
         let mut replay = Replay::default();
@@ -212,80 +216,6 @@ impl Spool {
         appended
     }
 
-    /// Up to `max` of the events kept on disk only, oldest first (they leave the disk when
-    /// [`Spool::done`]). Empty once every pending event is in memory.
-    pub fn read_spilled(&self, max: usize) -> Vec<CheckEvent> {
-        let mut files = self.files();
-        let mut events = Vec::new();
-        while events.len() < max {
-            let Some(from) = files.spill_from else {
-                break;
-            };
-            let current = files.segments.back().map(|s| s.no);
-            // The segment it points into, or the next one left (the spool may have dropped it).
-            let Some(seg) = files.segments.iter().find(|s| s.no >= from.seg) else {
-                files.spill_from = None;
-                break;
-            };
-            let (no, end) = (seg.no, seg.bytes);
-            let offset = if no == from.seg { from.offset } else { 0 };
-            if offset >= end {
-                files.spill_from = if Some(no) == current {
-                    None // caught up: what comes next stays in memory too
-                } else {
-                    Some(Position {
-                        seg: no + 1,
-                        offset: 0,
-                    })
-                };
-                continue;
-            }
-            let path = segment::path_of(&self.settings.dir, no);
-            let chunk = match segment::read_from(&path, offset, end, max - events.len()) {
-                Ok(c) if !c.broken => c,
-                Ok(_) | Err(_) => {
-                    self.lose_rest_of(&mut files, no, offset);
-                    continue;
-                }
-            };
-            files.spill_from = Some(Position {
-                seg: no,
-                offset: chunk.next,
-            });
-            for payload in chunk.payloads {
-                let Ok(ev) = serde_json::from_slice::<CheckEvent>(&payload) else {
-                    continue; // said at start
-                };
-                if files.pending.contains_key(&ev.id) {
-                    events.push(ev);
-                    if let Some(seg) = files.segments.iter_mut().find(|s| s.no == no) {
-                        seg.spilled = seg.spilled.saturating_sub(1);
-                    }
-                }
-            }
-        }
-        events
-    }
-
-    /// Segment `no` cannot be read from `offset` on (changed under us, or a disk error):
-    /// what it holds there counts as dropped, said, and reading goes on at the next one.
-    fn lose_rest_of(&self, files: &mut Files, no: u64, offset: u64) {
-        let lost = files
-            .segments
-            .iter_mut()
-            .find(|s| s.no == no)
-            .map_or(0, |s| std::mem::take(&mut s.spilled));
-        let total = self.dropped.fetch_add(lost, Ordering::Relaxed) + lost;
-        log::error!(
-            "spool: {} cannot be read past byte {offset}: {lost} event(s) in it lost ({total} dropped so far)",
-            segment::path_of(&self.settings.dir, no).display()
-        );
-        files.spill_from = Some(Position {
-            seg: no + 1,
-            offset: 0,
-        });
-    }
-
     /// Events kept on disk only, not read back yet.
     pub fn spilled(&self) -> u64 {
         self.files().segments.iter().map(|s| s.spilled).sum()
@@ -298,7 +228,10 @@ impl Spool {
             .is_some_and(|s| s.bytes >= self.settings.segment_bytes);
         if roll {
             let next = files.segments.back().map_or(0, |s| s.no + 1);
-            files.current = None;
+            // Synced with the next interval's fsync (CK_SPOOL_SYNC=always: synced already).
+            if let Some(done) = files.current.take().filter(|_| files.dirty) {
+                files.unsynced.push(done);
+            }
             files.segments.push_back(Segment {
                 no: next,
                 bytes: 0,
@@ -399,15 +332,23 @@ impl Spool {
     }
 
     /// fsync what was written since the last call (`CK_SPOOL_SYNC=interval`, every second).
+    /// The fsync runs on handles of its own, outside the lock: an fsync of a second's
+    /// writes can take long, and every check's append waits on that lock.
     pub fn sync(&self) {
         let mut files = self.files();
         if !files.dirty {
             return;
         }
         files.dirty = false;
-        let synced = files.current.as_ref().map(File::sync_data);
+        let mut handles = std::mem::take(&mut files.unsynced);
+        let current = files.current.as_ref().map(File::try_clone);
         drop(files);
-        if let Some(Err(e)) = synced {
+        match current {
+            Some(Ok(f)) => handles.push(f),
+            Some(Err(e)) => return self.fail(&e),
+            None => {}
+        }
+        if let Some(e) = handles.iter().find_map(|f| f.sync_data().err()) {
             self.fail(&e);
         }
     }
@@ -447,6 +388,12 @@ impl Spool {
     }
 }
 
+/// An event's id, all the spool needs of a record until it is read back.
+#[derive(serde::Deserialize)]
+struct EventId {
+    id: Uuid,
+}
+
 /// Read segment `no` into `replay`: its good records' events; a torn tail is cut off.
 fn replay_segment(
     dir: &std::path::Path,
@@ -471,14 +418,15 @@ fn replay_segment(
     }
     let mut pending = 0;
     for payload in &contents.payloads {
-        match serde_json::from_slice::<CheckEvent>(payload) {
+        // Its id only: the event itself is read when it is read back.
+        match serde_json::from_slice::<EventId>(payload) {
             Ok(ev) => {
                 files.pending.insert(ev.id, no);
                 replay.events += 1;
                 pending += 1;
             }
             Err(e) => log::warn!(
-                "spool: a record of {} is not an event ({e}): skipped",
+                "spool: a record of {} has no event id ({e}): skipped",
                 path.display()
             ),
         }

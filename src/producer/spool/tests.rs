@@ -149,3 +149,30 @@ fn one_producer_per_directory() {
     assert!(e.0.contains("another producer uses this spool"), "{e}");
     let _ = std::fs::remove_dir_all(&s.dir);
 }
+
+#[test]
+fn a_record_of_another_version_is_dropped_and_does_not_keep_its_segment() {
+    let s = settings(1 << 30, 1 << 20);
+    let (spool, _) = Spool::open(s.clone()).unwrap();
+    let events: Vec<CheckEvent> = (0..2).map(event).collect();
+    for e in &events {
+        spool.append(e, false);
+    }
+    drop(spool);
+    let file = segment_files(&s.dir).pop().unwrap();
+    let foreign = format!(r#"{{"id": "{}", "url": 7}}"#, Uuid::now_v7());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend(segment::frame(foreign.as_bytes()));
+    std::fs::write(&file, bytes).unwrap();
+    let (spool, replay) = Spool::open(s.clone()).unwrap();
+    assert_eq!(replay.events, 3, "its id is read at start");
+    assert_eq!(ids(&spool.read_spilled(10)), ids(&events));
+    assert_eq!(spool.dropped(), 1);
+    spool.done(events.iter().map(|e| e.id));
+    drop(spool);
+    assert!(
+        segment_files(&s.dir).is_empty(),
+        "nothing pending: the segment went"
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
