@@ -258,7 +258,7 @@ read -r ss_checks ss_ontime ss_p99 ss_us ss_rss ss_dropped ss_mib < <(spool_run 
 rm -rf "$work/spool-on"
 sm_share=$(awk -v c="$sm_checks" -v n="$spool_targets" -v s="$seconds" 'BEGIN { printf "%.0f", 100 * c / (n * (s - 1)) }')
 ss_share=$(awk -v c="$ss_checks" -v n="$spool_targets" -v s="$seconds" 'BEGIN { printf "%.0f", 100 * c / (n * (s - 1)) }')
-spool_cpu_ratio=$(awk -v a="$ss_us" -v b="$sm_us" 'BEGIN { printf "%.0f", b > 0 ? 100 * a / b : 0 }')
+spool_cpu_ratio=$(awk -v a="$ss_us" -v b="$sm_us" 'BEGIN { printf "%.0f", (b > 0 ? 100 * a / b : 0) }')
 echo "==> spool: $replay_events spooled events published at start" >&2
 replay_bytes=$($tools fill-spool "$work/replay-spool" "$replay_events")
 echo "[{\"url\": \"http://127.0.0.1:$port/site/0\", \"interval_s\": 3600}]" >"$work/replay-target.json"
@@ -503,6 +503,31 @@ ret_vacuum_ms=$(sed -n 's/.*events vacuumed in \([0-9]*\) ms.*/\1/p' "$work/prun
 ret_size_after=$(psql -qAt "$ret_url" -c "SELECT pg_total_relation_size('events') / 1048576")
 ret_left_old=$(psql -qAt "$ret_url" -c "SELECT count(*) FROM events WHERE ts < (now() AT TIME ZONE 'UTC') - interval '30 days'")
 ret_ratio=$(awk -v a="$ret_during" -v b="$ret_alone" 'BEGIN { printf "%.0f", 100 * a / b }')
+# The steady state: the freed space refilled with rows of the last day, then a consumer's
+# passes: the first (a sweep by ts, as every pass was before) and the next ones (in
+# insertion order), each logged (debug) with what it deleted (rows age past the window as
+# the bench runs) and its time.
+echo "==> retention: the freed space refilled, then 3 passes" >&2
+half=$((ret_rows / 2))
+psql -qAt "$ret_url" -c "INSERT INTO events (ts, url, elapsed, status, producer, up, kafka_partition, kafka_offset)
+  SELECT (now() AT TIME ZONE 'UTC') - interval '1 day' + i * (interval '1 day' / $half),
+    'https://site-' || (i % 1000) || '.example/', 40 + i % 200, 200, 'bench', true, 98, i
+  FROM generate_series(1, $half) i"
+ret_steady_rows=$(psql -qAt "$ret_url" -c "SELECT count(*) FROM events")
+ret_steady_mib=$(psql -qAt "$ret_url" -c "SELECT pg_total_relation_size('events') / 1048576")
+CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$ret_topic CK_POSTGRESQL_URL=$ret_url CK_LOG_LEVEL=debug \
+  CK_RETENTION_DAYS=30 "$bin/checksite-consumer" 2>"$work/steady.log" &
+steady=$!
+pids+=("$steady")
+for _ in $(seq 1 120); do [ "$(grep -c 'insertion-order pass' "$work/steady.log")" -ge 2 ] && break; sleep 1; done
+kill -TERM "$steady" 2>/dev/null || true
+wait "$steady" 2>/dev/null || true
+pass_figures() { # pass_figures KIND: "rows ms" of each such pass, one per line
+  sed -n "s/.*retention: $1 pass: \([0-9]*\) event(s) deleted in \([0-9.]*\) ms.*/\1 \2/p" "$work/steady.log"
+}
+ret_sweep=$(pass_figures "sweep (by ts)" | head -n 1 | awk '{ printf "%s ms (%s rows deleted)", $2, $1 }')
+ret_passes=$(pass_figures insertion-order | awk '{ printf "%s%s ms (%s rows)", (NR > 1 ? ", " : ""), $2, $1 }')
+ret_pass_max=$(pass_figures insertion-order | awk '$2 > m { m = $2 } END { printf "%.0f", m }')
 psql_admin -c "DROP DATABASE $ret_db" || true
 
 # ---- status page: SITES sites x VANTAGE vantage points x DAYS days of rollups
@@ -670,6 +695,7 @@ table=$(
 | end to end, $targets targets at 1 s (producer, Kafka mutual TLS, consumer defaults): \`checked_at\` to the row's commit, p50 / p99 / worst of $e2e_n rows | $e2e_p50 ms / $e2e_p99 ms / $e2e_max ms | p99 ≤ 500 ms | $(verdict "$e2e_p99" 500 le) |
 | the consumer killed (-9) and started mid-run: from the start to the first new row's commit (median of 5: $e2e_restarts ms) | $e2e_restart ms | ≤ 250 ms | $(verdict "$e2e_restart" 250 le) |
 | retention, $ret_rows events over 60 days, \`CK_RETENTION_DAYS=30\`: rows deleted (in 10,000-row steps), time, then VACUUM; old rows left | ${ret_deleted:-0} rows in $(awk -v ms="${ret_delete_ms:-0}" 'BEGIN { printf "%.1f", ms / 1000 }') s, VACUUM $(awk -v ms="${ret_vacuum_ms:-0}" 'BEGIN { printf "%.1f", ms / 1000 }') s; ${ret_left_old:-?} left | | |
+| retention's steady state: $ret_steady_rows rows ($ret_steady_mib MiB) after the freed space was refilled: a pass by \`ts\` (the sweep, at start and daily; every pass before) / the passes in insertion order (by \`event_id\`, every 10 s) | $ret_sweep / $ret_passes | ≤ 50 ms (insertion order) | $(verdict "${ret_pass_max:-999999}" 50 le) |
 | the writer (a $events-event drain into that table) during the deletion / alone | $ret_during / $ret_alone events/s = $ret_ratio % | never blocked | |
 | \`events\` (table and indexes): before / at the end (old half deleted, VACUUM, 2 × $events rows written) | $ret_size_before MiB / $ret_size_after MiB (space reused, not returned) | | |
 $page_table

@@ -106,3 +106,69 @@ async fn without_retention_nothing_is_deleted() {
     assert_eq!(query_i64(&db, "SELECT count(*) FROM events").await, 500);
     assert!(!log.contains("retention: "), "{log}");
 }
+
+/// Rows inserted straight into `events`: `n` of them checked `days_ago` days ago.
+async fn insert_rows(db: &tokio_postgres::Client, n: i64, days_ago: i64, tag: &str) {
+    db.execute(
+        "INSERT INTO events (ts, url, elapsed, status, producer, up, kafka_partition, kafka_offset)
+         SELECT (now() AT TIME ZONE 'UTC') - make_interval(days => $2::int) + i * interval '1 ms',
+           'https://' || $3::text || '-' || (i % 10) || '.example/', 40, 200, 'test', true, 99, i
+         FROM generate_series(1, $1::bigint) i",
+        &[&n, &(days_ago as i32), &tag],
+    )
+    .await
+    .unwrap();
+}
+
+/// After the first pass (a sweep by `ts`), passes go in insertion order and stop at the
+/// first young row: old rows inserted first go, in several steps; an old row inserted after
+/// young ones is not looked at (a pass with nothing to delete reads one step).
+#[tokio::test]
+async fn passes_go_in_insertion_order_and_stop_at_the_first_young_row() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("retention-order");
+    let (pg, db_url) = tb.fresh_database("retorder").await;
+    common::produce_raw(&tb, &topic, 3, vec![]).await;
+    let consumer = common::consumer(&tb, &topic, &db_url, &[])
+        .env("CK_RETENTION_DAYS", "30")
+        .env("CK_LOG_LEVEL", "debug")
+        .spawn()
+        .unwrap();
+    let db = common::open(&pg).await;
+    let began = Instant::now();
+    while db
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .is_err()
+    {
+        assert!(began.elapsed() < Duration::from_secs(30), "no events table");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The first pass (the sweep, 1 s after start) finds an empty table.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    insert_rows(&db, 25_000, 40, "old").await; // three steps of 10,000
+    insert_rows(&db, 15_000, 0, "young").await; // more than a step
+    insert_rows(&db, 1, 40, "straggler").await;
+    let old = "SELECT count(*) FROM events WHERE url LIKE 'https://old-%'";
+    // The next pass comes 10 s after the first.
+    while count(&db, old).await > 0 {
+        assert!(
+            began.elapsed() < Duration::from_secs(40),
+            "{} old rows left",
+            count(&db, old).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = common::stop(consumer, Duration::from_secs(30)).await;
+    assert!(
+        log.contains("insertion-order pass: 25000 event(s) deleted"),
+        "{log}"
+    );
+    let left = |tag: &str| format!("SELECT count(*) FROM events WHERE url LIKE 'https://{tag}-%'");
+    assert_eq!(query_i64(&db, &left("young")).await, 15_000);
+    assert_eq!(
+        query_i64(&db, &left("straggler")).await,
+        1,
+        "the pass stopped at the young rows"
+    );
+}

@@ -3,6 +3,14 @@
 //! of its own; after a pass that deleted anything, `VACUUM events` makes the space
 //! reusable, so the table stops growing at the retention window.
 //!
+//! A pass goes in insertion order (`event_id`, through the primary key) from the oldest
+//! row and stops at the first step that holds a young one: with nothing to delete it reads
+//! one step, whatever the table's size. The BRIN index on `ts` cannot do that once the
+//! freed space is refilled (a recycled block range keeps its old minimum, so a pass by
+//! `ts` scans most of the table). An event stored long after its check (a spool replayed
+//! after days, a topic read again) is not where insertion order looks: a sweep by `ts`
+//! finds it, at the first pass after start and then every [`SWEEP_EVERY`].
+//!
 //! It never touches the rollups (they are kept), never the writer's connection, and never
 //! holds a lock the writer waits for: a step locks only the old rows it deletes, which no
 //! writer touches. One consumer prunes at a time (an advisory lock).
@@ -20,6 +28,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// Most rows deleted by one statement: a step takes ~0.1 s, so the writer's transactions
 /// interleave with it.
 pub(crate) const STEP_ROWS: i64 = 10_000;
+
+/// Time between two sweeps by `ts` (the first pass after start is one).
+const SWEEP_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Pause between two steps: leaves the disk to the writer.
 const STEP_PAUSE: Duration = Duration::from_millis(20);
@@ -57,6 +68,7 @@ impl EventPruner {
 async fn run(postgres: PostgresSettings, days: u32, mut stopped: oneshot::Receiver<()>) {
     let mut db: Option<tokio_postgres::Client> = None;
     let mut first = true;
+    let mut swept: Option<Instant> = None;
     loop {
         // The first pass soon after start, the next ones every PRUNE_EVERY.
         let wait = if first {
@@ -82,10 +94,14 @@ async fn run(postgres: PostgresSettings, days: u32, mut stopped: oneshot::Receiv
             }
         }
         let Some(client) = db.as_ref() else { continue };
+        let sweep = swept.is_none_or(|t| t.elapsed() >= SWEEP_EVERY);
         let pass = tokio::select! {
-            done = prune_pass(client, days) => done,
+            done = prune_pass(client, days, sweep) => done,
             _ = &mut stopped => return,
         };
+        if pass.is_ok() && sweep {
+            swept = Some(Instant::now());
+        }
         if let Err(e) = pass {
             log::warn!(
                 "retention: {e}; trying again in {} s",
@@ -96,25 +112,33 @@ async fn run(postgres: PostgresSettings, days: u32, mut stopped: oneshot::Receiv
     }
 }
 
-/// Delete every event older than `days` days, step by step, then vacuum if anything went.
-async fn prune_pass(client: &tokio_postgres::Client, days: u32) -> Result<(), StoreError> {
+/// Delete the events older than `days` days, step by step (in insertion order, or by `ts`
+/// when `sweep`), then vacuum if anything went.
+async fn prune_pass(
+    client: &tokio_postgres::Client,
+    days: u32,
+    sweep: bool,
+) -> Result<(), StoreError> {
     if !store::retention_lock(client).await? {
         return Ok(()); // another consumer is pruning
     }
     let started = Instant::now();
     let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(i64::from(days));
     let mut deleted = 0;
-    let result = async {
-        loop {
-            let n = store::prune_events(client, cutoff, STEP_ROWS).await?;
-            deleted += n;
-            if n < STEP_ROWS as u64 {
-                return Ok::<_, StoreError>(());
-            }
-            tokio::time::sleep(STEP_PAUSE).await;
-        }
-    }
-    .await;
+    let result = if sweep {
+        sweep_by_time(client, cutoff, &mut deleted).await
+    } else {
+        prune_in_insertion_order(client, cutoff, &mut deleted).await
+    };
+    log::debug!(
+        "retention: {} pass: {deleted} event(s) deleted in {:.1} ms",
+        if sweep {
+            "sweep (by ts)"
+        } else {
+            "insertion-order"
+        },
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     if deleted > 0 {
         log::info!(
             "retention: {deleted} event(s) from before {} deleted in {} ms",
@@ -132,4 +156,40 @@ async fn prune_pass(client: &tokio_postgres::Client, days: u32) -> Result<(), St
     }
     store::retention_unlock(client).await;
     result
+}
+
+/// Steps by `ts` until one deletes less than a full step.
+async fn sweep_by_time(
+    client: &tokio_postgres::Client,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    deleted: &mut u64,
+) -> Result<(), StoreError> {
+    loop {
+        let n = store::prune_events(client, cutoff, STEP_ROWS).await?;
+        *deleted += n;
+        if n < STEP_ROWS as u64 {
+            return Ok(());
+        }
+        tokio::time::sleep(STEP_PAUSE).await;
+    }
+}
+
+/// Steps in insertion order from the oldest row, until one holds a young event (or the
+/// table ends): what was inserted after it is younger still, but for a few seconds of
+/// clock skew between vantage points, which the next pass takes.
+async fn prune_in_insertion_order(
+    client: &tokio_postgres::Client,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    deleted: &mut u64,
+) -> Result<(), StoreError> {
+    let mut after = i32::MIN;
+    loop {
+        let step = store::prune_oldest(client, cutoff, STEP_ROWS, after).await?;
+        *deleted += step.deleted;
+        if step.young > 0 || step.seen < STEP_ROWS as u64 {
+            return Ok(());
+        }
+        after = step.last;
+        tokio::time::sleep(STEP_PAUSE).await;
+    }
 }

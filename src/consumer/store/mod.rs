@@ -37,7 +37,9 @@ pub(crate) use listing::{
 };
 pub use maintenance::{MaintenanceWindow, add_window, end_window, windows_after};
 pub(crate) use maintenance::{in_maintenance_now, matching};
-pub(crate) use retention::{prune_events, retention_lock, retention_unlock, vacuum_events};
+pub(crate) use retention::{
+    prune_events, prune_oldest, retention_lock, retention_unlock, vacuum_events,
+};
 pub(crate) use rollups::{align_windows, fold_rollups, forget_quiet_series};
 pub(crate) use rows::{Batch, Derived, Rejected, RowEncoder};
 pub use schema::{SCHEMA_VERSION, migrate};

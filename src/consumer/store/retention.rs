@@ -1,5 +1,6 @@
-//! Retention's statements: delete a step of old events (found through the BRIN index on
-//! `ts`), vacuum the table, and the advisory lock that lets one consumer prune at a time.
+//! Retention's statements: delete a step of old events (the oldest inserted, through the
+//! primary key, or any, through the BRIN index on `ts`), vacuum the table, and the
+//! advisory lock that lets one consumer prune at a time.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
@@ -48,6 +49,69 @@ pub(crate) async fn prune_events(
             .map_err(|e| sql_error("retention delete", &e))
     })
     .await
+}
+
+/// One step in insertion order: of the `most` events inserted first after `after` (by
+/// `event_id`, which grows with insertion), those checked before `cutoff` go. Found through
+/// the primary key, so a step costs the same on any size of table.
+pub(crate) struct OldestStep {
+    /// Events deleted.
+    pub(crate) deleted: u64,
+    /// Events of the step checked at or after `cutoff` (kept).
+    pub(crate) young: u64,
+    /// Events the step looked at (fewer than asked: the end of the table).
+    pub(crate) seen: u64,
+    /// The last `event_id` it looked at: the next step starts after it.
+    pub(crate) last: i32,
+}
+
+/// Delete the old events among the `most` inserted first after `after`.
+pub(crate) async fn prune_oldest(
+    client: &Client,
+    cutoff: DateTime<Utc>,
+    most: i64,
+    after: i32,
+) -> Result<OldestStep, StoreError> {
+    let cutoff = cutoff.naive_utc();
+    let row = bounded("retention delete", async {
+        client
+            .query_typed(
+                "WITH head AS ( \
+                   SELECT event_id, ts FROM events WHERE event_id > $3 ORDER BY event_id LIMIT $2), \
+                 gone AS ( \
+                   DELETE FROM events e USING head WHERE e.event_id = head.event_id AND head.ts < $1 \
+                   RETURNING 1) \
+                 SELECT (SELECT count(*) FROM gone), \
+                   (SELECT count(*) FROM head WHERE ts >= $1), \
+                   (SELECT count(*) FROM head), \
+                   (SELECT coalesce(max(event_id), $3) FROM head)",
+                &[
+                    (&cutoff, Type::TIMESTAMP),
+                    (&most, Type::INT8),
+                    (&after, Type::INT4),
+                ],
+            )
+            .await
+            .map_err(|e| sql_error("retention delete", &e))
+    })
+    .await?;
+    let row = row.first().ok_or_else(|| StoreError::Sql {
+        what: "retention delete",
+        detail: "no row in the answer".into(),
+    })?;
+    let count = |i: usize| -> Result<u64, StoreError> {
+        row.try_get::<_, i64>(i)
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| sql_error("retention delete", &e))
+    };
+    Ok(OldestStep {
+        deleted: count(0)?,
+        young: count(1)?,
+        seen: count(2)?,
+        last: row
+            .try_get(3)
+            .map_err(|e| sql_error("retention delete", &e))?,
+    })
 }
 
 /// `VACUUM events`: the deleted rows' space becomes reusable now rather than when
