@@ -68,6 +68,8 @@
 //!   - [`settings`]: where raw settings come from (`CK_*` variables, flags); [`settings::ConfigError`].
 //!   - [`secret`]: passwords and URLs that print as `<hidden>` (never in a log).
 //!   - [`shutdown`]: SIGINT/SIGTERM → one signal every task awaits.
+//!   - [`subcommand`]: the admin subcommands' contract (parse, run once, print, exit
+//!     0/1/2), for `targets …` and `maintenance …`.
 //!   - [`logging`]: the log format and level (`CK_LOG_LEVEL`).
 //!   - [`observe`]: `CK_HTTP_ADDR`: the HTTP server (`/metrics`, `/healthz`, `/readyz`),
 //!     the Prometheus text format, the liveness of the programs' loops, and
@@ -86,6 +88,7 @@ pub mod producer;
 pub mod secret;
 pub mod settings;
 pub mod shutdown;
+pub mod subcommand;
 pub mod target_list;
 pub mod tls;
 

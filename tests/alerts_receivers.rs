@@ -135,12 +135,7 @@ impl Drop for Smtp {
 
 /// A v1 event of `url` at `at`, up or down.
 fn check(url: &str, up: bool, at: chrono::DateTime<Utc>) -> common::TimedRecord {
-    let mut ev = common::sample_event(url, 1);
-    ev.producer = "eu".into();
-    ev.checked_at = at;
-    ev.up = Some(up);
-    ev.status = Some(if up { 200 } else { 503 });
-    (url.as_bytes().to_vec(), Some(ev.to_json()), at)
+    common::eu_check(url, up, at, at)
 }
 
 #[tokio::test]

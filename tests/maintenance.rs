@@ -31,12 +31,7 @@ fn maintenance(db_url: &str, args: &[&str]) -> (i32, String, String) {
 }
 
 fn check(url: &str, up: bool, at: chrono::DateTime<Utc>) -> common::TimedRecord {
-    let mut ev = common::sample_event(url, 1);
-    ev.producer = "eu".into();
-    ev.checked_at = at;
-    ev.up = Some(up);
-    ev.status = Some(if up { 200 } else { 503 });
-    (url.as_bytes().to_vec(), Some(ev.to_json()), Utc::now())
+    common::eu_check(url, up, at, Utc::now())
 }
 
 #[tokio::test]

@@ -2,14 +2,12 @@
 
 use std::process::ExitCode;
 
-use argh::FromArgs;
-
 use checksite::consumer::config::{ConsumerArgs, ConsumerConfig};
 use checksite::consumer::consume;
 use checksite::consumer::maintenance::cli::{MaintenanceArgs, MaintenanceError};
 use checksite::settings::Settings;
 use checksite::shutdown::Shutdown;
-use checksite::{EXIT_CONFIG, logging};
+use checksite::{EXIT_CONFIG, logging, subcommand};
 
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
@@ -73,45 +71,11 @@ fn main() -> ExitCode {
 
 /// `checksite-consumer maintenance ...`: exit 0 done, 1 PostgreSQL could not be used, 2 bad input.
 fn maintenance(argv: &[String]) -> ExitCode {
-    let rest: Vec<&str> = argv[2..].iter().map(String::as_str).collect();
-    let args = match MaintenanceArgs::from_args(&["checksite-consumer maintenance"], &rest) {
-        Ok(a) => a,
-        Err(early) => {
-            return match early.status {
-                Ok(()) => {
-                    println!("{}", early.output);
-                    ExitCode::SUCCESS
-                }
-                Err(()) => {
-                    eprintln!("{}", early.output);
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            };
-        }
-    };
-    logging::init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("checksite-consumer: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(args.run(Settings::from_process_env())) {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e @ MaintenanceError::Invalid(_)) => {
-            eprintln!("checksite-consumer: {e}");
-            ExitCode::from(EXIT_CONFIG)
-        }
-        Err(e @ MaintenanceError::Store(_)) => {
-            eprintln!("checksite-consumer: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    subcommand::run(
+        "checksite-consumer",
+        "maintenance",
+        &argv[2..],
+        |args: MaintenanceArgs| args.run(Settings::from_process_env()),
+        |e| matches!(e, MaintenanceError::Invalid(_)),
+    )
 }

@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use argh::FromArgs;
-
 use checksite::observe::HttpListener;
 use checksite::producer;
 use checksite::producer::config::{ProducerArgs, ProducerConfig};
@@ -13,7 +11,7 @@ use checksite::producer::spool::Spool;
 use checksite::producer::targets::cli::{TargetsArgs, TargetsError};
 use checksite::settings::Settings;
 use checksite::shutdown::Shutdown;
-use checksite::{EXIT_CONFIG, logging};
+use checksite::{EXIT_CONFIG, logging, subcommand};
 
 // musl's allocator hands freed memory back to the kernel eagerly: at thousands of checks a
 // second its mmap/munmap pairs (and the TLB shootdowns they cost a threaded process) were
@@ -71,44 +69,13 @@ fn main() -> ExitCode {
 
 /// `checksite-producer targets ...`: exit 0 done, 1 Kafka could not be used, 2 bad input.
 fn targets(argv: &[String]) -> ExitCode {
-    let rest: Vec<&str> = argv[2..].iter().map(String::as_str).collect();
-    let args = match TargetsArgs::from_args(&["checksite-producer targets"], &rest) {
-        Ok(a) => a,
-        Err(early) => {
-            return match early.status {
-                Ok(()) => {
-                    println!("{}", early.output);
-                    ExitCode::SUCCESS
-                }
-                Err(()) => {
-                    eprintln!("{}", early.output);
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            };
-        }
-    };
-    logging::init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("checksite-producer: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(args.run(Settings::from_process_env())) {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e @ TargetsError::Invalid(_)) => config_error(&e),
-        Err(e @ TargetsError::Kafka(_)) => {
-            eprintln!("checksite-producer: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    subcommand::run(
+        "checksite-producer",
+        "targets",
+        &argv[2..],
+        |args: TargetsArgs| args.run(Settings::from_process_env()),
+        |e| matches!(e, TargetsError::Invalid(_)),
+    )
 }
 
 fn config_error(e: &dyn std::fmt::Display) -> ExitCode {

@@ -349,6 +349,22 @@ pub async fn stop(child: tokio::process::Child, within: Duration) -> String {
     log
 }
 
+/// A check of `url` from the vantage point "eu" at `at`, up (200) or down (503), as a
+/// record published at `published`.
+pub fn eu_check(
+    url: &str,
+    up: bool,
+    at: chrono::DateTime<chrono::Utc>,
+    published: chrono::DateTime<chrono::Utc>,
+) -> TimedRecord {
+    let mut ev = sample_event(url, 1);
+    ev.producer = "eu".into();
+    ev.checked_at = at;
+    ev.up = Some(up);
+    ev.status = Some(if up { 200 } else { 503 });
+    (url.as_bytes().to_vec(), Some(ev.to_json()), published)
+}
+
 /// A v1 event as the producer makes it, for `url`.
 pub fn sample_event(url: &str, n: u64) -> checksite::event::CheckEvent {
     checksite::event::CheckEvent {
