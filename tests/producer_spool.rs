@@ -7,50 +7,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::Listener;
 
 const BIN: &str = env!("CARGO_BIN_EXE_checksite-producer");
-
-/// Requests a site answered: (path, when).
-type Answered = Arc<Mutex<Vec<(String, DateTime<Utc>)>>>;
-
-/// A site answering 200 to everything, recording each request's path and time.
-fn recording_site() -> (u16, Answered) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen: Answered = Arc::default();
-    let kept = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let kept = kept.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    return;
-                }
-                let path = line.split(' ').nth(1).unwrap_or("").to_string();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
-                if reader.get_mut().write_all(answer).is_ok() {
-                    kept.lock().unwrap().push((path, Utc::now()));
-                }
-            });
-        }
-    });
-    (port, seen)
-}
 
 fn producer(
     tb: &common::Testbed,
@@ -93,7 +55,7 @@ async fn outage_then_restart(
     buffer_events: usize,
 ) {
     let topic = common::unique("spool");
-    let (port, seen) = recording_site();
+    let (port, seen) = common::sites::recording_site();
     let dir = std::env::temp_dir().join(common::unique("spool-test"));
     std::fs::create_dir_all(&dir).unwrap();
     let targets: Vec<serde_json::Value> = (0..200)
@@ -224,7 +186,7 @@ async fn one_spool_one_producer() {
 async fn sigterm_while_kafka_accepts_and_never_answers_exits_within_the_grace() {
     // A "broker" that takes connections and never says a word: a connection attempt to it
     // waits for its own timeouts (~20 s), the exit must not.
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     std::thread::spawn(move || {
         let held: Vec<_> = silent.incoming().flatten().collect();

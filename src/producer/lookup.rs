@@ -136,8 +136,11 @@ impl LookupPool {
         let tx = Arc::new(tx);
         under_way.insert(host_port.clone(), tx.clone());
         drop(under_way);
-        self.ensure_thread();
+        // Counted before the thread count is judged: two lookups starting at once must not
+        // both find the one idle thread free (the second then waited behind the first,
+        // seconds when the first was a name that never resolves).
         self.queued.fetch_add(1, Ordering::AcqRel);
+        self.ensure_thread();
         let sent = self
             .jobs
             .lock()
@@ -159,7 +162,7 @@ impl LookupPool {
     /// Start one more thread if the jobs waiting, this one included, outnumber the idle
     /// threads (up to [`MAX_THREADS`]): two lookups at once never wait for each other.
     fn ensure_thread(&self) {
-        if self.queued.load(Ordering::Acquire) < self.idle.load(Ordering::Acquire) {
+        if self.queued.load(Ordering::Acquire) <= self.idle.load(Ordering::Acquire) {
             return;
         }
         let started = self

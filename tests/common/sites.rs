@@ -205,3 +205,38 @@ pub fn refused_site() -> String {
     let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(10));
     format!("http://{addr}")
 }
+
+/// Requests a site answered: (path, when).
+pub type Answered = std::sync::Arc<std::sync::Mutex<Vec<(String, chrono::DateTime<chrono::Utc>)>>>;
+
+/// A site answering 200 to everything, recording each request's path and time.
+pub fn recording_site() -> (u16, Answered) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Answered = Arc::default();
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                if reader.get_mut().write_all(answer).is_ok() {
+                    kept.lock().unwrap().push((path, chrono::Utc::now()));
+                }
+            });
+        }
+    });
+    (port, seen)
+}
