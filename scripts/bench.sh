@@ -231,7 +231,7 @@ spool_run() {
     CK_HTTP_ADDR=127.0.0.1:$mport CK_TARGETS=$1 timed env "${vars[@]}" timeout --foreground -s KILL "$seconds" "$bin/checksite-producer" || true
   wait $scraper || true
   read -r _ user sys rss < <(tail -n 1 "$work/time")
-  awk -v cpu="$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" -v rss="$rss" -v secs="$seconds" '
+  awk -v user="$user" -v sys="$sys" -v rss="$rss" -v secs="$seconds" '
     /^checksite_producer_checks_total/ { checks += $NF }
     /^checksite_producer_events_dropped_total/ { dropped += $NF }
     /^checksite_producer_spool_bytes/ { spool = $NF }
@@ -247,7 +247,7 @@ spool_run() {
         prev_le = les[i]; prev = cum[i]
       }
       # The CPU is of the whole run; the checks of all but its last second: scaled to it.
-      per = (checks > 0) ? 1e6 * cpu / (checks * secs / (secs - 1)) : 0
+      per = (checks > 0) ? 1e6 * (user + sys) / (checks * secs / (secs - 1)) : 0
       printf "%d %.1f %.0f %.0f %d %d %.0f\n", checks, count ? 100 * ontime / count : 0, 1000 * p99, per, rss, dropped, spool / 1048576 }' \
     "$work/spool-metrics"
 }

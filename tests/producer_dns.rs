@@ -123,6 +123,11 @@ async fn names_that_never_resolve_leave_healthy_checks_alone() {
         "a healthy target was checked only {fewest} times ({short} targets under 11; fewest in the topic {fewest_published}); checks answered per second since the start: {per_second:?}; log: {}",
         log.lines().rev().take(20).collect::<Vec<_>>().join(" | ")
     );
+    assert!(
+        fewest_published >= 11,
+        "a healthy target has only {fewest_published} events in the topic (checked {fewest} times at least); log: {}",
+        log.lines().rev().take(20).collect::<Vec<_>>().join(" | ")
+    );
     lags.sort_unstable();
     let p99 = lags[lags.len() * 99 / 100];
     // Starved, this is seconds; `just bench` measures it for real.

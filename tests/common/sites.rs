@@ -207,7 +207,7 @@ pub fn refused_site() -> String {
 }
 
 /// Requests a site answered: (path, when).
-pub type Answered = std::sync::Arc<std::sync::Mutex<Vec<(String, chrono::DateTime<chrono::Utc>)>>>;
+pub type Answered = Arc<std::sync::Mutex<Vec<(String, chrono::DateTime<chrono::Utc>)>>>;
 
 /// A site answering 200 to everything, recording each request's path and time.
 pub fn recording_site() -> (u16, Answered) {
@@ -219,7 +219,7 @@ pub fn recording_site() -> (u16, Answered) {
         for stream in listener.incoming().flatten() {
             let kept = kept.clone();
             std::thread::spawn(move || {
-                let mut reader = std::io::BufReader::new(stream);
+                let mut reader = BufReader::new(stream);
                 let mut line = String::new();
                 if reader.read_line(&mut line).is_err() {
                     return;

@@ -4,8 +4,8 @@
 //! it was published (or dropped). At start what the spool holds is replayed, in order,
 //! before any new event. The memory buffer (`CK_BUFFER_EVENTS`) holds the oldest waiting
 //! events; once it is full, newer ones stay on disk only and are read back in order as it
-//! empties, so the spool, not memory, bounds what waits. A torn last record (a write cut by `kill -9`) fails its CRC: it
-//! is cut off and said, never published.
+//! empties, so the spool, not memory, bounds what waits. A torn last record (a write cut
+//! by `kill -9`) fails its CRC: it is cut off and said, never published.
 //!
 //! Durability (`CK_SPOOL_SYNC`): `interval` (fsync at most every second: a power loss
 //! loses at most the last second) or `always` (fsync after each event). Bounded by

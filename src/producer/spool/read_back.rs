@@ -46,6 +46,7 @@ impl Spool {
                 seg: no,
                 offset: chunk.next,
             });
+            let mut read_back = 0;
             for payload in chunk.payloads {
                 let ev = match serde_json::from_slice::<CheckEvent>(&payload) {
                     Ok(ev) => ev,
@@ -56,10 +57,11 @@ impl Spool {
                 };
                 if files.pending.contains_key(&ev.id) {
                     events.push(ev);
-                    if let Some(seg) = files.segments.iter_mut().find(|s| s.no == no) {
-                        seg.spilled = seg.spilled.saturating_sub(1);
-                    }
+                    read_back += 1;
                 }
+            }
+            if let Some(seg) = files.segments.iter_mut().find(|s| s.no == no) {
+                seg.spilled = seg.spilled.saturating_sub(read_back);
             }
         }
         events
