@@ -20,6 +20,7 @@ pub mod metrics;
 pub(crate) mod record;
 pub(crate) mod retention;
 pub mod rollup;
+pub(crate) mod series_hash;
 pub mod status_page;
 pub mod store;
 pub(crate) mod windows;

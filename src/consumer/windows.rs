@@ -10,11 +10,10 @@
 //! the rollup tables themselves (`store::windows`). So a window always equals the sum of
 //! the rollup rows in its range. Pure: this module never does I/O.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::consumer::rollup::{Bucket, Folded, LATENCY_BUCKETS};
+use crate::consumer::series_hash::SeriesMap;
 
 /// Days in the daily uptime strip (the page's 90-day bar, read for the URLs shown).
 pub(crate) const STRIP_DAYS: usize = 90;
@@ -88,11 +87,11 @@ impl Alignment {
 pub(crate) fn window_deltas(
     folded: &Folded,
     at: Alignment,
-) -> HashMap<(String, String), WindowDelta> {
-    let mut deltas: HashMap<(String, String), WindowDelta> = HashMap::new();
+) -> SeriesMap<(&str, &str), WindowDelta> {
+    let mut deltas: SeriesMap<(&str, &str), WindowDelta> = SeriesMap::default();
     for ((url, producer, start), b) in &folded.hourly {
         if at.in_hours(*start) {
-            let d = deltas.entry((url.clone(), producer.clone())).or_default();
+            let d = deltas.entry((url, producer)).or_default();
             d.hours_24.add(b);
         }
     }
@@ -100,7 +99,7 @@ pub(crate) fn window_deltas(
         if !at.in_days(*start, 30) {
             continue;
         }
-        let d = deltas.entry((url.clone(), producer.clone())).or_default();
+        let d = deltas.entry((url, producer)).or_default();
         d.days_30.add(b);
         if at.in_days(*start, 7) {
             d.days_7.add(b);
@@ -166,7 +165,7 @@ mod tests {
                 .insert(("u".into(), "p".into(), d), bucket(n, n - 1, 5));
         }
         let deltas = window_deltas(&folded, now);
-        let d = &deltas[&("u".to_string(), "p".to_string())];
+        let d = &deltas[&("u", "p")];
         assert_eq!((d.hours_24.checks, d.hours_24.hist[3]), (11, 11));
         assert_eq!((d.days_7.checks, d.days_7.up), (1 + 2, 1));
         assert_eq!(d.days_30.checks, 1 + 2 + 4 + 8);

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::consumer::rollup::RollupInput;
+use crate::consumer::series_hash::SeriesMap;
 
 /// When a URL is down, up again, or its certificate worth a warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -408,8 +409,7 @@ pub(crate) fn decide<'a>(
     inputs: impl IntoIterator<Item = &'a RollupInput>,
     rules: &AlertRules,
 ) -> Decisions {
-    let mut states: std::collections::HashMap<&str, UrlAlertState> =
-        std::collections::HashMap::new();
+    let mut states: SeriesMap<&str, UrlAlertState> = SeriesMap::default();
     let mut notifications = Vec::new();
     for e in inputs {
         let state = states

@@ -1,7 +1,8 @@
-//! A transaction's rollups as one row of `rollup_deltas` ([`Delta`], JSON), and committed
-//! deltas merged in order for a fold ([`Folded`]). Pure: it never does I/O.
+//! A transaction's rollups as one row of `rollup_deltas` ([`Delta`]; its stored bytes are
+//! `stored`'s), and committed deltas merged in order for a fold ([`Folded`]). Pure: it
+//! never does I/O.
 
-use std::collections::HashMap;
+mod stored;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -9,14 +10,16 @@ use serde::{Deserialize, Serialize};
 use super::{
     Bucket, KindCounts, LATENCY_BUCKETS, RecentCheck, Rollups, SeriesKey, SeriesState, truncate,
 };
+use crate::consumer::series_hash::SeriesMap;
 use crate::event::ErrorKind;
 
 /// A transaction's rollups as stored in `rollup_deltas` (JSON): written with the events in
 /// their transaction (one row, cheap), folded into the rollup tables later in batches
 /// ([`Folded`]), so that a series' buckets are updated once per fold, not once per
 /// transaction. Per series: its state and its hours (days are sums of hours, made by the
-/// fold). Owned, times in ms since the epoch; the hours' fields have one-letter names,
-/// as they repeat in every delta.
+/// fold). Owned, times in ms since the epoch. Stored in binary (`stored`); its JSON form
+/// (one-letter names, as they repeat) is what older builds stored, and what
+/// `rollup_rejects` keeps of a refused series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Delta {
     series: Vec<DeltaSeries>,
@@ -93,7 +96,7 @@ fn from_ms(ms: i64) -> DateTime<Utc> {
 impl Rollups<'_> {
     /// What to store in this transaction's `rollup_deltas` row.
     pub(crate) fn to_delta(&self) -> Delta {
-        let mut hours: HashMap<SeriesKey<'_>, Vec<DeltaHour>> = HashMap::new();
+        let mut hours: SeriesMap<SeriesKey<'_>, Vec<DeltaHour>> = SeriesMap::default();
         for ((key, start), b) in &self.hourly {
             hours.entry(*key).or_default().push(DeltaHour {
                 start_ms: start.timestamp_millis(),
@@ -155,9 +158,9 @@ pub(crate) type OwnedBucketKey = (String, String, DateTime<Utc>);
 /// Deltas merged, in the order they were committed: what one fold writes.
 #[derive(Debug, Default)]
 pub(crate) struct Folded {
-    pub(crate) hourly: HashMap<OwnedBucketKey, Bucket>,
-    pub(crate) daily: HashMap<OwnedBucketKey, Bucket>,
-    pub(crate) states: HashMap<(String, String), SeriesState>,
+    pub(crate) hourly: SeriesMap<OwnedBucketKey, Bucket>,
+    pub(crate) daily: SeriesMap<OwnedBucketKey, Bucket>,
+    pub(crate) states: SeriesMap<(String, String), SeriesState>,
 }
 
 impl Folded {
@@ -240,8 +243,8 @@ mod tests {
         let whole = Rollups::of(&all);
         let mut folded = Folded::default();
         for part in [&all[..2], &all[2..3], &all[3..]] {
-            let json = serde_json::to_vec(&Rollups::of(part).to_delta()).unwrap();
-            folded.add(serde_json::from_slice(&json).unwrap());
+            let stored = Rollups::of(part).to_delta().to_stored();
+            folded.add(Delta::from_stored(&stored).unwrap());
         }
         let key = ("https://a.example/".to_string(), "p1".to_string());
         let (w, f) = (

@@ -9,11 +9,10 @@
 
 mod delta;
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::consumer::series_hash::SeriesMap;
 use crate::event::ErrorKind;
 pub(crate) use delta::{Delta, Folded, OwnedBucketKey};
 
@@ -147,6 +146,20 @@ pub(crate) fn merge_recent(into: &mut Vec<RecentCheck>, more: Vec<RecentCheck>) 
     into.truncate(RECENT_CHECKS);
 }
 
+/// `e` among the newest checks `recent` (newest first) if it is one of them: in place,
+/// as this runs for every event (a check at the same time goes after those there).
+fn add_recent(recent: &mut Vec<RecentCheck>, e: &RollupInput) {
+    let at_ms = e.ts.timestamp_millis();
+    let at = recent.partition_point(|c| c.at_ms >= at_ms);
+    if at >= RECENT_CHECKS {
+        return;
+    }
+    if recent.len() >= RECENT_CHECKS {
+        recent.pop();
+    }
+    recent.insert(at, RecentCheck::of(e));
+}
+
 /// (url, producer), borrowed from the inputs.
 pub(crate) type SeriesKey<'a> = (&'a str, &'a str);
 
@@ -157,8 +170,8 @@ pub(crate) type BucketKey<'a> = (SeriesKey<'a>, DateTime<Utc>);
 /// and each series' latest state.
 #[derive(Debug, Default)]
 pub(crate) struct Rollups<'a> {
-    pub(crate) hourly: HashMap<BucketKey<'a>, Bucket>,
-    pub(crate) states: HashMap<SeriesKey<'a>, SeriesState>,
+    pub(crate) hourly: SeriesMap<BucketKey<'a>, Bucket>,
+    pub(crate) states: SeriesMap<SeriesKey<'a>, SeriesState>,
 }
 
 impl<'a> Rollups<'a> {
@@ -185,7 +198,7 @@ impl<'a> Rollups<'a> {
     }
 }
 
-fn add<'a>(buckets: &mut HashMap<BucketKey<'a>, Bucket>, key: BucketKey<'a>, e: &RollupInput) {
+fn add<'a>(buckets: &mut SeriesMap<BucketKey<'a>, Bucket>, key: BucketKey<'a>, e: &RollupInput) {
     let b = buckets.entry(key).or_insert_with(|| Bucket {
         checks: 0,
         up_checks: 0,
@@ -251,7 +264,7 @@ impl SeriesState {
     /// The next event of the series. One arriving older than the latest (a producer's
     /// clock, a retry) counts in the buckets but does not move the state back.
     fn follow(&mut self, e: &RollupInput) {
-        merge_recent(&mut self.recent, vec![RecentCheck::of(e)]);
+        add_recent(&mut self.recent, e);
         if e.ts < self.last_checked_at {
             return;
         }

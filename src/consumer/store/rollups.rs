@@ -5,14 +5,13 @@
 //! deletes them, in one transaction of its own: each delta is counted once, and a series'
 //! rows are updated once per fold rather than once per transaction.
 
-use std::collections::HashMap;
-
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
 use super::windows;
 use super::{StoreError, bounded, sql_error};
 use crate::consumer::rollup::{Bucket, Delta, Folded, OwnedBucketKey, Rollups};
+use crate::consumer::series_hash::SeriesMap;
 use crate::consumer::windows::{Alignment, window_deltas};
 
 /// Held (for its transaction) by the consumer folding: folds happen one at a time, in the
@@ -27,8 +26,7 @@ pub(crate) async fn add_delta(
     if rollups.is_empty() {
         return Ok(());
     }
-    // Plain data: serialising it cannot fail.
-    let body = serde_json::to_vec(&rollups.to_delta()).unwrap_or_default();
+    let body = rollups.to_delta().to_stored();
     tx.execute_typed(
         "INSERT INTO rollup_deltas (body) VALUES ($1)",
         &[(&body, Type::BYTEA)],
@@ -163,7 +161,7 @@ async fn take_deltas(
     let mut deltas = Vec::with_capacity(rows.len());
     for row in &rows {
         let id: i64 = row.get(0);
-        match serde_json::from_slice::<Delta>(row.get(1)) {
+        match Delta::from_stored(row.get(1)) {
             Ok(delta) => deltas.push((id, delta)),
             Err(e) => log::error!("rollup_deltas row {id} cannot be read ({e}): left in place"),
         }
@@ -269,16 +267,10 @@ async fn add(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreError> {
     hourly.and(daily).and(states)
 }
 
-/// `{1,2,3}`: an array as PostgreSQL reads it in text, cast in the statement.
-fn array_text(values: &[i64]) -> String {
-    let inner: Vec<String> = values.iter().map(i64::to_string).collect();
-    format!("{{{}}}", inner.join(","))
-}
-
 async fn add_buckets(
     tx: &Transaction<'_>,
     table: &'static str,
-    buckets: &HashMap<OwnedBucketKey, Bucket>,
+    buckets: &SeriesMap<OwnedBucketKey, Bucket>,
 ) -> Result<(), StoreError> {
     let mut rows: Vec<_> = buckets.iter().collect();
     rows.sort_by(|a, b| a.0.cmp(b.0));
@@ -289,11 +281,11 @@ async fn add_buckets(
     let up: Vec<i64> = rows.iter().map(|(_, b)| b.up_checks).collect();
     let kinds: Vec<String> = rows
         .iter()
-        .map(|(_, b)| array_text(&b.error_kinds))
+        .map(|(_, b)| super::array_text(b.error_kinds))
         .collect();
     let hists: Vec<String> = rows
         .iter()
-        .map(|(_, b)| array_text(&b.latency_hist))
+        .map(|(_, b)| super::array_text(b.latency_hist))
         .collect();
     let mins: Vec<Option<i32>> = rows.iter().map(|(_, b)| b.latency_min_ms).collect();
     let maxs: Vec<Option<i32>> = rows.iter().map(|(_, b)| b.latency_max_ms).collect();

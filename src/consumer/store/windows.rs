@@ -5,8 +5,6 @@
 //! rollup rows in its range. The page reads only the rows changed
 //! since its last read (`changed`, from the sequence `page_changes`).
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt;
 use tokio_postgres::types::{ToSql, Type};
@@ -14,6 +12,7 @@ use tokio_postgres::{Client, Transaction};
 
 use super::{StoreError, bounded, sql_error};
 use crate::consumer::rollup::LATENCY_BUCKETS;
+use crate::consumer::series_hash::SeriesMap;
 use crate::consumer::windows::{Alignment, Figures, WindowDelta};
 
 /// `ARRAY[f(1), f(2), ..., f(n)]`: element-wise work on arrays as plain expressions
@@ -168,28 +167,25 @@ fn zeros(n: usize) -> String {
     format!("array_fill(0::bigint, ARRAY[{n}])")
 }
 
-/// `{1,2,3}`: an array as PostgreSQL reads it in text.
-fn array_text(values: impl IntoIterator<Item = i64>) -> String {
-    let inner: Vec<String> = values.into_iter().map(|v| v.to_string()).collect();
-    format!("{{{}}}", inner.join(","))
-}
-
 /// Add what a fold brings to the windows (series without a row get one).
 pub(crate) async fn apply(
     tx: &Transaction<'_>,
-    deltas: &HashMap<(String, String), WindowDelta>,
+    deltas: &SeriesMap<(&str, &str), WindowDelta>,
 ) -> Result<(), StoreError> {
     if deltas.is_empty() {
         return Ok(());
     }
     let mut rows: Vec<_> = deltas.iter().collect();
     rows.sort_by(|a, b| a.0.cmp(b.0));
-    let urls: Vec<&str> = rows.iter().map(|(k, _)| k.0.as_str()).collect();
-    let producers: Vec<&str> = rows.iter().map(|(k, _)| k.1.as_str()).collect();
+    let urls: Vec<&str> = rows.iter().map(|(k, _)| k.0).collect();
+    let producers: Vec<&str> = rows.iter().map(|(k, _)| k.1).collect();
     let figures = |f: fn(&WindowDelta) -> &Figures| {
         let c: Vec<i64> = rows.iter().map(|(_, d)| f(d).checks).collect();
         let u: Vec<i64> = rows.iter().map(|(_, d)| f(d).up).collect();
-        let h: Vec<String> = rows.iter().map(|(_, d)| array_text(f(d).hist)).collect();
+        let h: Vec<String> = rows
+            .iter()
+            .map(|(_, d)| super::array_text(f(d).hist))
+            .collect();
         (c, u, h)
     };
     let (c24, u24, h24) = figures(|d| &d.hours_24);

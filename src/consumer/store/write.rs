@@ -14,6 +14,7 @@ use super::rows::*;
 use super::{StoreError, alerts, bounded, rollups, sql_error};
 use crate::consumer::alert::decide::{Decisions, KnownStates, UrlAlertState, decide};
 use crate::consumer::rollup::{RollupInput, Rollups};
+use crate::consumer::series_hash::SeriesSet;
 
 /// The committed position of each of `partitions` that has one (a partition never
 /// consumed has no row yet: its first batch creates it).
@@ -357,7 +358,7 @@ fn split_known<'b>(
 /// The distinct URLs of the batches' events.
 fn urls_of(batches: &[Batch]) -> Vec<&str> {
     // A transaction holds ~10 events per URL: a set, not a sort of all of them.
-    let mut seen = HashSet::new();
+    let mut seen = SeriesSet::default();
     batches
         .iter()
         .flat_map(|b| b.inputs.iter().map(|e| e.url.as_str()))
