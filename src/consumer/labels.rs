@@ -5,11 +5,11 @@
 //! This module owns what changed; it never decides what the page shows (that is
 //! `status_page::shown`).
 
-use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
 use super::store::Batch;
+use crate::consumer::series_hash::SeriesMap;
 
 /// A target's name, group and visibility.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,12 +40,12 @@ pub(crate) struct LabelRow {
 
 /// The labels this writer wrote last, by URL: only changes are written.
 #[derive(Debug, Default)]
-pub(crate) struct KnownLabels(HashMap<String, (Labels, DateTime<Utc>)>);
+pub(crate) struct KnownLabels(SeriesMap<String, (Labels, DateTime<Utc>)>);
 
 impl KnownLabels {
     /// The URLs of `batches` whose newest check says other labels than those written.
     pub(crate) fn changes(&self, batches: &[Batch]) -> Vec<LabelRow> {
-        let mut newest: HashMap<&str, (&Labels, DateTime<Utc>)> = HashMap::new();
+        let mut newest: SeriesMap<&str, (&Labels, DateTime<Utc>)> = SeriesMap::default();
         for e in batches.iter().flat_map(|b| &b.inputs) {
             let entry = newest.entry(e.url.as_str()).or_insert((&e.labels, e.ts));
             if e.ts >= entry.1 {

@@ -10,7 +10,6 @@
 //! a URL's state is only ever written by the consumer holding its partition. This module
 //! never decides an alert itself (that is `alert::decide`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::store::{self, Batch, ListChange, StoreError};
+use crate::consumer::series_hash::SeriesMap;
 use crate::kafka::KafkaSettings;
 use crate::shutdown::Shutdown;
 use crate::target_list::{Entries, ListMetrics, ListSnapshot};
@@ -40,7 +40,7 @@ pub(crate) struct Listing {
     /// The list last kept in PostgreSQL; None before the first time.
     kept: Option<Arc<Entries>>,
     /// URL → when it was removed: its checks from before then are old news.
-    removed: HashMap<String, DateTime<Utc>>,
+    removed: SeriesMap<String, DateTime<Utc>>,
     next_sweep: Instant,
     next_prune: Instant,
     metrics: Arc<ListMetrics>,
@@ -65,7 +65,7 @@ impl Listing {
         Listing {
             listed,
             kept: None,
-            removed: HashMap::new(),
+            removed: SeriesMap::default(),
             next_sweep: Instant::now(),
             next_prune: Instant::now(),
             metrics,

@@ -37,9 +37,12 @@ impl Hasher for SeriesHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+            // Byte by byte: a copy of a variable length is a call to memcpy.
+            let word = rest
+                .iter()
+                .rev()
+                .fold(rest.len() as u64, |w, b| (w << 8) | u64::from(*b));
+            self.add(word);
         }
     }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::store::{self, Batch, MaintenanceWindow, StoreError};
+use crate::consumer::series_hash::SeriesMap;
 
 /// Windows are read again this often: a window added (or ended) applies within it.
 pub(crate) const RELOAD_EVERY: Duration = Duration::from_secs(5);
@@ -29,7 +30,7 @@ pub(crate) struct Calendar {
     windows: Vec<MaintenanceWindow>,
     next_load: Option<Instant>,
     /// Per window with a pattern: the URLs asked about, and whether they match.
-    matched: HashMap<i64, HashMap<String, bool>>,
+    matched: HashMap<i64, SeriesMap<String, bool>>,
 }
 
 impl Calendar {
