@@ -5,7 +5,6 @@
 //! This module owns what changed; it never decides what the page shows (that is
 //! `status_page::shown`).
 
-
 use chrono::{DateTime, Utc};
 
 use super::store::Batch;

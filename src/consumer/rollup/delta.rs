@@ -121,7 +121,7 @@ impl Rollups<'_> {
         let series = self
             .states
             .iter()
-            .map(|(key, s)| DeltaSeries {
+            .map(|(key, (s, newest))| DeltaSeries {
                 url: key.0.to_string(),
                 producer: key.1.to_string(),
                 up: s.up,
@@ -134,7 +134,11 @@ impl Rollups<'_> {
                 last_elapsed_ms: s.last_elapsed_ms,
                 cert_ms: s.cert_expires_at.map(|t| t.timestamp_millis()),
                 hours: hours.remove(key).unwrap_or_default(),
-                recent: s.recent.clone(),
+                recent: newest
+                    .iter()
+                    .flatten()
+                    .map(|e| RecentCheck::of(e))
+                    .collect(),
             })
             .collect();
         Delta { series }
@@ -248,7 +252,7 @@ mod tests {
         }
         let key = ("https://a.example/".to_string(), "p1".to_string());
         let (w, f) = (
-            &whole.states[&(key.0.as_str(), key.1.as_str())],
+            &whole.states[&(key.0.as_str(), key.1.as_str())].0,
             &folded.states[&key],
         );
         assert_eq!((f.up, f.since, f.changed), (w.up, w.since, true));
@@ -258,5 +262,34 @@ mod tests {
         let f = &folded.hourly[&(key.0.clone(), key.1.clone(), hour)];
         assert_eq!(f, w);
         assert_eq!(folded.daily.values().next().unwrap().checks, 5);
+    }
+
+    #[test]
+    fn a_series_keeps_its_five_newest_checks_newest_first() {
+        // Minutes of the checks in the order stored: a late one (3), two at the same time
+        // (8; the one stored later goes after).
+        let minutes = [1, 2, 5, 8, 3, 8, 4, 0, 9];
+        let inputs: Vec<super::super::RollupInput> = minutes
+            .iter()
+            .enumerate()
+            .map(|(i, m)| input(i as i64, *m, true, 10 + i as i32))
+            .collect();
+        let delta = Rollups::of(&inputs).to_delta();
+        let hour = Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap();
+        let got: Vec<(i64, Option<i32>)> = delta.series[0]
+            .recent
+            .iter()
+            .map(|c| ((c.at_ms - hour.timestamp_millis()) / 60_000, c.elapsed_ms))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (9, Some(18)),
+                (8, Some(13)),
+                (8, Some(15)),
+                (5, Some(12)),
+                (4, Some(16))
+            ]
+        );
     }
 }

@@ -146,18 +146,22 @@ pub(crate) fn merge_recent(into: &mut Vec<RecentCheck>, more: Vec<RecentCheck>) 
     into.truncate(RECENT_CHECKS);
 }
 
-/// `e` among the newest checks `recent` (newest first) if it is one of them: in place,
-/// as this runs for every event (a check at the same time goes after those there).
-fn add_recent(recent: &mut Vec<RecentCheck>, e: &RollupInput) {
+/// A series' newest checks in one transaction, newest first: references, made into
+/// [`RecentCheck`]s only when the delta is written, as this runs for every event.
+pub(crate) type Newest<'a> = [Option<&'a RollupInput>; RECENT_CHECKS];
+
+/// `e` among the `newest` if it is one of them (one at the same time as those there goes
+/// after them).
+fn add_newest<'a>(newest: &mut Newest<'a>, e: &'a RollupInput) {
     let at_ms = e.ts.timestamp_millis();
-    let at = recent.partition_point(|c| c.at_ms >= at_ms);
-    if at >= RECENT_CHECKS {
+    let Some(at) = newest
+        .iter()
+        .position(|c| c.is_none_or(|c| c.ts.timestamp_millis() < at_ms))
+    else {
         return;
-    }
-    if recent.len() >= RECENT_CHECKS {
-        recent.pop();
-    }
-    recent.insert(at, RecentCheck::of(e));
+    };
+    newest[at..].rotate_right(1);
+    newest[at] = Some(e);
 }
 
 /// (url, producer), borrowed from the inputs.
@@ -171,7 +175,8 @@ pub(crate) type BucketKey<'a> = (SeriesKey<'a>, DateTime<Utc>);
 #[derive(Debug, Default)]
 pub(crate) struct Rollups<'a> {
     pub(crate) hourly: SeriesMap<BucketKey<'a>, Bucket>,
-    pub(crate) states: SeriesMap<SeriesKey<'a>, SeriesState>,
+    /// Each series' state (its `recent` left empty) and newest checks.
+    pub(crate) states: SeriesMap<SeriesKey<'a>, (SeriesState, Newest<'a>)>,
 }
 
 impl<'a> Rollups<'a> {
@@ -184,10 +189,12 @@ impl<'a> Rollups<'a> {
             if e.removed {
                 continue;
             }
-            r.states
+            let (_, newest) = r
+                .states
                 .entry(key)
-                .and_modify(|s| s.follow(e))
-                .or_insert_with(|| SeriesState::first(e));
+                .and_modify(|(s, _)| s.follow(e))
+                .or_insert_with(|| (SeriesState::first(e), [None; RECENT_CHECKS]));
+            add_newest(newest, e);
         }
         r
     }
@@ -257,14 +264,13 @@ impl SeriesState {
             last_error_kind: e.error_kind,
             last_elapsed_ms: e.elapsed,
             cert_expires_at: e.cert_expires_at,
-            recent: vec![RecentCheck::of(e)],
+            recent: Vec::new(),
         }
     }
 
     /// The next event of the series. One arriving older than the latest (a producer's
     /// clock, a retry) counts in the buckets but does not move the state back.
     fn follow(&mut self, e: &RollupInput) {
-        add_recent(&mut self.recent, e);
         if e.ts < self.last_checked_at {
             return;
         }
@@ -451,7 +457,7 @@ pub(crate) mod tests {
     fn the_state_is_the_latest_run_and_knows_if_it_changed() {
         let inputs = [input(1, 0, true, 1), input(2, 1, true, 1)];
         let r = Rollups::of(&inputs);
-        let s = r.states.values().next().unwrap();
+        let s = &r.states.values().next().unwrap().0;
         assert!(s.up && !s.changed);
         assert_eq!(s.since, input(0, 0, true, 1).ts);
         let inputs = [
@@ -460,13 +466,13 @@ pub(crate) mod tests {
             input(3, 2, false, 1),
         ];
         let r = Rollups::of(&inputs);
-        let s = r.states.values().next().unwrap();
+        let s = &r.states.values().next().unwrap().0;
         assert!(!s.up && s.changed);
         assert_eq!(s.since, input(0, 1, true, 1).ts);
         // An older event arriving late does not move the state back.
         let inputs = [input(1, 5, true, 1), input(2, 1, false, 1)];
         let r = Rollups::of(&inputs);
-        let s = r.states.values().next().unwrap();
+        let s = &r.states.values().next().unwrap().0;
         assert!(s.up && !s.changed);
         assert_eq!(r.hourly.values().next().unwrap().checks, 2);
     }
