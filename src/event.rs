@@ -239,7 +239,7 @@ pub(crate) mod rfc3339_millis {
         s.serialize_str(&super::format_time(t))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         d.deserialize_str(super::Rfc3339Visitor)
     }
 }
@@ -259,7 +259,7 @@ pub(crate) mod rfc3339_opt {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<DateTime<Utc>>, D::Error> {
         #[derive(Deserialize)]

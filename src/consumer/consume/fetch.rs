@@ -385,7 +385,7 @@ pub(super) fn decode_chunk(
 
 /// Whether an event's URL and vantage point fit the rollups' and alerts' keys; an event
 /// from another producer with a longer URL is stored, and left out of them (said once).
-pub(super) fn derivable(e: &record::StoredEvent, partition: i32, offset: i64) -> bool {
+pub(super) fn derivable(e: &record::StoredEvent<'_>, partition: i32, offset: i64) -> bool {
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let producer = e.producer.as_deref().unwrap_or("");
     if e.url.len() <= event::MAX_URL_BYTES && producer.len() <= event::MAX_PRODUCER_BYTES {

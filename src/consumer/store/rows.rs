@@ -182,7 +182,7 @@ impl RowEncoder {
         &mut self,
         partition: i32,
         offset: i64,
-        e: &StoredEvent,
+        e: &StoredEvent<'_>,
     ) -> Result<(), String> {
         // `events.ts` is the Python program's `timestamp` (no zone): UTC wall time.
         let ts = e.ts.naive_utc();
@@ -211,7 +211,7 @@ impl RowEncoder {
             &offset,
         ];
         let texts = [
-            ("url", Some(e.url.as_str())),
+            ("url", Some(&*e.url)),
             ("error", e.error.as_deref()),
             ("body_prefix", e.body_prefix.as_deref()),
             ("content_match", e.content_match.as_deref()),
@@ -292,9 +292,11 @@ pub(super) const EVENT_TYPES: [Type; 22] = [
 mod tests {
     use super::*;
 
-    fn stored(url: &str) -> StoredEvent {
+    fn stored(url: &str) -> StoredEvent<'static> {
         let json = crate::event::CheckEvent::starting(url, "test", 0).to_json();
-        crate::consumer::record::decode(Some(&json), chrono::Utc::now()).unwrap()
+        // Leaked: a test's few bytes, so that the row may borrow them.
+        let json: &'static [u8] = Vec::leak(json);
+        crate::consumer::record::decode(Some(json), chrono::Utc::now()).unwrap()
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //! ([`StoredEvent`]) from a v1 event or a record of the Python checksite, or the reason it is
 //! not one ([`RejectReason`]).
 //!
-//! This module owns the reading of every format a topic may hold. It never does I/O.
+//! This module owns the reading of every format a topic may hold (a v1 event's fast path
+//! is `v1`'s). It never does I/O.
+
+mod v1;
+
+use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -16,49 +21,50 @@ use crate::event::{CheckEvent, ErrorKind, WIRE_VERSION};
 pub(crate) const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 /// A row for the `events` table: what the consumer stores, whichever format it came in.
+/// Its texts borrow from the record's bytes where they can.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StoredEvent {
+pub(crate) struct StoredEvent<'a> {
     /// The check's id (`events.check_id`); None for the Python program's records, which
     /// had none (their Kafka position is their identity).
     pub(crate) id: Option<Uuid>,
     pub(crate) ts: DateTime<Utc>,
-    pub(crate) url: String,
+    pub(crate) url: Cow<'a, str>,
     /// Whole milliseconds, as the Python program stored it (`events.elapsed integer`).
     pub(crate) elapsed: Option<i32>,
     pub(crate) status: Option<i32>,
-    pub(crate) error: Option<String>,
+    pub(crate) error: Option<Cow<'a, str>>,
     pub(crate) error_kind: Option<&'static str>,
-    pub(crate) content_match: Option<String>,
-    pub(crate) body_prefix: Option<String>,
+    pub(crate) content_match: Option<Cow<'a, str>>,
+    pub(crate) body_prefix: Option<Cow<'a, str>>,
     pub(crate) dns_ms: Option<i32>,
     pub(crate) connect_ms: Option<i32>,
     pub(crate) tls_ms: Option<i32>,
     pub(crate) ttfb_ms: Option<i32>,
     pub(crate) bytes: Option<i64>,
     pub(crate) cert_expires_at: Option<DateTime<Utc>>,
-    pub(crate) ip: Option<String>,
-    pub body_sha256: Option<String>,
+    pub(crate) ip: Option<Cow<'a, str>>,
+    pub(crate) body_sha256: Option<Cow<'a, str>>,
     pub(crate) schedule_lag_ms: Option<i64>,
-    pub(crate) producer: Option<String>,
+    pub(crate) producer: Option<Cow<'a, str>>,
     /// The verdict (`events.up`): the producer's, or judged here for records without one.
     pub(crate) up: bool,
     /// The target's name, group and visibility (not stored in `events`).
     pub(crate) labels: Labels,
 }
 
-impl StoredEvent {
+impl StoredEvent<'_> {
     /// What the rollups need of it, once its row is encoded (its texts move, not copied).
     pub(crate) fn into_rollup_input(self, partition: i32, offset: i64) -> RollupInput {
         RollupInput {
             partition,
             offset,
-            url: self.url,
-            producer: self.producer.unwrap_or_default(),
+            url: self.url.into_owned(),
+            producer: self.producer.map(Cow::into_owned).unwrap_or_default(),
             ts: self.ts,
             up: self.up,
             elapsed: self.elapsed,
             status: self.status,
-            error: self.error,
+            error: self.error.map(Cow::into_owned),
             error_kind: self.error_kind,
             cert_expires_at: self.cert_expires_at,
             phases: [self.dns_ms, self.connect_ms, self.tls_ms, self.ttfb_ms],
@@ -167,7 +173,7 @@ struct LegacyEvent {
 pub(crate) fn decode(
     value: Option<&[u8]>,
     record_time: DateTime<Utc>,
-) -> Result<StoredEvent, RejectReason> {
+) -> Result<StoredEvent<'_>, RejectReason> {
     use RejectKind as K;
     let reject = |kind, s: String| Err(RejectReason::new(kind, s));
     let Some(bytes) = value else {
@@ -186,11 +192,11 @@ pub(crate) fn decode(
         Ok(t) => t,
         Err(e) => return reject(K::NotUtf8, format!("value is not UTF-8: {e}")),
     };
-    // The fast path: a v1 event, parsed once straight into its struct.
-    if let Ok(ev) = serde_json::from_str::<CheckEvent>(text)
+    // The fast path: a v1 event, parsed once straight into its row.
+    if let Ok(ev) = serde_json::from_str::<v1::V1Event>(text)
         && ev.v == WIRE_VERSION
     {
-        return Ok(from_v1(ev));
+        return Ok(from_borrowed(ev));
     }
     // Anything else is parsed again, generically, to say what it is.
     let json: serde_json::Value = match serde_json::from_str(text) {
@@ -235,14 +241,46 @@ fn legacy_ms(elapsed: Option<f64>) -> Option<i32> {
 
 /// The verdict of an event that carries none (a v1 producer before `up`, with no target
 /// settings to go by): a 2xx or 3xx answer and no error, as the producer's default.
-fn judged_up(status: Option<u16>, error: Option<&String>) -> bool {
+fn judged_up(status: Option<u16>, error: Option<&str>) -> bool {
     status.is_some_and(|s| (200..400).contains(&s)) && error.is_none()
 }
 
-fn from_v1(ev: CheckEvent) -> StoredEvent {
+/// A v1 event read generically (the slow path, to say what is wrong with one): its row,
+/// through the fast path's, as owned texts.
+fn from_v1(ev: CheckEvent) -> StoredEvent<'static> {
+    let owned = |t: Option<String>| t.map(Cow::Owned);
+    from_borrowed(v1::V1Event {
+        v: ev.v,
+        id: ev.id,
+        url: Cow::Owned(ev.url),
+        checked_at: ev.checked_at,
+        elapsed_ms: ev.elapsed_ms,
+        status: ev.status,
+        error: owned(ev.error),
+        error_kind: ev.error_kind,
+        content_match: owned(ev.content_match),
+        body_prefix: owned(ev.body_prefix),
+        dns_ms: ev.dns_ms,
+        connect_ms: ev.connect_ms,
+        tls_ms: ev.tls_ms,
+        ttfb_ms: ev.ttfb_ms,
+        bytes: ev.bytes,
+        cert_expires_at: ev.cert_expires_at,
+        ip: owned(ev.ip),
+        body_sha256: owned(ev.body_sha256),
+        schedule_lag_ms: ev.schedule_lag_ms,
+        producer: Cow::Owned(ev.producer),
+        up: ev.up,
+        name: owned(ev.name),
+        group: owned(ev.group),
+        public: ev.public,
+    })
+}
+
+fn from_borrowed(ev: v1::V1Event<'_>) -> StoredEvent<'_> {
     let up = ev
         .up
-        .unwrap_or_else(|| judged_up(ev.status, ev.error.as_ref()));
+        .unwrap_or_else(|| judged_up(ev.status, ev.error.as_deref()));
     StoredEvent {
         up,
         id: Some(ev.id),
@@ -265,26 +303,26 @@ fn from_v1(ev: CheckEvent) -> StoredEvent {
         schedule_lag_ms: Some(ev.schedule_lag_ms),
         producer: Some(ev.producer),
         labels: Labels {
-            name: ev.name,
-            group: ev.group,
+            name: ev.name.map(Cow::into_owned),
+            group: ev.group.map(Cow::into_owned),
             public: ev.public != Some(false),
         },
     }
 }
 
-fn from_legacy(old: LegacyEvent, record_time: DateTime<Utc>) -> StoredEvent {
+fn from_legacy(old: LegacyEvent, record_time: DateTime<Utc>) -> StoredEvent<'static> {
     StoredEvent {
         // The Python program's own rule: 200 and no error.
         up: old.status == Some(200) && old.error.is_none(),
         id: None,
         ts: record_time,
-        url: old.url,
+        url: Cow::Owned(old.url),
         elapsed: legacy_ms(old.elapsed),
         status: old.status,
-        error: old.error,
+        error: old.error.map(Cow::Owned),
         error_kind: None,
-        content_match: old.content_match,
-        body_prefix: old.body_prefix,
+        content_match: old.content_match.map(Cow::Owned),
+        body_prefix: old.body_prefix.map(Cow::Owned),
         dns_ms: None,
         connect_ms: None,
         tls_ms: None,
@@ -308,7 +346,8 @@ mod tests {
     #[test]
     fn v1_round_trips_through_decode() {
         let ev = sample();
-        let row = decode(Some(&ev.to_json()), Utc::now()).unwrap();
+        let json = ev.to_json();
+        let row = decode(Some(&json), Utc::now()).unwrap();
         assert_eq!(row.id, Some(ev.id));
         assert_eq!(row.ts, ev.checked_at);
         assert_eq!(row.elapsed, Some(42));
@@ -323,7 +362,8 @@ mod tests {
         let mut json: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
         json["name"] = "Checkout".into();
         json["added_later"] = serde_json::json!({"any": ["thing"]});
-        let row = decode(Some(json.to_string().as_bytes()), Utc::now()).unwrap();
+        let json = json.to_string();
+        let row = decode(Some(json.as_bytes()), Utc::now()).unwrap();
         assert_eq!(row.labels.name.as_deref(), Some("Checkout"));
         assert!(row.labels.public);
         assert_eq!(row.status, Some(200));
