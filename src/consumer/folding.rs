@@ -15,9 +15,12 @@ use super::store::{self, PostgresSettings};
 /// Time between two folds.
 const FOLD_EVERY: Duration = Duration::from_secs(1);
 
-/// Most deltas in one fold (one per written transaction, up to ~0.4 MB of JSON each, all
-/// in memory at once while folding: 5 keeps the consumer's peak under 40 MB).
-const FOLD_MOST: i64 = 5;
+/// Most deltas in one fold (one per written transaction). They are read and merged one at
+/// a time, so a fold's memory is its merge (one entry per series and hour) whatever this
+/// is; a backlog (a drain, a restart) goes in few folds, each updating a series' rows
+/// once: at 5, a 200,000-event drain over 1,000 URLs made 15 folds whose statements took
+/// 40 % of PostgreSQL's time.
+const FOLD_MOST: i64 = 50;
 
 /// How often the series no vantage point has reported on for 30 days leave `site_status`
 /// (a redeployed producer with a new name must not leave a card behind per deploy).

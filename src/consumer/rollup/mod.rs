@@ -160,7 +160,10 @@ fn add_newest<'a>(newest: &mut Newest<'a>, e: &'a RollupInput) {
     else {
         return;
     };
-    newest[at..].rotate_right(1);
+    // Shifted one by one: a rotate of a variable length is a call to memmove.
+    for i in (at + 1..RECENT_CHECKS).rev() {
+        newest[i] = newest[i - 1];
+    }
     newest[at] = Some(e);
 }
 

@@ -5,6 +5,7 @@
 //! deletes them, in one transaction of its own: each delta is counted once, and a series'
 //! rows are updated once per fold rather than once per transaction.
 
+use futures_util::StreamExt;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
@@ -45,14 +46,13 @@ pub(crate) async fn fold_rollups(client: &mut Client, most: i64) -> Result<usize
 async fn fold(client: &mut Client, most: i64) -> Result<usize, StoreError> {
     let fail = |e: tokio_postgres::Error| sql_error("rollup fold", &e);
     let tx = client.transaction().await.map_err(fail)?;
-    let Some(deltas) = take_deltas(&tx, most).await? else {
+    if !fold_lock(&tx).await? {
         return Ok(0);
-    };
-    let ids: Vec<i64> = deltas.iter().map(|(id, _)| *id).collect();
+    }
     let mut folded = Folded::default();
-    // Moved, not copied: the deltas are the fold's largest memory.
-    for (_, delta) in deltas {
-        folded.add(delta);
+    let ids = read_deltas(&tx, most, |delta| folded.add(delta)).await?;
+    if ids.is_empty() {
+        return Ok(0);
     }
     let params: [&(dyn ToSql + Sync); 1] = [&ids];
     let (deleted, added) = tokio::join!(
@@ -135,38 +135,44 @@ pub(crate) async fn align_windows(client: &mut Client) -> Result<bool, StoreErro
     .await
 }
 
-/// The oldest `most` deltas, under the fold lock; None when another consumer folds now
-/// or there is none. A row that is not one of ours (written by hand?) is left in place,
-/// said at every fold.
-async fn take_deltas(
+/// The fold lock, for this transaction; false when another consumer folds now.
+async fn fold_lock(tx: &Transaction<'_>) -> Result<bool, StoreError> {
+    tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])
+        .await
+        .map(|row| row.get(0))
+        .map_err(|e| sql_error("rollup fold", &e))
+}
+
+/// The oldest `most` deltas, handed to `take` in order as they arrive, one at a time (a
+/// fold's memory is its merge and one delta, however many it folds); returns their ids.
+/// A row that is not one of ours (written by hand?) is left in place, said at every fold.
+async fn read_deltas(
     tx: &Transaction<'_>,
     most: i64,
-) -> Result<Option<Vec<(i64, Delta)>>, StoreError> {
+    mut take: impl FnMut(Delta),
+) -> Result<Vec<i64>, StoreError> {
     let fail = |e: tokio_postgres::Error| sql_error("rollup fold", &e);
-    let locked: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])
-        .await
-        .map_err(fail)?
-        .get(0);
-    if !locked {
-        return Ok(None);
-    }
     let rows = tx
-        .query(
+        .query_raw(
             "SELECT id, body FROM rollup_deltas ORDER BY id LIMIT $1",
-            &[&most],
+            [&most],
         )
         .await
         .map_err(fail)?;
-    let mut deltas = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let id: i64 = row.get(0);
-        match Delta::from_stored(row.get(1)) {
-            Ok(delta) => deltas.push((id, delta)),
+    let mut rows = std::pin::pin!(rows);
+    let mut ids = Vec::new();
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(fail)?;
+        let id: i64 = row.try_get(0).map_err(fail)?;
+        match Delta::from_stored(row.try_get(1).map_err(fail)?) {
+            Ok(delta) => {
+                ids.push(id);
+                take(delta);
+            }
             Err(e) => log::error!("rollup_deltas row {id} cannot be read ({e}): left in place"),
         }
     }
-    Ok((!deltas.is_empty()).then_some(deltas))
+    Ok(ids)
 }
 
 /// The fold PostgreSQL refused, again: each delta in order, halving its series under a
@@ -175,12 +181,16 @@ async fn take_deltas(
 async fn fold_isolating(client: &mut Client, most: i64) -> Result<usize, StoreError> {
     let fail = |e: tokio_postgres::Error| sql_error("rollup fold", &e);
     let mut tx = client.transaction().await.map_err(fail)?;
-    let Some(deltas) = take_deltas(&tx, most).await? else {
+    if !fold_lock(&tx).await? {
         return Ok(0);
-    };
-    let ids: Vec<i64> = deltas.iter().map(|(id, _)| *id).collect();
+    }
+    let mut deltas = Vec::new();
+    let ids = read_deltas(&tx, most, |delta| deltas.push(delta)).await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
     let mut refused = Vec::new();
-    for (_, delta) in deltas {
+    for delta in deltas {
         refused.extend(isolate(&mut tx, delta.into_parts()).await?);
     }
     for (series, reason) in &refused {
