@@ -39,6 +39,7 @@ mod listing;
 mod maintenance;
 mod retention;
 mod rollups;
+mod row_fields;
 mod rows;
 mod schema;
 mod site;

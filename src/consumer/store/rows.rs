@@ -4,7 +4,8 @@
 //! It never talks to PostgreSQL (that is `write`).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio_postgres::types::{IsNull, ToSql, Type};
+
+use super::row_fields::FieldWriter;
 
 use crate::consumer::alert::AlertRules;
 use crate::consumer::record::StoredEvent;
@@ -184,7 +185,118 @@ impl RowEncoder {
         offset: i64,
         e: &StoredEvent<'_>,
     ) -> Result<(), String> {
-        // `events.ts` is the Python program's `timestamp` (no zone): UTC wall time.
+        let texts = [
+            ("url", Some(&*e.url)),
+            ("error", e.error.as_deref()),
+            ("body_prefix", e.body_prefix.as_deref()),
+            ("content_match", e.content_match.as_deref()),
+            ("ip", e.ip.as_deref()),
+            ("body_sha256", e.body_sha256.as_deref()),
+            ("producer", e.producer.as_deref()),
+        ];
+        for (column, text) in texts {
+            if text.is_some_and(|t| t.contains('\0')) {
+                return Err(format!(
+                    "{column} contains a NUL character (\\u0000), which PostgreSQL text cannot hold"
+                ));
+            }
+        }
+        let start = self.bytes.len();
+        let written = write_fields(&mut FieldWriter(&mut self.bytes), partition, offset, e);
+        if let Err(reason) = written {
+            self.bytes.truncate(start);
+            return Err(reason);
+        }
+        self.ends.push((offset, self.bytes.len()));
+        Ok(())
+    }
+}
+
+/// An event's row: the field count, then each field in [`EVENT_COLUMNS`]' order (`ts` is
+/// the Python program's `timestamp`, no zone: UTC wall time).
+fn write_fields(
+    w: &mut FieldWriter<'_>,
+    partition: i32,
+    offset: i64,
+    e: &StoredEvent<'_>,
+) -> Result<(), String> {
+    w.0.put_i16(22);
+    w.time(Some(&e.ts))?;
+    w.text(Some(&e.url))?;
+    w.int4(e.elapsed);
+    w.text(e.error.as_deref())?;
+    w.int4(e.status);
+    w.text(e.body_prefix.as_deref())?;
+    w.text(e.content_match.as_deref())?;
+    w.uuid(e.id.as_ref());
+    w.text(e.error_kind)?;
+    w.int4(e.dns_ms);
+    w.int4(e.connect_ms);
+    w.int4(e.tls_ms);
+    w.int4(e.ttfb_ms);
+    w.int8(e.bytes);
+    w.time(e.cert_expires_at.as_ref())?;
+    w.text(e.ip.as_deref())?;
+    w.text(e.body_sha256.as_deref())?;
+    w.int8(e.schedule_lag_ms);
+    w.text(e.producer.as_deref())?;
+    w.boolean(e.up);
+    w.int4(Some(partition));
+    w.int8(Some(offset));
+    Ok(())
+}
+
+/// The columns each row fills, in the COPY tuple's order.
+pub(super) const EVENT_COLUMNS: &str = "ts, url, elapsed, error, status, body_prefix, content_match, check_id, error_kind, \
+    dns_ms, connect_ms, tls_ms, ttfb_ms, bytes, cert_expires_at, ip, body_sha256, schedule_lag_ms, producer, \
+    up, kafka_partition, kafka_offset";
+
+/// The binary COPY stream's header (signature, flags, no extension) and trailer.
+pub(super) const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+pub(super) const COPY_TRAILER: &[u8] = &[0xff, 0xff];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_postgres::types::Type;
+
+    fn stored(url: &str) -> StoredEvent<'static> {
+        let json = crate::event::CheckEvent::starting(url, "test", 0).to_json();
+        // Leaked: a test's few bytes, so that the row may borrow them.
+        let json: &'static [u8] = Vec::leak(json);
+        crate::consumer::record::decode(Some(json), chrono::Utc::now()).unwrap()
+    }
+
+    /// The columns' types: the Python program's first (varchar and integer milliseconds).
+    const EVENT_TYPES: [Type; 22] = [
+        Type::TIMESTAMP,
+        Type::VARCHAR,
+        Type::INT4,
+        Type::VARCHAR,
+        Type::INT4,
+        Type::VARCHAR,
+        Type::VARCHAR,
+        Type::UUID,
+        Type::TEXT,
+        Type::INT4,
+        Type::INT4,
+        Type::INT4,
+        Type::INT4,
+        Type::INT8,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::BOOL,
+        Type::INT4,
+        Type::INT8,
+    ];
+
+    /// The reference: the row as postgres-types' `ToSql` writes it (what `push` wrote
+    /// before its fields were written by hand).
+    fn row_by_to_sql(partition: i32, offset: i64, e: &StoredEvent<'_>) -> Vec<u8> {
+        use tokio_postgres::types::{IsNull, ToSql};
         let ts = e.ts.naive_utc();
         let fields: [&(dyn ToSql + Sync); 22] = [
             &ts,
@@ -210,93 +322,50 @@ impl RowEncoder {
             &partition,
             &offset,
         ];
-        let texts = [
-            ("url", Some(&*e.url)),
-            ("error", e.error.as_deref()),
-            ("body_prefix", e.body_prefix.as_deref()),
-            ("content_match", e.content_match.as_deref()),
-            ("ip", e.ip.as_deref()),
-            ("body_sha256", e.body_sha256.as_deref()),
-            ("producer", e.producer.as_deref()),
-        ];
-        for (column, text) in texts {
-            if text.is_some_and(|t| t.contains('\0')) {
-                return Err(format!(
-                    "{column} contains a NUL character (\\u0000), which PostgreSQL text cannot hold"
-                ));
-            }
-        }
-        let start = self.bytes.len();
-        self.bytes.put_i16(fields.len() as i16);
+        let mut bytes = BytesMut::new();
+        bytes.put_i16(22);
         for (value, ty) in fields.iter().zip(EVENT_TYPES.iter()) {
-            let at = self.bytes.len();
-            self.bytes.put_i32(-1);
-            let encoded = value.to_sql_checked(ty, &mut self.bytes);
-            let len = self.bytes.len() - at - 4;
-            match (encoded, i32::try_from(len)) {
-                (Ok(IsNull::Yes), _) => {}
-                (Ok(IsNull::No), Ok(len)) => {
-                    self.bytes[at..at + 4].copy_from_slice(&len.to_be_bytes());
-                }
-                (Ok(IsNull::No), Err(_)) => {
-                    self.bytes.truncate(start);
-                    return Err(format!("a field of {len} bytes is too large to store"));
-                }
-                (Err(err), _) => {
-                    self.bytes.truncate(start);
-                    return Err(format!("cannot be stored as a {ty} column: {err}"));
-                }
+            let at = bytes.len();
+            bytes.put_i32(-1);
+            if let IsNull::No = value.to_sql_checked(ty, &mut bytes).unwrap() {
+                let len = (bytes.len() - at - 4) as i32;
+                bytes[at..at + 4].copy_from_slice(&len.to_be_bytes());
             }
         }
-        self.ends.push((offset, self.bytes.len()));
-        Ok(())
+        bytes.to_vec()
     }
-}
 
-/// The columns each row fills, in the COPY tuple's order.
-pub(super) const EVENT_COLUMNS: &str = "ts, url, elapsed, error, status, body_prefix, content_match, check_id, error_kind, \
-    dns_ms, connect_ms, tls_ms, ttfb_ms, bytes, cert_expires_at, ip, body_sha256, schedule_lag_ms, producer, \
-    up, kafka_partition, kafka_offset";
-
-/// The binary COPY stream's header (signature, flags, no extension) and trailer.
-pub(super) const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-pub(super) const COPY_TRAILER: &[u8] = &[0xff, 0xff];
-
-/// The columns' types: the Python program's first (varchar and integer milliseconds).
-pub(super) const EVENT_TYPES: [Type; 22] = [
-    Type::TIMESTAMP,
-    Type::VARCHAR,
-    Type::INT4,
-    Type::VARCHAR,
-    Type::INT4,
-    Type::VARCHAR,
-    Type::VARCHAR,
-    Type::UUID,
-    Type::TEXT,
-    Type::INT4,
-    Type::INT4,
-    Type::INT4,
-    Type::INT4,
-    Type::INT8,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-    Type::TEXT,
-    Type::BOOL,
-    Type::INT4,
-    Type::INT8,
-];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stored(url: &str) -> StoredEvent<'static> {
-        let json = crate::event::CheckEvent::starting(url, "test", 0).to_json();
-        // Leaked: a test's few bytes, so that the row may borrow them.
-        let json: &'static [u8] = Vec::leak(json);
-        crate::consumer::record::decode(Some(json), chrono::Utc::now()).unwrap()
+    #[test]
+    fn every_field_is_written_as_to_sql_writes_it() {
+        use std::borrow::Cow;
+        let full = stored("https://a.example/ü");
+        let mut rows = vec![full.clone()];
+        let mut all = full.clone();
+        all.error = Some(Cow::Borrowed("refused"));
+        all.error_kind = Some("connect");
+        all.status = Some(-1);
+        all.body_prefix = Some(Cow::Borrowed(""));
+        all.content_match = Some(Cow::Borrowed("Welcome"));
+        (all.dns_ms, all.connect_ms, all.tls_ms, all.ttfb_ms) =
+            (Some(0), Some(i32::MAX), Some(i32::MIN), Some(7));
+        (all.bytes, all.schedule_lag_ms) = (Some(i64::MAX), Some(i64::MIN));
+        all.cert_expires_at = chrono::DateTime::from_timestamp(-5_000_000_000, 999_999_000);
+        all.ip = Some(Cow::Borrowed("2001:db8::1"));
+        all.body_sha256 = Some(Cow::Borrowed("ab"));
+        all.up = false;
+        rows.push(all);
+        let mut legacy = full;
+        legacy.id = None;
+        legacy.producer = None;
+        legacy.elapsed = None;
+        legacy.ts = chrono::DateTime::from_timestamp(946_684_799, 1_000).unwrap();
+        rows.push(legacy);
+        for (i, e) in rows.iter().enumerate() {
+            let mut encoder = RowEncoder::with_capacity(1);
+            encoder.push(i as i32, 1 << 40, e).unwrap();
+            let ours = encoder.finish().bytes.to_vec();
+            assert_eq!(ours, row_by_to_sql(i as i32, 1 << 40, e), "row {i}");
+        }
     }
 
     #[test]
