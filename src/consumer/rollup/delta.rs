@@ -7,9 +7,7 @@ mod stored;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Bucket, KindCounts, LATENCY_BUCKETS, RecentCheck, Rollups, SeriesKey, SeriesState, truncate,
-};
+use super::{Bucket, KindCounts, LATENCY_BUCKETS, RecentCheck, SeriesState, truncate};
 use crate::consumer::series_hash::SeriesMap;
 use crate::event::ErrorKind;
 
@@ -93,35 +91,16 @@ fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-impl Rollups<'_> {
-    /// What to store in this transaction's `rollup_deltas` row.
+#[cfg(test)]
+impl super::Rollups<'_> {
+    /// The delta these rollups store (`Rollups::to_stored` writes its bytes without making
+    /// it): what a fold reads back.
     pub(crate) fn to_delta(&self) -> Delta {
-        let mut hours: SeriesMap<SeriesKey<'_>, Vec<DeltaHour>> = SeriesMap::default();
-        for ((key, start), b) in &self.hourly {
-            hours.entry(*key).or_default().push(DeltaHour {
-                start_ms: start.timestamp_millis(),
-                checks: b.checks,
-                up_checks: b.up_checks,
-                error_kinds: b.error_kinds,
-                hist: b
-                    .latency_hist
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| **n != 0)
-                    .map(|(i, n)| (i as u8, *n))
-                    .collect(),
-                min: b.latency_min_ms,
-                max: b.latency_max_ms,
-                sum: b.latency_sum_ms,
-                last_ms: b.last_checked_at.timestamp_millis(),
-                last_status: b.last_status,
-                maint_checks: b.maint_checks,
-            });
-        }
         let series = self
-            .states
+            .series
             .iter()
-            .map(|(key, (s, newest))| DeltaSeries {
+            .filter_map(|(key, r)| Some((key, r, r.state.as_ref()?)))
+            .map(|(key, r, s)| DeltaSeries {
                 url: key.0.to_string(),
                 producer: key.1.to_string(),
                 up: s.up,
@@ -133,8 +112,31 @@ impl Rollups<'_> {
                 last_error_kind: s.last_error_kind.map(str::to_string),
                 last_elapsed_ms: s.last_elapsed_ms,
                 cert_ms: s.cert_expires_at.map(|t| t.timestamp_millis()),
-                hours: hours.remove(key).unwrap_or_default(),
-                recent: newest
+                hours: r
+                    .hours
+                    .iter()
+                    .map(|(start, b)| DeltaHour {
+                        start_ms: start.timestamp_millis(),
+                        checks: b.checks,
+                        up_checks: b.up_checks,
+                        error_kinds: b.error_kinds,
+                        hist: b
+                            .latency_hist
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, n)| **n != 0)
+                            .map(|(i, n)| (i as u8, *n))
+                            .collect(),
+                        min: b.latency_min_ms,
+                        max: b.latency_max_ms,
+                        sum: b.latency_sum_ms,
+                        last_ms: b.last_checked_at.timestamp_millis(),
+                        last_status: b.last_status,
+                        maint_checks: b.maint_checks,
+                    })
+                    .collect(),
+                recent: r
+                    .newest
                     .iter()
                     .flatten()
                     .map(|e| RecentCheck::of(e))
@@ -231,6 +233,7 @@ impl Folded {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Rollups;
     use super::super::tests::input;
     use super::*;
     use chrono::TimeZone;
@@ -247,18 +250,21 @@ mod tests {
         let whole = Rollups::of(&all);
         let mut folded = Folded::default();
         for part in [&all[..2], &all[2..3], &all[3..]] {
-            let stored = Rollups::of(part).to_delta().to_stored();
+            let stored = Rollups::of(part).to_stored();
             folded.add(Delta::from_stored(&stored).unwrap());
         }
         let key = ("https://a.example/".to_string(), "p1".to_string());
         let (w, f) = (
-            &whole.states[&(key.0.as_str(), key.1.as_str())].0,
+            whole.series[&(key.0.as_str(), key.1.as_str())]
+                .state
+                .as_ref()
+                .unwrap(),
             &folded.states[&key],
         );
         assert_eq!((f.up, f.since, f.changed), (w.up, w.since, true));
         assert_eq!(f.last_checked_at, w.last_checked_at);
         let hour = Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap();
-        let w = &whole.hourly[&((key.0.as_str(), key.1.as_str()), hour)];
+        let w = &whole.series[&(key.0.as_str(), key.1.as_str())].hours[0].1;
         let f = &folded.hourly[&(key.0.clone(), key.1.clone(), hour)];
         assert_eq!(f, w);
         assert_eq!(folded.daily.values().next().unwrap().checks, 5);

@@ -99,7 +99,7 @@ pub(crate) struct SeriesState {
 pub(crate) const RECENT_CHECKS: usize = 5;
 
 /// Characters of an error kept with a recent check.
-const RECENT_ERROR_CHARS: usize = 200;
+pub(crate) const RECENT_ERROR_CHARS: usize = 200;
 
 /// One check as the site page lists it (`site_status.recent`, JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +123,8 @@ pub(crate) struct RecentCheck {
 }
 
 impl RecentCheck {
+    /// A check as the delta keeps it (`delta::stored` writes the same without making it).
+    #[cfg(test)]
     fn of(e: &RollupInput) -> RecentCheck {
         RecentCheck {
             at_ms: e.ts.timestamp_millis(),
@@ -170,16 +172,23 @@ fn add_newest<'a>(newest: &mut Newest<'a>, e: &'a RollupInput) {
 /// (url, producer), borrowed from the inputs.
 pub(crate) type SeriesKey<'a> = (&'a str, &'a str);
 
-/// A series' bucket: (url, producer) and the start of its hour or day.
-pub(crate) type BucketKey<'a> = (SeriesKey<'a>, DateTime<Utc>);
-
-/// What one transaction adds: hourly buckets (the days are their sums, made when folding)
-/// and each series' latest state.
+/// What one transaction adds, per series: its hourly buckets (the days are their sums,
+/// made when folding), its latest state and its newest checks. One map, so that an event
+/// costs one lookup.
 #[derive(Debug, Default)]
 pub(crate) struct Rollups<'a> {
-    pub(crate) hourly: SeriesMap<BucketKey<'a>, Bucket>,
-    /// Each series' state (its `recent` left empty) and newest checks.
-    pub(crate) states: SeriesMap<SeriesKey<'a>, (SeriesState, Newest<'a>)>,
+    pub(crate) series: SeriesMap<SeriesKey<'a>, SeriesRollup<'a>>,
+}
+
+/// One series in one transaction.
+#[derive(Debug)]
+pub(crate) struct SeriesRollup<'a> {
+    /// (start of the hour, its bucket): a transaction spans an hour or two, a short list.
+    pub(crate) hours: Vec<(DateTime<Utc>, Bucket)>,
+    /// Its state (its `recent` left empty: see `newest`); None when each of its checks
+    /// here was of a removed target.
+    pub(crate) state: Option<SeriesState>,
+    pub(crate) newest: Newest<'a>,
 }
 
 impl<'a> Rollups<'a> {
@@ -187,40 +196,42 @@ impl<'a> Rollups<'a> {
     pub(crate) fn of(inputs: impl IntoIterator<Item = &'a RollupInput>) -> Rollups<'a> {
         let mut r = Rollups::default();
         for e in inputs {
-            let key = (e.url.as_str(), e.producer.as_str());
-            add(&mut r.hourly, (key, truncate(e.ts, 3600)), e);
+            let s = r
+                .series
+                .entry((e.url.as_str(), e.producer.as_str()))
+                .or_insert_with(|| SeriesRollup {
+                    hours: Vec::with_capacity(1),
+                    state: None,
+                    newest: [None; RECENT_CHECKS],
+                });
+            add(&mut s.hours, truncate(e.ts, 3600), e);
             if e.removed {
                 continue;
             }
-            let (_, newest) = r
-                .states
-                .entry(key)
-                .and_modify(|(s, _)| s.follow(e))
-                .or_insert_with(|| (SeriesState::first(e), [None; RECENT_CHECKS]));
-            add_newest(newest, e);
+            match &mut s.state {
+                Some(state) => state.follow(e),
+                None => s.state = Some(SeriesState::first(e)),
+            }
+            add_newest(&mut s.newest, e);
         }
         r
     }
 
     /// Nothing to write.
     pub(crate) fn is_empty(&self) -> bool {
-        self.states.is_empty()
+        self.series.values().all(|s| s.state.is_none())
     }
 }
 
-fn add<'a>(buckets: &mut SeriesMap<BucketKey<'a>, Bucket>, key: BucketKey<'a>, e: &RollupInput) {
-    let b = buckets.entry(key).or_insert_with(|| Bucket {
-        checks: 0,
-        up_checks: 0,
-        error_kinds: [0; ErrorKind::ALL.len()],
-        latency_hist: [0; LATENCY_BUCKETS],
-        latency_min_ms: None,
-        latency_max_ms: None,
-        latency_sum_ms: 0,
-        last_checked_at: e.ts,
-        last_status: e.status,
-        maint_checks: 0,
-    });
+fn add(hours: &mut Vec<(DateTime<Utc>, Bucket)>, hour: DateTime<Utc>, e: &RollupInput) {
+    let at = match hours.iter().position(|(h, _)| *h == hour) {
+        Some(at) => at,
+        None => {
+            hours.push((hour, Bucket::starting(e)));
+            hours.len() - 1
+        }
+    };
+    let b = &mut hours[at].1;
     if e.maintenance {
         b.maint_checks += 1;
         return;
@@ -242,6 +253,24 @@ fn add<'a>(buckets: &mut SeriesMap<BucketKey<'a>, Bucket>, key: BucketKey<'a>, e
         b.latency_min_ms = Some(b.latency_min_ms.map_or(ms, |m| m.min(ms)));
         b.latency_max_ms = Some(b.latency_max_ms.map_or(ms, |m| m.max(ms)));
         b.latency_sum_ms += i64::from(ms);
+    }
+}
+
+impl Bucket {
+    /// An empty bucket whose first check is `e`.
+    fn starting(e: &RollupInput) -> Bucket {
+        Bucket {
+            checks: 0,
+            up_checks: 0,
+            error_kinds: [0; ErrorKind::ALL.len()],
+            latency_hist: [0; LATENCY_BUCKETS],
+            latency_min_ms: None,
+            latency_max_ms: None,
+            latency_sum_ms: 0,
+            last_checked_at: e.ts,
+            last_status: e.status,
+            maint_checks: 0,
+        }
     }
 }
 
@@ -426,9 +455,10 @@ pub(crate) mod tests {
             input(3, 59, true, 30),
         ];
         let r = Rollups::of(&inputs);
-        assert_eq!(r.hourly.len(), 1);
-        let (key, b) = r.hourly.iter().next().unwrap();
-        assert_eq!(key.1, Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap());
+        let hours = &r.series.values().next().unwrap().hours;
+        assert_eq!(hours.len(), 1);
+        let (key, b) = hours.iter().next().unwrap();
+        assert_eq!(*key, Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap());
         assert_eq!((b.checks, b.up_checks), (3, 2));
         assert_eq!(
             (b.latency_min_ms, b.latency_max_ms, b.latency_sum_ms),
@@ -448,19 +478,19 @@ pub(crate) mod tests {
             input(3, 59, true, 30),
         ];
         let r = Rollups::of(&inputs);
-        let b = r.hourly.values().next().unwrap();
+        let b = &r.series.values().next().unwrap().hours[0].1;
         assert_eq!((b.checks, b.up_checks, b.maint_checks), (2, 2, 1));
         assert_eq!(b.error_kinds.iter().sum::<i64>(), 0);
         assert_eq!(b.latency_hist.iter().sum::<i64>(), 2);
         // The state follows it all the same: the page says what the site does.
-        assert_eq!(r.states.len(), 1);
+        assert_eq!(r.series.len(), 1);
     }
 
     #[test]
     fn the_state_is_the_latest_run_and_knows_if_it_changed() {
         let inputs = [input(1, 0, true, 1), input(2, 1, true, 1)];
         let r = Rollups::of(&inputs);
-        let s = &r.states.values().next().unwrap().0;
+        let s = r.series.values().next().unwrap().state.as_ref().unwrap();
         assert!(s.up && !s.changed);
         assert_eq!(s.since, input(0, 0, true, 1).ts);
         let inputs = [
@@ -469,15 +499,15 @@ pub(crate) mod tests {
             input(3, 2, false, 1),
         ];
         let r = Rollups::of(&inputs);
-        let s = &r.states.values().next().unwrap().0;
+        let s = r.series.values().next().unwrap().state.as_ref().unwrap();
         assert!(!s.up && s.changed);
         assert_eq!(s.since, input(0, 1, true, 1).ts);
         // An older event arriving late does not move the state back.
         let inputs = [input(1, 5, true, 1), input(2, 1, false, 1)];
         let r = Rollups::of(&inputs);
-        let s = &r.states.values().next().unwrap().0;
+        let s = r.series.values().next().unwrap().state.as_ref().unwrap();
         assert!(s.up && !s.changed);
-        assert_eq!(r.hourly.values().next().unwrap().checks, 2);
+        assert_eq!(r.series.values().next().unwrap().hours[0].1.checks, 2);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub(crate) async fn add_delta(
     if rollups.is_empty() {
         return Ok(());
     }
-    let body = rollups.to_delta().to_stored();
+    let body = rollups.to_stored();
     tx.execute_typed(
         "INSERT INTO rollup_deltas (body) VALUES ($1)",
         &[(&body, Type::BYTEA)],

@@ -8,8 +8,12 @@
 //! Layout: the byte [`MAGIC`], then the series. Integers are LEB128 varints (signed ones
 //! zigzagged), a string is its length and its UTF-8 bytes, an optional is a flag bit.
 
+use chrono::{DateTime, Utc};
+
 use super::{Delta, DeltaHour, DeltaSeries};
-use crate::consumer::rollup::{KindCounts, RecentCheck};
+use crate::consumer::rollup::{
+    Bucket, KindCounts, RECENT_ERROR_CHARS, RecentCheck, RollupInput, Rollups, SeriesState,
+};
 
 /// First byte of a binary delta; never the first byte of JSON.
 const MAGIC: u8 = 0xD1;
@@ -24,18 +28,24 @@ impl std::fmt::Display for UnreadableDelta {
     }
 }
 
-impl Delta {
-    /// The bytes stored in `rollup_deltas.body`.
+impl Rollups<'_> {
+    /// The bytes of their delta, stored in `rollup_deltas.body` (read back as the
+    /// [`Delta`] they make), written straight from the transaction's rollups.
     pub(crate) fn to_stored(&self) -> Vec<u8> {
         let mut w = Writer(Vec::with_capacity(64 + 320 * self.series.len()));
         w.0.push(MAGIC);
-        w.u(self.series.len() as u64);
-        for s in &self.series {
-            w.series(s);
+        let with_state = self.series.values().filter(|s| s.state.is_some()).count();
+        w.u(with_state as u64);
+        for (key, s) in &self.series {
+            if let Some(state) = &s.state {
+                w.series(*key, state, &s.hours, &s.newest);
+            }
         }
         w.0
     }
+}
 
+impl Delta {
     /// A delta read back from `rollup_deltas.body`: binary, or JSON of an older build.
     pub(crate) fn from_stored(body: &[u8]) -> Result<Delta, UnreadableDelta> {
         match body.first() {
@@ -89,9 +99,15 @@ impl Writer {
         }
     }
 
-    fn series(&mut self, s: &DeltaSeries) {
-        self.text(&s.url);
-        self.text(&s.producer);
+    fn series(
+        &mut self,
+        (url, producer): (&str, &str),
+        s: &SeriesState,
+        hours: &[(DateTime<Utc>, Bucket)],
+        newest: &[Option<&RollupInput>],
+    ) {
+        self.text(url);
+        self.text(producer);
         let flags = bits(&[
             s.up,
             s.changed,
@@ -99,69 +115,80 @@ impl Writer {
             s.last_error.is_some(),
             s.last_error_kind.is_some(),
             s.last_elapsed_ms.is_some(),
-            s.cert_ms.is_some(),
+            s.cert_expires_at.is_some(),
         ]);
         self.u(flags);
-        self.i(s.since_ms);
-        self.i(s.last_ms);
+        self.i(s.since.timestamp_millis());
+        self.i(s.last_checked_at.timestamp_millis());
         self.opt_i(s.last_status.map(i64::from));
         self.opt_text(s.last_error.as_deref());
-        self.opt_text(s.last_error_kind.as_deref());
+        self.opt_text(s.last_error_kind);
         self.opt_i(s.last_elapsed_ms.map(i64::from));
-        self.opt_i(s.cert_ms);
-        self.u(s.hours.len() as u64);
-        for h in &s.hours {
-            self.hour(h);
+        self.opt_i(s.cert_expires_at.map(|t| t.timestamp_millis()));
+        self.u(hours.len() as u64);
+        for (start, b) in hours {
+            self.hour(*start, b);
         }
-        self.u(s.recent.len() as u64);
-        for c in &s.recent {
-            self.recent(c);
+        self.u(newest.iter().flatten().count() as u64);
+        for e in newest.iter().flatten() {
+            self.recent(e);
         }
     }
 
-    fn hour(&mut self, h: &DeltaHour) {
-        self.i(h.start_ms);
-        self.i(h.checks);
-        self.i(h.up_checks);
-        for n in h.error_kinds {
+    fn hour(&mut self, start: DateTime<Utc>, b: &Bucket) {
+        self.i(start.timestamp_millis());
+        self.i(b.checks);
+        self.i(b.up_checks);
+        for n in b.error_kinds {
             self.i(n);
         }
-        self.u(h.hist.len() as u64);
-        for (bucket, n) in &h.hist {
-            self.u((*bucket).into());
+        let hist = b.latency_hist.iter().enumerate().filter(|(_, n)| **n != 0);
+        self.u(hist.clone().count() as u64);
+        for (bucket, n) in hist {
+            self.u(bucket as u64);
             self.i(*n);
         }
         self.u(bits(&[
-            h.min.is_some(),
-            h.max.is_some(),
-            h.last_status.is_some(),
+            b.latency_min_ms.is_some(),
+            b.latency_max_ms.is_some(),
+            b.last_status.is_some(),
         ]));
-        self.opt_i(h.min.map(i64::from));
-        self.opt_i(h.max.map(i64::from));
-        self.opt_i(h.last_status.map(i64::from));
-        self.i(h.sum);
-        self.i(h.last_ms);
-        self.i(h.maint_checks);
+        self.opt_i(b.latency_min_ms.map(i64::from));
+        self.opt_i(b.latency_max_ms.map(i64::from));
+        self.opt_i(b.last_status.map(i64::from));
+        self.i(b.latency_sum_ms);
+        self.i(b.last_checked_at.timestamp_millis());
+        self.i(b.maint_checks);
     }
 
-    fn recent(&mut self, c: &RecentCheck) {
+    /// A check as [`RecentCheck::of`] makes it (its error cut to its first characters).
+    fn recent(&mut self, e: &RollupInput) {
+        let phases = e.phases.iter().any(Option::is_some);
         let flags = bits(&[
-            c.up,
-            c.status.is_some(),
-            c.elapsed_ms.is_some(),
-            c.error_kind.is_some(),
-            c.error.is_some(),
-            c.phases.is_some(),
+            e.up,
+            e.status.is_some(),
+            e.elapsed.is_some(),
+            e.error_kind.is_some(),
+            e.error.is_some(),
+            phases,
         ]);
         self.u(flags);
-        self.i(c.at_ms);
-        self.opt_i(c.status.map(i64::from));
-        self.opt_i(c.elapsed_ms.map(i64::from));
-        self.opt_text(c.error_kind.as_deref());
-        self.opt_text(c.error.as_deref());
-        for phase in c.phases.iter().flatten() {
-            // 0: not timed; else the time (zigzagged) + 1.
-            self.u(phase.map_or(0, |ms| zigzag(ms.into()) + 1));
+        self.i(e.ts.timestamp_millis());
+        self.opt_i(e.status.map(i64::from));
+        self.opt_i(e.elapsed.map(i64::from));
+        self.opt_text(e.error_kind);
+        self.opt_text(e.error.as_deref().map(|t| {
+            let end = t
+                .char_indices()
+                .nth(RECENT_ERROR_CHARS)
+                .map_or(t.len(), |(i, _)| i);
+            &t[..end]
+        }));
+        if phases {
+            for phase in e.phases {
+                // 0: not timed; else the time (zigzagged) + 1.
+                self.u(phase.map_or(0, |ms| zigzag(ms.into()) + 1));
+            }
         }
     }
 }
@@ -341,8 +368,9 @@ mod tests {
     use super::*;
     use crate::consumer::rollup::Rollups;
 
-    /// Deltas with every optional field both set and unset, negative and large numbers.
-    fn varied() -> Delta {
+    /// Rollups with every optional field both set and unset, negative and large numbers,
+    /// an error longer than a recent check keeps, a removed target's checks.
+    fn varied() -> Vec<RollupInput> {
         let mut inputs = vec![
             input(1, 0, true, 12),
             input(2, 10, false, 900),
@@ -357,20 +385,38 @@ mod tests {
         inputs[2].cert_expires_at = chrono::DateTime::from_timestamp_millis(-1);
         inputs[2].elapsed = Some(i32::MAX);
         inputs[2].maintenance = true;
-        Rollups::of(&inputs).to_delta()
+        let mut long = input(4, 50, false, 30);
+        long.error = Some("é".repeat(RECENT_ERROR_CHARS + 3));
+        let mut removed = input(5, 55, true, 30);
+        removed.url = "https://gone.example/".into();
+        removed.removed = true;
+        inputs.extend([long, removed]);
+        inputs
     }
 
     #[test]
-    fn a_delta_reads_back_as_it_was_written() {
-        let delta = varied();
-        assert_eq!(Delta::from_stored(&delta.to_stored()), Ok(delta));
-        let empty = Delta { series: Vec::new() };
-        assert_eq!(Delta::from_stored(&empty.to_stored()), Ok(empty));
+    fn a_delta_reads_back_as_the_rollups_make_it() {
+        let inputs = varied();
+        let rollups = Rollups::of(&inputs);
+        let delta = Delta::from_stored(&rollups.to_stored()).unwrap();
+        assert_eq!(delta, rollups.to_delta());
+        assert_eq!(delta.series.len(), 2);
+        let error = delta.series[0]
+            .recent
+            .iter()
+            .chain(&delta.series[1].recent)
+            .find_map(|c| c.error.as_ref().filter(|e| e.starts_with('é')));
+        assert_eq!(error.map(|e| e.chars().count()), Some(RECENT_ERROR_CHARS));
+        let empty = Rollups::of(&[]);
+        assert_eq!(
+            Delta::from_stored(&empty.to_stored()),
+            Ok(Delta { series: Vec::new() })
+        );
     }
 
     #[test]
     fn a_json_delta_of_an_older_build_still_reads() {
-        let delta = varied();
+        let delta = Rollups::of(&varied()).to_delta();
         let json = serde_json::to_vec(&delta).unwrap();
         assert_eq!(json[0], b'{');
         assert_eq!(Delta::from_stored(&json), Ok(delta));
@@ -378,7 +424,7 @@ mod tests {
 
     #[test]
     fn every_cut_or_damaged_body_is_an_error_not_a_panic() {
-        let body = varied().to_stored();
+        let body = Rollups::of(&varied()).to_stored();
         for n in 0..body.len() {
             assert!(Delta::from_stored(&body[..n]).is_err(), "cut at {n} read");
         }
