@@ -46,7 +46,7 @@ impl KnownLabels {
     pub(crate) fn changes(&self, batches: &[Batch]) -> Vec<LabelRow> {
         let mut newest: SeriesMap<&str, (&Labels, DateTime<Utc>)> = SeriesMap::default();
         for e in batches.iter().flat_map(|b| &b.inputs) {
-            let entry = newest.entry(e.url.as_str()).or_insert((&e.labels, e.ts));
+            let entry = newest.entry(&*e.url).or_insert((&e.labels, e.ts));
             if e.ts >= entry.1 {
                 *entry = (&e.labels, e.ts);
             }

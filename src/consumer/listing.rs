@@ -86,7 +86,7 @@ impl Listing {
             return;
         }
         for input in batches.iter_mut().flat_map(|b| b.inputs.iter_mut()) {
-            if let Some(at) = self.removed.get(&input.url) {
+            if let Some(at) = self.removed.get(&*input.url) {
                 input.removed = input.ts < *at + REMOVAL_SETTLES;
             }
         }

@@ -233,7 +233,7 @@ impl UrlAlertState {
             s.seen
                 .is_none_or(|seen| newest - seen <= FORGET_VANTAGE_AFTER_S)
         });
-        let streak = self.vantage.entry(e.producer.clone()).or_default();
+        let streak = self.vantage.entry(e.producer.to_string()).or_default();
         if streak.seen.is_some_and(|seen| rules.is_stale(seen, now)) {
             *streak = Streak::default();
         }
@@ -278,14 +278,14 @@ impl UrlAlertState {
             // the ones that saw it down went quiet, this check.
             self.since = self
                 .vantage
-                .get(&e.producer)
+                .get(&*e.producer)
                 .and_then(|s| s.ok_since)
                 .and_then(DateTime::from_timestamp_micros)
                 .or(Some(e.ts));
             let producers = names(false);
             decided.push(self.notification(AlertKind::Up, producers, e));
         }
-        if let Some(streak) = self.vantage.get_mut(&e.producer)
+        if let Some(streak) = self.vantage.get_mut(&*e.producer)
             && !streak.down
         {
             streak.ok_since = None;
@@ -321,7 +321,8 @@ impl UrlAlertState {
             return None;
         }
         self.cert_warned = Some(expires);
-        let mut warning = self.notification(AlertKind::CertExpiring, vec![e.producer.clone()], e);
+        let mut warning =
+            self.notification(AlertKind::CertExpiring, vec![e.producer.to_string()], e);
         warning.since = Some(e.ts);
         Some(warning)
     }
@@ -413,8 +414,8 @@ pub(crate) fn decide<'a>(
     let mut notifications = Vec::new();
     for e in inputs {
         let state = states
-            .entry(e.url.as_str())
-            .or_insert_with(|| stored.get(&e.url).cloned().unwrap_or_default());
+            .entry(&*e.url)
+            .or_insert_with(|| stored.get(&*e.url).cloned().unwrap_or_default());
         notifications.extend(state.follow(e, rules));
     }
     let changed = states

@@ -348,6 +348,7 @@ pub(super) fn decode_chunk(
     let mut inputs = Vec::with_capacity(raw.len());
     let mut rejected = Vec::new();
     let mut python_from = None;
+    let mut names = record::SharedNames::default();
     for r in raw {
         let stored = record::decode(r.record.value.as_deref(), r.record.timestamp).and_then(|e| {
             if e.id.is_none() {
@@ -357,7 +358,7 @@ pub(super) fn decode_chunk(
             rows.push(partition, r.offset, &e)
                 .map_err(|text| record::RejectReason(text, record::RejectKind::Unstorable))?;
             if rollups && derivable(&e, partition, r.offset) {
-                inputs.push(e.into_rollup_input(partition, r.offset));
+                inputs.push(e.into_rollup_input((partition, r.offset), &mut names));
             }
             Ok(())
         });

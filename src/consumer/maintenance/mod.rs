@@ -54,11 +54,11 @@ impl Calendar {
             input.maintenance = self.windows.iter().any(|w| {
                 w.covers(input.ts)
                     && (w.every_url
-                        || w.urls.contains(&input.url)
+                        || w.urls.iter().any(|u| **u == *input.url)
                         || self
                             .matched
                             .get(&w.id)
-                            .and_then(|m| m.get(&input.url))
+                            .and_then(|m| m.get(&*input.url))
                             .copied()
                             .unwrap_or(false))
             });
@@ -78,7 +78,7 @@ impl Calendar {
             let unknown: Vec<&str> = batches
                 .iter()
                 .flat_map(|b| &b.inputs)
-                .map(|e| e.url.as_str())
+                .map(|e| &*e.url)
                 .filter(|u| !known.contains_key(*u))
                 .collect::<HashSet<_>>()
                 .into_iter()

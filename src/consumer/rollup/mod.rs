@@ -38,9 +38,9 @@ pub(crate) struct RollupInput {
     pub(crate) partition: i32,
     /// The record's offset: the checked write path keeps only the inputs of rows it stored.
     pub(crate) offset: i64,
-    pub(crate) url: String,
+    pub(crate) url: std::sync::Arc<str>,
     /// The vantage point; empty for the Python program's records, which had none.
-    pub(crate) producer: String,
+    pub(crate) producer: std::sync::Arc<str>,
     pub(crate) ts: DateTime<Utc>,
     pub(crate) up: bool,
     pub(crate) elapsed: Option<i32>,
@@ -198,7 +198,7 @@ impl<'a> Rollups<'a> {
         for e in inputs {
             let s = r
                 .series
-                .entry((e.url.as_str(), e.producer.as_str()))
+                .entry((&*e.url, &*e.producer))
                 .or_insert_with(|| SeriesRollup {
                     hours: Vec::with_capacity(1),
                     state: None,

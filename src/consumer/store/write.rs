@@ -361,7 +361,7 @@ fn urls_of(batches: &[Batch]) -> Vec<&str> {
     let mut seen = SeriesSet::default();
     batches
         .iter()
-        .flat_map(|b| b.inputs.iter().map(|e| e.url.as_str()))
+        .flat_map(|b| b.inputs.iter().map(|e| &*e.url))
         .filter(|url| seen.insert(*url))
         .collect()
 }

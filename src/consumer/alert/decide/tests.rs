@@ -6,8 +6,8 @@ fn check(producer: &str, up: bool, second: i64) -> RollupInput {
     RollupInput {
         partition: 0,
         offset: second,
-        url: "https://user:pw@a.example/".to_string(),
-        producer: producer.to_string(),
+        url: "https://user:pw@a.example/".into(),
+        producer: producer.into(),
         ts: DateTime::from_timestamp(1_800_000_000 + second, 0).unwrap(),
         up,
         elapsed: Some(12),

@@ -381,7 +381,7 @@ mod tests {
         inputs[1].status = None;
         inputs[1].phases = [Some(3), None, Some(0), Some(-70_000)];
         inputs[2].url = "https://b.example/".into();
-        inputs[2].producer = String::new();
+        inputs[2].producer = "".into();
         inputs[2].cert_expires_at = chrono::DateTime::from_timestamp_millis(-1);
         inputs[2].elapsed = Some(i32::MAX);
         inputs[2].maintenance = true;
