@@ -5,13 +5,14 @@
 //! This module owns the reading of every format a topic may hold (a v1 event's fast path
 //! is `v1`'s). It never does I/O.
 
+mod legacy;
 mod v1;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use legacy::{LegacyEvent, from_legacy};
 use uuid::Uuid;
 
 use super::labels::Labels;
@@ -172,26 +173,6 @@ impl std::fmt::Display for RejectReason {
     }
 }
 
-/// The Python checksite's record: `{"url", "elapsed", "error", "status", "body_prefix",
-/// "content_match", "timestamp"}`, `elapsed` in integer milliseconds and `timestamp`
-/// always null. Its consumer took the time from the Kafka record, and so do we: `timestamp`
-/// (null, a number, or absent) and any key we do not know are ignored, not a reason to
-/// lose the check.
-#[derive(Deserialize)]
-struct LegacyEvent {
-    url: String,
-    #[serde(default)]
-    elapsed: Option<f64>,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    status: Option<i32>,
-    #[serde(default)]
-    body_prefix: Option<String>,
-    #[serde(default)]
-    content_match: Option<String>,
-}
-
 /// Decode a record value. `record_time` is the Kafka record's timestamp, used for
 /// the Python program's events, which carried no time of their own.
 pub(crate) fn decode(
@@ -253,14 +234,6 @@ pub(crate) fn decode(
 
 fn ms_i32(ms: Option<u64>) -> Option<i32> {
     ms.map(|m| i32::try_from(m).unwrap_or(i32::MAX))
-}
-
-/// The Python program sent integers; a float from some other writer is rounded, and a
-/// value outside `integer` saturates rather than losing the record.
-fn legacy_ms(elapsed: Option<f64>) -> Option<i32> {
-    elapsed
-        .filter(|e| e.is_finite())
-        .map(|e| e.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
 }
 
 /// The verdict of an event that carries none (a v1 producer before `up`, with no target
@@ -331,33 +304,6 @@ fn from_borrowed(ev: v1::V1Event<'_>) -> StoredEvent<'_> {
             group: ev.group.map(Cow::into_owned),
             public: ev.public != Some(false),
         },
-    }
-}
-
-fn from_legacy(old: LegacyEvent, record_time: DateTime<Utc>) -> StoredEvent<'static> {
-    StoredEvent {
-        // The Python program's own rule: 200 and no error.
-        up: old.status == Some(200) && old.error.is_none(),
-        id: None,
-        ts: record_time,
-        url: Cow::Owned(old.url),
-        elapsed: legacy_ms(old.elapsed),
-        status: old.status,
-        error: old.error.map(Cow::Owned),
-        error_kind: None,
-        content_match: old.content_match.map(Cow::Owned),
-        body_prefix: old.body_prefix.map(Cow::Owned),
-        dns_ms: None,
-        connect_ms: None,
-        tls_ms: None,
-        ttfb_ms: None,
-        bytes: None,
-        cert_expires_at: None,
-        ip: None,
-        body_sha256: None,
-        schedule_lag_ms: None,
-        producer: None,
-        labels: Labels::default(),
     }
 }
 
