@@ -212,6 +212,11 @@ pub fn format_time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// An RFC 3339 time, in UTC (what every reader of an event's times uses).
+pub(crate) fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc))
+}
+
 /// Parses RFC 3339 straight from the JSON text, without an intermediate String: this runs
 /// once or twice per event in the consumer's hot loop.
 struct Rfc3339Visitor;
@@ -224,9 +229,7 @@ impl serde::de::Visitor<'_> for Rfc3339Visitor {
     }
 
     fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<DateTime<Utc>, E> {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| E::custom(format!("bad RFC 3339 time {s:?}: {e}")))
+        parse_rfc3339(s).map_err(|e| E::custom(format!("bad RFC 3339 time {s:?}: {e}")))
     }
 }
 
