@@ -26,8 +26,9 @@
 //!   - [`producer::run`] wires these until shutdown; [`producer::check_once`] is `--once`.
 //! - checksite-consumer, [`consumer`]:
 //!   - [`consumer::config`]: Kafka, `CK_POSTGRESQL_URL`, batch sizes.
-//!   - `consumer::record`: a Kafka record → a row (v1 events and the Python checksite's
-//!     records) or the reason it is not one.
+//!   - `consumer::record`: a Kafka record → a row (v1 events, scanned as our producer writes
+//!     them or read through serde, and the Python checksite's records) or the reason it is
+//!     not one.
 //!   - [`consumer::consume`]: the loop, one file per step: `start` (services, tasks),
 //!     `writer` (leases, receive, release), `write` (one transaction), `fetch` (a task per
 //!     partition on the Kafka thread).
