@@ -2,8 +2,9 @@
 //! ([`StoredEvent`]) from a v1 event or a record of the Python checksite, or the reason it is
 //! not one ([`RejectReason`]).
 //!
-//! This module owns the reading of every format a topic may hold (a v1 event's fast path
-//! is `v1`'s). It never does I/O.
+//! This module owns the reading of every format a topic may hold: a v1 event as our
+//! producer writes it is `scan`'s, any other v1 event `v1`'s (serde), the Python
+//! checksite's records `legacy`'s. It never does I/O.
 
 mod legacy;
 mod scan;
