@@ -268,6 +268,47 @@ mod tests {
         let f = &folded.hourly[&(key.0.clone(), key.1.clone(), hour)];
         assert_eq!(f, w);
         assert_eq!(folded.daily.values().next().unwrap().checks, 5);
+        assert_eq!(
+            folded.states[&key].recent,
+            whole.to_delta().series[0].recent,
+            "the five newest of the folded deltas are those of one transaction of everything"
+        );
+    }
+
+    #[test]
+    fn a_fold_keeps_the_five_newest_checks_of_all_its_deltas() {
+        // Three transactions' checks (minutes); the second holds a late one (3), the third
+        // one older than all (1) and the newest (9).
+        let parts: [&[u32]; 3] = [&[5, 8], &[3], &[9, 1, 7]];
+        let mut folded = Folded::default();
+        let mut offset = 0;
+        for minutes in parts {
+            let inputs: Vec<super::super::RollupInput> = minutes
+                .iter()
+                .map(|m| {
+                    offset += 1;
+                    input(offset, *m, *m != 3, 100 + *m as i32)
+                })
+                .collect();
+            folded.add(Delta::from_stored(&Rollups::of(&inputs).to_stored()).unwrap());
+        }
+        let hour = Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap();
+        let key = ("https://a.example/".to_string(), "p1".to_string());
+        let got: Vec<(i64, bool, Option<i32>)> = folded.states[&key]
+            .recent
+            .iter()
+            .map(|c| ((c.at_ms - hour.timestamp_millis()) / 60_000, c.up, c.elapsed_ms))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (9, true, Some(109)),
+                (8, true, Some(108)),
+                (7, true, Some(107)),
+                (5, true, Some(105)),
+                (3, false, Some(103))
+            ]
+        );
     }
 
     #[test]
