@@ -10,6 +10,20 @@
 
 use std::time::Duration;
 
+/// `ARRAY[f(1), f(2), ..., f(n)]`: element-wise work on arrays as plain expressions
+/// (an `unnest ... WITH ORDINALITY` per row costs several times more).
+pub(crate) fn array_of(n: usize, f: impl Fn(usize) -> String) -> String {
+    let mut out = String::from("ARRAY[");
+    for i in 1..=n {
+        if i > 1 {
+            out.push_str(", ");
+        }
+        out.push_str(&f(i));
+    }
+    out.push(']');
+    out
+}
+
 /// `{1,2,3}`: an array as PostgreSQL reads it in text, cast in the statement (an array
 /// of arrays cannot be unnested row by row). One string, no string per number: the fold
 /// writes ~70 numbers per series, most of them 0.

@@ -10,10 +10,11 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
 use super::windows;
-use super::{StoreError, bounded, sql_error};
-use crate::consumer::rollup::{Bucket, Delta, Folded, OwnedBucketKey, Rollups};
+use super::{StoreError, array_of, bounded, sql_error};
+use crate::consumer::rollup::{Bucket, Delta, Folded, LATENCY_BUCKETS, OwnedBucketKey, Rollups};
 use crate::consumer::series_hash::SeriesMap;
 use crate::consumer::windows::{Alignment, window_deltas};
+use crate::event::ErrorKind;
 
 /// Held (for its transaction) by the consumer folding: folds happen one at a time, in the
 /// order the deltas were committed, whichever consumer runs them.
@@ -92,10 +93,13 @@ async fn follow_windows(tx: &Transaction<'_>, folded: Option<&Folded>) -> Result
     }
     windows::move_to(tx, before, at).await?;
     // What moved was read from the tables, this fold's rows included: its additions go
-    // only where nothing moved.
-    let mut deltas = window_deltas(folded, at);
+    // only where nothing moved (nowhere when all moved, as in a fresh database).
     let hour_moved = before.is_none_or(|b| b.hour != at.hour);
     let day_moved = before.is_none_or(|b| b.day != at.day);
+    if hour_moved && day_moved {
+        return Ok(());
+    }
+    let mut deltas = window_deltas(folded, at);
     for d in deltas.values_mut() {
         if hour_moved {
             d.hours_24 = Default::default();
@@ -318,7 +322,8 @@ async fn add_buckets(
         (&statuses, Type::INT4_ARRAY),
         (&maint, Type::INT8_ARRAY),
     ];
-    // Arrays add element by element, in order (WITH ORDINALITY).
+    // Arrays add element by element, spelled out (see `array_of`).
+    let add = |col: &str, n: usize| array_of(n, |i| format!("r.{col}[{i}] + excluded.{col}[{i}]"));
     let sql = format!(
         "INSERT INTO {table} AS r (url, producer, bucket, checks, up_checks, error_kinds, \
            latency_hist, latency_min_ms, latency_max_ms, latency_sum_ms, last_checked_at, last_status, \
@@ -331,16 +336,15 @@ async fn add_buckets(
            checks = r.checks + excluded.checks, \
            maint_checks = r.maint_checks + excluded.maint_checks, \
            up_checks = r.up_checks + excluded.up_checks, \
-           error_kinds = ARRAY(SELECT a + b FROM unnest(r.error_kinds, excluded.error_kinds) \
-             WITH ORDINALITY AS t(a, b, i) ORDER BY i), \
-           latency_hist = ARRAY(SELECT a + b FROM unnest(r.latency_hist, excluded.latency_hist) \
-             WITH ORDINALITY AS t(a, b, i) ORDER BY i), \
+           error_kinds = {kinds}, latency_hist = {hist}, \
            latency_min_ms = least(r.latency_min_ms, excluded.latency_min_ms), \
            latency_max_ms = greatest(r.latency_max_ms, excluded.latency_max_ms), \
            latency_sum_ms = r.latency_sum_ms + excluded.latency_sum_ms, \
            last_status = CASE WHEN excluded.last_checked_at >= r.last_checked_at \
              THEN excluded.last_status ELSE r.last_status END, \
-           last_checked_at = greatest(r.last_checked_at, excluded.last_checked_at)"
+           last_checked_at = greatest(r.last_checked_at, excluded.last_checked_at)",
+        kinds = add("error_kinds", ErrorKind::ALL.len()),
+        hist = add("latency_hist", LATENCY_BUCKETS),
     );
     tx.execute_typed(&sql, &params)
         .await
@@ -389,12 +393,14 @@ async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreE
         (&settles_s, Type::FLOAT8),
     ];
     // One statement: the INSERT's NOT EXISTS sees the table as it was before the UPDATE.
-    // The recent checks are merged whether or not the state moves (a late check is one).
+    // The recent checks are merged whether or not the state moves (a late check is one);
+    // five new ones all newer than the stored newest replace them without a merge (a
+    // backlog's fold), which the merge would give too.
     tx.execute_typed(
-        "WITH x AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::timestamptz[], \
+        "WITH x AS (SELECT *, rct::jsonb AS rc FROM unnest($1::text[], $2::text[], $3::bool[], $4::timestamptz[], \
            $5::bool[], $6::timestamptz[], $7::int[], $8::text[], $9::text[], $10::int[], \
            $11::timestamptz[], $12::text[]) \
-           AS x(u, p, up, since, changed, lc, ls, le, lk, el, ce, rc)), \
+           AS x(u, p, up, since, changed, lc, ls, le, lk, el, ce, rct)), \
          updated AS (UPDATE site_status AS s SET \
            since = CASE WHEN x.lc < s.last_checked_at THEN s.since \
              WHEN s.up = x.up AND NOT x.changed THEN s.since ELSE x.since END, \
@@ -406,15 +412,16 @@ async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreE
            last_elapsed_ms = CASE WHEN x.lc < s.last_checked_at THEN s.last_elapsed_ms ELSE x.el END, \
            cert_expires_at = CASE WHEN x.lc < s.last_checked_at THEN s.cert_expires_at \
              ELSE coalesce(x.ce, s.cert_expires_at) END, \
-           recent = (SELECT jsonb_agg(e ORDER BY (e->>'t')::bigint DESC) FROM (SELECT e \
-             FROM jsonb_array_elements(x.rc::jsonb || coalesce(s.recent, '[]'::jsonb)) AS e \
-             ORDER BY (e->>'t')::bigint DESC LIMIT 5) AS newest), \
+           recent = CASE WHEN (x.rc->4->>'t')::bigint > coalesce((s.recent->0->>'t')::bigint, -1) \
+             THEN x.rc ELSE (SELECT jsonb_agg(e ORDER BY (e->>'t')::bigint DESC) FROM (SELECT e \
+             FROM jsonb_array_elements(x.rc || coalesce(s.recent, '[]'::jsonb)) AS e \
+             ORDER BY (e->>'t')::bigint DESC LIMIT 5) AS newest) END, \
            changed = nextval('page_changes') \
            FROM x WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p \
            RETURNING s.url) \
          INSERT INTO site_status (url, producer, up, since, last_checked_at, last_status, \
            last_error, last_error_kind, last_elapsed_ms, cert_expires_at, recent, changed) \
-         SELECT u, p, up, since, lc, ls, le, lk, el, ce, rc::jsonb, nextval('page_changes') FROM x \
+         SELECT u, p, up, since, lc, ls, le, lk, el, ce, rc, nextval('page_changes') FROM x \
          WHERE NOT EXISTS (SELECT 1 FROM site_status AS s \
            WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p) \
          AND NOT EXISTS (SELECT 1 FROM listed_targets AS l \
