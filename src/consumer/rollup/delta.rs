@@ -297,7 +297,13 @@ mod tests {
         let got: Vec<(i64, bool, Option<i32>)> = folded.states[&key]
             .recent
             .iter()
-            .map(|c| ((c.at_ms - hour.timestamp_millis()) / 60_000, c.up, c.elapsed_ms))
+            .map(|c| {
+                (
+                    (c.at_ms - hour.timestamp_millis()) / 60_000,
+                    c.up,
+                    c.elapsed_ms,
+                )
+            })
             .collect();
         assert_eq!(
             got,
