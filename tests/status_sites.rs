@@ -466,3 +466,89 @@ fn utc_day(t: DateTime<Utc>) -> DateTime<Utc> {
     t - TimeDelta::seconds(i64::from(t.num_seconds_from_midnight()))
         - TimeDelta::nanoseconds(i64::from(t.nanosecond()))
 }
+
+#[tokio::test]
+async fn the_latest_checks_are_each_vantage_points_newest_five_across_folds() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("status-recent");
+    let (pg, db_url) = tb.fresh_database("status_recent").await;
+    let url = "https://shop.example/";
+    let base = Utc::now() - TimeDelta::minutes(10);
+    // (vantage point, seconds after `base`): the elapsed ms tell the checks apart.
+    let wave = |checks: &[(&str, i64)]| -> Vec<common::TimedRecord> {
+        checks
+            .iter()
+            .map(|(p, s)| {
+                check(
+                    url,
+                    p,
+                    s % 20 != 0,
+                    base + TimeDelta::seconds(*s),
+                    (100 + *s) as u64,
+                )
+            })
+            .collect()
+    };
+    let first: Vec<(&str, i64)> = (0..8)
+        .flat_map(|k| [("eu", 10 * k), ("us", 10 * k + 3)])
+        .collect();
+    let n = common::produce_timed(&tb, &topic, 1, wave(&first)).await as i64;
+    let port = common::free_port();
+    let consumer = page_consumer(&tb, &topic, &db_url, port, &[]);
+    let db = common::open(&pg).await;
+    api_when_stored(&db, port, n).await;
+    // Folded after the first: late checks, one among eu's newest five (65 s) and one
+    // not (35 s); one newer for us, and one older than all it has.
+    let second = [("eu", 65), ("eu", 35), ("us", 100), ("us", -50)];
+    let n = n + common::produce_timed(&tb, &topic, 1, wave(&second)).await as i64;
+    api_when_stored(&db, port, n).await;
+    // Five at once: all newer than eu's newest (they replace its five); four newer than
+    // us' newest and one late (95 s) that is not among its newest five.
+    let third = [
+        ("eu", 200),
+        ("eu", 210),
+        ("eu", 220),
+        ("eu", 230),
+        ("eu", 240),
+        ("us", 110),
+        ("us", 120),
+        ("us", 130),
+        ("us", 140),
+        ("us", 95),
+    ];
+    let n = n + common::produce_timed(&tb, &topic, 1, wave(&third)).await as i64;
+    api_when_stored(&db, port, n).await;
+    let (status, body) =
+        common::http_get_when_up(port, "/api/site?url=https%3A%2F%2Fshop.example%2F").await;
+    assert_eq!(status, 200, "{body}");
+    let site: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for p in ["eu", "us"] {
+        let shown: Vec<(DateTime<Utc>, i64, bool)> = site["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["producer"] == p)
+            .map(|c| {
+                let at = DateTime::parse_from_rfc3339(c["checked_at"].as_str().unwrap());
+                (
+                    at.unwrap().into(),
+                    c["elapsed_ms"].as_i64().unwrap(),
+                    c["up"] == true,
+                )
+            })
+            .collect();
+        let newest: Vec<(DateTime<Utc>, i64, bool)> = db
+            .query(
+                "SELECT ts AT TIME ZONE 'UTC', elapsed::bigint, up FROM events \
+                 WHERE url = $1 AND producer = $2 ORDER BY ts DESC LIMIT 5",
+                &[&url, &p],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(shown, newest, "{p}'s latest checks");
+    }
+    common::stop(consumer, Duration::from_secs(30)).await;
+}
