@@ -89,19 +89,19 @@ pub(crate) fn window_deltas(
     at: Alignment,
 ) -> SeriesMap<(&str, &str), WindowDelta> {
     let mut deltas: SeriesMap<(&str, &str), WindowDelta> = SeriesMap::default();
-    for ((url, producer, start), b) in &folded.hourly {
-        if at.in_hours(*start) {
+    for ((url, producer, start), b) in folded.hourly() {
+        if at.in_hours(start) {
             let d = deltas.entry((url, producer)).or_default();
             d.hours_24.add(b);
         }
     }
-    for ((url, producer, start), b) in &folded.daily {
-        if !at.in_days(*start, 30) {
+    for ((url, producer, start), b) in folded.daily() {
+        if !at.in_days(start, 30) {
             continue;
         }
         let d = deltas.entry((url, producer)).or_default();
         d.days_30.add(b);
-        if at.in_days(*start, 7) {
+        if at.in_days(start, 7) {
             d.days_7.add(b);
         }
     }
@@ -139,7 +139,7 @@ mod tests {
         assert_eq!(now.hour, at("2026-11-30T10:00:00Z"));
         assert_eq!(now.day, at("2026-11-30T00:00:00Z"));
         let mut folded = Folded::default();
-        let key = |t: &str| ("u".to_string(), "p".to_string(), at(t));
+        let key = |t: &str| ("u", "p", at(t));
         // Hours: the current one, the oldest still in, the first out, one in the future.
         for (t, n) in [
             ("2026-11-30T10:00:00Z", 1),
@@ -147,7 +147,7 @@ mod tests {
             ("2026-11-29T10:00:00Z", 100),
             ("2026-11-30T11:00:00Z", 1000),
         ] {
-            folded.hourly.insert(key(t), bucket(n, n, 3));
+            folded.insert(false, key(t), bucket(n, n, 3));
         }
         // Days: today, 6 and 7 days back, 29 and 30 back, 89 and 90 back.
         for (days, n) in [
@@ -160,9 +160,7 @@ mod tests {
             (90, 64),
         ] {
             let d = now.day - TimeDelta::days(days);
-            folded
-                .daily
-                .insert(("u".into(), "p".into(), d), bucket(n, n - 1, 5));
+            folded.insert(true, ("u", "p", d), bucket(n, n - 1, 5));
         }
         let deltas = window_deltas(&folded, now);
         let d = &deltas[&("u", "p")];

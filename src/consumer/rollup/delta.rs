@@ -7,7 +7,7 @@ mod stored;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Bucket, KindCounts, LATENCY_BUCKETS, RecentCheck, SeriesState, truncate};
+use super::{Bucket, KindCounts, LATENCY_BUCKETS, RecentCheck, SeriesState};
 use crate::consumer::series_hash::SeriesMap;
 use crate::event::ErrorKind;
 
@@ -158,47 +158,37 @@ impl Delta {
     }
 }
 
-/// (url, producer, start of the hour or day)
-pub(crate) type OwnedBucketKey = (String, String, DateTime<Utc>);
-
-/// Deltas merged, in the order they were committed: what one fold writes.
+/// Deltas merged, in the order they were committed: what one fold writes, per series
+/// (url, producer). Keyed by series, as the deltas are: a delta's series is looked up
+/// once, with the names it owns, and its few hours found in a short list.
 #[derive(Debug, Default)]
 pub(crate) struct Folded {
-    pub(crate) hourly: SeriesMap<OwnedBucketKey, Bucket>,
-    pub(crate) daily: SeriesMap<OwnedBucketKey, Bucket>,
-    pub(crate) states: SeriesMap<(String, String), SeriesState>,
+    series: SeriesMap<(String, String), FoldedSeries>,
 }
+
+/// One series' part of a fold.
+#[derive(Debug, Default)]
+struct FoldedSeries {
+    hours: Vec<(DateTime<Utc>, Bucket)>,
+    days: Vec<(DateTime<Utc>, Bucket)>,
+    /// None only until its first delta is added.
+    state: Option<SeriesState>,
+}
+
+/// A bucket's key in the rollup tables: (url, producer, start of the hour or day).
+pub(crate) type BucketKey<'a> = (&'a str, &'a str, DateTime<Utc>);
 
 impl Folded {
     /// Add the next delta (a later transaction's).
     pub(crate) fn add(&mut self, delta: Delta) {
         for d in delta.series {
+            let folded = self.series.entry((d.url, d.producer)).or_default();
             for h in &d.hours {
-                let mut b = Bucket {
-                    checks: h.checks,
-                    up_checks: h.up_checks,
-                    error_kinds: h.error_kinds,
-                    latency_hist: [0; LATENCY_BUCKETS],
-                    latency_min_ms: h.min,
-                    latency_max_ms: h.max,
-                    latency_sum_ms: h.sum,
-                    last_checked_at: from_ms(h.last_ms),
-                    last_status: h.last_status,
-                    maint_checks: h.maint_checks,
-                };
-                for (i, n) in &h.hist {
-                    if let Some(slot) = b.latency_hist.get_mut(usize::from(*i)) {
-                        *slot += n;
-                    }
-                }
-                let hour = from_ms(h.start_ms);
-                let day = truncate(hour, 86_400);
-                for (table, start) in [(&mut self.daily, day), (&mut self.hourly, hour)] {
-                    table
-                        .entry((d.url.clone(), d.producer.clone(), start))
-                        .and_modify(|e| e.merge(&b))
-                        .or_insert_with(|| b.clone());
-                }
+                let b = Bucket::of_hour(h);
+                // A day starts at a whole second: its start in ms is exact.
+                let day_ms = h.start_ms - h.start_ms.rem_euclid(86_400_000);
+                merge_bucket(&mut folded.days, from_ms(day_ms), &b);
+                merge_bucket(&mut folded.hours, from_ms(h.start_ms), &b);
             }
             let kind = d
                 .last_error_kind
@@ -216,18 +206,92 @@ impl Folded {
                 cert_expires_at: d.cert_ms.map(from_ms),
                 recent: d.recent,
             };
-            match self.states.entry((d.url, d.producer)) {
-                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().then(s),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(s);
-                }
+            match &mut folded.state {
+                Some(state) => state.then(s),
+                None => folded.state = Some(s),
             }
         }
     }
 
+    /// The hourly buckets (`rollups_hourly`), in no order.
+    pub(crate) fn hourly(&self) -> impl Iterator<Item = (BucketKey<'_>, &Bucket)> {
+        self.series.iter().flat_map(|((url, producer), f)| {
+            f.hours
+                .iter()
+                .map(move |(t, b)| ((url.as_str(), producer.as_str(), *t), b))
+        })
+    }
+
+    /// The daily buckets (`rollups_daily`), in no order.
+    pub(crate) fn daily(&self) -> impl Iterator<Item = (BucketKey<'_>, &Bucket)> {
+        self.series.iter().flat_map(|((url, producer), f)| {
+            f.days
+                .iter()
+                .map(move |(t, b)| ((url.as_str(), producer.as_str(), *t), b))
+        })
+    }
+
+    /// Each series' state after the fold (`site_status`), in no order.
+    pub(crate) fn states(&self) -> impl Iterator<Item = ((&str, &str), &SeriesState)> {
+        self.series.iter().filter_map(|((url, producer), f)| {
+            Some(((url.as_str(), producer.as_str()), f.state.as_ref()?))
+        })
+    }
+
     /// Nothing to write.
     pub(crate) fn is_empty(&self) -> bool {
-        self.hourly.is_empty() && self.daily.is_empty() && self.states.is_empty()
+        self.series.is_empty()
+    }
+
+    /// One series' state, for tests.
+    #[cfg(test)]
+    pub(crate) fn state(&self, url: &str, producer: &str) -> Option<&SeriesState> {
+        self.states()
+            .find(|(k, _)| *k == (url, producer))
+            .map(|(_, s)| s)
+    }
+
+    /// A bucket as made by a fold, for tests: `daily` or hourly.
+    #[cfg(test)]
+    pub(crate) fn insert(&mut self, daily: bool, (url, producer, t): BucketKey<'_>, b: Bucket) {
+        let f = self
+            .series
+            .entry((url.into(), producer.into()))
+            .or_default();
+        let list = if daily { &mut f.days } else { &mut f.hours };
+        list.push((t, b));
+    }
+}
+
+/// `b` added to the bucket of `list` starting at `start`, or its first.
+fn merge_bucket(list: &mut Vec<(DateTime<Utc>, Bucket)>, start: DateTime<Utc>, b: &Bucket) {
+    match list.iter_mut().find(|(t, _)| *t == start) {
+        Some((_, e)) => e.merge(b),
+        None => list.push((start, b.clone())),
+    }
+}
+
+impl Bucket {
+    /// A delta's hour as a bucket.
+    fn of_hour(h: &DeltaHour) -> Bucket {
+        let mut b = Bucket {
+            checks: h.checks,
+            up_checks: h.up_checks,
+            error_kinds: h.error_kinds,
+            latency_hist: [0; LATENCY_BUCKETS],
+            latency_min_ms: h.min,
+            latency_max_ms: h.max,
+            latency_sum_ms: h.sum,
+            last_checked_at: from_ms(h.last_ms),
+            last_status: h.last_status,
+            maint_checks: h.maint_checks,
+        };
+        for (i, n) in &h.hist {
+            if let Some(slot) = b.latency_hist.get_mut(usize::from(*i)) {
+                *slot += n;
+            }
+        }
+        b
     }
 }
 
@@ -259,17 +323,17 @@ mod tests {
                 .state
                 .as_ref()
                 .unwrap(),
-            &folded.states[&key],
+            folded.state(&key.0, &key.1).unwrap(),
         );
         assert_eq!((f.up, f.since, f.changed), (w.up, w.since, true));
         assert_eq!(f.last_checked_at, w.last_checked_at);
         let hour = Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap();
         let w = &whole.series[&(key.0.as_str(), key.1.as_str())].hours[0].1;
-        let f = &folded.hourly[&(key.0.clone(), key.1.clone(), hour)];
+        let f = folded.hourly().find(|(k, _)| k.2 == hour).unwrap().1;
         assert_eq!(f, w);
-        assert_eq!(folded.daily.values().next().unwrap().checks, 5);
+        assert_eq!(folded.daily().next().unwrap().1.checks, 5);
         assert_eq!(
-            folded.states[&key].recent,
+            folded.state(&key.0, &key.1).unwrap().recent,
             whole.to_delta().series[0].recent,
             "the five newest of the folded deltas are those of one transaction of everything"
         );
@@ -294,7 +358,9 @@ mod tests {
         }
         let hour = Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap();
         let key = ("https://a.example/".to_string(), "p1".to_string());
-        let got: Vec<(i64, bool, Option<i32>)> = folded.states[&key]
+        let got: Vec<(i64, bool, Option<i32>)> = folded
+            .state(&key.0, &key.1)
+            .unwrap()
             .recent
             .iter()
             .map(|c| {

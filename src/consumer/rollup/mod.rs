@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::consumer::series_hash::SeriesMap;
 use crate::event::ErrorKind;
-pub(crate) use delta::{Delta, Folded, OwnedBucketKey};
+pub(crate) use delta::{BucketKey, Delta, Folded};
 use recent::add_newest;
 pub(crate) use recent::{Newest, RECENT_CHECKS, RECENT_ERROR_CHARS, RecentCheck, merge_recent};
 

@@ -11,8 +11,7 @@ use tokio_postgres::{Client, Transaction};
 
 use super::windows;
 use super::{StoreError, array_of, bounded, sql_error};
-use crate::consumer::rollup::{Bucket, Delta, Folded, LATENCY_BUCKETS, OwnedBucketKey, Rollups};
-use crate::consumer::series_hash::SeriesMap;
+use crate::consumer::rollup::{Bucket, BucketKey, Delta, Folded, LATENCY_BUCKETS, Rollups};
 use crate::consumer::windows::{Alignment, window_deltas};
 use crate::event::ErrorKind;
 
@@ -274,8 +273,8 @@ async fn add(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreError> {
         return Ok(());
     }
     let (hourly, daily, states) = tokio::join!(
-        add_buckets(tx, "rollups_hourly", &rollups.hourly),
-        add_buckets(tx, "rollups_daily", &rollups.daily),
+        add_buckets(tx, "rollups_hourly", rollups.hourly().collect()),
+        add_buckets(tx, "rollups_daily", rollups.daily().collect()),
         set_states(tx, rollups)
     );
     hourly.and(daily).and(states)
@@ -284,12 +283,11 @@ async fn add(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreError> {
 async fn add_buckets(
     tx: &Transaction<'_>,
     table: &'static str,
-    buckets: &SeriesMap<OwnedBucketKey, Bucket>,
+    mut rows: Vec<(BucketKey<'_>, &Bucket)>,
 ) -> Result<(), StoreError> {
-    let mut rows: Vec<_> = buckets.iter().collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0));
-    let urls: Vec<&str> = rows.iter().map(|(k, _)| k.0.as_str()).collect();
-    let producers: Vec<&str> = rows.iter().map(|(k, _)| k.1.as_str()).collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let urls: Vec<&str> = rows.iter().map(|(k, _)| k.0).collect();
+    let producers: Vec<&str> = rows.iter().map(|(k, _)| k.1).collect();
     let starts: Vec<_> = rows.iter().map(|(k, _)| k.2).collect();
     let checks: Vec<i64> = rows.iter().map(|(_, b)| b.checks).collect();
     let up: Vec<i64> = rows.iter().map(|(_, b)| b.up_checks).collect();
@@ -355,10 +353,10 @@ async fn add_buckets(
 /// Each series' state: updated where this transaction's news is newer, created where the
 /// series is new. `since` stays unless the verdict changed (stored → here, or within).
 async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreError> {
-    let mut rows: Vec<_> = rollups.states.iter().collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0));
-    let urls: Vec<&str> = rows.iter().map(|(k, _)| k.0.as_str()).collect();
-    let producers: Vec<&str> = rows.iter().map(|(k, _)| k.1.as_str()).collect();
+    let mut rows: Vec<_> = rollups.states().collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let urls: Vec<&str> = rows.iter().map(|(k, _)| k.0).collect();
+    let producers: Vec<&str> = rows.iter().map(|(k, _)| k.1).collect();
     let up: Vec<bool> = rows.iter().map(|(_, s)| s.up).collect();
     let since: Vec<_> = rows.iter().map(|(_, s)| s.since).collect();
     let changed: Vec<bool> = rows.iter().map(|(_, s)| s.changed).collect();
