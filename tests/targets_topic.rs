@@ -598,6 +598,21 @@ async fn the_consumer_shows_a_waiting_target_and_forgets_a_removed_one() {
     let (_, body) = common::http_get_when_up(page_port, "/api/status").await;
     assert!(!body.contains(&down), "{body}");
     assert_eq!(receiver.delivered().len(), 2);
+    // They are history, as their rows are: the hourly rollups count every stored check.
+    let start = Instant::now();
+    while common::query_i64(&db, "SELECT count(*) FROM rollup_deltas").await > 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "not folded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let count = |sql: &'static str| {
+        let (db, down) = (&db, &down);
+        async move { db.query_one(sql, &[down]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(
+        count("SELECT coalesce(sum(checks + maint_checks), 0)::bigint FROM rollups_hourly WHERE url = $1").await,
+        count("SELECT count(*) FROM events WHERE url = $1").await,
+        "the removed target's checks in its hourly rollups"
+    );
     // The consumer's metrics: one target in the list, the removal applied.
     let (_, metrics) = common::http_get_when_up(page_port, "/metrics").await;
     assert!(

@@ -52,6 +52,10 @@ struct DeltaSeries {
     /// Its newest checks, newest first (absent in deltas of older builds).
     #[serde(rename = "rc", default, skip_serializing_if = "Vec::is_empty")]
     recent: Vec<RecentCheck>,
+    /// Only hours, no state: each of its checks here was of a removed target (kept as
+    /// history, as the rows are); the state fields above mean nothing then.
+    #[serde(rename = "hist", default, skip_serializing_if = "is_false")]
+    history_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +91,10 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
@@ -99,19 +107,28 @@ impl super::Rollups<'_> {
         let series = self
             .series
             .iter()
-            .filter_map(|(key, r)| Some((key, r, r.state.as_ref()?)))
-            .map(|(key, r, s)| DeltaSeries {
+            .map(|(key, r)| DeltaSeries {
                 url: key.0.to_string(),
                 producer: key.1.to_string(),
-                up: s.up,
-                since_ms: s.since.timestamp_millis(),
-                changed: s.changed,
-                last_ms: s.last_checked_at.timestamp_millis(),
-                last_status: s.last_status,
-                last_error: s.last_error.clone(),
-                last_error_kind: s.last_error_kind.map(str::to_string),
-                last_elapsed_ms: s.last_elapsed_ms,
-                cert_ms: s.cert_expires_at.map(|t| t.timestamp_millis()),
+                up: r.state.as_ref().is_some_and(|s| s.up),
+                since_ms: r.state.as_ref().map_or(0, |s| s.since.timestamp_millis()),
+                changed: r.state.as_ref().is_some_and(|s| s.changed),
+                last_ms: r
+                    .state
+                    .as_ref()
+                    .map_or(0, |s| s.last_checked_at.timestamp_millis()),
+                last_status: r.state.as_ref().and_then(|s| s.last_status),
+                last_error: r.state.as_ref().and_then(|s| s.last_error.clone()),
+                last_error_kind: r
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.last_error_kind.map(str::to_string)),
+                last_elapsed_ms: r.state.as_ref().and_then(|s| s.last_elapsed_ms),
+                cert_ms: r
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.cert_expires_at.map(|t| t.timestamp_millis())),
+                history_only: r.state.is_none(),
                 hours: r
                     .hours
                     .iter()
@@ -189,6 +206,9 @@ impl Folded {
                 let day_ms = h.start_ms - h.start_ms.rem_euclid(86_400_000);
                 merge_bucket(&mut folded.days, from_ms(day_ms), &b);
                 merge_bucket(&mut folded.hours, from_ms(h.start_ms), &b);
+            }
+            if d.history_only {
+                continue;
             }
             let kind = d
                 .last_error_kind
@@ -337,6 +357,31 @@ mod tests {
             whole.to_delta().series[0].recent,
             "the five newest of the folded deltas are those of one transaction of everything"
         );
+    }
+
+    #[test]
+    fn a_removed_targets_checks_are_counted_in_its_hours_and_leave_its_state_alone() {
+        // One transaction of a removed target's checks alone, then one of checks made
+        // before its removal was known (which set its state).
+        let mut gone = input(1, 9, false, 20);
+        gone.removed = true;
+        let kept = [input(2, 5, true, 30), input(3, 6, true, 40)];
+        let mut folded = Folded::default();
+        for part in [&kept[..], std::slice::from_ref(&gone)] {
+            folded.add(Delta::from_stored(&Rollups::of(part).to_stored()).unwrap());
+        }
+        let hour = Utc.with_ymd_and_hms(2026, 11, 29, 10, 0, 0).unwrap();
+        let b = folded.hourly().find(|(k, _)| k.2 == hour).unwrap().1;
+        assert_eq!((b.checks, b.up_checks), (3, 2));
+        assert_eq!(folded.daily().next().unwrap().1.checks, 3);
+        let state = folded.state("https://a.example/", "p1").unwrap();
+        assert!(state.up, "a removed target's check does not move the state");
+        assert_eq!(state.recent.len(), 2);
+        // Alone, it makes no state at all (the page shows no card for it).
+        let mut alone = Folded::default();
+        alone.add(Delta::from_stored(&Rollups::of([&gone]).to_stored()).unwrap());
+        assert_eq!(alone.hourly().count(), 1);
+        assert_eq!(alone.states().count(), 0);
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl<'a> Rollups<'a> {
 
     /// Nothing to write.
     pub(crate) fn is_empty(&self) -> bool {
-        self.series.values().all(|s| s.state.is_none())
+        self.series.is_empty()
     }
 }
 

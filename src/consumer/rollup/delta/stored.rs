@@ -5,8 +5,9 @@
 //! `{`) are still read. Pure: it never does I/O, and a malformed body is an error, never
 //! a panic (the table can be written by hand).
 //!
-//! Layout: the byte [`MAGIC`], then the series. Integers are LEB128 varints (signed ones
-//! zigzagged), a string is its length and its UTF-8 bytes, an optional is a flag bit.
+//! Layout: the byte [`MAGIC`] ([`MAGIC_WITH_HISTORY`] when a series has no state), then
+//! the series. Integers are LEB128 varints (signed ones zigzagged), a string is its length
+//! and its UTF-8 bytes, an optional is a flag bit.
 
 use chrono::{DateTime, Utc};
 
@@ -17,6 +18,14 @@ use crate::consumer::rollup::{
 
 /// First byte of a binary delta; never the first byte of JSON.
 const MAGIC: u8 = 0xD1;
+
+/// First byte of a binary delta holding a series with history only (the checks of a
+/// removed target: hours, no state; flag bit 7). Written only then, so that an older
+/// build, which cannot read it, leaves it in place rather than fold it wrong.
+const MAGIC_WITH_HISTORY: u8 = 0xD2;
+
+/// A series' flag: history only, no state follows.
+const HISTORY_ONLY: u32 = 7;
 
 /// Why a stored delta cannot be read.
 #[derive(Debug, PartialEq)]
@@ -33,13 +42,11 @@ impl Rollups<'_> {
     /// [`Delta`] they make), written straight from the transaction's rollups.
     pub(crate) fn to_stored(&self) -> Vec<u8> {
         let mut w = Writer(Vec::with_capacity(64 + 320 * self.series.len()));
-        w.0.push(MAGIC);
-        let with_state = self.series.values().filter(|s| s.state.is_some()).count();
-        w.u(with_state as u64);
+        let history = self.series.values().any(|s| s.state.is_none());
+        w.0.push(if history { MAGIC_WITH_HISTORY } else { MAGIC });
+        w.u(self.series.len() as u64);
         for (key, s) in &self.series {
-            if let Some(state) = &s.state {
-                w.series(*key, state, &s.hours, &s.newest);
-            }
+            w.series(*key, s.state.as_ref(), &s.hours, &s.newest);
         }
         w.0
     }
@@ -49,7 +56,7 @@ impl Delta {
     /// A delta read back from `rollup_deltas.body`: binary, or JSON of an older build.
     pub(crate) fn from_stored(body: &[u8]) -> Result<Delta, UnreadableDelta> {
         match body.first() {
-            Some(&MAGIC) => {
+            Some(&(MAGIC | MAGIC_WITH_HISTORY)) => {
                 let mut r = Reader { rest: &body[1..] };
                 let n = r.len()?;
                 let mut series = Vec::with_capacity(n);
@@ -102,12 +109,28 @@ impl Writer {
     fn series(
         &mut self,
         (url, producer): (&str, &str),
-        s: &SeriesState,
+        state: Option<&SeriesState>,
         hours: &[(DateTime<Utc>, Bucket)],
         newest: &[Option<&RollupInput>],
     ) {
         self.text(url);
         self.text(producer);
+        match state {
+            Some(s) => self.state(s),
+            None => self.u(1 << HISTORY_ONLY),
+        }
+        self.u(hours.len() as u64);
+        for (start, b) in hours {
+            self.hour(*start, b);
+        }
+        self.u(newest.iter().flatten().count() as u64);
+        for e in newest.iter().flatten() {
+            self.recent(e);
+        }
+    }
+
+    /// A series' state: its flags, then its fields.
+    fn state(&mut self, s: &SeriesState) {
         let flags = bits(&[
             s.up,
             s.changed,
@@ -125,14 +148,6 @@ impl Writer {
         self.opt_text(s.last_error_kind);
         self.opt_i(s.last_elapsed_ms.map(i64::from));
         self.opt_i(s.cert_expires_at.map(|t| t.timestamp_millis()));
-        self.u(hours.len() as u64);
-        for (start, b) in hours {
-            self.hour(*start, b);
-        }
-        self.u(newest.iter().flatten().count() as u64);
-        for e in newest.iter().flatten() {
-            self.recent(e);
-        }
     }
 
     fn hour(&mut self, start: DateTime<Utc>, b: &Bucket) {
@@ -276,7 +291,11 @@ impl Reader<'_> {
     fn series(&mut self) -> Result<DeltaSeries, UnreadableDelta> {
         let (url, producer) = (self.text()?, self.text()?);
         let f = self.u()?;
-        let (since_ms, last_ms) = (self.i()?, self.i()?);
+        let history_only = bit(f, HISTORY_ONLY);
+        let (since_ms, last_ms) = match history_only {
+            true => (0, 0),
+            false => (self.i()?, self.i()?),
+        };
         let last_status = self.opt(bit(f, 2), Self::i32)?;
         let last_error = self.opt(bit(f, 3), Self::text)?;
         let last_error_kind = self.opt(bit(f, 4), Self::text)?;
@@ -302,6 +321,7 @@ impl Reader<'_> {
             cert_ms,
             hours,
             recent,
+            history_only,
         })
     }
 
@@ -400,7 +420,15 @@ mod tests {
         let rollups = Rollups::of(&inputs);
         let delta = Delta::from_stored(&rollups.to_stored()).unwrap();
         assert_eq!(delta, rollups.to_delta());
-        assert_eq!(delta.series.len(), 2);
+        // The removed target's series too: its checks' hours, no state.
+        assert_eq!(delta.series.len(), 3);
+        let gone: Vec<_> = delta.series.iter().filter(|s| s.history_only).collect();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(
+            (gone[0].url.as_str(), gone[0].hours[0].checks),
+            ("https://gone.example/", 1)
+        );
+        assert!(gone[0].recent.is_empty());
         let error = delta.series[0]
             .recent
             .iter()
@@ -412,6 +440,24 @@ mod tests {
             Delta::from_stored(&empty.to_stored()),
             Ok(Delta { series: Vec::new() })
         );
+    }
+
+    #[test]
+    fn only_a_delta_with_history_only_series_is_marked_so() {
+        // An older build cannot read the mark: it leaves such a delta to a newer one, and
+        // still folds every other.
+        let mut inputs = varied();
+        assert_eq!(Rollups::of(&inputs).to_stored()[0], MAGIC_WITH_HISTORY);
+        inputs.retain(|e| !e.removed);
+        assert_eq!(Rollups::of(&inputs).to_stored()[0], MAGIC);
+        let removed: Vec<_> = varied().into_iter().filter(|e| e.removed).collect();
+        let rollups = Rollups::of(&removed);
+        assert!(
+            !rollups.is_empty(),
+            "a removed target's checks are history to keep"
+        );
+        let delta = Delta::from_stored(&rollups.to_stored()).unwrap();
+        assert_eq!(delta, rollups.to_delta());
     }
 
     #[test]
