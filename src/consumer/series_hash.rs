@@ -89,6 +89,10 @@ mod tests {
         assert_eq!(h("https://a.example/", "eu"), h("https://a.example/", "eu"));
         // A URL's bytes moved into the vantage point's are another key.
         assert_ne!(h("https://a.example/", "eu"), h("https://a.example/e", "u"));
+        // Also when the bytes are whole words (no last partial word carries a length):
+        // each text ends with a byte of its own (`write_u8`).
+        assert_ne!(h("https://a.examp", "l"), h("https://a.exam", "pl"));
+        assert_ne!(h("abcdefgh", ""), h("", "abcdefgh"));
         let (mut low, mut top) = (HashSet::new(), HashSet::new());
         for i in 0..10_000 {
             let hash = h(&format!("https://site-{i}.example/"), "p");
