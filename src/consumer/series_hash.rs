@@ -83,6 +83,18 @@ mod tests {
     use std::hash::BuildHasher;
 
     #[test]
+    fn numbers_in_a_key_hash_apart() {
+        // A key may hold numbers (the maps are generic over their key): each one counts.
+        let build = BuildHasherDefault::<SeriesHasher>::default();
+        assert_ne!(build.hash_one(1u8), build.hash_one(2u8));
+        assert_ne!(build.hash_one(1u32), build.hash_one(2u32));
+        assert_ne!(build.hash_one(1u64), build.hash_one(2u64));
+        assert_ne!(build.hash_one(-1i32), build.hash_one(1i32));
+        assert_ne!(build.hash_one(-1i64), build.hash_one(1i64));
+        assert_ne!(build.hash_one(1usize), build.hash_one(2usize));
+    }
+
+    #[test]
     fn keys_that_differ_hash_apart_and_equal_keys_alike() {
         let build = BuildHasherDefault::<SeriesHasher>::default();
         let h = |url: &str, producer: &str| build.hash_one((url, producer));
