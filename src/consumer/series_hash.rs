@@ -83,6 +83,17 @@ mod tests {
     use std::hash::BuildHasher;
 
     #[test]
+    fn keys_differing_in_high_bits_only_spread_over_the_low_ones() {
+        // hashbrown indexes by the low bits, and a product's low bits see only the low
+        // bits of the word: `finish` folds the high ones down.
+        let build = BuildHasherDefault::<SeriesHasher>::default();
+        let low: HashSet<u64> = (0..10_000u64)
+            .map(|i| build.hash_one(i << 32) & 0xfff)
+            .collect();
+        assert!(low.len() > 256, "{} of 4,096", low.len());
+    }
+
+    #[test]
     fn numbers_in_a_key_hash_apart() {
         // A key may hold numbers (the maps are generic over their key): each one counts.
         let build = BuildHasherDefault::<SeriesHasher>::default();
