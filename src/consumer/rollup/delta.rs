@@ -333,10 +333,12 @@ mod tests {
         ];
         let whole = Rollups::of(&all);
         let mut folded = Folded::default();
+        assert!(folded.is_empty());
         for part in [&all[..2], &all[2..3], &all[3..]] {
             let stored = Rollups::of(part).to_stored();
             folded.add(Delta::from_stored(&stored).unwrap());
         }
+        assert!(!folded.is_empty());
         let key = ("https://a.example/".to_string(), "p1".to_string());
         let (w, f) = (
             whole.series[&(key.0.as_str(), key.1.as_str())]
@@ -351,11 +353,52 @@ mod tests {
         let w = &whole.series[&(key.0.as_str(), key.1.as_str())].hours[0].1;
         let f = folded.hourly().find(|(k, _)| k.2 == hour).unwrap().1;
         assert_eq!(f, w);
-        assert_eq!(folded.daily().next().unwrap().1.checks, 5);
+        let (day, daily) = folded.daily().next().unwrap();
+        assert_eq!(day.2, Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0).unwrap());
+        assert_eq!(daily.checks, 5);
         assert_eq!(
             folded.state(&key.0, &key.1).unwrap().recent,
             whole.to_delta().series[0].recent,
             "the five newest of the folded deltas are those of one transaction of everything"
+        );
+    }
+
+    #[test]
+    fn a_delta_in_parts_folds_as_the_whole() {
+        // A refused fold is done again in parts, one series each.
+        let mut inputs = vec![input(1, 0, true, 12), input(2, 10, false, 900)];
+        let mut b = input(3, 20, true, 40);
+        b.url = "https://b.example/".into();
+        inputs.push(b);
+        let delta = Delta::from_stored(&Rollups::of(&inputs).to_stored()).unwrap();
+        let parts = delta.clone().into_parts();
+        assert_eq!(
+            parts.iter().map(|p| p.series.len()).collect::<Vec<_>>(),
+            [1, 1]
+        );
+        let (mut whole, mut in_parts) = (Folded::default(), Folded::default());
+        whole.add(delta);
+        parts.into_iter().for_each(|p| in_parts.add(p));
+        let sorted = |f: &Folded| {
+            let mut v: Vec<_> = f
+                .hourly()
+                .map(|(k, b)| (k.0.to_string(), k.2, b.clone()))
+                .collect();
+            v.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+            v
+        };
+        assert_eq!(sorted(&in_parts), sorted(&whole));
+        assert_eq!(in_parts.states().count(), 2);
+    }
+
+    #[test]
+    fn the_json_form_of_an_ordinary_delta_has_no_keys_older_builds_did_not_write() {
+        // `rollup_rejects` keeps a refused series as this JSON.
+        let delta = Rollups::of(&[input(1, 0, true, 12)]).to_delta();
+        let json = serde_json::to_string(&delta).unwrap();
+        assert!(
+            !json.contains("\"m\":") && !json.contains("\"hist\":"),
+            "{json}"
         );
     }
 
