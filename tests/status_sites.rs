@@ -57,21 +57,7 @@ fn page_consumer(
 
 /// Wait until every event is stored and folded; then the API as of now.
 async fn api_when_stored(db: &tokio_postgres::Client, port: u16, n: i64) -> serde_json::Value {
-    let start = std::time::Instant::now();
-    loop {
-        let stored = db.query_one("SELECT count(*) FROM events", &[]).await;
-        let left = db
-            .query_one("SELECT count(*) FROM rollup_deltas", &[])
-            .await;
-        if let (Ok(s), Ok(l)) = (stored, left)
-            && s.get::<_, i64>(0) == n
-            && l.get::<_, i64>(0) == 0
-        {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "not stored");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::wait_stored_and_folded(db, n).await;
     serde_json::from_str(&common::api_status_as_of(port, Utc::now()).await).unwrap()
 }
 

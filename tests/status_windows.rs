@@ -59,7 +59,7 @@ async fn every_window_and_last_check_equal_sql_over_the_raw_rows() {
         .spawn()
         .unwrap();
     let db = common::open(&pg).await;
-    wait_stored_and_folded(&db, n).await;
+    common::wait_stored_and_folded(&db, n).await;
     let body = common::api_status_as_of(page, Utc::now()).await;
     common::stop(consumer, Duration::from_secs(30)).await;
     assert_windows_and_last_checks_equal_sql(&db, &body).await;
@@ -144,25 +144,6 @@ async fn assert_windows_and_last_checks_equal_sql(db: &tokio_postgres::Client, b
             card["last_error_kind"].as_str(),
             last.get::<_, Option<&str>>(3)
         );
-    }
-}
-
-/// Until all `n` events are stored and every rollup delta is folded.
-async fn wait_stored_and_folded(db: &tokio_postgres::Client, n: i64) {
-    let started = std::time::Instant::now();
-    loop {
-        let stored = db.query_one("SELECT count(*) FROM events", &[]).await;
-        let folded = db
-            .query_one("SELECT count(*) FROM rollup_deltas", &[])
-            .await;
-        if let (Ok(s), Ok(f)) = (stored, folded)
-            && s.get::<_, i64>(0) == n
-            && f.get::<_, i64>(0) == 0
-        {
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "not stored");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -275,7 +256,7 @@ async fn windows_moved_while_no_consumer_ran_equal_sql_over_the_raw_rows() {
         let n = common::produce_timed(&tb, &topic, 3, records).await as i64;
         let consumer = common::consumer(&tb, &topic, &db_url, &[]).spawn().unwrap();
         let db = common::open(&pg).await;
-        wait_stored_and_folded(&db, n).await;
+        common::wait_stored_and_folded(&db, n).await;
         common::stop(consumer, Duration::from_secs(30)).await;
         set_windows_back(&db, hours, days).await;
         // Started again with nothing new to read: the windows move with the clock.

@@ -250,6 +250,25 @@ pub async fn query_i64(db: &tokio_postgres::Client, sql: &str) -> i64 {
     db.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// Until `n` events are stored and every rollup delta is folded (60 s at most).
+pub async fn wait_stored_and_folded(db: &tokio_postgres::Client, n: i64) {
+    let start = std::time::Instant::now();
+    loop {
+        let stored = db.query_one("SELECT count(*) FROM events", &[]).await;
+        let left = db
+            .query_one("SELECT count(*) FROM rollup_deltas", &[])
+            .await;
+        if let (Ok(s), Ok(l)) = (stored, left)
+            && s.get::<_, i64>(0) == n
+            && l.get::<_, i64>(0) == 0
+        {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "not stored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A connection to a test database.
 pub async fn open(
     settings: &checksite::consumer::store::PostgresSettings,
