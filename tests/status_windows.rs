@@ -30,16 +30,38 @@ async fn every_window_and_last_check_equal_sql_over_the_raw_rows() {
     let topic = common::unique("windows");
     let (pg, db_url) = tb.fresh_database("windows").await;
     let now = Utc::now();
+    let records =
+        seeded(AGES.map(|(age, checks, fail_every, ms)| (now - age, 30, checks, fail_every, ms)));
+    let n = common::produce_timed(&tb, &topic, 3, records).await as i64;
+    let page = common::free_port();
+    let consumer = common::consumer(&tb, &topic, &db_url, &[])
+        .env("CK_HTTP_ADDR", format!("127.0.0.1:{page}"))
+        .spawn()
+        .unwrap();
+    let db = common::open(&pg).await;
+    common::wait_stored_and_folded(&db, n).await;
+    let body = common::api_status_as_of(page, Utc::now()).await;
+    common::stop(consumer, Duration::from_secs(30)).await;
+    assert_windows_and_last_checks_equal_sql(&db, &body).await;
+}
+
+/// Checks of two sites from one vantage point: per (first check, seconds between checks,
+/// checks, every how many a failure, elapsed ms of the up checks), each site failing at
+/// its own checks.
+fn seeded(
+    groups: impl IntoIterator<Item = (DateTime<Utc>, i64, u64, u64, u64)>,
+) -> Vec<common::TimedRecord> {
+    let groups: Vec<_> = groups.into_iter().collect();
     let mut records = Vec::new();
     for (site, url) in ["https://a.example/", "https://b.example/"]
         .iter()
         .enumerate()
     {
-        for (age, checks, fail_every, ms) in AGES {
+        for &(start, step, checks, fail_every, ms) in &groups {
             for i in 0..checks {
                 let mut ev = common::sample_event(url, i);
                 ev.producer = "eu".into();
-                ev.checked_at = now - age + TimeDelta::seconds(i as i64 * 30);
+                ev.checked_at = start + TimeDelta::seconds(i as i64 * step);
                 let up = !(i + site as u64).is_multiple_of(fail_every);
                 ev.up = Some(up);
                 ev.elapsed_ms = if up { ms + i % 7 } else { 5_000 };
@@ -52,17 +74,7 @@ async fn every_window_and_last_check_equal_sql_over_the_raw_rows() {
             }
         }
     }
-    let n = common::produce_timed(&tb, &topic, 3, records).await as i64;
-    let page = common::free_port();
-    let consumer = common::consumer(&tb, &topic, &db_url, &[])
-        .env("CK_HTTP_ADDR", format!("127.0.0.1:{page}"))
-        .spawn()
-        .unwrap();
-    let db = common::open(&pg).await;
-    common::wait_stored_and_folded(&db, n).await;
-    let body = common::api_status_as_of(page, Utc::now()).await;
-    common::stop(consumer, Duration::from_secs(30)).await;
-    assert_windows_and_last_checks_equal_sql(&db, &body).await;
+    records
 }
 
 /// Every card of the page's API (`body`) against SQL over the raw rows: the three windows'
@@ -176,7 +188,8 @@ async fn set_windows_back(db: &tokio_postgres::Client, hours: i64, days: i64) {
                  unnest(r.latency_hist) WITH ORDINALITY AS t(x, i) \
                  WHERE r.url = w.url AND r.producer = w.producer \
                  AND r.bucket > $1::timestamptz - interval '{length}' AND r.bucket <= $1 \
-                 GROUP BY i) AS s), array_fill(0::bigint, ARRAY[33]))"
+                 GROUP BY i) AS s), array_fill(0::bigint, ARRAY[{buckets}]))",
+            buckets = common::README_LATENCY_BOUNDS_MS.len() + 1
         );
         db.execute(&sql, &[&end]).await.unwrap();
     }
@@ -234,25 +247,18 @@ async fn windows_moved_while_no_consumer_ran_equal_sql_over_the_raw_rows() {
     for (hours, days) in [(1, 0), (48, 2)] {
         let topic = common::unique("windows-moved");
         let (pg, db_url) = tb.fresh_database("windows_moved").await;
-        let mut records = Vec::new();
-        for (site, url) in ["https://a.example/", "https://b.example/"]
-            .iter()
-            .enumerate()
-        {
-            for (start, checks, fail_every, ms) in moving_ages(hour, day) {
-                for i in 0..checks {
-                    let mut ev = common::sample_event(url, i);
-                    ev.producer = "eu".into();
-                    let step = if start == hour { 1 } else { 30 };
-                    ev.checked_at = start + TimeDelta::seconds(i as i64 * step);
-                    let up = !(i + site as u64).is_multiple_of(fail_every);
-                    ev.up = Some(up);
-                    ev.elapsed_ms = if up { ms + i % 7 } else { 5_000 };
-                    ev.status = Some(if up { 200 } else { 503 });
-                    records.push((url.as_bytes().to_vec(), Some(ev.to_json()), ev.checked_at));
-                }
-            }
-        }
+        // The current hour's checks 1 s apart, the others 30 s.
+        let records = seeded(
+            moving_ages(hour, day).map(|(start, checks, fail_every, ms)| {
+                (
+                    start,
+                    if start == hour { 1 } else { 30 },
+                    checks,
+                    fail_every,
+                    ms,
+                )
+            }),
+        );
         let n = common::produce_timed(&tb, &topic, 3, records).await as i64;
         let consumer = common::consumer(&tb, &topic, &db_url, &[]).spawn().unwrap();
         let db = common::open(&pg).await;

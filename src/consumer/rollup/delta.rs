@@ -107,28 +107,21 @@ impl super::Rollups<'_> {
         let series = self
             .series
             .iter()
-            .map(|(key, r)| DeltaSeries {
+            .map(|(key, r)| (key, r, r.state.as_ref()))
+            .map(|(key, r, s)| DeltaSeries {
                 url: key.0.to_string(),
                 producer: key.1.to_string(),
-                up: r.state.as_ref().is_some_and(|s| s.up),
-                since_ms: r.state.as_ref().map_or(0, |s| s.since.timestamp_millis()),
-                changed: r.state.as_ref().is_some_and(|s| s.changed),
-                last_ms: r
-                    .state
-                    .as_ref()
-                    .map_or(0, |s| s.last_checked_at.timestamp_millis()),
-                last_status: r.state.as_ref().and_then(|s| s.last_status),
-                last_error: r.state.as_ref().and_then(|s| s.last_error.clone()),
-                last_error_kind: r
-                    .state
-                    .as_ref()
-                    .and_then(|s| s.last_error_kind.map(str::to_string)),
-                last_elapsed_ms: r.state.as_ref().and_then(|s| s.last_elapsed_ms),
-                cert_ms: r
-                    .state
-                    .as_ref()
-                    .and_then(|s| s.cert_expires_at.map(|t| t.timestamp_millis())),
-                history_only: r.state.is_none(),
+                // A series with history only: its state's fields as the reader leaves them.
+                up: s.is_some_and(|s| s.up),
+                since_ms: s.map_or(0, |s| s.since.timestamp_millis()),
+                changed: s.is_some_and(|s| s.changed),
+                last_ms: s.map_or(0, |s| s.last_checked_at.timestamp_millis()),
+                last_status: s.and_then(|s| s.last_status),
+                last_error: s.and_then(|s| s.last_error.clone()),
+                last_error_kind: s.and_then(|s| s.last_error_kind.map(str::to_string)),
+                last_elapsed_ms: s.and_then(|s| s.last_elapsed_ms),
+                cert_ms: s.and_then(|s| s.cert_expires_at.map(|t| t.timestamp_millis())),
+                history_only: s.is_none(),
                 hours: r
                     .hours
                     .iter()
