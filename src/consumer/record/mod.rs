@@ -462,6 +462,48 @@ mod tests {
     }
 
     #[test]
+    fn each_reject_has_the_readme_s_label_and_says_its_reason() {
+        // The labels of `checksite_consumer_events_rejected_total{kind}`, as the README
+        // lists them.
+        let labels: Vec<&str> = RejectKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "no_value",
+                "too_large",
+                "not_utf8",
+                "not_json",
+                "not_an_event",
+                "unknown_version",
+                "unstorable",
+                "refused"
+            ]
+        );
+        // Our producer's own shape with another version: the scanner reads it, and it is
+        // still refused as a version this consumer does not read.
+        let v2 = String::from_utf8(crate::event::tests::sample().to_json())
+            .unwrap()
+            .replacen("{\"v\":1,", "{\"v\":2,", 1);
+        assert!(v2.starts_with("{\"v\":2,"), "{v2}");
+        let big = vec![b' '; MAX_EVENT_BYTES + 1];
+        let now = Utc::now();
+        let cases: [(Option<&[u8]>, &str); 6] = [
+            (None, "no_value"),
+            (Some(&big), "too_large"),
+            (Some(b"\xff"), "not_utf8"),
+            (Some(b"{nope"), "not_json"),
+            (Some(b"[1]"), "not_an_event"),
+            (Some(v2.as_bytes()), "unknown_version"),
+        ];
+        for (value, label) in cases {
+            let err = decode(value, now).unwrap_err();
+            assert_eq!(err.1.as_str(), label, "{err:?}");
+            assert_eq!(err.to_string(), err.0, "the reason is shown as it is");
+            assert!(!err.to_string().is_empty());
+        }
+    }
+
+    #[test]
     fn the_size_limit_is_64_kib() {
         let now = chrono::Utc::now();
         // A valid event padded with blanks (JSON allows them) to the limit and one past it.
