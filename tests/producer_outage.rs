@@ -45,7 +45,25 @@ async fn broker_away_for_30s_loses_nothing() {
     common::testbed_script("stop-kafka");
     tokio::time::sleep(Duration::from_secs(30)).await;
     common::testbed_script("start-kafka");
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Until the checks made while the broker was away are in the topic (at most 30 s),
+    // not a fixed wait.
+    let made_meanwhile = RECEIVED.lock().unwrap().clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let records = common::read_topic(&tb, &topic).await;
+        let caught_up = urls.iter().zip(["/ok", "/500"]).all(|(url, path)| {
+            let ids: HashSet<&[u8]> = records
+                .iter()
+                .filter(|r| &r.2 == url)
+                .map(|r| r.3.as_slice())
+                .collect();
+            ids.len() >= made_meanwhile.get(path).copied().unwrap_or(0)
+        });
+        if caught_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let log = common::stop(child, Duration::from_secs(20)).await;
     assert!(
         log.contains("buffering events"),

@@ -98,17 +98,63 @@ async fn outage_then_restart(
         "{} checks",
         answered.len()
     );
+    let mut wanted: HashMap<String, usize> = HashMap::new();
+    for (path, _) in &answered {
+        *wanted.entry(path.clone()).or_default() += 1;
+    }
     let again = producer(tb, &topic, &targets_file, &spool, buffer_events);
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Until every answered check is in the topic (at most 30 s), not a fixed wait: the
+    // spool is published in a second or two.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let published = loop {
+        let (published, _) = published_before(tb, &topic, port, stopped_at).await;
+        let short = wanted
+            .iter()
+            .any(|(path, n)| published.get(path).copied().unwrap_or(0) < *n);
+        if !short || std::time::Instant::now() >= deadline {
+            break published;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let log_again = common::stop(again, Duration::from_secs(30)).await;
     assert!(
         log_again.contains("spool:") && log_again.contains("from before the start"),
         "{log_again}"
     );
     // Per URL: every answered request's check made before the stop is in the topic.
+    for (path, n) in &wanted {
+        let got = published.get(path).copied().unwrap_or(0);
+        assert!(
+            got >= *n,
+            "{signal}: {path}: {n} answered before the stop, {got} in the topic; log: {log}"
+        );
+    }
+    // Every id in the topic once the producer stopped: each stored once.
+    let (_, ids) = published_before(tb, &topic, port, stopped_at).await;
+    // The consumer stores each id once.
+    let (pg, db_url) = tb.fresh_database("spool").await;
+    let out = common::drain(tb, &topic, &db_url).await;
+    let db = common::open(&pg).await;
+    let stored = common::query_i64(&db, "SELECT count(*) FROM events").await;
+    let distinct = common::query_i64(&db, "SELECT count(DISTINCT check_id) FROM events").await;
+    assert_eq!(
+        (stored, distinct),
+        (ids.len() as i64, ids.len() as i64),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The topic's events made before `stopped_at`, counted per path, and every id in it.
+async fn published_before(
+    tb: &common::Testbed,
+    topic: &str,
+    port: u16,
+    stopped_at: DateTime<Utc>,
+) -> (HashMap<String, usize>, HashSet<String>) {
     let mut published: HashMap<String, usize> = HashMap::new();
     let mut ids = HashSet::new();
-    for (_, _, _, value) in common::read_topic(tb, &topic).await {
+    for (_, _, _, value) in common::read_topic(tb, topic).await {
         let ev: serde_json::Value = serde_json::from_slice(&value).unwrap();
         ids.insert(ev["id"].as_str().unwrap().to_string());
         let at: DateTime<Utc> = ev["checked_at"].as_str().unwrap().parse().unwrap();
@@ -123,29 +169,7 @@ async fn outage_then_restart(
             *published.entry(path).or_default() += 1;
         }
     }
-    let mut wanted: HashMap<String, usize> = HashMap::new();
-    for (path, _) in &answered {
-        *wanted.entry(path.clone()).or_default() += 1;
-    }
-    for (path, n) in &wanted {
-        let got = published.get(path).copied().unwrap_or(0);
-        assert!(
-            got >= *n,
-            "{signal}: {path}: {n} answered before the stop, {got} in the topic; log: {log}"
-        );
-    }
-    // The consumer stores each id once.
-    let (pg, db_url) = tb.fresh_database("spool").await;
-    let out = common::drain(tb, &topic, &db_url).await;
-    let db = common::open(&pg).await;
-    let stored = common::query_i64(&db, "SELECT count(*) FROM events").await;
-    let distinct = common::query_i64(&db, "SELECT count(DISTINCT check_id) FROM events").await;
-    assert_eq!(
-        (stored, distinct),
-        (ids.len() as i64, ids.len() as i64),
-        "{out}"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    (published, ids)
 }
 
 #[tokio::test]
