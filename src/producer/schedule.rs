@@ -89,6 +89,23 @@ fn follow_set(
     shared: &Arc<Shared>,
     shutdown: &Shutdown,
 ) {
+    let added = update_running(set, handles);
+    let now = Instant::now();
+    let count = added.len();
+    for (i, target) in added.into_iter().enumerate() {
+        let first = first_start(now, target.interval, i, count);
+        let (handle, entry) = watch::channel(Some(target.clone()));
+        handles.insert(target.url.clone(), handle);
+        loops.spawn(target_loop(entry, first, shared.clone(), shutdown.clone()));
+    }
+}
+
+/// Tell the running loops about `set`: None to those removed from it, its new entry to
+/// those whose entry changed, nothing to the others. Returns the targets with no loop yet.
+fn update_running(
+    set: &TargetSet,
+    handles: &mut HashMap<String, TargetHandle>,
+) -> Vec<Arc<Target>> {
     handles.retain(|url, handle| {
         let kept = set.contains_key(url);
         if !kept {
@@ -111,18 +128,16 @@ fn follow_set(
             None => added.push(target.clone()),
         }
     }
-    let now = Instant::now();
-    let count = added.len() as f64;
-    for (i, target) in added.into_iter().enumerate() {
-        // Target i of n first fires i/n of the way into its spread.
-        let spread = target
-            .interval
-            .min(Duration::from_secs_f64(count / NEW_TARGETS_PER_SECOND));
-        let first = now + spread.mul_f64(i as f64 / count);
-        let (handle, entry) = watch::channel(Some(target.clone()));
-        handles.insert(target.url.clone(), handle);
-        loops.spawn(target_loop(entry, first, shared.clone(), shutdown.clone()));
-    }
+    added
+}
+
+/// The first start of target `i` of `count` added at once: `i / count` of the way into
+/// their spread, which is `count` at [`NEW_TARGETS_PER_SECOND`] or the interval, the
+/// shorter.
+fn first_start(now: Instant, interval: Duration, i: usize, count: usize) -> Instant {
+    let count = count as f64;
+    let spread = interval.min(Duration::from_secs_f64(count / NEW_TARGETS_PER_SECOND));
+    now + spread.mul_f64(i as f64 / count)
 }
 
 async fn target_loop(
@@ -207,6 +222,79 @@ mod tests {
         let i = Duration::from_secs(10);
         // the check took 3 s: the next start is still t0 + 10 s, not t0 + 13 s
         assert_eq!(next_slot(t0, i, t0 + Duration::from_secs(3)), t0 + i);
+        // Done exactly at the next slot: that slot is kept, not skipped.
+        assert_eq!(next_slot(t0, i, t0 + i), t0 + i);
+    }
+
+    #[test]
+    fn added_targets_are_spread_at_100_a_second_within_their_interval() {
+        let t0 = Instant::now();
+        let ms = |n| Duration::from_millis(n);
+        // One added: at once.
+        assert_eq!(first_start(t0, ms(10_000), 0, 1), t0);
+        // 50 at 10 s: over half a second (100 a second), the 26th at 250 ms.
+        assert_eq!(first_start(t0, ms(10_000), 25, 50), t0 + ms(250));
+        assert_eq!(first_start(t0, ms(10_000), 49, 50), t0 + ms(490));
+        // 1,000 at 2 s: over their interval (2 s, not 10 s), the 501st at 1 s.
+        assert_eq!(first_start(t0, ms(2_000), 500, 1_000), t0 + ms(1_000));
+        assert_eq!(first_start(t0, ms(2_000), 999, 1_000), t0 + ms(1_998));
+    }
+
+    fn target(url: &str, interval_s: u64) -> Arc<Target> {
+        Arc::new(Target {
+            url: url.to_string(),
+            interval: Duration::from_secs(interval_s),
+            regex: None,
+            timeout: Duration::from_secs(1),
+            method: "GET".into(),
+            headers: Vec::new(),
+            expect_status: None,
+            name: None,
+            group: None,
+            public: true,
+        })
+    }
+
+    #[test]
+    fn a_new_set_stops_the_removed_updates_the_changed_and_leaves_the_others_alone() {
+        let (a, b, c) = (
+            target("http://a/", 1),
+            target("http://b/", 1),
+            target("http://c/", 1),
+        );
+        let mut handles = HashMap::new();
+        let mut entries = HashMap::new();
+        for t in [&a, &b, &c] {
+            let (handle, entry) = watch::channel(Some(t.clone()));
+            handles.insert(t.url.clone(), handle);
+            entries.insert(t.url.clone(), entry);
+        }
+        let changed_b = target("http://b/", 5);
+        let d = target("http://d/", 1);
+        let set: TargetSet = Arc::new(
+            [(&a, &a), (&changed_b, &changed_b), (&d, &d)]
+                .into_iter()
+                .map(|(k, t)| (k.url.clone(), t.clone()))
+                .collect(),
+        );
+        let added = update_running(&set, &mut handles);
+        assert_eq!(
+            added.iter().map(|t| t.url.as_str()).collect::<Vec<_>>(),
+            ["http://d/"]
+        );
+        let mut urls: Vec<&String> = handles.keys().collect();
+        urls.sort();
+        assert_eq!(urls, ["http://a/", "http://b/"], "c's handle is gone");
+        // a: not woken; b: its new entry; c: told to stop.
+        assert!(!entries["http://a/"].has_changed().unwrap());
+        let b_entry = &mut entries.get_mut("http://b/").unwrap();
+        assert!(b_entry.has_changed().unwrap());
+        assert_eq!(
+            b_entry.borrow_and_update().as_ref().unwrap().interval,
+            Duration::from_secs(5)
+        );
+        // c's sender is dropped with its handle: what c's loop reads last is None.
+        assert!(entries["http://c/"].borrow().is_none());
     }
 
     #[test]
