@@ -261,16 +261,6 @@ fn a_replaced_vantage_point_stops_counting_and_the_incident_ends_once() {
 }
 
 #[test]
-fn a_vantage_point_quiet_for_a_month_is_forgotten() {
-    let rules = AlertRules::default();
-    let first = decide(&BTreeMap::new(), &[check("old", true, 0)], &rules);
-    let month = FORGET_VANTAGE_AFTER_S + 100;
-    let d = decide(&first.changed, &[check("new", true, month)], &rules);
-    let state = &d.changed["https://user:pw@a.example/"];
-    assert_eq!(state.vantage.keys().collect::<Vec<_>>(), ["new"]);
-}
-
-#[test]
 fn a_steady_site_is_written_once_per_step_not_per_check() {
     let rules = AlertRules::default();
     let mut stored = BTreeMap::new();
@@ -307,4 +297,43 @@ fn streaks_survive_their_json() {
     let state = &d.changed["https://user:pw@a.example/"];
     let back = vantage_from_json(&vantage_json(&state.vantage));
     assert_eq!(back, state.vantage);
+}
+
+#[test]
+fn a_vantage_point_is_stale_past_its_600_s_and_one_60_s_step_never_before() {
+    // The README's default CK_ALERT_STALE_AFTER (600 s), kept in steps of a tenth.
+    let rules = AlertRules::default();
+    assert!(!rules.is_stale(0, 600));
+    assert!(!rules.is_stale(0, 660));
+    assert!(rules.is_stale(0, 661));
+}
+
+#[test]
+fn a_vantage_point_quiet_for_29_days_is_kept_for_30_forgotten() {
+    let rules = AlertRules::default();
+    let first = decide(&BTreeMap::new(), &[check("old", true, 0)], &rules);
+    let days = |d: i64| d * 86_400;
+    let kept = decide(&first.changed, &[check("new", true, days(29))], &rules);
+    let state = &kept.changed["https://user:pw@a.example/"];
+    assert_eq!(state.vantage.keys().collect::<Vec<_>>(), ["new", "old"]);
+    let d = decide(
+        &first.changed,
+        &[check("new", true, days(30) + 100)],
+        &rules,
+    );
+    let state = &d.changed["https://user:pw@a.example/"];
+    assert_eq!(state.vantage.keys().collect::<Vec<_>>(), ["new"]);
+}
+
+#[test]
+fn a_vantage_point_is_down_from_its_third_failure_to_its_second_good_check() {
+    let rules = AlertRules::default();
+    let mut stored = BTreeMap::new();
+    let mut seen = Vec::new();
+    for (i, up) in [false, false, false, true, true].into_iter().enumerate() {
+        let d = decide(&stored, &[check("a", up, i as i64)], &rules);
+        stored.extend(d.changed);
+        seen.push(stored["https://user:pw@a.example/"].vantage["a"].is_down());
+    }
+    assert_eq!(seen, [false, false, true, true, false]);
 }
