@@ -337,3 +337,18 @@ fn a_vantage_point_is_down_from_its_third_failure_to_its_second_good_check() {
     }
     assert_eq!(seen, [false, false, true, true, false]);
 }
+
+#[test]
+fn a_certificate_warns_when_it_expires_within_14_days_not_in_exactly_14() {
+    let rules = AlertRules::default();
+    let warned = |left: chrono::TimeDelta| {
+        let mut e = check("a", true, 0);
+        e.cert_expires_at = Some(e.ts + left);
+        decide(&BTreeMap::new(), &[e], &rules).notifications.len()
+    };
+    assert_eq!(warned(chrono::TimeDelta::days(14)), 0);
+    assert_eq!(
+        warned(chrono::TimeDelta::days(14) - chrono::TimeDelta::seconds(1)),
+        1
+    );
+}
