@@ -331,7 +331,8 @@ async fn a_receiver_that_is_down_delays_only_itself() {
         .env("CK_ALERT_AFTER", "1")
         .spawn()
         .unwrap();
-    // Ten URLs go down, one every 3 s, while `broken` refuses every connection.
+    // Ten URLs go down, one every 1.5 s, while `broken` refuses every connection (the
+    // first five) and then holds each delivery past its 10 s bound.
     for i in 0..10 {
         if i == 5 {
             broken.answer(Answer::After(Duration::from_secs(60)));
@@ -339,7 +340,7 @@ async fn a_receiver_that_is_down_delays_only_itself() {
         }
         let url = format!("https://down-{i}.example/");
         common::produce_timed(&tb, &topic, 3, vec![check(&url, false, Utc::now())]).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
     }
     let delivered = healthy.wait_for_ids(10, Duration::from_secs(20)).await;
     let mut latencies: Vec<i64> = healthy
