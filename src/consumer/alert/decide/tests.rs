@@ -285,6 +285,13 @@ fn an_incident_nobody_reports_on_closes_as_stale_once() {
     assert_eq!(stale.kind, AlertKind::Stale);
     assert_eq!(stale.url, "https://user:***@a.example/");
     assert_eq!(stale.producers, ["a"]);
+    // Since the URL's newest check (kept to a 60 s step), not some default time.
+    let since = stale.since.unwrap();
+    let (first, last) = (check("a", false, 0).ts, check("a", false, 2).ts);
+    assert!(
+        since > first - chrono::TimeDelta::seconds(60) && since <= last,
+        "{since}"
+    );
     assert!(!state.down);
     assert!(state.close_stale("https://user:pw@a.example/").is_none());
 }
@@ -351,4 +358,23 @@ fn a_certificate_warns_when_it_expires_within_14_days_not_in_exactly_14() {
         warned(chrono::TimeDelta::days(14) - chrono::TimeDelta::seconds(1)),
         1
     );
+}
+
+#[test]
+fn an_incident_is_down_since_the_first_failure_of_the_vantage_points_that_count() {
+    let rules = AlertRules {
+        quorum: 2,
+        ..AlertRules::default()
+    };
+    // "old" sees the site down alone (no quorum), then goes quiet.
+    let mut events: Vec<_> = (0..3).map(|i| check("old", false, i)).collect();
+    // 1,000 s later "a" and "b" see it down: the incident is theirs, since their first
+    // failure, not since "old"'s (stale: 600 s and a step behind the newest check).
+    for i in 1_000..1_003 {
+        events.push(check("a", false, i));
+        events.push(check("b", false, i));
+    }
+    let d = decide(&BTreeMap::new(), &events, &rules);
+    assert_eq!(kinds(&d), [("down", vec!["a".into(), "b".into()])]);
+    assert_eq!(d.notifications[0].since, Some(check("a", false, 1_000).ts));
 }
