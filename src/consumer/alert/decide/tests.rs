@@ -378,3 +378,24 @@ fn an_incident_is_down_since_the_first_failure_of_the_vantage_points_that_count(
     assert_eq!(kinds(&d), [("down", vec!["a".into(), "b".into()])]);
     assert_eq!(d.notifications[0].since, Some(check("a", false, 1_000).ts));
 }
+
+#[test]
+fn a_removed_url_s_open_incident_closes_once_as_removed() {
+    let rules = AlertRules::default();
+    let events: Vec<_> = (0..3).map(|i| check("a", false, i)).collect();
+    let d = decide(&BTreeMap::new(), &events, &rules);
+    let mut state = d.changed["https://user:pw@a.example/"].clone();
+    let at = check("a", false, 100).ts;
+    let removed = state
+        .close_removed("https://user:pw@a.example/", at)
+        .unwrap();
+    assert_eq!(removed.kind, AlertKind::Removed);
+    assert_eq!(removed.url, "https://user:***@a.example/");
+    assert_eq!(removed.since, Some(at));
+    assert!(!state.down);
+    assert!(
+        state
+            .close_removed("https://user:pw@a.example/", at)
+            .is_none()
+    );
+}
