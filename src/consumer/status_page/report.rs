@@ -472,3 +472,6 @@ fn incidents(rows: &StatusRows, data: &PageData, showing: UrlShowing) -> Vec<Inc
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
