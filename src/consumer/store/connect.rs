@@ -248,7 +248,20 @@ mod tests {
             s.display(),
             "pg-x.aivencloud.com:12359/defaultdb as avnadmin"
         );
-        assert!(!format!("{s:?}").contains("s3cret"));
+        assert_eq!(
+            format!("{s:?}"),
+            "PostgresSettings(pg-x.aivencloud.com:12359/defaultdb as avnadmin, sslmode=require)"
+        );
+    }
+
+    #[test]
+    fn parameters_tokio_postgres_knows_are_passed_on() {
+        let s = PostgresSettings::parse(
+            "postgres://u@h/db?sslmode=disable&application_name=checksite&connect_timeout=5",
+        )
+        .unwrap();
+        assert_eq!(s.sslmode, "disable");
+        assert!(PostgresSettings::parse("postgres://u@h/db?fallback=1").is_err());
     }
 
     #[test]

@@ -474,9 +474,16 @@ mod tests {
         for n in 0..body.len() {
             assert!(Delta::from_stored(&body[..n]).is_err(), "cut at {n} read");
         }
+        // Its reason is what the log shows: it says where it broke.
+        let cut = Delta::from_stored(&body[..body.len() - 1]).unwrap_err();
+        assert!(
+            cut.to_string().starts_with("cut short or malformed at "),
+            "{cut}"
+        );
         let mut longer = body.clone();
         longer.push(0);
-        assert!(Delta::from_stored(&longer).is_err());
+        let after = Delta::from_stored(&longer).unwrap_err();
+        assert_eq!(after.to_string(), "bytes after the last series");
         for i in 1..body.len() {
             let mut damaged = body.clone();
             damaged[i] = 0xff;
