@@ -60,5 +60,6 @@ bench-smoke: build-static (services "start")
 # ~1 h on 2 cores, not in CI): fails on a missed mutant not explained in mutants-equivalent.txt
 mutants:
     @echo "==> cargo mutants (unit tests of the pure modules; see docs/mutants.md)"
+    command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
     cargo mutants --no-shuffle -j 2 || true
     scripts/mutants-check.sh
