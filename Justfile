@@ -57,7 +57,7 @@ bench-smoke: build-static (services "start")
     scripts/bench.sh --smoke
 
 # mutation testing of the modules whose unit tests need no service (.cargo/mutants.toml;
-# ~1 h on 2 cores, not in CI): fails on a missed mutant not explained in mutants-equivalent.txt
+# ~50 min on 2 cores, not in CI): fails on a missed mutant not explained in mutants-equivalent.txt
 mutants:
     @echo "==> cargo mutants (unit tests of the pure modules; see docs/mutants.md)"
     command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
