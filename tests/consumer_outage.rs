@@ -79,12 +79,12 @@ async fn postgres_and_broker_restarted_mid_stream() {
     assert_eq!(common::http_get_when_up(http, "/healthz").await.0, 200);
     common::testbed_script("start-postgres");
 
-    // The broker away for 10 s while a second backlog is being read.
+    // The broker away for 5 s while a second backlog is being read.
     let db = pg.connect(Duration::from_secs(10)).await.unwrap();
     let second = common::produce_python(&tb, &topic, 3, 300_000..500_000, 100).await as i64;
     let at_broker_stop = rows_past(&db, first + 10_000, first + second).await;
     common::testbed_script("stop-kafka");
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
         child.try_wait().unwrap().is_none(),
         "the consumer must wait for Kafka, not exit"

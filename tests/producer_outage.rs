@@ -1,4 +1,4 @@
-//! The broker goes away for 30 s while the producer keeps checking: once it is back,
+//! The broker goes away for 15 s while the producer keeps checking: once it is back,
 //! every check made meanwhile is in the topic, none twice.
 //!
 //! Its own test binary: cargo runs test binaries one at a time, so taking the broker away
@@ -27,7 +27,7 @@ fn counting_site(r: &Request, _: u16) -> Vec<Step> {
 }
 
 #[tokio::test]
-async fn broker_away_for_30s_loses_nothing() {
+async fn broker_away_for_15s_loses_nothing() {
     let tb = testbed_or_skip!();
     let topic = common::unique("outage");
     let site = format!("http://127.0.0.1:{}", raw_site::serve(None, counting_site));
@@ -43,7 +43,8 @@ async fn broker_away_for_30s_loses_nothing() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     common::testbed_script("stop-kafka");
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    // 30 checks a URL meanwhile, well past a connection's first retries.
+    tokio::time::sleep(Duration::from_secs(15)).await;
     common::testbed_script("start-kafka");
     // Until the checks made while the broker was away are in the topic (at most 30 s),
     // not a fixed wait.
@@ -126,10 +127,10 @@ async fn broker_away_for_30s_loses_nothing() {
         }
         times.sort();
         times.dedup();
-        // ~45 s of checking at 0.5 s: about 90 checks, and checking went on while the
-        // broker was away. (A slot is skipped, not lost, when a check overruns: the
+        // ~25 s of checking at 0.5 s (3 before, 15 away, the broker's start and the
+        // catching up): about 50 checks, and checking went on while the broker was away. (A slot is skipped, not lost, when a check overruns: the
         // broker's JVM starting up takes this machine's two cores for a while.)
-        assert!(times.len() >= 60, "{url}: only {} events", times.len());
+        assert!(times.len() >= 35, "{url}: only {} events", times.len());
         for pair in times.windows(2) {
             let gap = (pair[1] - pair[0]).num_milliseconds();
             assert!(

@@ -135,15 +135,26 @@ async fn the_consumer_never_prints_the_postgres_password() {
             ),
         ),
     ];
+    // Every case at once (each is a process that fails on its own, most within a second;
+    // one after the other they took ~25 s), checked in the order above.
+    let mut runs = Vec::new();
     for (case, want, url) in cases {
         let mut env = tb.kafka_env(Listener::MutualTls, "secrets");
         env.push(("CK_POSTGRESQL_URL".into(), url.clone()));
-        let (code, text) = run(bin, &env, &["--drain"]).await;
-        assert_hidden(case, (code, want), &text);
+        runs.push((
+            case.to_string(),
+            want,
+            tokio::spawn(async move { run(bin, &env, &["--drain"]).await }),
+        ));
         // The same URL given as a flag.
         let env = tb.kafka_env(Listener::MutualTls, "secrets");
-        let (code, text) = run(bin, &env, &["--drain", "--postgresql-url", &url]).await;
-        assert_hidden(&format!("{case} (flag)"), (code, want), &text);
+        runs.push((
+            format!("{case} (flag)"),
+            want,
+            tokio::spawn(
+                async move { run(bin, &env, &["--drain", "--postgresql-url", &url]).await },
+            ),
+        ));
     }
     // Kafka unreachable, the password in the URL.
     let env = vec![
@@ -156,8 +167,15 @@ async fn the_consumer_never_prints_the_postgres_password() {
             ),
         ),
     ];
-    let (code, text) = run(bin, &env, &["--drain"]).await;
-    assert_hidden("Kafka unreachable", (code, RUNTIME), &text);
+    runs.push((
+        "Kafka unreachable".to_string(),
+        RUNTIME,
+        tokio::spawn(async move { run(bin, &env, &["--drain"]).await }),
+    ));
+    for (case, want, ran) in runs {
+        let (code, text) = ran.await.unwrap();
+        assert_hidden(&case, (code, want), &text);
+    }
 }
 
 /// (user, host:port/db) of the test bed's URL.
@@ -181,13 +199,18 @@ async fn the_producer_never_prints_a_sasl_or_site_password() {
         "CK_SITE_URL".into(),
         format!("http://ann:{PASSWORD}@127.0.0.1:1/"),
     ));
-    let text = run_then_stop(bin, &env, 6).await;
-    assert!(text.contains("SaslAuthenticationFailed"), "{text}");
-    assert_no_password("wrong SASL password", &text);
-    // A SASL password with nothing listening.
+    let wrong_password = {
+        let env = env.clone();
+        tokio::spawn(async move { run_then_stop(bin, &env, 6).await })
+    };
+    // A SASL password with nothing listening, at the same time (each waits out its
+    // flush time after SIGTERM: one after the other took ~30 s).
     env.retain(|(k, _)| k != "CK_KAFKA_SERVERS");
     env.push(("CK_KAFKA_SERVERS".into(), "127.0.0.1:1".into()));
     let text = run_then_stop(bin, &env, 4).await;
+    let wrong = wrong_password.await.unwrap();
+    assert!(wrong.contains("SaslAuthenticationFailed"), "{wrong}");
+    assert_no_password("wrong SASL password", &wrong);
     assert!(text.contains("Connection refused"), "{text}");
     assert_no_password("Kafka unreachable", &text);
     // Bad settings next to a password: the error names the setting, not the secret.
