@@ -3,15 +3,17 @@
 use super::*;
 use chrono::TimeZone;
 
-pub(super) fn input(offset: i64, minute: u32, up: bool, elapsed: i32) -> RollupInput {
+/// A check of `url` from `producer` at `ts`: 200 and 12 ms when up, 500 when down; the
+/// other fields empty. For the tests of what reads rollup inputs (here and `decide`'s).
+pub(crate) fn check_input(url: &str, producer: &str, ts: DateTime<Utc>, up: bool) -> RollupInput {
     RollupInput {
         partition: 0,
-        offset,
-        url: "https://a.example/".into(),
-        producer: "p1".into(),
-        ts: Utc.with_ymd_and_hms(2026, 11, 29, 10, minute, 0).unwrap(),
+        offset: 0,
+        url: url.into(),
+        producer: producer.into(),
+        ts,
         up,
-        elapsed: Some(elapsed),
+        elapsed: Some(12),
         status: Some(if up { 200 } else { 500 }),
         error: None,
         error_kind: None,
@@ -20,6 +22,15 @@ pub(super) fn input(offset: i64, minute: u32, up: bool, elapsed: i32) -> RollupI
         removed: false,
         labels: Default::default(),
         maintenance: false,
+    }
+}
+
+pub(super) fn input(offset: i64, minute: u32, up: bool, elapsed: i32) -> RollupInput {
+    let ts = Utc.with_ymd_and_hms(2026, 11, 29, 10, minute, 0).unwrap();
+    RollupInput {
+        offset,
+        elapsed: Some(elapsed),
+        ..check_input("https://a.example/", "p1", ts, up)
     }
 }
 

@@ -3,22 +3,16 @@
 use super::*;
 
 fn check(producer: &str, up: bool, second: i64) -> RollupInput {
+    let ts = DateTime::from_timestamp(1_800_000_000 + second, 0).unwrap();
     RollupInput {
-        partition: 0,
         offset: second,
-        url: "https://user:pw@a.example/".into(),
-        producer: producer.into(),
-        ts: DateTime::from_timestamp(1_800_000_000 + second, 0).unwrap(),
-        up,
-        elapsed: Some(12),
         status: Some(if up { 200 } else { 503 }),
-        error: None,
-        error_kind: None,
-        cert_expires_at: None,
-        phases: [None; 4],
-        removed: false,
-        labels: Default::default(),
-        maintenance: false,
+        ..crate::consumer::rollup::tests::check_input(
+            "https://user:pw@a.example/",
+            producer,
+            ts,
+            up,
+        )
     }
 }
 
