@@ -128,8 +128,9 @@ async fn broker_away_for_15s_loses_nothing() {
         times.sort();
         times.dedup();
         // ~25 s of checking at 0.5 s (3 before, 15 away, the broker's start and the
-        // catching up): about 50 checks, and checking went on while the broker was away. (A slot is skipped, not lost, when a check overruns: the
-        // broker's JVM starting up takes this machine's two cores for a while.)
+        // catching up): about 50 checks, and checking went on while the broker was away.
+        // (A slot is skipped, not lost, when a check overruns: the broker's JVM starting
+        // up takes this machine's two cores for a while.)
         assert!(times.len() >= 35, "{url}: only {} events", times.len());
         for pair in times.windows(2) {
             let gap = (pair[1] - pair[0]).num_milliseconds();
