@@ -204,7 +204,7 @@ pub async fn check_once(config: ProducerConfig, probe: Probe) -> Vec<Option<(Che
         let (probe, permits) = (probe.clone(), permits.clone());
         checks.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let ev = probe.check(&target, 0).await;
+            let ev = probe.check(&target, None).await;
             let up = ev.up == Some(true);
             (ev, up)
         }));

@@ -177,16 +177,18 @@ async fn target_loop(
             },
             _ = shutdown.requested() => return,
         };
-        // Waiting for a permit counts as lateness: it is what an overloaded producer looks like.
-        let lag_ms = Instant::now()
-            .saturating_duration_since(planned)
-            .as_millis() as i64;
         let checking = &shared.checking;
         // Counted from here until its event is handed on: what is still counted when the
         // process must exit was started and never published, and is reported as dropped.
         checking.running.fetch_add(1, Ordering::SeqCst);
         // Boxed: a target's task stays small while it waits for its next slot.
-        let check = Box::pin(checking.probe.check_counting_redirects(&target, lag_ms));
+        // Waiting for a permit counts as lateness: it is what an overloaded producer looks
+        // like (the probe measures it from `planned` as it starts).
+        let check = Box::pin(
+            checking
+                .probe
+                .check_counting_redirects(&target, Some(planned)),
+        );
         let (event, redirects) = check.await;
         let up = event.up == Some(true);
         drop(permit);

@@ -110,20 +110,24 @@ impl Probe {
         })
     }
 
-    /// Check `target` now. `schedule_lag_ms` is how late this check starts.
-    pub async fn check(&self, target: &Target, schedule_lag_ms: i64) -> CheckEvent {
-        self.check_counting_redirects(target, schedule_lag_ms)
-            .await
-            .0
+    /// Check `target` now; `planned` is when it was due (None: not scheduled, `--once`).
+    pub async fn check(&self, target: &Target, planned: Option<Instant>) -> CheckEvent {
+        self.check_counting_redirects(target, planned).await.0
     }
 
     /// [`Probe::check`], and how many redirects it followed (what the event does not say).
     pub async fn check_counting_redirects(
         &self,
         target: &Target,
-        schedule_lag_ms: i64,
+        planned: Option<Instant>,
     ) -> (CheckEvent, u32) {
-        let mut event = CheckEvent::starting(&target.url, &self.producer, schedule_lag_ms);
+        // The start's wall time and its lateness read together: `checked_at` less
+        // `schedule_lag_ms` is the planned slot to the millisecond (a busy machine may
+        // stall the thread for milliseconds between any two other steps).
+        let (checked_at, now) = (chrono::Utc::now(), Instant::now());
+        let lag_ms = planned.map_or(0, |p| now.saturating_duration_since(p).as_millis() as i64);
+        let mut event = CheckEvent::starting(&target.url, &self.producer, lag_ms);
+        event.checked_at = checked_at;
         event.name = target.name.clone();
         event.group = target.group.clone();
         event.public = (!target.public).then_some(false);
