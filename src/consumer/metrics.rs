@@ -160,6 +160,16 @@ impl ConsumerMetrics {
             .collect()
     }
 
+    /// Records in the held partitions' logs, as their last fetches saw them, not yet
+    /// committed: how far behind the topic the writer is (partitions without both figures
+    /// yet count nothing).
+    pub(crate) fn lag(&self) -> i64 {
+        self.partitions()
+            .values()
+            .filter_map(|s| Some((s.log_end? - s.committed?).max(0)))
+            .sum()
+    }
+
     /// A fetch of `partition` saw the log end at `high_watermark`.
     pub(crate) fn log_end(&self, partition: i32, high_watermark: i64) {
         if let Some(p) = self.partitions().get_mut(&partition) {
@@ -364,5 +374,35 @@ impl Endpoints for ConsumerMetrics {
     }
     fn ready(&self) -> Result<(), String> {
         ConsumerMetrics::ready(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_sums_what_each_held_partition_has_not_committed() {
+        let m = ConsumerMetrics::new("t");
+        m.holding([(0, Some(100)), (1, None), (2, Some(5))].into_iter());
+        assert_eq!(
+            m.lag(),
+            0,
+            "no log end seen yet: nothing known to be behind"
+        );
+        m.log_end(0, 150);
+        m.log_end(1, 1_000); // never committed: its lag is not known
+        m.log_end(2, 3); // a stale log end under the committed offset counts 0
+        m.log_end(7, 9_999); // not held
+        assert_eq!(m.lag(), 50);
+        m.committed(
+            Duration::ZERO,
+            40,
+            (40, 0, &[]),
+            [(0, 140), (1, 10)].into_iter(),
+        );
+        assert_eq!(m.lag(), 10 + 990);
+        m.holding([(1, None)].into_iter());
+        assert_eq!(m.lag(), 990, "a partition given up no longer counts");
     }
 }

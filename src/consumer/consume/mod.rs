@@ -203,7 +203,7 @@ async fn consume(
         metrics: metrics.clone(),
     };
     // After the migration: their tables exist.
-    let upkeep = Upkeep::start(&config);
+    let upkeep = Upkeep::start(&config, &metrics);
     let alerts = start_alerts(&config, &mut db, &metrics).await?;
     let listing = start_listing(&config, &db, &shutdown, &metrics).await?;
     let mut consumer = ConsumerLoop {

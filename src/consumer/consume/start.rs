@@ -54,11 +54,13 @@ pub(super) struct Upkeep {
 }
 
 impl Upkeep {
-    pub(super) fn start(config: &ConsumerConfig) -> Upkeep {
+    pub(super) fn start(config: &ConsumerConfig, metrics: &Arc<ConsumerMetrics>) -> Upkeep {
+        let metrics = metrics.clone();
+        let lag = Box::new(move || metrics.lag());
         Upkeep {
             folder: config
                 .rollups
-                .then(|| RollupFolder::start(config.postgres.clone())),
+                .then(|| RollupFolder::start(config.postgres.clone(), lag)),
             pruner: config
                 .retention_days
                 .map(|days| EventPruner::start(config.postgres.clone(), days)),
