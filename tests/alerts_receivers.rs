@@ -92,37 +92,44 @@ struct Smtp {
 
 impl Smtp {
     fn start(tb: &common::Testbed, password: &str) -> Smtp {
-        let port = common::free_port();
         let mut child = std::process::Command::new("/usr/bin/python3")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/smtp_receiver.py"
             ))
-            .arg(port.to_string())
             .args([tb.cert("server.cert"), tb.cert("server.key")])
             .args(["alerts", password])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("python3 tests/smtp_receiver.py");
-        let out = child.stdout.take().unwrap();
+        let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        // What the server said on stderr, for the failure message if it never gets ready.
+        let said = std::thread::spawn(move || std::io::read_to_string(err).unwrap_or_default());
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let kept = lines.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if line == "ready" {
-                    let _ = ready_tx.send(());
+                if let Some(port) = line.strip_prefix("ready ") {
+                    let _ = ready_tx.send(port.parse::<u16>());
                 } else if let Ok(v) = serde_json::from_str(&line) {
                     kept.lock().unwrap().push(v);
                 }
             }
         });
-        ready_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the SMTP server is ready (python3-aiosmtpd installed?)");
-        Smtp { port, child, lines }
+        match ready_rx.recv_timeout(Duration::from_secs(40)) {
+            Ok(Ok(port)) => Smtp { port, child, lines },
+            ready => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = said.join().unwrap_or_default();
+                panic!(
+                    "the SMTP server is not ready ({ready:?}; python3-aiosmtpd installed?): {stderr}"
+                )
+            }
+        }
     }
 }
 
@@ -326,11 +333,17 @@ async fn a_receiver_that_is_down_delays_only_itself() {
     std::fs::write(&file, receivers.to_string()).unwrap();
     let topic = common::unique("receivers-down");
     let (_pg, db_url) = tb.fresh_database("receivers_down").await;
+    // The topic first: a consumer started before it looks for it every 2 s.
+    common::produce_timed(&tb, &topic, 3, Vec::new()).await;
+    let http = common::free_port();
     let consumer = common::consumer(&tb, &topic, &db_url, &[])
         .env("CK_ALERT_RECEIVERS", &file)
         .env("CK_ALERT_AFTER", "1")
+        .env("CK_HTTP_ADDR", format!("127.0.0.1:{http}"))
         .spawn()
         .unwrap();
+    // The latencies below are the receivers' alone: not the consumer's start.
+    common::until_ready(http).await;
     // Ten URLs go down, one every 1.5 s, while `broken` refuses every connection (the
     // first five) and then holds each delivery past its 10 s bound.
     for i in 0..10 {

@@ -302,13 +302,27 @@ async fn waits_for_a_topic_that_does_not_exist_yet() {
     let tb = testbed_or_skip!();
     let topic = common::unique("later");
     let (pg, url) = tb.fresh_database("later").await;
-    let mut child = consumer(&tb, &topic, &url, &[]).spawn().unwrap();
+    let http = common::free_port();
+    let mut child = consumer(&tb, &topic, &url, &[])
+        .env("CK_HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .spawn()
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         child.try_wait().unwrap().is_none(),
         "the consumer must wait, not crash"
     );
+    // Not ready, and saying on what it waits.
+    let (status, why) = common::http_get_when_up(http, "/readyz").await;
+    assert_eq!(
+        (status, why.as_str()),
+        (
+            503,
+            format!("starting: topic {topic:?} does not exist yet\n").as_str()
+        )
+    );
     common::produce_events(&tb, &topic, 3, 100, 5).await;
+    common::until_ready(http).await;
     let db = open(&pg).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while query_i64(&db, "SELECT count(*) FROM events").await < 100 {

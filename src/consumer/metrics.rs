@@ -66,8 +66,9 @@ pub struct ConsumerMetrics {
     alerts_decided: Counter,
     /// Delivery attempts per receiver: delivered, failed (retried), gave up.
     alert_attempts: Mutex<BTreeMap<String, [u64; 3]>>,
-    /// Why PostgreSQL cannot be used now; None when it answers.
-    db_failure: Mutex<Option<String>>,
+    /// Why the consumer cannot do its job now (starting, or PostgreSQL cannot be used);
+    /// None once PostgreSQL answers.
+    not_ready: Mutex<Option<String>>,
     lease_round_done: AtomicBool,
     /// The consumer's loops, for `/healthz`.
     pub liveness: Liveness,
@@ -91,7 +92,7 @@ impl ConsumerMetrics {
             last_commit: Gauge::default(),
             alerts_decided: Counter::default(),
             alert_attempts: Mutex::default(),
-            db_failure: Mutex::new(Some("starting: connecting to PostgreSQL".into())),
+            not_ready: Mutex::new(Some("starting: connecting to Kafka and PostgreSQL".into())),
             lease_round_done: AtomicBool::new(false),
             liveness: Liveness::default(),
             list: Default::default(),
@@ -180,14 +181,20 @@ impl ConsumerMetrics {
     /// A lease round succeeded: PostgreSQL answers, and this consumer holds its share.
     pub(crate) fn lease_round_done(&self) {
         self.lease_round_done.store(true, Ordering::Relaxed);
-        *self.db_failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.not_ready.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Start-up is waiting for `what` (said in `/readyz`).
+    pub(crate) fn starting(&self, what: &str) {
+        *self.not_ready.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(format!("starting: {what}"));
     }
 
     /// PostgreSQL cannot be used (every lease went with the session).
     pub(crate) fn postgres_failed(&self, why: &str) {
         self.lease_round_done.store(false, Ordering::Relaxed);
         self.partitions().clear();
-        *self.db_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+        *self.not_ready.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(format!("PostgreSQL: {why}"));
     }
 
@@ -355,7 +362,7 @@ impl ConsumerMetrics {
 
     /// Ok when PostgreSQL answers and a lease round is done.
     pub fn ready(&self) -> Result<(), String> {
-        if let Some(why) = &*self.db_failure.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(why) = &*self.not_ready.lock().unwrap_or_else(|e| e.into_inner()) {
             return Err(why.clone());
         }
         if !self.lease_round_done.load(Ordering::Relaxed) {

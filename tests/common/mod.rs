@@ -587,6 +587,23 @@ pub async fn http_get_when_up(port: u16, path: &str) -> (u16, String) {
     }
 }
 
+/// Waits until `/readyz` on `port` answers 200 (a consumer: PostgreSQL answers and its
+/// first lease round is done); panics after 30 s with the last answer.
+pub async fn until_ready(port: u16) {
+    let start = std::time::Instant::now();
+    loop {
+        let answer = http_get(port, "/readyz");
+        if matches!(answer, Some((200, _))) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not ready on port {port}: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `/api/status` on `port` once its figures are as of `after` or later (the page reads at
 /// most every 2 s, and serves its last read meanwhile); panics after 30 s.
 pub async fn api_status_as_of(port: u16, after: chrono::DateTime<chrono::Utc>) -> String {

@@ -179,7 +179,7 @@ async fn consume(
         tokio::try_join!(open_kafka(&config, &kafka_thread), open_postgres(&config))?;
     let partitions = match partitions {
         Some(p) => p,
-        None => match wait_for_topic(&kafka, &topic, &mut shutdown).await? {
+        None => match wait_for_topic(&kafka, &topic, &mut shutdown, &metrics).await? {
             Some(p) => p,
             None => return Ok(Summary::default()),
         },

@@ -182,7 +182,9 @@ pub(super) async fn wait_for_topic(
     client: &KafkaClient,
     topic: &str,
     shutdown: &mut Shutdown,
+    metrics: &ConsumerMetrics,
 ) -> Result<Option<Vec<i32>>, ConsumeError> {
+    metrics.starting(&format!("topic {topic:?} does not exist yet"));
     let mut said = None::<Instant>;
     loop {
         match kafka::topic_partitions(client, topic).await {
