@@ -136,6 +136,15 @@ async fn postgres_and_broker_restarted_mid_stream() {
         "{log}"
     );
     assert!(log.contains("PostgreSQL is back"), "{log}");
+    // The broker's outage, both ends: said even when no fetch failed (rskafka retries a
+    // broker that went away inside the request, silently, for up to ~25 s).
+    assert!(
+        log.contains("Kafka has not answered a fetch")
+            || log.contains("Kafka fetch failed")
+            || log.contains("Kafka fetch timed out"),
+        "{log}"
+    );
+    assert!(log.contains("Kafka answers again"), "{log}");
     // Nothing written twice: the count stays exact with the consumer stopped. (The test
     // bed's PostgreSQL runs with synchronous_commit off and is stopped with -m immediate:
     // the last acknowledged transaction may be lost with its offsets, and is then written

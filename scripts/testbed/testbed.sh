@@ -333,6 +333,9 @@ case "${1:-}" in
 start) start ;;
 stop) stop ;;
 stop-kafka) stop_kafka_only ;;
+# A broker that hangs (a long GC pause, a frozen VM): connections stay open, nothing is answered.
+pause-kafka) kafka_running && kill -STOP "$(cat "$STATE/kafka.pid")" && say "Kafka paused (SIGSTOP)" ;;
+resume-kafka) kafka_running && kill -CONT "$(cat "$STATE/kafka.pid")" && say "Kafka resumed (SIGCONT)" ;;
 start-kafka) start_kafka_only ;;
 stop-postgres) pg_ctl_as_owner -m immediate -w -t 20 stop >/dev/null && say "PostgreSQL stopped (in place)" ;;
 start-postgres) pg_ctl_as_owner -l "$PGDATA/server.log" -w -t 30 start >/dev/null && say "PostgreSQL started (in place)" ;;
@@ -342,7 +345,7 @@ status)
   ;;
 env) cat "$STATE/env" ;;
 *)
-  echo "usage: $0 start|stop|status|env|stop-kafka|start-kafka|stop-postgres|start-postgres" >&2
+  echo "usage: $0 start|stop|status|env|stop-kafka|start-kafka|pause-kafka|resume-kafka|stop-postgres|start-postgres" >&2
   exit 2
   ;;
 esac

@@ -199,6 +199,12 @@ impl ProducerMetrics {
         }
     }
 
+    /// Time since Kafka last took a produce request (or a connection).
+    pub(crate) fn kafka_quiet_for(&self) -> Duration {
+        let last = self.kafka.last_ok_ms.load(Ordering::Relaxed);
+        Duration::from_millis(unix_ms().saturating_sub(last))
+    }
+
     /// Kafka could not be used, or refused a produce request.
     pub(crate) fn kafka_failed(&self, why: &str) {
         self.publish_errors.add(1);

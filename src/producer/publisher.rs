@@ -25,6 +25,12 @@ use crate::kafka::{self, KafkaError};
 /// Longest wait between two reconnection attempts: a broker back from maintenance is used within seconds.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How long produce requests may go unanswered before the outage is logged. rskafka retries
+/// a broker that went away inside the request (reconnecting, asking for metadata again),
+/// and those nested retries can outlast a 20 s outage without an error reaching us: the
+/// outage would then go unsaid.
+const SILENT_ROUND: Duration = Duration::from_secs(5);
+
 /// Most events in one produce round (all partitions together). A round waits for every
 /// partition's answer, so larger rounds drain a backlog faster: 100,000 events over mutual
 /// TLS took 2.0 s with rounds of 5,000, 1.05 s with 20,000, 0.83-0.92 s in one round. The
@@ -272,7 +278,21 @@ impl Publisher {
             }
         }
         let mut failed = !unsent.is_empty();
-        while let Some(joined) = round.join_next().await {
+        let silent = tokio::time::sleep(SILENT_ROUND);
+        tokio::pin!(silent);
+        loop {
+            let joined = tokio::select! {
+                joined = round.join_next() => match joined {
+                    Some(joined) => joined,
+                    None => break,
+                },
+                _ = &mut silent, if self.failing_since.is_none() => {
+                    if let Some(left) = self.note_silence() {
+                        silent.as_mut().reset(Instant::now() + left);
+                    }
+                    continue;
+                }
+            };
             let Ok((published, rest, error)) = joined else {
                 failed = true;
                 continue;
@@ -294,8 +314,30 @@ impl Publisher {
             // Oldest first, so each target's events keep their order.
             unsent.sort_by_key(|ev| ev.id);
             self.outbox.requeue(unsent);
+        } else if self.failing_since.take().is_some() {
+            log::info!(
+                "Kafka is back: delivering {} buffered event(s)",
+                self.outbox.len()
+            );
         }
         !failed
+    }
+
+    /// A produce round has waited `SILENT_ROUND`: the outage is logged unless some request
+    /// was answered meanwhile (a large round, a spool's backlog, may take longer), in
+    /// which case the time left to wait is returned.
+    fn note_silence(&mut self) -> Option<Duration> {
+        let quiet = self.metrics.kafka_quiet_for();
+        if quiet < SILENT_ROUND {
+            return Some(SILENT_ROUND - quiet);
+        }
+        self.failing_since = Some(Instant::now());
+        log::warn!(
+            "Kafka has not answered a produce request for {} s; buffering events (up to {}) and retrying",
+            SILENT_ROUND.as_secs(),
+            self.outbox.capacity
+        );
+        None
     }
 
     /// Wait `backoff` (doubling it), but not past the flush deadline, and wake early when

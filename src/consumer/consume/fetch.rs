@@ -245,7 +245,27 @@ impl PartitionFetch {
         let fetch = self
             .pc
             .fetch_records(self.fetch_from, 1..FETCH_BYTES, wait_ms);
-        match tokio::time::timeout(Duration::from_secs(30), fetch).await {
+        let fetch = tokio::time::timeout(Duration::from_secs(30), fetch);
+        tokio::pin!(fetch);
+        // rskafka retries a broker that went away inside the request, silently and for
+        // up to ~25 s: past the long poll's own wait the outage is said, then awaited.
+        let silent = Duration::from_millis(wait_ms.max(0) as u64) + SILENT_FETCH;
+        let answer = if self.failing {
+            fetch.await
+        } else {
+            tokio::select! {
+                answer = &mut fetch => answer,
+                _ = tokio::time::sleep(silent) => {
+                    log::warn!(
+                        "partition {partition}: Kafka has not answered a fetch for {} s; waiting",
+                        silent.as_secs()
+                    );
+                    self.failing = true;
+                    fetch.await
+                }
+            }
+        };
+        match answer {
             Ok(Ok((records, high))) => {
                 if self.failing {
                     log::info!("partition {partition}: Kafka answers again");

@@ -76,6 +76,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 const STALE_SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Longest pause between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long past its long-poll wait a fetch may go unanswered before the outage is logged.
+const SILENT_FETCH: Duration = Duration::from_secs(5);
 /// Largest fetch when one record is read again (it is at most 64 KiB, its batch more).
 const RAW_FETCH_BYTES: i32 = 4 * 1024 * 1024;
 /// How often a partition whose committed offset is past its end is looked at again.
