@@ -44,6 +44,33 @@ async fn rows_past(db: &tokio_postgres::Client, low: i64, all: i64) -> i64 {
     }
 }
 
+/// Runs its `testbed.sh` action (`start-kafka`, `start-postgres`) when dropped during a
+/// panic: a failed assertion while a service is away must not leave it away for the test
+/// binaries after this one.
+struct BackOnPanic(&'static str);
+
+impl Drop for BackOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            common::testbed_script(self.0);
+        }
+    }
+}
+
+/// Seconds since Kafka last answered a fetch of any partition this consumer holds, from
+/// its `/metrics` (`checksite_consumer_last_fetch_timestamp_seconds`, the latest of them).
+async fn seconds_since_a_fetch(http: u16) -> f64 {
+    let (status, body) = common::http_get_when_up(http, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    let latest = body
+        .lines()
+        .filter(|l| l.starts_with("checksite_consumer_last_fetch_timestamp_seconds{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(f64::NAN, f64::max);
+    assert!(latest > 0.0, "no last fetch time in:\n{body}");
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0 - latest
+}
+
 #[tokio::test]
 async fn postgres_and_broker_restarted_mid_stream() {
     let tb = testbed_or_skip!();
@@ -67,6 +94,7 @@ async fn postgres_and_broker_restarted_mid_stream() {
     // the rows written and not all.
     let at_stop = rows_past(&watch, 10_000, first).await;
     common::testbed_script("stop-postgres");
+    let postgres_back = BackOnPanic("start-postgres");
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -78,12 +106,14 @@ async fn postgres_and_broker_restarted_mid_stream() {
     assert!(why.contains("PostgreSQL"), "{why}");
     assert_eq!(common::http_get_when_up(http, "/healthz").await.0, 200);
     common::testbed_script("start-postgres");
+    drop(postgres_back);
 
     // The broker away for 5 s while a second backlog is being read.
     let db = pg.connect(Duration::from_secs(10)).await.unwrap();
     let second = common::produce_python(&tb, &topic, 3, 300_000..500_000, 100).await as i64;
     let at_broker_stop = rows_past(&db, first + 10_000, first + second).await;
     common::testbed_script("stop-kafka");
+    let kafka_back = BackOnPanic("start-kafka");
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -95,7 +125,14 @@ async fn postgres_and_broker_restarted_mid_stream() {
         at_broker_back < first + second,
         "all {at_broker_back} rows written while the broker was away"
     );
+    // What an alert on the consumer's side of Kafka reads: no fetch answered meanwhile.
+    let quiet = seconds_since_a_fetch(http).await;
+    assert!(
+        quiet >= 4.0,
+        "a fetch answered {quiet:.1} s ago, the broker away for 5 s"
+    );
     common::testbed_script("start-kafka");
+    drop(kafka_back);
 
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -121,6 +158,12 @@ async fn postgres_and_broker_restarted_mid_stream() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Kafka answers again: the fetchers' long polls (5 s at most) move it again.
+    let quiet = seconds_since_a_fetch(http).await;
+    assert!(
+        quiet < 10.0,
+        "no fetch answered for {quiet:.1} s, the broker back"
+    );
     let distinct: i64 = db
         .query_one("SELECT count(DISTINCT elapsed) FROM events", &[])
         .await

@@ -1,7 +1,7 @@
 //! The consumer's metrics and health, for `CK_HTTP_ADDR`.
 //!
 //! `checksite_consumer_*`: events written, already stored, rejected by kind; per partition
-//! held, the committed offset, the log end and the lag; leases; transactions, their
+//! held, the committed offset, the log end, the lag and when Kafka last answered a fetch; leases; transactions, their
 //! duration and rows; the time of the last commit; alert notifications decided and
 //! delivery attempts by outcome. Readiness: PostgreSQL answers and a
 //! lease round is done (a consumer holding no partition because others hold them all is
@@ -47,6 +47,9 @@ struct PartitionState {
     committed: Option<i64>,
     /// The broker's high watermark at the latest fetch.
     log_end: Option<i64>,
+    /// When Kafka last answered a fetch of it, Unix ms: a fetch waits 5 s at most for
+    /// records, so a consumer whose Kafka answers moves this every few seconds, idle or not.
+    last_fetch_ms: Option<u64>,
 }
 
 /// Everything the consumer counts, and its health.
@@ -171,10 +174,11 @@ impl ConsumerMetrics {
             .sum()
     }
 
-    /// A fetch of `partition` saw the log end at `high_watermark`.
+    /// A fetch of `partition` was answered, and saw the log end at `high_watermark`.
     pub(crate) fn log_end(&self, partition: i32, high_watermark: i64) {
         if let Some(p) = self.partitions().get_mut(&partition) {
             p.log_end = Some(high_watermark);
+            p.last_fetch_ms = Some(unix_ms());
         }
     }
 
@@ -356,6 +360,21 @@ impl ConsumerMetrics {
                         v as f64,
                     );
                 }
+            }
+        }
+        let name = "checksite_consumer_last_fetch_timestamp_seconds";
+        e.family(
+            name,
+            Kind::Gauge,
+            "When Kafka last answered a fetch of the partition, Unix seconds (every few seconds while Kafka answers, idle or not).",
+        );
+        for (partition, state) in &held {
+            if let Some(ms) = state.last_fetch_ms {
+                e.sample(
+                    name,
+                    &format!("{topic},partition=\"{partition}\""),
+                    ms as f64 / 1000.0,
+                );
             }
         }
     }
