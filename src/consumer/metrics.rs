@@ -1,9 +1,9 @@
 //! The consumer's metrics and health, for `CK_HTTP_ADDR`.
 //!
 //! `checksite_consumer_*`: events written, already stored, rejected by kind; per partition
-//! held, the committed offset, the log end, the lag and when Kafka last answered a fetch; leases; transactions, their
-//! duration and rows; the time of the last commit; alert notifications decided and
-//! delivery attempts by outcome. Readiness: PostgreSQL answers and a
+//! held, the committed offset, the log end, the lag and when Kafka last answered a fetch;
+//! leases; transactions, their duration and rows; the time of the last commit; alert
+//! notifications decided and delivery attempts by outcome. Readiness: PostgreSQL answers and a
 //! lease round is done (a consumer holding no partition because others hold them all is
 //! a ready standby).
 //!
