@@ -9,7 +9,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::Listener;
+use common::{BackOnPanic, Listener};
 
 const BIN: &str = env!("CARGO_BIN_EXE_checksite-consumer");
 
@@ -41,19 +41,6 @@ async fn rows_past(db: &tokio_postgres::Client, low: i64, all: i64) -> i64 {
             "no rows past {low}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Runs its `testbed.sh` action (`start-kafka`, `start-postgres`) when dropped during a
-/// panic: a failed assertion while a service is away must not leave it away for the test
-/// binaries after this one.
-struct BackOnPanic(&'static str);
-
-impl Drop for BackOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            common::testbed_script(self.0);
-        }
     }
 }
 

@@ -33,17 +33,6 @@ fn producer(
         .unwrap()
 }
 
-/// Starts Kafka again when dropped (if it may still be stopped).
-struct KafkaBack(bool);
-
-impl Drop for KafkaBack {
-    fn drop(&mut self) {
-        if self.0 && std::thread::panicking() {
-            common::testbed_script("start-kafka");
-        }
-    }
-}
-
 /// One outage: Kafka stopped, checks for `seconds`, the producer stopped by `signal`,
 /// Kafka started, the producer started again on its spool. Every request the site answered
 /// 100 ms before the stop has its event in the topic; the consumer stores each id once.
@@ -68,7 +57,7 @@ async fn outage_then_restart(
     common::produce_raw(tb, &topic, 3, vec![]).await;
     common::testbed_script("stop-kafka");
     // Kafka comes back whatever happens here (a failing assertion too).
-    let _kafka_back = KafkaBack(true);
+    let _kafka_back = common::BackOnPanic("start-kafka");
     let first = producer(tb, &topic, &targets_file, &spool, buffer_events);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let pid = first.id().unwrap().to_string();

@@ -108,7 +108,7 @@ pub async fn publish(
         backoff: Duration::from_millis(500),
         flush_deadline: None,
         flush_for,
-        failing_since: None,
+        kafka_away: false,
     };
     loop {
         match publisher.next_step(flush_for).await {
@@ -148,7 +148,8 @@ struct Publisher {
     flush_deadline: Option<Instant>,
     /// How long to flush once the outbox is closed.
     flush_for: Duration,
-    failing_since: Option<Instant>,
+    /// An outage was said and its end not yet: each is said once.
+    kafka_away: bool,
 }
 
 impl Publisher {
@@ -204,27 +205,17 @@ impl Publisher {
         match opened {
             Ok(c) => {
                 self.metrics.kafka_ok(None);
-                if self.failing_since.take().is_some() {
-                    log::info!(
-                        "Kafka is back: delivering {} buffered event(s)",
-                        self.outbox.len()
-                    );
-                }
+                self.outage_ends();
                 self.backoff = Duration::from_millis(500);
                 self.conn = Some(c);
                 true
             }
             Err(e) => {
                 self.metrics.kafka_failed(&e.to_string());
-                if self.failing_since.is_none() {
-                    self.failing_since = Some(Instant::now());
-                    log::warn!(
-                        "{e}; buffering events (up to {}) and retrying",
-                        self.outbox.capacity
-                    );
-                } else {
+                if self.kafka_away {
                     log::debug!("still failing: {e}");
                 }
+                self.outage_begins(&e);
                 false
             }
         }
@@ -286,7 +277,7 @@ impl Publisher {
                     Some(joined) => joined,
                     None => break,
                 },
-                _ = &mut silent, if self.failing_since.is_none() => {
+                _ = &mut silent, if !self.kafka_away => {
                     if let Some(left) = self.note_silence() {
                         silent.as_mut().reset(Instant::now() + left);
                     }
@@ -302,10 +293,7 @@ impl Publisher {
                 .fetch_add(published.len() as u64, Ordering::Relaxed);
             self.outbox.done(&published);
             if let Some(e) = error {
-                if self.failing_since.is_none() {
-                    self.failing_since = Some(Instant::now());
-                    log::warn!("{e}; buffering events and retrying");
-                }
+                self.outage_begins(&e);
                 failed = true;
                 unsent.extend(rest);
             }
@@ -314,11 +302,8 @@ impl Publisher {
             // Oldest first, so each target's events keep their order.
             unsent.sort_by_key(|ev| ev.id);
             self.outbox.requeue(unsent);
-        } else if self.failing_since.take().is_some() {
-            log::info!(
-                "Kafka is back: delivering {} buffered event(s)",
-                self.outbox.len()
-            );
+        } else {
+            self.outage_ends();
         }
         !failed
     }
@@ -331,13 +316,32 @@ impl Publisher {
         if quiet < SILENT_ROUND {
             return Some(SILENT_ROUND - quiet);
         }
-        self.failing_since = Some(Instant::now());
-        log::warn!(
-            "Kafka has not answered a produce request for {} s; buffering events (up to {}) and retrying",
-            SILENT_ROUND.as_secs(),
-            self.outbox.capacity
-        );
+        self.outage_begins(&format_args!(
+            "Kafka has not answered a produce request for {} s",
+            SILENT_ROUND.as_secs()
+        ));
         None
+    }
+
+    /// Kafka cannot be used, `why`: said when an outage begins, not at each retry.
+    fn outage_begins(&mut self, why: &dyn std::fmt::Display) {
+        if !self.kafka_away {
+            self.kafka_away = true;
+            log::warn!(
+                "{why}; buffering events (up to {}) and retrying",
+                self.outbox.capacity
+            );
+        }
+    }
+
+    /// Kafka took something: the end of an outage, when one was said.
+    fn outage_ends(&mut self) {
+        if std::mem::take(&mut self.kafka_away) {
+            log::info!(
+                "Kafka is back: delivering {} buffered event(s)",
+                self.outbox.len()
+            );
+        }
     }
 
     /// Wait `backoff` (doubling it), but not past the flush deadline, and wake early when

@@ -494,6 +494,19 @@ pub fn testbed_script(action: &str) {
     assert!(status.success(), "testbed.sh {action}");
 }
 
+/// Runs its `testbed.sh` action (`start-kafka`, `start-postgres`) when
+/// dropped during a panic: a failed assertion while a service is away must not leave it
+/// away for the test binaries after this one.
+pub struct BackOnPanic(pub &'static str);
+
+impl Drop for BackOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            testbed_script(self.0);
+        }
+    }
+}
+
 /// A record exactly as the Python checksite's producer sends it (keys in its order,
 /// `timestamp` always null, `elapsed` in integer milliseconds).
 pub fn python_record(url: &str, elapsed: i64, status: Option<i32>) -> Vec<u8> {
