@@ -39,7 +39,7 @@
 //!     readiness (PostgreSQL answers, leases taken).
 //!   - [`consumer::rollup`]: hourly/daily rollups and each site's state from a
 //!     transaction's events, stored as a delta with them; `consumer::folding` folds the
-//!     deltas into the rollup tables every second.
+//!     deltas into the rollup tables every second, on a thread of its own.
 //!   - [`consumer::status_page`]: `GET /` and `GET /api/status` on `CK_HTTP_ADDR`, from
 //!     the rollups (its own read-only connection; the rows kept, only changed buckets read);
 //!     a page per site, badges; `status_page::shown` decides what of a URL it may show.

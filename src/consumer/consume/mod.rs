@@ -205,7 +205,7 @@ async fn consume(
         metrics: metrics.clone(),
     };
     // After the migration: their tables exist.
-    let upkeep = Upkeep::start(&config, &metrics);
+    let upkeep = Upkeep::start(&config, &metrics)?;
     let alerts = start_alerts(&config, &mut db, &metrics).await?;
     let listing = start_listing(&config, &db, &shutdown, &metrics).await?;
     let mut consumer = ConsumerLoop {

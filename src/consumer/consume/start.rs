@@ -54,17 +54,27 @@ pub(super) struct Upkeep {
 }
 
 impl Upkeep {
-    pub(super) fn start(config: &ConsumerConfig, metrics: &Arc<ConsumerMetrics>) -> Upkeep {
+    pub(super) fn start(
+        config: &ConsumerConfig,
+        metrics: &Arc<ConsumerMetrics>,
+    ) -> Result<Upkeep, ConsumeError> {
         let metrics = metrics.clone();
-        let lag = Box::new(move || metrics.lag());
-        Upkeep {
-            folder: config
-                .rollups
-                .then(|| RollupFolder::start(config.postgres.clone(), lag)),
+        // A drain is behind until its end, which folds: a fold when its last records are
+        // near would only delay that last fold.
+        let drain = config.drain;
+        let lag = Box::new(move || if drain { i64::MAX } else { metrics.lag() });
+        let folder = match config.rollups {
+            true => Some(
+                RollupFolder::start(config.postgres.clone(), lag).map_err(ConsumeError::Thread)?,
+            ),
+            false => None,
+        };
+        Ok(Upkeep {
+            folder,
             pruner: config
                 .retention_days
                 .map(|days| EventPruner::start(config.postgres.clone(), days)),
-        }
+        })
     }
 
     /// Prune no more; fold what is left and deliver what is due, side by side, each bounded.

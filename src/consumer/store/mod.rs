@@ -47,6 +47,7 @@ pub(crate) fn array_text(values: impl IntoIterator<Item = i64>) -> String {
 
 mod alerts;
 mod connect;
+mod deltas;
 mod labels;
 mod leases;
 mod listing;
@@ -66,6 +67,7 @@ pub(crate) use alerts::{
     Attempt, claim_next, close_stale_incidents, firing_for, record_attempt, set_receivers,
 };
 pub use connect::PostgresSettings;
+pub(crate) use deltas::{ReadAhead, read_ahead};
 pub(crate) use labels::save_labels;
 pub(crate) use leases::PartitionLeases;
 pub(crate) use listing::{

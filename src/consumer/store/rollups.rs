@@ -1,17 +1,17 @@
 //! The rollups, exactly once, in two steps. A transaction that stores events also stores
-//! their rollups as one `rollup_deltas` row ([`add_delta`]): one cheap INSERT, rolled back
-//! with the rows if the transaction fails. A fold ([`fold`]) then takes committed deltas,
+//! their rollups as one `rollup_deltas` row (`deltas::add_delta`): one cheap INSERT, rolled
+//! back with the rows if the transaction fails. A fold ([`fold`]) then takes committed deltas,
 //! merges them, adds them to `rollups_hourly`, `rollups_daily` and `site_status` and
 //! deletes them, in one transaction of its own: each delta is counted once, and a series'
 //! rows are updated once per fold rather than once per transaction.
 
-use futures_util::StreamExt;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
+use super::deltas::{ReadAhead, read_deltas};
 use super::windows;
 use super::{StoreError, array_of, bounded, sql_error};
-use crate::consumer::rollup::{Bucket, BucketKey, Delta, Folded, LATENCY_BUCKETS, Rollups};
+use crate::consumer::rollup::{Bucket, BucketKey, Delta, Folded, LATENCY_BUCKETS};
 use crate::consumer::windows::{Alignment, window_deltas};
 use crate::event::ErrorKind;
 
@@ -19,46 +19,65 @@ use crate::event::ErrorKind;
 /// order the deltas were committed, whichever consumer runs them.
 const FOLD_LOCK: i64 = 0x636b_7369_7465_0002;
 
-/// Store `rollups` as this transaction's delta.
-pub(crate) async fn add_delta(
-    tx: &Transaction<'_>,
-    rollups: &Rollups<'_>,
-) -> Result<(), StoreError> {
-    if rollups.is_empty() {
-        return Ok(());
-    }
-    let body = rollups.to_stored();
-    tx.execute_typed(
-        "INSERT INTO rollup_deltas (body) VALUES ($1)",
-        &[(&body, Type::BYTEA)],
-    )
+/// Fold up to `most` committed deltas into the rollup tables, those read ahead first;
+/// returns how many were folded (0 also when another consumer is folding now, `ahead`
+/// then kept). Bounded like every transaction.
+pub(crate) async fn fold_rollups(
+    client: &mut Client,
+    most: i64,
+    ahead: &mut ReadAhead,
+) -> Result<usize, StoreError> {
+    bounded("rollup fold", async {
+        match fold(client, most, ahead).await? {
+            Folding::Done(n) => Ok(n),
+            Folding::ReadAgain => {
+                log::debug!(
+                    "rollups: deltas read ahead were folded meanwhile by another consumer: reading the table again"
+                );
+                match fold(client, most, &mut ReadAhead::default()).await? {
+                    Folding::Done(n) => Ok(n),
+                    Folding::ReadAgain => Ok(0),
+                }
+            }
+        }
+    })
     .await
-    .map(|_| ())
-    .map_err(|e| sql_error("rollup delta insert", &e))
 }
 
-/// Fold up to `most` committed deltas into the rollup tables; returns how many were
-/// folded (0 also when another consumer is folding now). Bounded like every transaction.
-pub(crate) async fn fold_rollups(client: &mut Client, most: i64) -> Result<usize, StoreError> {
-    bounded("rollup fold", fold(client, most)).await
+enum Folding {
+    Done(usize),
+    ReadAgain,
 }
 
-async fn fold(client: &mut Client, most: i64) -> Result<usize, StoreError> {
+async fn fold(
+    client: &mut Client,
+    most: i64,
+    ahead: &mut ReadAhead,
+) -> Result<Folding, StoreError> {
     let fail = |e: tokio_postgres::Error| sql_error("rollup fold", &e);
     let tx = client.transaction().await.map_err(fail)?;
     if !fold_lock(&tx).await? {
-        return Ok(0);
+        return Ok(Folding::Done(0));
     }
-    let mut folded = Folded::default();
-    let ids = read_deltas(&tx, most, |delta| folded.add(delta)).await?;
+    let ReadAhead {
+        mut ids,
+        mut folded,
+    } = std::mem::take(ahead);
+    let room = most - ids.len() as i64;
+    if room > 0 {
+        let more = read_deltas(&tx, (&ids, room), true, |d| folded.add(d)).await?;
+        ids.extend(more);
+    }
     if ids.is_empty() {
-        return Ok(0);
+        return Ok(Folding::Done(0));
     }
     let params: [&(dyn ToSql + Sync); 1] = [&ids];
     let (deleted, added) = tokio::join!(
         tx.execute("DELETE FROM rollup_deltas WHERE id = ANY($1)", &params),
         add(&tx, &folded)
     );
+    // The additions' error first: the DELETE may have gone out after them (its statement
+    // is prepared first), and then fails only because they did.
     match added {
         Ok(()) => {}
         // The data of some series: fold these deltas again, finding it.
@@ -67,14 +86,16 @@ async fn fold(client: &mut Client, most: i64) -> Result<usize, StoreError> {
             log::warn!(
                 "rollups: PostgreSQL refused a fold ({detail}): finding the series at fault"
             );
-            return fold_isolating(client, most).await;
+            return fold_isolating(client, most).await.map(Folding::Done);
         }
         Err(e) => return Err(e),
     }
-    deleted.map_err(fail)?;
+    if deleted.map_err(fail)? != ids.len() as u64 {
+        return Ok(Folding::ReadAgain);
+    }
     follow_windows(&tx, Some(&folded)).await?;
     tx.commit().await.map_err(fail)?;
-    Ok(ids.len())
+    Ok(Folding::Done(ids.len()))
 }
 
 /// The windows after this fold (in its transaction, the rollup tables already updated):
@@ -146,38 +167,6 @@ async fn fold_lock(tx: &Transaction<'_>) -> Result<bool, StoreError> {
         .map_err(|e| sql_error("rollup fold", &e))
 }
 
-/// The oldest `most` deltas, handed to `take` in order as they arrive, one at a time (a
-/// fold's memory is its merge and one delta, however many it folds); returns their ids.
-/// A row that is not one of ours (written by hand?) is left in place, said at every fold.
-async fn read_deltas(
-    tx: &Transaction<'_>,
-    most: i64,
-    mut take: impl FnMut(Delta),
-) -> Result<Vec<i64>, StoreError> {
-    let fail = |e: tokio_postgres::Error| sql_error("rollup fold", &e);
-    let rows = tx
-        .query_raw(
-            "SELECT id, body FROM rollup_deltas ORDER BY id LIMIT $1",
-            [&most],
-        )
-        .await
-        .map_err(fail)?;
-    let mut rows = std::pin::pin!(rows);
-    let mut ids = Vec::new();
-    while let Some(row) = rows.next().await {
-        let row = row.map_err(fail)?;
-        let id: i64 = row.try_get(0).map_err(fail)?;
-        match Delta::from_stored(row.try_get(1).map_err(fail)?) {
-            Ok(delta) => {
-                ids.push(id);
-                take(delta);
-            }
-            Err(e) => log::error!("rollup_deltas row {id} cannot be read ({e}): left in place"),
-        }
-    }
-    Ok(ids)
-}
-
 /// The fold PostgreSQL refused, again: each delta in order, halving its series under a
 /// savepoint until the refused ones are alone. They go to `rollup_rejects` with the
 /// reason (logged); every other series is folded. No data can stop the folding.
@@ -188,7 +177,7 @@ async fn fold_isolating(client: &mut Client, most: i64) -> Result<usize, StoreEr
         return Ok(0);
     }
     let mut deltas = Vec::new();
-    let ids = read_deltas(&tx, most, |delta| deltas.push(delta)).await?;
+    let ids = read_deltas(&tx, (&[], most), true, |d| deltas.push(d)).await?;
     if ids.is_empty() {
         return Ok(0);
     }

@@ -11,7 +11,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, CopyInSink, Transaction};
 
 use super::rows::*;
-use super::{StoreError, alerts, bounded, rollups, sql_error};
+use super::{StoreError, alerts, bounded, deltas, sql_error};
 use crate::consumer::alert::decide::{Decisions, KnownStates, UrlAlertState, decide};
 use crate::consumer::rollup::{RollupInput, Rollups};
 use crate::consumer::series_hash::SeriesSet;
@@ -321,7 +321,7 @@ async fn finish_fast(
     let decisions = decide_with(derived, states, inputs());
     let (copied, added, saved) = tokio::join!(
         sink.as_mut().finish(),
-        rollups::add_delta(&tx, &rollups),
+        deltas::add_delta(&tx, &rollups),
         alerts::save_decisions(&tx, &decisions)
     );
     let copied = copied.map_err(|e| sql_error("copy", &e))?;
@@ -445,7 +445,7 @@ async fn finish_checked(
     let rollups = rollups_with(derived, inputs());
     let decisions = decide_with(derived, states, inputs());
     let (added, saved) = tokio::join!(
-        rollups::add_delta(&tx, &rollups),
+        deltas::add_delta(&tx, &rollups),
         alerts::save_decisions(&tx, &decisions)
     );
     added.and(saved)?;
