@@ -51,13 +51,23 @@ pub(crate) async fn read_ahead(
         return Ok(());
     }
     let folded = &mut ahead.folded;
-    let ids = bounded(
+    let read = bounded(
         "rollup read-ahead",
         read_deltas(client, (&ahead.ids, room), false, |d| folded.add(d)),
     )
-    .await?;
-    ahead.ids.extend(ids);
-    Ok(())
+    .await;
+    match read {
+        Ok(ids) => {
+            ahead.ids.extend(ids);
+            Ok(())
+        }
+        // Cut short, the merge holds deltas whose ids were not returned: a fold would add
+        // them again. Dropped; the fold reads them from the table.
+        Err(e) => {
+            *ahead = ReadAhead::default();
+            Err(e)
+        }
+    }
 }
 
 /// The oldest `most` deltas but the `held` ones, handed to `take` in order as they arrive,
