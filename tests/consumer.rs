@@ -332,6 +332,28 @@ async fn waits_for_a_topic_that_does_not_exist_yet() {
     common::stop(child, Duration::from_secs(15)).await;
 }
 
+#[tokio::test]
+async fn a_drain_of_a_topic_that_does_not_exist_says_so_and_exits() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("nodrain");
+    let (_pg, url) = tb.fresh_database("nodrain").await;
+    // A batch job must not wait for a producer that may never come (a misspelt topic).
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        consumer(&tb, &topic, &url, &["--drain"]).output(),
+    )
+    .await
+    .expect("--drain of a missing topic must end, not wait")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("topic {topic:?} does not exist"))
+            && stderr.contains("CK_KAFKA_TOPIC"),
+        "{stderr}"
+    );
+}
+
 async fn wait_for_rows(db: &tokio_postgres::Client, want: i64, within: Duration) {
     let deadline = Instant::now() + within;
     loop {

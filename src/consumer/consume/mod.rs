@@ -108,6 +108,9 @@ pub enum ConsumeError {
     Thread(std::io::Error),
     /// Alerting cannot start (its TLS configuration).
     Alerts(String),
+    /// `--drain` of a topic that does not exist: nothing to drain (a misspelt
+    /// `CK_KAFKA_TOPIC`, or a cluster the producer never wrote to).
+    NoTopicToDrain(String),
 }
 
 impl std::fmt::Display for ConsumeError {
@@ -116,6 +119,10 @@ impl std::fmt::Display for ConsumeError {
             ConsumeError::Kafka(e) => e.fmt(f),
             ConsumeError::Store(e) => e.fmt(f),
             ConsumeError::Alerts(e) => write!(f, "alerts: {e}"),
+            ConsumeError::NoTopicToDrain(topic) => write!(
+                f,
+                "--drain: topic {topic:?} does not exist on this cluster, so there is nothing to drain (check CK_KAFKA_TOPIC and CK_KAFKA_SERVERS)"
+            ),
             ConsumeError::Thread(e) => write!(
                 f,
                 "the consumer's Kafka thread failed: {e} (is the process out of threads or memory?)"
@@ -181,6 +188,8 @@ async fn consume(
         tokio::try_join!(open_kafka(&config, &kafka_thread), open_postgres(&config))?;
     let partitions = match partitions {
         Some(p) => p,
+        // A drain reads what is there now; waiting for the topic would hang a batch job.
+        None if config.drain => return Err(ConsumeError::NoTopicToDrain(topic)),
         None => match wait_for_topic(&kafka, &topic, &mut shutdown, &metrics).await? {
             Some(p) => p,
             None => return Ok(Summary::default()),
