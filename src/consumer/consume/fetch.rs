@@ -16,6 +16,13 @@ pub(super) enum FromFetcher {
 /// Per partition: fetched position and the broker's high watermark, for the progress log.
 pub(super) type Positions = Arc<Mutex<BTreeMap<i32, (i64, i64)>>>;
 
+/// A partition's client made at start, before its lease (`start::warm_partitions`), with
+/// its earliest offset as it was then: taken by the partition's first fetcher.
+pub(super) struct WarmPartition {
+    pub(super) pc: PartitionClient,
+    pub(super) earliest: i64,
+}
+
 /// A running fetcher, as the writer holds it.
 pub(super) struct Fetcher {
     pub(super) generation: u64,
@@ -73,10 +80,10 @@ impl KafkaThread {
 /// Spawn the fetcher of one partition. `committed` is the partition's position in the
 /// database, None when it was never consumed (the fetcher then starts at the earliest
 /// record Kafka holds). Everything that talks to Kafka happens in the task, so that the
-/// partitions of a consumer start together.
+/// partitions of a consumer start together; `warm`, the client made at start, if any.
 pub(super) fn start_fetcher(
     shared: &FetchShared,
-    partition: i32,
+    (partition, warm): (i32, Option<WarmPartition>),
     generation: u64,
     committed: Option<i64>,
     stop_at: Option<i64>,
@@ -84,6 +91,7 @@ pub(super) fn start_fetcher(
     let task = shared.runtime.spawn(fetch_partition(FetchJob {
         shared: shared.clone(),
         partition,
+        warm,
         generation,
         committed,
         stop_at,
@@ -98,6 +106,7 @@ pub(super) fn start_fetcher(
 pub(super) struct FetchJob {
     pub(super) shared: FetchShared,
     pub(super) partition: i32,
+    pub(super) warm: Option<WarmPartition>,
     pub(super) generation: u64,
     pub(super) committed: Option<i64>,
     pub(super) stop_at: Option<i64>,
@@ -126,8 +135,8 @@ where
 
 /// Fetch one partition from `offset` on, sending batches of decoded records. Broker
 /// errors are retried here with backoff; the position only moves through what is sent.
-pub(super) async fn fetch_partition(job: FetchJob) {
-    let mut fetch = PartitionFetch::start(&job).await;
+pub(super) async fn fetch_partition(mut job: FetchJob) {
+    let mut fetch = PartitionFetch::start(&mut job).await;
     loop {
         if job.stop_at.is_some_and(|end| fetch.offset >= end) {
             let drained = FromFetcher::Drained {
@@ -178,19 +187,26 @@ pub(super) struct PartitionFetch {
 impl PartitionFetch {
     /// The partition's client and its starting offset: the committed one, or the earliest
     /// record Kafka holds for a partition never consumed. Retried until Kafka answers.
-    async fn start(job: &FetchJob) -> PartitionFetch {
+    /// An earliest offset found at start that retention passed since is corrected by the
+    /// fetch (`out_of_range`), as a committed one would be.
+    async fn start(job: &mut FetchJob) -> PartitionFetch {
         let partition = job.partition;
-        let pc = until_ok(partition, "partition lookup", || {
-            kafka::partition_client(&job.shared.kafka, &job.shared.topic, partition)
-        })
-        .await;
-        let (offset, new_partition) = match job.committed {
-            Some(offset) => (offset, false),
+        let (pc, earliest) = match job.warm.take() {
+            Some(warm) => (warm.pc, Some(warm.earliest)),
             None => {
-                let earliest = until_ok(partition, "list offsets", || async {
-                    pc.get_offset(OffsetAt::Earliest)
-                        .await
-                        .map_err(|e| kafka::request_error("list offsets", &e))
+                let pc = until_ok(partition, "partition lookup", || {
+                    kafka::partition_client(&job.shared.kafka, &job.shared.topic, partition)
+                })
+                .await;
+                (pc, None)
+            }
+        };
+        let (offset, new_partition) = match (job.committed, earliest) {
+            (Some(offset), _) => (offset, false),
+            (None, Some(earliest)) => (earliest, true),
+            (None, None) => {
+                let earliest = until_ok(partition, "list offsets", || {
+                    kafka::offset_at(&pc, OffsetAt::Earliest)
                 })
                 .await;
                 (earliest, true)

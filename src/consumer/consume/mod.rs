@@ -47,11 +47,11 @@ mod start;
 mod write;
 mod writer;
 
-use fetch::{FetchShared, Fetcher, FromFetcher, KafkaThread, Positions, start_fetcher};
-use start::{
-    Upkeep, drain_targets, open_kafka, open_postgres, start_alerts, start_listing, wait_for_topic,
+use fetch::{
+    FetchShared, Fetcher, FromFetcher, KafkaThread, Positions, WarmPartition, start_fetcher,
 };
-use write::{partition_ends, write_all};
+use start::{Upkeep, open_kafka, open_postgres, start_alerts, start_listing, wait_for_topic};
+use write::write_all;
 use writer::ConsumerLoop;
 
 /// Largest fetch response asked of the broker per partition. It counts compressed bytes:
@@ -184,7 +184,7 @@ async fn consume(
     // Nothing is logged on the Kafka side until PostgreSQL is ready too, so that a wrong
     // password stays a one-line error.
     let kafka_thread = KafkaThread::start()?;
-    let ((kafka, partitions, ends), (mut db, python_until)) =
+    let ((kafka, partitions, (warm, drain_to)), (mut db, python_until)) =
         tokio::try_join!(open_kafka(&config, &kafka_thread), open_postgres(&config))?;
     let partitions = match partitions {
         Some(p) => p,
@@ -195,7 +195,9 @@ async fn consume(
             None => return Ok(Summary::default()),
         },
     };
-    let drain_to = drain_targets(config.drain, ends, &kafka, &topic, &partitions).await?;
+    if let Some(ends) = &drain_to {
+        log::info!("draining topic {topic:?} up to {ends:?}");
+    }
     log::info!(
         "consuming topic {topic:?} into {}",
         config.postgres.display()
@@ -236,6 +238,7 @@ async fn consume(
         partitions,
         drain_to,
         fetchers: HashMap::new(),
+        warm,
         generation: 0,
         drained: Vec::new(),
         finished: Vec::new(),

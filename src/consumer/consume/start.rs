@@ -98,39 +98,16 @@ impl Upkeep {
     }
 }
 
-/// With `--drain`, where each partition ends (as found at start, or asked now); None
-/// without.
-pub(super) async fn drain_targets(
-    drain: bool,
-    ends: Option<HashMap<i32, i64>>,
-    kafka: &Arc<KafkaClient>,
-    topic: &str,
-    partitions: &[i32],
-) -> Result<Option<HashMap<i32, i64>>, ConsumeError> {
-    let drain_to = match ends {
-        Some(ends) => Some(ends),
-        None if drain => Some(partition_ends(kafka, topic, partitions).await?),
-        None => None,
-    };
-    if let Some(ends) = &drain_to {
-        log::info!("draining topic {topic:?} up to {ends:?}");
-    }
-    Ok(drain_to)
-}
+/// The partitions' clients at start, and with `--drain` where each partition ends.
+type Warmed = (HashMap<i32, WarmPartition>, Option<HashMap<i32, i64>>);
 
 /// Kafka from the Kafka thread (so that its connections' tasks run there): the client, the
-/// topic's partitions if it exists, and with `--drain` where each partition ends.
+/// topic's partitions if it exists, their clients (`warm_partitions`), and with `--drain`
+/// where each partition ends.
 pub(super) async fn open_kafka(
     config: &ConsumerConfig,
     kafka_thread: &KafkaThread,
-) -> Result<
-    (
-        Arc<KafkaClient>,
-        Option<Vec<i32>>,
-        Option<HashMap<i32, i64>>,
-    ),
-    ConsumeError,
-> {
+) -> Result<(Arc<KafkaClient>, Option<Vec<i32>>, Warmed), ConsumeError> {
     let settings = config.kafka.clone();
     let connecting = kafka_thread
         .runtime
@@ -144,11 +121,67 @@ pub(super) async fn open_kafka(
         Ok(Some(p)) if !p.is_empty() => Some(p),
         _ => None,
     };
-    let ends = match &partitions {
-        Some(p) if config.drain => Some(partition_ends(&client, topic, p).await?),
-        _ => None,
+    let warmed = match &partitions {
+        Some(p) => warm_partitions(&client, topic, p, config.drain, &kafka_thread.runtime).await?,
+        None => (HashMap::new(), None),
     };
-    Ok((client, partitions, ends))
+    Ok((client, partitions, warmed))
+}
+
+/// A client per partition (each with its own connection and TLS handshake) and its
+/// earliest offset, made before the leases: so they overlap PostgreSQL's connection and
+/// migrations instead of following them (25-120 ms before a fresh drain's first fetch on
+/// the test bed, twice for a drain, whose ends were asked over clients of their own).
+/// A drain fails on a partition it cannot look up; a consumer leaves it to the fetcher,
+/// which retries it.
+async fn warm_partitions(
+    client: &Arc<KafkaClient>,
+    topic: &str,
+    partitions: &[i32],
+    drain: bool,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Warmed, ConsumeError> {
+    let mut lookups = tokio::task::JoinSet::new();
+    for &p in partitions {
+        let (client, topic) = (client.clone(), topic.to_string());
+        let lookup = async move { (p, warm_partition(&client, &topic, p, drain).await) };
+        lookups.spawn_on(lookup, runtime);
+    }
+    let (mut warm, mut ends) = (HashMap::new(), HashMap::new());
+    while let Some(joined) = lookups.join_next().await {
+        let (p, looked_up) = joined.map_err(|e| ConsumeError::Thread(std::io::Error::other(e)))?;
+        match looked_up {
+            Ok((partition, end)) => {
+                warm.insert(p, partition);
+                ends.extend(end.map(|end| (p, end)));
+            }
+            Err(e) if drain => return Err(ConsumeError::Kafka(e)),
+            Err(e) => log::debug!("partition {p}: {e}; its fetcher looks it up again"),
+        }
+    }
+    Ok((warm, drain.then_some(ends)))
+}
+
+async fn warm_partition(
+    client: &KafkaClient,
+    topic: &str,
+    partition: i32,
+    drain: bool,
+) -> Result<(WarmPartition, Option<i64>), KafkaError> {
+    let pc = kafka::partition_client(client, topic, partition).await?;
+    let (earliest, end) = tokio::join!(kafka::offset_at(&pc, OffsetAt::Earliest), async {
+        match drain {
+            true => kafka::offset_at(&pc, OffsetAt::Latest).await.map(Some),
+            false => Ok(None),
+        }
+    });
+    Ok((
+        WarmPartition {
+            pc,
+            earliest: earliest?,
+        },
+        end?,
+    ))
 }
 
 /// PostgreSQL connected and migrated, and the time of the Python consumer's last row.

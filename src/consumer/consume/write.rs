@@ -4,37 +4,6 @@
 
 use super::*;
 
-/// Where each partition ends now (its high watermark): what `--drain` consumes up to.
-pub(super) async fn partition_ends(
-    client: &Arc<KafkaClient>,
-    topic: &str,
-    partitions: &[i32],
-) -> Result<HashMap<i32, i64>, ConsumeError> {
-    let mut lookups = tokio::task::JoinSet::new();
-    for &p in partitions {
-        let client = client.clone();
-        let topic = topic.to_string();
-        lookups.spawn(async move {
-            let pc = kafka::partition_client(&client, &topic, p).await?;
-            let end = tokio::time::timeout(kafka::REQUEST_TIMEOUT, pc.get_offset(OffsetAt::Latest))
-                .await
-                .map_err(|_| KafkaError::Request {
-                    what: "list offsets".into(),
-                    detail: "no answer".into(),
-                })?
-                .map_err(|e| kafka::request_error("list offsets", &e))?;
-            Ok::<_, KafkaError>((p, end))
-        });
-    }
-    let mut ends = HashMap::new();
-    while let Some(joined) = lookups.join_next().await {
-        let found = joined.map_err(|e| ConsumeError::Thread(std::io::Error::other(e)))?;
-        let (p, end) = found.map_err(ConsumeError::Kafka)?;
-        ends.insert(p, end);
-    }
-    Ok(ends)
-}
-
 /// Write `batches` in one transaction and log their rejects. When PostgreSQL refuses a
 /// row (a constraint, a limit: retrying fails the same way), the row is found by halving
 /// the batches, each half its own transaction over a contiguous range of offsets (so the

@@ -31,6 +31,9 @@ pub(super) struct ConsumerLoop {
     /// `--drain`: where each partition ended at start.
     pub(super) drain_to: Option<HashMap<i32, i64>>,
     pub(super) fetchers: HashMap<i32, Fetcher>,
+    /// The partitions' clients made at start, until the first lease round: a partition
+    /// leased then starts with its own; the others' connections close.
+    pub(super) warm: HashMap<i32, WarmPartition>,
     pub(super) generation: u64,
     /// `--drain`: partitions consumed to their end and committed.
     pub(super) drained: Vec<i32>,
@@ -183,6 +186,7 @@ impl ConsumerLoop {
             self.pending.retain(|b| b.partition != p);
             self.pending_events = self.pending.iter().map(Batch::records).sum();
         }
+        let mut warm = std::mem::take(&mut self.warm);
         if gained.is_empty() {
             self.metrics.holding(self.leases.held().map(|p| (p, None)));
             self.metrics.lease_round_done();
@@ -198,7 +202,7 @@ impl ConsumerLoop {
                     let stop_at = self.drain_to.as_ref().and_then(|d| d.get(&p).copied());
                     let f = start_fetcher(
                         &self.shared,
-                        p,
+                        (p, warm.remove(&p)),
                         self.generation,
                         committed.get(&p).copied(),
                         stop_at,
