@@ -53,10 +53,25 @@ impl RecentCheck {
 }
 
 /// `into` and `more` (each newest first) merged: the newest [`RECENT_CHECKS`].
+/// A merge, not a sort: it runs for every series of every delta a fold reads (a sort
+/// there was 1 % of a drain's CPU). At the same time, `into`'s go first.
 pub(crate) fn merge_recent(into: &mut Vec<RecentCheck>, more: Vec<RecentCheck>) {
-    into.extend(more);
-    into.sort_by_key(|c| std::cmp::Reverse(c.at_ms));
-    into.truncate(RECENT_CHECKS);
+    let mut held = std::mem::replace(into, Vec::with_capacity(RECENT_CHECKS)).into_iter();
+    let mut more = more.into_iter();
+    let (mut a, mut b) = (held.next(), more.next());
+    while into.len() < RECENT_CHECKS {
+        let held_first = match (&a, &b) {
+            (Some(x), Some(y)) => x.at_ms >= y.at_ms,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if held_first {
+            into.extend(std::mem::replace(&mut a, held.next()));
+        } else {
+            into.extend(std::mem::replace(&mut b, more.next()));
+        }
+    }
 }
 
 /// A series' newest checks in one transaction, newest first: references, made into

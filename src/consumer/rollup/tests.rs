@@ -226,3 +226,42 @@ fn percentiles_fall_in_the_right_bucket() {
     assert_eq!(latency_bucket(1), 1);
     assert_eq!(latency_bucket(100_000), LATENCY_BUCKETS - 1);
 }
+
+#[test]
+fn recent_checks_merge_as_a_sort_of_both_would() {
+    // Differential: the merge against the sort it replaced, over lists of every length up
+    // to RECENT_CHECKS, newest first, with times drawn from a small range (ties included).
+    let check = |at_ms: i64, tag: i32| RecentCheck {
+        at_ms,
+        up: true,
+        status: Some(tag),
+        elapsed_ms: None,
+        error_kind: None,
+        error: None,
+        phases: None,
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n) as i64
+    };
+    for _ in 0..2_000 {
+        let list = |tag: i32, next: &mut dyn FnMut(u64) -> i64| {
+            let len = next(RECENT_CHECKS as u64 + 1);
+            let mut v: Vec<_> = (0..len).map(|_| check(next(8), tag)).collect();
+            v.sort_by_key(|c| std::cmp::Reverse(c.at_ms));
+            v
+        };
+        let held = list(1, &mut next);
+        let more = list(2, &mut next);
+        let mut want = held.clone();
+        want.extend(more.clone());
+        want.sort_by_key(|c| std::cmp::Reverse(c.at_ms));
+        want.truncate(RECENT_CHECKS);
+        let mut got = held;
+        merge_recent(&mut got, more);
+        assert_eq!(got, want);
+    }
+}
