@@ -45,6 +45,30 @@ pub(super) struct FetchShared {
     pub(super) metrics: Arc<ConsumerMetrics>,
 }
 
+impl FetchShared {
+    /// What the fetchers will share, and where the writer receives their chunks.
+    pub(super) fn new(
+        config: &ConsumerConfig,
+        kafka: &Arc<KafkaClient>,
+        thread: &KafkaThread,
+        metrics: &Arc<ConsumerMetrics>,
+    ) -> (FetchShared, mpsc::Receiver<FromFetcher>) {
+        let (tx, rx) = mpsc::channel::<FromFetcher>(CHUNKS_QUEUED);
+        let shared = FetchShared {
+            kafka: kafka.clone(),
+            topic: config.kafka.topic.clone(),
+            batch_events: config.batch_events,
+            batch_wait: config.batch_wait,
+            inputs: config.rollups || config.alerts.is_some(),
+            tx,
+            positions: Positions::default(),
+            runtime: thread.runtime.clone(),
+            metrics: metrics.clone(),
+        };
+        (shared, rx)
+    }
+}
+
 /// The thread every fetcher runs on, with the Kafka client's connections: fetching,
 /// decompressing, decoding and encoding there never delays the writer, which then feeds
 /// PostgreSQL at once (on the benchmark, PostgreSQL sat idle a quarter of the time while
@@ -83,7 +107,8 @@ impl KafkaThread {
 /// partitions of a consumer start together; `warm`, the client made at start, if any.
 pub(super) fn start_fetcher(
     shared: &FetchShared,
-    (partition, warm): (i32, Option<WarmPartition>),
+    partition: i32,
+    warm: Option<WarmPartition>,
     generation: u64,
     committed: Option<i64>,
     stop_at: Option<i64>,

@@ -50,7 +50,7 @@ mod writer;
 use fetch::{
     FetchShared, Fetcher, FromFetcher, KafkaThread, Positions, WarmPartition, start_fetcher,
 };
-use start::{Upkeep, open_kafka, open_postgres, start_alerts, start_listing, wait_for_topic};
+use start::{Upkeep, open_kafka, open_postgres, start_alerts, start_listing, topic_partitions};
 use write::write_all;
 use writer::ConsumerLoop;
 
@@ -186,14 +186,10 @@ async fn consume(
     let kafka_thread = KafkaThread::start()?;
     let ((kafka, partitions, (warm, drain_to)), (mut db, python_until)) =
         tokio::try_join!(open_kafka(&config, &kafka_thread), open_postgres(&config))?;
-    let partitions = match partitions {
-        Some(p) => p,
-        // A drain reads what is there now; waiting for the topic would hang a batch job.
-        None if config.drain => return Err(ConsumeError::NoTopicToDrain(topic)),
-        None => match wait_for_topic(&kafka, &topic, &mut shutdown, &metrics).await? {
-            Some(p) => p,
-            None => return Ok(Summary::default()),
-        },
+    let found = (partitions, config.drain);
+    let Some(partitions) = topic_partitions(found, &kafka, &topic, &mut shutdown, &metrics).await?
+    else {
+        return Ok(Summary::default());
     };
     if let Some(ends) = &drain_to {
         log::info!("draining topic {topic:?} up to {ends:?}");
@@ -202,19 +198,8 @@ async fn consume(
         "consuming topic {topic:?} into {}",
         config.postgres.display()
     );
-    let (tx, rx) = mpsc::channel::<FromFetcher>(CHUNKS_QUEUED);
-    let positions: Positions = Arc::default();
-    let shared = FetchShared {
-        kafka: kafka.clone(),
-        topic: topic.clone(),
-        batch_events: config.batch_events,
-        batch_wait: config.batch_wait,
-        inputs: config.rollups || config.alerts.is_some(),
-        tx,
-        positions: positions.clone(),
-        runtime: kafka_thread.runtime.clone(),
-        metrics: metrics.clone(),
-    };
+    let (shared, rx) = FetchShared::new(&config, &kafka, &kafka_thread, &metrics);
+    let positions = shared.positions.clone();
     // After the migration: their tables exist.
     let upkeep = Upkeep::start(&config, &metrics)?;
     let alerts = start_alerts(&config, &mut db, &metrics).await?;

@@ -220,8 +220,25 @@ pub(super) async fn open_postgres(
     Ok((db, python_until))
 }
 
+/// The topic's partitions: as found at start (`found`, with whether this is a drain), or
+/// once the topic exists; None at shutdown. A drain reads what is there now: a topic that
+/// does not exist is its error, as waiting for it would hang a batch job.
+pub(super) async fn topic_partitions(
+    (found, drain): (Option<Vec<i32>>, bool),
+    client: &KafkaClient,
+    topic: &str,
+    shutdown: &mut Shutdown,
+    metrics: &ConsumerMetrics,
+) -> Result<Option<Vec<i32>>, ConsumeError> {
+    match found {
+        Some(p) => Ok(Some(p)),
+        None if drain => Err(ConsumeError::NoTopicToDrain(topic.to_string())),
+        None => wait_for_topic(client, topic, shutdown, metrics).await,
+    }
+}
+
 /// The topic's partitions once it exists (said once while it does not); None at shutdown.
-pub(super) async fn wait_for_topic(
+async fn wait_for_topic(
     client: &KafkaClient,
     topic: &str,
     shutdown: &mut Shutdown,

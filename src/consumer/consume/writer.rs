@@ -202,7 +202,8 @@ impl ConsumerLoop {
                     let stop_at = self.drain_to.as_ref().and_then(|d| d.get(&p).copied());
                     let f = start_fetcher(
                         &self.shared,
-                        (p, warm.remove(&p)),
+                        p,
+                        warm.remove(&p),
                         self.generation,
                         committed.get(&p).copied(),
                         stop_at,
