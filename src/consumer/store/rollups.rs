@@ -72,7 +72,10 @@ async fn fold(
         return Ok(Folding::Done(0));
     }
     let params: [&(dyn ToSql + Sync); 1] = [&ids];
-    let (deleted, added) = tokio::join!(
+    // The window additions go out while PostgreSQL runs the others: the clock is asked
+    // first (answered before them), the additions computed meanwhile.
+    let (windowed, deleted, added) = tokio::join!(
+        add_to_windows(&tx, &folded),
         tx.execute("DELETE FROM rollup_deltas WHERE id = ANY($1)", &params),
         add(&tx, &folded)
     );
@@ -93,27 +96,42 @@ async fn fold(
     if deleted.map_err(fail)? != ids.len() as u64 {
         return Ok(Folding::ReadAgain);
     }
-    follow_windows(&tx, Some(&folded)).await?;
+    if let Some((before, at)) = windowed? {
+        move_windows(&tx, before, at, Some(&folded)).await?;
+    }
     tx.commit().await.map_err(fail)?;
     Ok(Folding::Done(ids.len()))
 }
 
-/// The windows after this fold (in its transaction, the rollup tables already updated):
-/// moved first when the hour or the day turned (from the tables, which hold this fold's
-/// rows too: then only the days that did not move get its additions), or its additions
-/// alone. `folded` None (a fold done in parts): moved, and built again from the tables.
-async fn follow_windows(tx: &Transaction<'_>, folded: Option<&Folded>) -> Result<(), StoreError> {
-    let at = Alignment::at(windows::now(tx).await?);
-    let before = windows::alignment(tx).await?;
+/// This fold's additions to the windows when they are where they should be (the common
+/// case: pipelined with the fold's other statements). Otherwise where they are and where
+/// they should be: they move once the rollup tables hold this fold's rows.
+async fn add_to_windows(
+    tx: &Transaction<'_>,
+    folded: &Folded,
+) -> Result<Option<(Option<Alignment>, Alignment)>, StoreError> {
+    let (at, before) = windows::clock(tx).await?;
+    if before != Some(at) {
+        return Ok(Some((before, at)));
+    }
+    windows::apply(tx, &window_deltas(folded, at)).await?;
+    Ok(None)
+}
+
+/// The windows moved from `before` to `at` (in the fold's transaction, the rollup tables
+/// already updated), with this fold's additions where nothing moved: what moved was read
+/// from the tables, this fold's rows included. `folded` None (a fold done in parts): moved,
+/// and built again from the tables.
+async fn move_windows(
+    tx: &Transaction<'_>,
+    before: Option<Alignment>,
+    at: Alignment,
+    folded: Option<&Folded>,
+) -> Result<(), StoreError> {
     let Some(folded) = folded else {
         return windows::move_to(tx, None, at).await;
     };
-    if before == Some(at) {
-        return windows::apply(tx, &window_deltas(folded, at)).await;
-    }
     windows::move_to(tx, before, at).await?;
-    // What moved was read from the tables, this fold's rows included: its additions go
-    // only where nothing moved (nowhere when all moved, as in a fresh database).
     let hour_moved = before.is_none_or(|b| b.hour != at.hour);
     let day_moved = before.is_none_or(|b| b.day != at.day);
     if hour_moved && day_moved {
@@ -147,8 +165,7 @@ pub(crate) async fn align_windows(client: &mut Client) -> Result<bool, StoreErro
         if !locked {
             return Ok(false);
         }
-        let at = Alignment::at(windows::now(&tx).await?);
-        let before = windows::alignment(&tx).await?;
+        let (at, before) = windows::clock(&tx).await?;
         if before == Some(at) {
             return Ok(false);
         }
@@ -198,7 +215,8 @@ async fn fold_isolating(client: &mut Client, most: i64) -> Result<usize, StoreEr
     tx.execute("DELETE FROM rollup_deltas WHERE id = ANY($1)", &[&ids])
         .await
         .map_err(fail)?;
-    follow_windows(&tx, None).await?;
+    let (at, before) = windows::clock(&tx).await?;
+    move_windows(&tx, before, at, None).await?;
     tx.commit().await.map_err(fail)?;
     Ok(ids.len())
 }

@@ -17,17 +17,32 @@ use crate::consumer::windows::{Alignment, Figures, WindowDelta};
 
 /// The windows' alignment, locked for this transaction (None before the first).
 pub(crate) async fn alignment(tx: &Transaction<'_>) -> Result<Option<Alignment>, StoreError> {
-    let row = tx
-        .query_opt(
+    // Unnamed (typed): one message, no round trip to prepare it first, so that a fold's
+    // window additions can follow its other statements in the pipeline (see `clock`).
+    let rows = tx
+        .query_typed(
             "SELECT hour_end, day_end FROM series_windows_at FOR UPDATE",
             &[],
         )
         .await
         .map_err(|e| sql_error("windows read", &e))?;
-    Ok(row.map(|r| Alignment {
-        hour: r.get(0),
-        day: r.get(1),
+    let Some(r) = rows.first() else {
+        return Ok(None);
+    };
+    let read = |i| r.try_get(i).map_err(|e| sql_error("windows read", &e));
+    Ok(Some(Alignment {
+        hour: read(0)?,
+        day: read(1)?,
     }))
+}
+
+/// Where the windows should end now (by the database's clock) and where they end (locked
+/// for this transaction; None before the first): both asked at once, each one message.
+pub(crate) async fn clock(
+    tx: &Transaction<'_>,
+) -> Result<(Alignment, Option<Alignment>), StoreError> {
+    let (now, before) = tokio::join!(now(tx), alignment(tx));
+    Ok((Alignment::at(now?), before?))
 }
 
 /// One of the three windows: its columns' suffix and its rollup table.
@@ -353,10 +368,17 @@ pub(crate) async fn read_changed(
 
 /// The time the windows should end at now, by the database's clock.
 pub(crate) async fn now(tx: &Transaction<'_>) -> Result<DateTime<Utc>, StoreError> {
-    tx.query_one("SELECT now()", &[])
+    let rows = tx
+        .query_typed("SELECT now()", &[])
         .await
-        .and_then(|r| r.try_get(0))
-        .map_err(|e| sql_error("windows read", &e))
+        .map_err(|e| sql_error("windows read", &e))?;
+    match rows.first() {
+        Some(r) => r.try_get(0).map_err(|e| sql_error("windows read", &e)),
+        None => Err(StoreError::Sql {
+            what: "windows read",
+            detail: "SELECT now() returned no row".into(),
+        }),
+    }
 }
 
 #[cfg(test)]
