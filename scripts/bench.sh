@@ -61,10 +61,10 @@ topic=bench-consume-$stamp
 $tools fill-topic "$kafka" "$topic" 6 "$events"
 cols="ts, url, elapsed, error, status, body_prefix, content_match, check_id, error_kind, dns_ms, connect_ms, tls_ms, ttfb_ms, bytes, cert_expires_at, ip, body_sha256, schedule_lag_ms, producer, up, kafka_partition, kafka_offset"
 c_rss=0
-for round in $(seq 1 "$rounds"); do
-  db=bench_consume_${stamp}_$round
-  psql_admin -c "CREATE DATABASE $db"
-  db_url=${CK_TEST_POSTGRES_URL/\/postgres\?//$db?}
+# The drain with the defaults (rollups on) into $db, and the same without the rollups
+# (CK_ROLLUPS=off: what keeping them costs) into ${db}_norollups. Every other round runs
+# the second first, so that neither always follows the previous round's raw COPY and DROP.
+drain_default() {
   CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_POSTGRESQL_URL=$db_url CK_LOG_LEVEL=warn \
     timed "$bin/checksite-consumer" --drain >/dev/null
   read -r wall user sys rss < <(tail -n 1 "$work/time")
@@ -74,6 +74,27 @@ for round in $(seq 1 "$rounds"); do
   [ "$stored" = "$events" ] || { echo "error: $stored rows stored for $events events" >&2; exit 1; }
   echo "$wall" >>"$work/consumer-walls"
   if [ "$rss" -gt "$c_rss" ]; then c_rss=$rss; fi
+}
+drain_without_rollups() {
+  psql_admin -c "CREATE DATABASE ${db}_norollups"
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_POSTGRESQL_URL=${db_url/$db/${db}_norollups} CK_LOG_LEVEL=warn \
+    CK_ROLLUPS=off timed "$bin/checksite-consumer" --drain >/dev/null
+  read -r wall user sys _ < <(tail -n 1 "$work/time")
+  echo "$wall" >>"$work/consumer-norollup-walls"
+  awk -v u="$user" -v s="$sys" -v n="$events" 'BEGIN { printf "%.2f\n", (u + s) * 1e6 / n }' >>"$work/consumer-norollup-us"
+  psql_admin -c "DROP DATABASE ${db}_norollups" || true
+}
+for round in $(seq 1 "$rounds"); do
+  db=bench_consume_${stamp}_$round
+  psql_admin -c "CREATE DATABASE $db"
+  db_url=${CK_TEST_POSTGRES_URL/\/postgres\?//$db?}
+  if [ $((round % 2)) = 1 ]; then
+    drain_default
+    drain_without_rollups
+  else
+    drain_without_rollups
+    drain_default
+  fi
   # The same drain into a second database, with CK_HTTP_ADDR scraped every second.
   psql_admin -c "CREATE DATABASE ${db}_scraped"
   scrape_every_second "$metrics_port" >>"$work/consumer-scrapes" &
@@ -85,14 +106,6 @@ for round in $(seq 1 "$rounds"); do
   read -r wall _ _ _ < <(tail -n 1 "$work/time")
   echo "$wall" >>"$work/consumer-scraped-walls"
   psql_admin -c "DROP DATABASE ${db}_scraped" || true
-  # The same drain without the rollups (CK_ROLLUPS=off): what keeping them costs.
-  psql_admin -c "CREATE DATABASE ${db}_norollups"
-  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_POSTGRESQL_URL=${db_url/$db/${db}_norollups} CK_LOG_LEVEL=warn \
-    CK_ROLLUPS=off timed "$bin/checksite-consumer" --drain >/dev/null
-  read -r wall user sys _ < <(tail -n 1 "$work/time")
-  echo "$wall" >>"$work/consumer-norollup-walls"
-  awk -v u="$user" -v s="$sys" -v n="$events" 'BEGIN { printf "%.2f\n", (u + s) * 1e6 / n }' >>"$work/consumer-norollup-us"
-  psql_admin -c "DROP DATABASE ${db}_norollups" || true
   # The same drain with alerting on (its states read and written in every transaction;
   # one check in 7 fails, so they change often; nothing is decided, so nothing is sent).
   psql_admin -c "CREATE DATABASE ${db}_alerts"
@@ -756,7 +769,8 @@ EOF
   echo "(start-up and shutdown included). Lateness is \`schedule_lag_ms\` of every event."
   echo "Consumer throughput is events / wall time of the whole \`--drain\` run (start-up, migration"
   echo "and leases included), median of $rounds rounds, each followed by the raw COPY of the rows it"
-  echo "stored; peak RSS is the highest of the rounds. MB = 10^6 bytes in the targets."
+  echo "stored; peak RSS is the highest of the rounds. Rollups on and off run one after the other"
+  echo "in each round, on first in odd rounds and off first in even ones. MB = 10^6 bytes in the targets."
 } >"$out"
 echo "$table"
 echo "written to $out" >&2
