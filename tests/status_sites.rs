@@ -504,6 +504,11 @@ async fn the_latest_checks_are_each_vantage_points_newest_five_across_folds() {
     ];
     let n = n + common::produce_timed(&tb, &topic, 1, wave(&third)).await as i64;
     api_when_stored(&db, port, n).await;
+    // Fewer than five, all newer than the newest stored (a fold keeping up): they go in
+    // front of the stored ones, the oldest of which drop out.
+    let fourth = [("eu", 250), ("eu", 260), ("us", 150)];
+    let n = n + common::produce_timed(&tb, &topic, 1, wave(&fourth)).await as i64;
+    api_when_stored(&db, port, n).await;
     let (status, body) =
         common::http_get_when_up(port, "/api/site?url=https%3A%2F%2Fshop.example%2F").await;
     assert_eq!(status, 200, "{body}");
