@@ -7,7 +7,10 @@
 //! the writer catches up (a backlog: a drain, a restart, the end of an outage) it folds
 //! every 5 s instead, reading the deltas ahead in between: a fold updates each series'
 //! rows once however many deltas it takes, so PostgreSQL's time goes to the writes, and
-//! the page trails the backlog anyway.
+//! the page trails the backlog anyway. When a fold takes longer than a quarter of a second
+//! (many series: ~2 s at 10,000 targets), folds spread out so that they take at most a
+//! quarter of the time ([`FOLD_SHARE`]), reading ahead in between, and the page trails by
+//! as much.
 
 use std::time::Duration;
 
@@ -18,6 +21,13 @@ use super::store::{self, PostgresSettings, ReadAhead};
 
 /// Time between two folds.
 const FOLD_EVERY: Duration = Duration::from_secs(1);
+
+/// A fold's share of the time at most: the next fold waits this many times as long as the
+/// last one took, when that is longer than [`FOLD_EVERY`]. A fold updates each series' rows
+/// once however many checks it brings, so at 10,000 targets at 1 s, folding every second
+/// kept one PostgreSQL core busy (folds of ~2.1 s back to back, 8 times the events' own
+/// COPY); at a quarter, each series' rows are updated every ~8 s, for the same 2.1 s.
+const FOLD_SHARE: u32 = 4;
 
 /// Time between two folds while the writer is behind. A fold in the middle of a
 /// 200,000-event drain took ~0.25 s of PostgreSQL's time beside the writes; folding less
@@ -115,16 +125,11 @@ async fn run(postgres: PostgresSettings, lag: Lag, mut stopped: oneshot::Receive
     let mut next_forget = tokio::time::Instant::now();
     let mut next_align = tokio::time::Instant::now() + ALIGN_EVERY;
     let mut folded_at = tokio::time::Instant::now();
+    let mut fold_took = Duration::ZERO;
     loop {
-        // Woken for the next fold, or every READ_AHEAD_EVERY to read ahead while behind
-        // (and to notice a backlog soon after the start, when the lag is not known yet).
-        let every = |behind: bool| {
-            if behind {
-                FOLD_EVERY_BEHIND
-            } else {
-                FOLD_EVERY
-            }
-        };
+        // Woken for the next fold, or every READ_AHEAD_EVERY to read ahead while folds are
+        // apart (and to notice a backlog soon after the start, when the lag is not known yet).
+        let every = |behind: bool| fold_interval(behind, fold_took);
         let due = folded_at + every(lag() >= BEHIND_RECORDS);
         let wake = due.min(tokio::time::Instant::now() + READ_AHEAD_EVERY);
         let last = tokio::select! {
@@ -133,7 +138,7 @@ async fn run(postgres: PostgresSettings, lag: Lag, mut stopped: oneshot::Receive
         };
         let behind = lag() >= BEHIND_RECORDS;
         if !last && folded_at.elapsed() < every(behind) {
-            if behind
+            if every(behind) > FOLD_EVERY
                 && let Some(client) = db.as_ref()
                 && store::read_ahead(client, &mut ahead, FOLD_MOST)
                     .await
@@ -148,6 +153,7 @@ async fn run(postgres: PostgresSettings, lag: Lag, mut stopped: oneshot::Receive
         if last {
             return;
         }
+        fold_took = say_when_spread(fold_took, folded_at.elapsed());
         // With nothing to fold (no events), the windows move with the clock all the same.
         if tokio::time::Instant::now() >= next_align {
             next_align = tokio::time::Instant::now() + ALIGN_EVERY;
@@ -166,6 +172,33 @@ async fn run(postgres: PostgresSettings, lag: Lag, mut stopped: oneshot::Receive
             }
         }
     }
+}
+
+/// Time from one fold's start to the next: [`FOLD_EVERY`] ([`FOLD_EVERY_BEHIND`] while the
+/// writer is behind), or [`FOLD_SHARE`] times as long as the last fold took.
+fn fold_interval(behind: bool, last_took: Duration) -> Duration {
+    let every = if behind {
+        FOLD_EVERY_BEHIND
+    } else {
+        FOLD_EVERY
+    };
+    every.max(last_took * FOLD_SHARE)
+}
+
+/// The last fold's time, `took`; said when folds spread out (the page trails by as much)
+/// and when they come every second again.
+fn say_when_spread(before: Duration, took: Duration) -> Duration {
+    let spread = |t: Duration| t * FOLD_SHARE > FOLD_EVERY;
+    if spread(took) && !spread(before) {
+        log::info!(
+            "rollups: a fold took {} ms: folding every {:.1} s while folds take this long, so that they use at most 1/{FOLD_SHARE} of PostgreSQL's time",
+            took.as_millis(),
+            fold_interval(false, took).as_secs_f64()
+        );
+    } else if spread(before) && !spread(took) {
+        log::info!("rollups: folding every second again");
+    }
+    took
 }
 
 /// Fold until nothing is left: a backlog goes in folds of [`FOLD_MOST`]. A failure is
@@ -219,5 +252,22 @@ async fn fold_once(
     match db {
         Some(client) => store::fold_rollups(client, FOLD_MOST, ahead).await,
         None => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_spread_out_when_they_take_over_a_quarter_of_a_second() {
+        let ms = Duration::from_millis;
+        // 1,000 targets: a fold of ~110 ms, every second as before.
+        assert_eq!(fold_interval(false, ms(110)), FOLD_EVERY);
+        assert_eq!(fold_interval(false, ms(250)), FOLD_EVERY);
+        // 10,000 targets: a fold of ~2.1 s takes at most a quarter of the time.
+        assert_eq!(fold_interval(false, ms(2100)), ms(8400));
+        assert_eq!(fold_interval(true, ms(110)), FOLD_EVERY_BEHIND);
+        assert_eq!(fold_interval(true, ms(2100)), ms(8400));
     }
 }
