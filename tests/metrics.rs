@@ -242,6 +242,17 @@ async fn prometheus_scrapes_both_programs() {
     assert_eq!((lag.len(), total(&lag)), (3, 0.0), "{lag:?}");
     let held = prom.query("checksite_consumer_leases_held");
     assert_eq!(total(&held), 3.0);
+    // The rows folded into the rollups: folds were timed, each within its bound.
+    let folds = prom
+        .until(
+            "checksite_consumer_rollup_fold_duration_seconds_count",
+            Duration::from_secs(30),
+            |r| total(r) >= 1.0,
+        )
+        .await;
+    assert!(total(&folds) >= 1.0, "{folds:?}");
+    let slow = prom.query("checksite_consumer_rollup_fold_duration_seconds_bucket{le=\"60\"}");
+    assert_eq!(total(&slow), total(&folds), "{slow:?}");
     promtool_passes(&promtool, consumer_port);
 
     // What the consumer says it wrote is what the table holds, once everything is in.

@@ -66,6 +66,9 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 /// How many records the writer is behind the topic now.
 pub(crate) type Lag = Box<dyn Fn() -> i64 + Send>;
 
+/// Told how long each fold that folded something took (the metrics).
+pub(crate) type FoldTimer = Box<dyn Fn(Duration) + Send>;
+
 /// The running folder, on a thread of its own: a fold's CPU (reading and merging the
 /// deltas, building its statements' arrays) never delays the writer, whose thread would
 /// otherwise wait for it (in a 200,000-event drain, ~40 ms of merging while the writer
@@ -79,12 +82,15 @@ pub(crate) struct RollupFolder {
 
 impl RollupFolder {
     /// Start folding into the database of `postgres`, less often while `lag` is long.
-    pub(crate) fn start(postgres: PostgresSettings, lag: Lag) -> std::io::Result<RollupFolder> {
+    pub(crate) fn start(
+        postgres: PostgresSettings,
+        (lag, timer): (Lag, FoldTimer),
+    ) -> std::io::Result<RollupFolder> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let (stop, stopped) = oneshot::channel();
-        let task = runtime.spawn(run(postgres, lag, stopped));
+        let task = runtime.spawn(run(postgres, (lag, timer), stopped));
         let (thread, thread_ends) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("rollups".into())
@@ -113,7 +119,11 @@ impl RollupFolder {
     }
 }
 
-async fn run(postgres: PostgresSettings, lag: Lag, mut stopped: oneshot::Receiver<()>) {
+async fn run(
+    postgres: PostgresSettings,
+    (lag, timer): (Lag, FoldTimer),
+    mut stopped: oneshot::Receiver<()>,
+) {
     // Connected now, so that the first fold (at the end of a short drain: the last thing
     // it waits for) does not wait for a connection too; a failure shows at the fold.
     let mut db = postgres.connect(CONNECT_WITHIN).await.ok();
@@ -149,7 +159,10 @@ async fn run(postgres: PostgresSettings, lag: Lag, mut stopped: oneshot::Receive
             continue;
         }
         folded_at = tokio::time::Instant::now();
-        fold_all(&postgres, &mut db, &mut ahead, &mut failing).await;
+        let folded = fold_all(&postgres, &mut db, &mut ahead, &mut failing).await;
+        if folded > 0 {
+            timer(folded_at.elapsed());
+        }
         if last {
             return;
         }
@@ -201,14 +214,15 @@ fn say_when_spread(before: Duration, took: Duration) -> Duration {
     took
 }
 
-/// Fold until nothing is left: a backlog goes in folds of [`FOLD_MOST`]. A failure is
-/// said once (`failing`), and its recovery.
+/// Fold until nothing is left: a backlog goes in folds of [`FOLD_MOST`]; returns how many
+/// deltas were folded. A failure is said once (`failing`), and its recovery.
 async fn fold_all(
     postgres: &PostgresSettings,
     db: &mut Option<tokio_postgres::Client>,
     ahead: &mut ReadAhead,
     failing: &mut bool,
-) {
+) -> usize {
+    let mut folded = 0;
     loop {
         match fold_once(postgres, db, ahead).await {
             Ok(n) => {
@@ -216,8 +230,9 @@ async fn fold_all(
                     log::info!("rollups: folding again");
                     *failing = false;
                 }
+                folded += n;
                 if n < FOLD_MOST as usize {
-                    return;
+                    return folded;
                 }
             }
             Err(e) => {
@@ -226,7 +241,7 @@ async fn fold_all(
                     *failing = true;
                 }
                 *db = None;
-                return;
+                return folded;
             }
         }
     }

@@ -2,10 +2,10 @@
 //!
 //! `checksite_consumer_*`: events written, already stored, rejected by kind; per partition
 //! held, the committed offset, the log end, the lag and when Kafka last answered a fetch;
-//! leases; transactions, their duration and rows; the time of the last commit; alert
-//! notifications decided and delivery attempts by outcome. Readiness: PostgreSQL answers and a
-//! lease round is done (a consumer holding no partition because others hold them all is
-//! a ready standby).
+//! leases; transactions, their duration and rows; the rollup folds' duration; the time of
+//! the last commit; alert notifications decided and delivery attempts by outcome.
+//! Readiness: PostgreSQL answers and a lease round is done (a consumer holding no
+//! partition because others hold them all is a ready standby).
 //!
 //! Updates are atomics or a short lock, made where the work happens; rendering happens
 //! only when scraped. This module never touches Kafka or PostgreSQL itself.
@@ -65,6 +65,8 @@ pub struct ConsumerMetrics {
     failed_tx: Counter,
     tx_seconds: Histogram,
     tx_records: Histogram,
+    /// Time of the rollup folds that folded something (their cost grows with the series).
+    fold_seconds: Histogram,
     last_commit: Gauge,
     alerts_decided: Counter,
     /// Delivery attempts per receiver: delivered, failed (retried), gave up.
@@ -91,6 +93,7 @@ impl ConsumerMetrics {
             committed_tx: Counter::default(),
             failed_tx: Counter::default(),
             tx_seconds: Histogram::new(&SECONDS),
+            fold_seconds: Histogram::new(&SECONDS),
             tx_records: Histogram::new(&ROWS),
             last_commit: Gauge::default(),
             alerts_decided: Counter::default(),
@@ -134,6 +137,11 @@ impl ConsumerMetrics {
         }
         drop(held);
         self.last_commit.set(unix_ms() as f64 / 1000.0);
+    }
+
+    /// A fold of the rollup deltas that folded something took `took`.
+    pub(crate) fn folded(&self, took: Duration) {
+        self.fold_seconds.observe(took.as_secs_f64());
     }
 
     /// A transaction failed (and rolled back).
@@ -286,6 +294,13 @@ impl ConsumerMetrics {
             "Records (stored, already stored and rejected) per committed transaction.",
         );
         e.histogram(name, topic, &self.tx_records);
+        let name = "checksite_consumer_rollup_fold_duration_seconds";
+        e.family(
+            name,
+            Kind::Histogram,
+            "Time of the rollup folds that folded something, seconds (each updates every series it brings once: it grows with the series).",
+        );
+        e.histogram(name, topic, &self.fold_seconds);
         let name = "checksite_consumer_last_commit_timestamp_seconds";
         e.family(
             name,

@@ -58,14 +58,16 @@ impl Upkeep {
         config: &ConsumerConfig,
         metrics: &Arc<ConsumerMetrics>,
     ) -> Result<Upkeep, ConsumeError> {
-        let metrics = metrics.clone();
+        let (watched, timed) = (metrics.clone(), metrics.clone());
         // A drain is behind until its end, which folds: a fold when its last records are
         // near would only delay that last fold.
         let drain = config.drain;
-        let lag = Box::new(move || if drain { i64::MAX } else { metrics.lag() });
+        let lag = Box::new(move || if drain { i64::MAX } else { watched.lag() });
+        let timer = Box::new(move |took| timed.folded(took));
         let folder = match config.rollups {
             true => Some(
-                RollupFolder::start(config.postgres.clone(), lag).map_err(ConsumeError::Thread)?,
+                RollupFolder::start(config.postgres.clone(), (lag, timer))
+                    .map_err(ConsumeError::Thread)?,
             ),
             false => None,
         };
