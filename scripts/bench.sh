@@ -11,11 +11,13 @@ if [ $smoke = 1 ]; then
   events=5000 targets=50 seconds=5 prounds=1 runs=5 publish_events=5000 rounds=1 out=target/BENCHMARKS-smoke.md
   page_sites=20 page_days=2 page_big_sites=50 ret_rows=100000 list_targets=200 churn_targets=50 churn=10 churn_every=2
   scale_targets="100" https_targets=20 probes=100 spool_targets=100 replay_events=5000
+  fold_warm=3 fold_window=5
 else
   events=200000 targets=1000 seconds=20 prounds=3 runs=50 publish_events=100000 rounds=5 out=BENCHMARKS.md
   page_sites=1000 page_days=30 page_big_sites=10000 ret_rows=10000000 list_targets=10000 churn_targets=5000 churn=1000 churn_every=10
   scale_targets="2000 5000 7500 10000 12500 15000" https_targets=300 probes=3000
   spool_targets=10000 replay_events=1000000
+  fold_warm=10 fold_window=20
 fi
 port=${CHECKSITE_BENCH_PORT:-18700}
 musl=x86_64-unknown-linux-musl
@@ -493,6 +495,45 @@ e2e_restart=$(median "$work/e2e-restart-ms")
 e2e_restarts=$(sort -n "$work/e2e-restart-ms" | paste -sd/ -)
 psql_admin -c "DROP DATABASE $e2e_db" || true
 
+# ---- the folds in the steady state: N targets at 1 s through the producer and the consumer
+# (defaults); over 20 s after 10 s of warm-up (5 after 3 in a smoke run), from the consumer's /metrics: how many folds
+# ended, their time (its share of the wall time: a fold runs on one PostgreSQL backend)
+# and the transactions' (the events' writes). A fold updates each series once, so its time
+# grows with the series; past 0.25 s the folds spread out to a quarter of the time.
+fold_figures() {
+  { curl -s "http://127.0.0.1:$metrics_port/metrics" || true; } | awk '
+    /^checksite_consumer_rollup_fold_duration_seconds_count/ { c = $NF }
+    /^checksite_consumer_rollup_fold_duration_seconds_sum/ { s = $NF }
+    /^checksite_consumer_transaction_duration_seconds_sum/ { t = $NF }
+    END { print c + 0, s + 0, t + 0 }'
+}
+fold_steady() { # fold_steady N: prints "folds fold_s tx_s wall_s"
+  local n=$1 db=bench_folds_${stamp}_$1 topic=bench-folds-$stamp-$1 a b t0 t1 p c
+  psql_admin -c "CREATE DATABASE $db"
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_TARGETS=$(targets_file "$n") CK_LOG_LEVEL=warn \
+    "$bin/checksite-producer" >/dev/null 2>&1 &
+  p=$!
+  pids+=("$p")
+  CK_KAFKA_SERVERS=$kafka CK_KAFKA_TOPIC=$topic CK_POSTGRESQL_URL=${CK_TEST_POSTGRES_URL/\/postgres\?//$db?} \
+    CK_LOG_LEVEL=warn CK_HTTP_ADDR=127.0.0.1:$metrics_port "$bin/checksite-consumer" >/dev/null 2>&1 &
+  c=$!
+  pids+=("$c")
+  sleep "$fold_warm"
+  a=$(fold_figures) t0=$(date +%s.%N)
+  sleep "$fold_window"
+  b=$(fold_figures) t1=$(date +%s.%N)
+  kill -TERM "$p" "$c" 2>/dev/null || true
+  wait "$p" "$c" 2>/dev/null || true
+  psql_admin -c "DROP DATABASE $db" || true
+  echo "$a $b $t0 $t1" | awk '{ printf "%d %.2f %.2f %.2f\n", $4 - $1, $5 - $2, $6 - $3, $8 - $7 }'
+}
+fold_row() { # fold_row N: the table's cells for fold_steady N
+  echo "==> folds in the steady state: $1 targets at 1 s" >&2
+  fold_steady "$1" | awk '{ printf "%d folds, %.0f %% of the time (%.2f s each) / %.0f %%\n", $1, 100 * $2 / $4, ($1 > 0 ? $2 / $1 : 0), 100 * $3 / $4 }'
+}
+folds_1k=$(fold_row "$targets")
+folds_10k=$(fold_row $((targets * 10)))
+
 # ---- retention: $ret_rows events over 60 days, CK_RETENTION_DAYS=30; a writer alone, and
 # the same writer while the old half is deleted
 echo "==> retention: $ret_rows events over 60 days, half past a 30-day window" >&2
@@ -721,6 +762,8 @@ table=$(
 | the same with three receivers (\`CK_ALERT_RECEIVERS\`), one accepting and never answering: the two others, p50 / p99 / worst of $alert3_n deliveries ($alert3_decided decided) | $alert3_p50 ms / $alert3_p99 ms / $alert3_max ms | p99 ≤ 2,000 ms | $(verdict "$alert3_p99" 2000 le) |
 | end to end, $targets targets at 1 s (producer, Kafka mutual TLS, consumer defaults): \`checked_at\` to the row's commit, p50 / p99 / worst of $e2e_n rows | $e2e_p50 ms / $e2e_p99 ms / $e2e_max ms | p99 ≤ 500 ms | $(verdict "$e2e_p99" 500 le) |
 | the consumer killed (-9) and started mid-run: from the start to the first new row's commit (median of 5: $e2e_restarts ms) | $e2e_restart ms | ≤ 250 ms | $(verdict "$e2e_restart" 250 le) |
+| the rollup folds in the steady state, $targets targets at 1 s (consumer defaults, ${fold_window} s after ${fold_warm} s): folds ended, their time (share of the wall time, each) / the transactions' | $folds_1k | | |
+| the same, $((targets * 10)) targets at 1 s (folds spread out to a quarter of the time at most once one takes over 0.25 s) | $folds_10k | | |
 | retention, $ret_rows events over 60 days, \`CK_RETENTION_DAYS=30\`: rows deleted (in 10,000-row steps), time, then VACUUM; old rows left | ${ret_deleted:-0} rows in $(awk -v ms="${ret_delete_ms:-0}" 'BEGIN { printf "%.1f", ms / 1000 }') s, VACUUM $(awk -v ms="${ret_vacuum_ms:-0}" 'BEGIN { printf "%.1f", ms / 1000 }') s; ${ret_left_old:-?} left | | |
 | retention's steady state: $ret_steady_rows rows ($ret_steady_mib MiB) after the freed space was refilled: a pass by \`ts\` (the sweep, at start and daily; every pass before) / the passes in insertion order (by \`event_id\`, every 10 s) | $ret_sweep / $ret_passes | ≤ 50 ms (insertion order) | $(verdict "${ret_pass_max:-999999}" 50 le) |
 | the writer (a $events-event drain into that table) during the deletion / alone | $ret_during / $ret_alone events/s = $ret_ratio % | never blocked | |
