@@ -280,27 +280,27 @@ impl ConsumerMetrics {
             &format!("{topic},outcome=\"failed\""),
             self.failed_tx.get() as f64,
         );
-        let name = "checksite_consumer_transaction_duration_seconds";
-        e.family(
-            name,
-            Kind::Histogram,
-            "Time of committed transactions, seconds.",
-        );
-        e.histogram(name, topic, &self.tx_seconds);
-        let name = "checksite_consumer_transaction_records";
-        e.family(
-            name,
-            Kind::Histogram,
-            "Records (stored, already stored and rejected) per committed transaction.",
-        );
-        e.histogram(name, topic, &self.tx_records);
-        let name = "checksite_consumer_rollup_fold_duration_seconds";
-        e.family(
-            name,
-            Kind::Histogram,
-            "Time of the rollup folds that folded something, seconds (each updates every series it brings once: it grows with the series).",
-        );
-        e.histogram(name, topic, &self.fold_seconds);
+        let histograms = [
+            (
+                "checksite_consumer_transaction_duration_seconds",
+                "Time of committed transactions, seconds.",
+                &self.tx_seconds,
+            ),
+            (
+                "checksite_consumer_transaction_records",
+                "Records (stored, already stored and rejected) per committed transaction.",
+                &self.tx_records,
+            ),
+            (
+                "checksite_consumer_rollup_fold_duration_seconds",
+                "Time of the rollup folds that folded something, seconds (each updates every series it brings once: it grows with the series).",
+                &self.fold_seconds,
+            ),
+        ];
+        for (name, help, h) in histograms {
+            e.family(name, Kind::Histogram, help);
+            e.histogram(name, topic, h);
+        }
         let name = "checksite_consumer_last_commit_timestamp_seconds";
         e.family(
             name,
