@@ -209,8 +209,9 @@ listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.se
 EOF
   local cluster
   cluster=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  # `--cluster-id=`: an id starting with "-" (one in 64) is otherwise read as an option.
   java -cp "$JARS/*" -Dlog4j2.configurationFile="$k/log4j2.properties" kafka.tools.StorageTool format \
-    -t "$cluster" -c "$k/server.properties" \
+    --cluster-id="$cluster" -c "$k/server.properties" \
     --add-scram "SCRAM-SHA-256=[name=checksite,password=$SASL_PASSWORD]" \
     --add-scram "SCRAM-SHA-512=[name=checksite,password=$SASL_PASSWORD]" >"$k/format.log" 2>&1 ||
     die "formatting Kafka's storage failed: see $k/format.log"
