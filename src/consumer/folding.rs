@@ -160,13 +160,15 @@ async fn run(
         }
         folded_at = tokio::time::Instant::now();
         let folded = fold_all(&postgres, &mut db, &mut ahead, &mut failing).await;
+        let took = folded_at.elapsed();
         if folded > 0 {
-            timer(folded_at.elapsed());
+            timer(took);
         }
         if last {
             return;
         }
-        fold_took = say_when_spread(fold_took, folded_at.elapsed());
+        say_when_spread(fold_took, took);
+        fold_took = took;
         // With nothing to fold (no events), the windows move with the clock all the same.
         if tokio::time::Instant::now() >= next_align {
             next_align = tokio::time::Instant::now() + ALIGN_EVERY;
@@ -198,9 +200,9 @@ fn fold_interval(behind: bool, last_took: Duration) -> Duration {
     every.max(last_took * FOLD_SHARE)
 }
 
-/// The last fold's time, `took`; said when folds spread out (the page trails by as much)
-/// and when they come every second again.
-fn say_when_spread(before: Duration, took: Duration) -> Duration {
+/// Say when folds spread out (the last took `took`, the one before `before`: the page
+/// trails by as much) and when they come every second again.
+fn say_when_spread(before: Duration, took: Duration) {
     let spread = |t: Duration| t * FOLD_SHARE > FOLD_EVERY;
     if spread(took) && !spread(before) {
         log::info!(
@@ -211,7 +213,6 @@ fn say_when_spread(before: Duration, took: Duration) -> Duration {
     } else if spread(before) && !spread(took) {
         log::info!("rollups: folding every second again");
     }
-    took
 }
 
 /// Fold until nothing is left: a backlog goes in folds of [`FOLD_MOST`]; returns how many

@@ -264,6 +264,15 @@ impl ConsumerMetrics {
             );
         }
         self.render_partitions(&mut e);
+        self.render_transactions(&mut e);
+        self.render_alerts(&mut e);
+        self.list.render(&mut e, "consumer");
+        e.finish()
+    }
+
+    /// Transactions by outcome, their time and records, the folds' time, the last commit.
+    fn render_transactions(&self, e: &mut Exposition) {
+        let topic = &self.topic_label;
         let name = "checksite_consumer_transactions_total";
         e.family(
             name,
@@ -308,9 +317,6 @@ impl ConsumerMetrics {
             "When the last transaction committed, Unix seconds; 0 before the first.",
         );
         e.sample(name, topic, self.last_commit.get());
-        self.render_alerts(&mut e);
-        self.list.render(&mut e, "consumer");
-        e.finish()
     }
 
     fn render_alerts(&self, e: &mut Exposition) {

@@ -16,7 +16,7 @@ use crate::consumer::series_hash::SeriesMap;
 use crate::consumer::windows::{Alignment, Figures, WindowDelta};
 
 /// The windows' alignment, locked for this transaction (None before the first).
-pub(crate) async fn alignment(tx: &Transaction<'_>) -> Result<Option<Alignment>, StoreError> {
+async fn alignment(tx: &Transaction<'_>) -> Result<Option<Alignment>, StoreError> {
     // Unnamed (typed): one message, no round trip to prepare it first, so that a fold's
     // window additions can follow its other statements in the pipeline (see `clock`).
     let rows = tx
@@ -367,7 +367,7 @@ pub(crate) async fn read_changed(
 }
 
 /// The time the windows should end at now, by the database's clock.
-pub(crate) async fn now(tx: &Transaction<'_>) -> Result<DateTime<Utc>, StoreError> {
+async fn now(tx: &Transaction<'_>) -> Result<DateTime<Utc>, StoreError> {
     let rows = tx
         .query_typed("SELECT now()", &[])
         .await
