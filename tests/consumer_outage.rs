@@ -58,6 +58,22 @@ async fn seconds_since_a_fetch(http: u16) -> f64 {
     chrono::Utc::now().timestamp_millis() as f64 / 1000.0 - latest
 }
 
+/// `/readyz`'s answer once `wanted` holds of it, asked every 200 ms for 30 s at most.
+async fn readyz_when(http: u16, wanted: impl Fn(u16, &str) -> bool, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = common::http_get_when_up(http, "/readyz").await;
+        if wanted(status, &body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} from /readyz in 30 s; the last: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn postgres_and_broker_restarted_mid_stream() {
     let tb = testbed_or_skip!();
@@ -118,6 +134,11 @@ async fn postgres_and_broker_restarted_mid_stream() {
         quiet >= 4.0,
         "a fetch answered {quiet:.1} s ago, the broker away for 5 s"
     );
+    // Not ready while Kafka is away, saying so (the fetch's long poll and 5 s of silence,
+    // or a failed fetch, come first); alive all along.
+    let said = readyz_when(http, |status, _| status == 503, "503 with the broker away").await;
+    assert!(said.contains("Kafka: partition"), "{said}");
+    assert_eq!(common::http_get_when_up(http, "/healthz").await.0, 200);
     common::testbed_script("start-kafka");
     drop(kafka_back);
 
@@ -145,7 +166,9 @@ async fn postgres_and_broker_restarted_mid_stream() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Kafka answers again: the fetchers' long polls (5 s at most) move it again.
+    // Kafka answers again: the fetchers' long polls (5 s at most) move it again, and the
+    // consumer is ready again.
+    readyz_when(http, |status, _| status == 200, "200 with the broker back").await;
     let quiet = seconds_since_a_fetch(http).await;
     assert!(
         quiet < 10.0,

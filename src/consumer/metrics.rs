@@ -41,7 +41,7 @@ static ROWS: [f64; 11] = [
 ];
 
 /// One partition this consumer holds.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct PartitionState {
     /// The next offset to consume, as committed in `kafka_offsets`.
     committed: Option<i64>,
@@ -50,6 +50,9 @@ struct PartitionState {
     /// When Kafka last answered a fetch of it, Unix ms: a fetch waits 5 s at most for
     /// records, so a consumer whose Kafka answers moves this every few seconds, idle or not.
     last_fetch_ms: Option<u64>,
+    /// Why its fetches fail or go unanswered now (said by `/readyz`); None while Kafka
+    /// answers them.
+    kafka_failing: Option<String>,
 }
 
 /// Everything the consumer counts, and its health.
@@ -154,7 +157,7 @@ impl ConsumerMetrics {
         let mut partitions = self.partitions();
         let before = std::mem::take(&mut *partitions);
         for (p, committed) in held {
-            let mut state = before.get(&p).copied().unwrap_or_default();
+            let mut state = before.get(&p).cloned().unwrap_or_default();
             if committed.is_some() {
                 state.committed = committed;
             }
@@ -187,6 +190,14 @@ impl ConsumerMetrics {
         if let Some(p) = self.partitions().get_mut(&partition) {
             p.log_end = Some(high_watermark);
             p.last_fetch_ms = Some(unix_ms());
+            p.kafka_failing = None;
+        }
+    }
+
+    /// Fetches of `partition` fail or go unanswered, for `why` (until the next answer).
+    pub(crate) fn kafka_failing(&self, partition: i32, why: String) {
+        if let Some(p) = self.partitions().get_mut(&partition) {
+            p.kafka_failing = Some(why);
         }
     }
 
@@ -400,13 +411,26 @@ impl ConsumerMetrics {
         }
     }
 
-    /// Ok when PostgreSQL answers and a lease round is done.
+    /// Ok when PostgreSQL answers, a lease round is done, and Kafka answers the fetches
+    /// of every partition held.
     pub fn ready(&self) -> Result<(), String> {
         if let Some(why) = &*self.not_ready.lock().unwrap_or_else(|e| e.into_inner()) {
             return Err(why.clone());
         }
         if !self.lease_round_done.load(Ordering::Relaxed) {
             return Err("no partition lease taken yet".into());
+        }
+        let held = self.partitions();
+        let mut failing = held
+            .iter()
+            .filter_map(|(n, p)| Some((n, p.kafka_failing.as_deref()?)));
+        if let Some((first, why)) = failing.next() {
+            let others = failing.count();
+            let more = match others {
+                0 => String::new(),
+                n => format!(" (and {n} more partition(s))"),
+            };
+            return Err(format!("Kafka: partition {first}: {why}{more}"));
         }
         Ok(())
     }
@@ -427,6 +451,27 @@ impl Endpoints for ConsumerMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_ready_while_kafka_fails_a_held_partitions_fetches() {
+        let m = ConsumerMetrics::new("t");
+        m.lease_round_done();
+        m.holding([(0, Some(1)), (3, Some(1))].into_iter());
+        assert_eq!(m.ready(), Ok(()));
+        m.kafka_failing(3, "Kafka has not answered a fetch for 10 s".into());
+        let why = m.ready().unwrap_err();
+        assert_eq!(
+            why,
+            "Kafka: partition 3: Kafka has not answered a fetch for 10 s"
+        );
+        m.kafka_failing(0, "fetch: connection refused".into());
+        assert!(m.ready().unwrap_err().contains("(and 1 more partition(s))"));
+        // Answered again: ready; a partition let go takes its failure with it.
+        m.log_end(3, 5);
+        assert!(m.ready().unwrap_err().contains("partition 0"));
+        m.holding([(3, None)].into_iter());
+        assert_eq!(m.ready(), Ok(()));
+    }
 
     #[test]
     fn lag_sums_what_each_held_partition_has_not_committed() {

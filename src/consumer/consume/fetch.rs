@@ -137,8 +137,13 @@ pub(super) struct FetchJob {
     pub(super) stop_at: Option<i64>,
 }
 
-/// Retry `attempt` with backoff until it succeeds; each failure is logged once.
-pub(super) async fn until_ok<T, F, Fut>(partition: i32, what: &str, mut attempt: F) -> T
+/// Retry `attempt` with backoff until it succeeds; each failure is logged once, and said
+/// by `/readyz` until the partition's next fetch is answered.
+pub(super) async fn until_ok<T, F, Fut>(
+    (partition, metrics): (i32, &ConsumerMetrics),
+    what: &str,
+    mut attempt: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, KafkaError>>,
@@ -146,11 +151,14 @@ where
     let mut backoff = Duration::from_millis(200);
     let mut said = false;
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), attempt()).await {
+        let why = match tokio::time::timeout(Duration::from_secs(30), attempt()).await {
             Ok(Ok(v)) => return v,
-            Ok(Err(e)) if !said => log::warn!("partition {partition}: {what}: {e}; retrying"),
-            Err(_) if !said => log::warn!("partition {partition}: {what} timed out; retrying"),
-            _ => {}
+            Ok(Err(e)) => format!("{what}: {e}"),
+            Err(_) => format!("{what} timed out"),
+        };
+        if !said {
+            log::warn!("partition {partition}: {why}; retrying");
+            metrics.kafka_failing(partition, why);
         }
         said = true;
         tokio::time::sleep(backoff).await;
@@ -219,7 +227,7 @@ impl PartitionFetch {
         let (pc, earliest) = match job.warm.take() {
             Some(warm) => (warm.pc, Some(warm.earliest)),
             None => {
-                let pc = until_ok(partition, "partition lookup", || {
+                let pc = until_ok((partition, &job.shared.metrics), "partition lookup", || {
                     kafka::partition_client(&job.shared.kafka, &job.shared.topic, partition)
                 })
                 .await;
@@ -230,7 +238,7 @@ impl PartitionFetch {
             (Some(offset), _) => (offset, false),
             (None, Some(earliest)) => (earliest, true),
             (None, None) => {
-                let earliest = until_ok(partition, "list offsets", || {
+                let earliest = until_ok((partition, &job.shared.metrics), "list offsets", || {
                     kafka::offset_at(&pc, OffsetAt::Earliest)
                 })
                 .await;
@@ -297,10 +305,9 @@ impl PartitionFetch {
             tokio::select! {
                 answer = &mut fetch => answer,
                 _ = tokio::time::sleep(silent) => {
-                    log::warn!(
-                        "partition {partition}: Kafka has not answered a fetch for {} s; waiting",
-                        silent.as_secs()
-                    );
+                    let why = format!("Kafka has not answered a fetch for {} s", silent.as_secs());
+                    log::warn!("partition {partition}: {why}; waiting");
+                    job.shared.metrics.kafka_failing(partition, why);
                     self.failing = true;
                     fetch.await
                 }
@@ -341,6 +348,7 @@ impl PartitionFetch {
                 if !self.failing {
                     let e = kafka::request_error("fetch", &e);
                     log::warn!("partition {partition}: {e}; retrying");
+                    job.shared.metrics.kafka_failing(partition, e.to_string());
                     self.failing = true;
                 }
                 tokio::time::sleep(self.backoff).await;
@@ -349,6 +357,8 @@ impl PartitionFetch {
             Err(_) => {
                 if !self.failing {
                     log::warn!("partition {partition}: Kafka fetch timed out; retrying");
+                    let why = "a fetch timed out".to_string();
+                    job.shared.metrics.kafka_failing(partition, why);
                     self.failing = true;
                 }
             }
