@@ -137,6 +137,11 @@ for round in $(seq 1 "$rounds"); do
   psql -qAt "$db_url" -c "CREATE TABLE events_raw (LIKE events INCLUDING ALL)"
   psql -qAt "$db_url" -c '\timing on' -c "COPY events_raw ($cols) FROM '$copy_file' (FORMAT binary)" |
     sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n 1 >>"$work/copy-ms"
+  # What a client gets: the same COPY sent by psql (libpq) over the consumer's TLS
+  # connection, into a third table: the ceiling for any client on this machine.
+  psql -qAt "$db_url" -c "CREATE TABLE events_client (LIKE events INCLUDING ALL)"
+  psql -qAt "$db_url" -c '\timing on' -c "\\copy events_client ($cols) FROM '$copy_file' (FORMAT binary)" |
+    sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n 1 >>"$work/client-copy-ms"
   rm -f "$copy_file" 2>/dev/null || true
   psql_admin -c "DROP DATABASE $db" || true
 done
@@ -163,6 +168,11 @@ c_walls=$(sort -n "$work/consumer-walls" | paste -sd/ -)
 c_us=$(median "$work/consumer-us")
 cn_us=$(median "$work/consumer-norollup-us")
 copy_all=$(sort -n "$work/copy-ms" | awk '{ printf "%s%.0f", (NR > 1 ? "/" : ""), $1 }')
+client_ms=$(median "$work/client-copy-ms")
+client_rate=$(awk -v n="$events" -v ms="$client_ms" 'BEGIN { printf "%.0f", n / (ms / 1000) }')
+client_ratio=$(awk -v a="$c_rate" -v b="$client_rate" 'BEGIN { printf "%.0f", 100 * a / b }')
+client_of_raw=$(awk -v a="$client_rate" -v b="$copy_rate" 'BEGIN { printf "%.0f", 100 * a / b }')
+client_all=$(sort -n "$work/client-copy-ms" | awk '{ printf "%s%.0f", (NR > 1 ? "/" : ""), $1 }')
 
 # ---- 2. producer: many targets at a 1 s interval against a local site
 $tools serve "$port" &
@@ -753,6 +763,8 @@ table=$(
 | consumer throughput (\`--drain\`, $events events, 6 partitions; median of $rounds, walls $c_walls s) | $c_rate events/s | ≥ 100,000 | $(verdict "$c_rate" 100000 ge) |
 | raw binary \`COPY ... FROM\` file, same rows and indexes (median of $rounds: $copy_all ms) | $copy_rate rows/s | | |
 | consumer / raw COPY (medians) | $ratio % | ≥ 65 % | $(verdict "$ratio" 65 ge) |
+| psql's \`\\copy\` of the same rows from the client over TLS, as the consumer sends them (median of $rounds: $client_all ms); its share of the raw COPY | $client_rate rows/s, $client_of_raw % | | |
+| consumer / psql \`\\copy\` (medians) | $client_ratio % | | |
 | consumer with \`CK_HTTP_ADDR\` scraped every 1 s (median of $rounds) / without | $cs_rate events/s, $cs_ratio % | unchanged | |
 | consumer with rollups (the default, above) / without (\`CK_ROLLUPS=off\`: $cn_rate events/s, median of $rounds) | $rollup_ratio % | ≥ 85 % | $(verdict "$rollup_ratio" 85 ge) |
 | consumer CPU per event (user + sys of the process, \`--drain\` above; median of $rounds): rollups on / off | $c_us µs / $cn_us µs | ≤ 4 µs (on) | $(verdict "$c_us" 4 le) |
