@@ -137,6 +137,15 @@ pub(super) struct FetchJob {
     pub(super) stop_at: Option<i64>,
 }
 
+/// Fetches of `job`'s partition fail (`why`), from now until the next answer: said once in
+/// the log (then what the fetcher does: `next`) and by `/readyz` meanwhile. A function of
+/// `failing`, not of the fetcher: the fetch under way borrows the fetcher's client.
+fn start_failing(failing: &mut bool, job: &FetchJob, why: String, next: &str) {
+    log::warn!("partition {}: {why}; {next}", job.partition);
+    job.shared.metrics.kafka_failing(job.partition, why);
+    *failing = true;
+}
+
 /// Retry `attempt` with backoff until it succeeds; each failure is logged once, and said
 /// by `/readyz` until the partition's next fetch is answered.
 pub(super) async fn until_ok<T, F, Fut>(
@@ -306,9 +315,7 @@ impl PartitionFetch {
                 answer = &mut fetch => answer,
                 _ = tokio::time::sleep(silent) => {
                     let why = format!("Kafka has not answered a fetch for {} s", silent.as_secs());
-                    log::warn!("partition {partition}: {why}; waiting");
-                    job.shared.metrics.kafka_failing(partition, why);
-                    self.failing = true;
+                    start_failing(&mut self.failing, job, why, "waiting");
                     fetch.await
                 }
             }
@@ -347,19 +354,19 @@ impl PartitionFetch {
             Ok(Err(e)) => {
                 if !self.failing {
                     let e = kafka::request_error("fetch", &e);
-                    log::warn!("partition {partition}: {e}; retrying");
-                    job.shared.metrics.kafka_failing(partition, e.to_string());
-                    self.failing = true;
+                    start_failing(&mut self.failing, job, e.to_string(), "retrying");
                 }
                 tokio::time::sleep(self.backoff).await;
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
             }
             Err(_) => {
                 if !self.failing {
-                    log::warn!("partition {partition}: Kafka fetch timed out; retrying");
-                    let why = "a fetch timed out".to_string();
-                    job.shared.metrics.kafka_failing(partition, why);
-                    self.failing = true;
+                    start_failing(
+                        &mut self.failing,
+                        job,
+                        "Kafka fetch timed out".into(),
+                        "retrying",
+                    );
                 }
             }
         }
