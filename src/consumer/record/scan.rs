@@ -75,12 +75,17 @@ struct Scanner<'a> {
     at: usize,
 }
 
+// The small steps are always inlined: at opt-level "s" each was a call, and each key's
+// comparison a call to memcmp; inlined into `scan`, the constant keys compare as words
+// (decoding 100,000 events took 20-30 % less time, four A/B pairs of a release test build).
 impl<'a> Scanner<'a> {
+    #[inline(always)]
     fn advance(&mut self, n: usize) {
         self.rest = &self.rest[n..];
         self.at += n;
     }
 
+    #[inline(always)]
     fn expect(&mut self, bytes: &[u8]) -> Option<()> {
         if !self.rest.starts_with(bytes) {
             return None;
@@ -90,11 +95,13 @@ impl<'a> Scanner<'a> {
     }
 
     /// `key` (with its comma and colon), then its value.
+    #[inline(always)]
     fn field<T>(&mut self, key: &[u8], value: impl FnOnce(&mut Self) -> Option<T>) -> Option<T> {
         self.expect(key)?;
         value(self)
     }
 
+    #[inline(always)]
     fn text_field(&mut self, key: &[u8]) -> Option<Option<Cow<'a, str>>> {
         self.field(key, |s| s.or_null(Scanner::string))
             .map(|t| t.map(Cow::Borrowed))
@@ -108,6 +115,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    #[inline(always)]
     fn or_null<T>(&mut self, value: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
         match self.rest.starts_with(b"null") {
             true => {
