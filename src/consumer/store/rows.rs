@@ -359,6 +359,9 @@ mod tests {
         legacy.producer = None;
         legacy.elapsed = None;
         legacy.ts = chrono::DateTime::from_timestamp(946_684_799, 1_000).unwrap();
+        rows.push(legacy.clone());
+        // Before 2000 by a time that is not whole microseconds: rounded toward zero.
+        legacy.ts = chrono::DateTime::from_timestamp(946_684_799, 1_500).unwrap();
         rows.push(legacy);
         for (i, e) in rows.iter().enumerate() {
             let mut encoder = RowEncoder::with_capacity(1);
