@@ -55,7 +55,17 @@ impl RecentCheck {
 /// `into` and `more` (each newest first) merged: the newest [`RECENT_CHECKS`].
 /// A merge, not a sort: it runs for every series of every delta a fold reads (a sort
 /// there was 1 % of a drain's CPU). At the same time, `into`'s go first.
-pub(crate) fn merge_recent(into: &mut Vec<RecentCheck>, more: Vec<RecentCheck>) {
+pub(crate) fn merge_recent(into: &mut Vec<RecentCheck>, mut more: Vec<RecentCheck>) {
+    // The usual case, a later delta's checks all newer than those held: `more` goes in
+    // front, in place. The merge below made a new list per series and delta, the most
+    // CPU of a fold (13 %, perf, 25 deltas of 1,000 series).
+    let newest_held = into.first().map_or(i64::MIN, |c| c.at_ms);
+    if more.last().is_none_or(|c| c.at_ms > newest_held) {
+        into.truncate(RECENT_CHECKS.saturating_sub(more.len()));
+        more.truncate(RECENT_CHECKS);
+        into.splice(0..0, more);
+        return;
+    }
     let mut held = std::mem::replace(into, Vec::with_capacity(RECENT_CHECKS)).into_iter();
     let mut more = more.into_iter();
     let (mut a, mut b) = (held.next(), more.next());
