@@ -1,9 +1,8 @@
 //! The stored form's round trips: every field, history-only series, an older build's
 //! JSON, and every cut or damaged body.
 
-use super::super::super::tests::input;
 use super::*;
-use crate::consumer::rollup::Rollups;
+use crate::consumer::rollup::tests::input;
 
 /// Rollups with every optional field both set and unset, negative and large numbers,
 /// an error longer than a recent check keeps, a removed target's checks.
