@@ -214,7 +214,38 @@ pub fn format_time(t: &DateTime<Utc>) -> String {
 
 /// An RFC 3339 time, in UTC (what every reader of an event's times uses).
 pub(crate) fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
-    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc))
+    match as_formatted(s.as_bytes()) {
+        Some(t) => Ok(t),
+        None => DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)),
+    }
+}
+
+/// A time exactly as [`format_time`] writes it (`2026-11-28T06:31:33.123Z`), read by
+/// position; None for any other text, which chrono then decides (a leap second
+/// included). chrono's general parser was 2.8 % of the consumer's CPU (perf, 200,000-event
+/// drain: two times an event); by position, 200,000 times take ~4.7 ms instead of ~7
+/// (release test build). A test holds the two to the same answers.
+fn as_formatted(b: &[u8]) -> Option<DateTime<Utc>> {
+    let shape = b.len() == 24
+        && (b[4], b[7], b[10], b[13], b[16], b[19], b[23])
+            == (b'-', b'-', b'T', b':', b':', b'.', b'Z');
+    if !shape {
+        return None;
+    }
+    let number = |at: std::ops::Range<usize>| {
+        b[at].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let (second, milli) = (number(17..19)?, number(20..23)?);
+    if second >= 60 {
+        return None;
+    }
+    let date =
+        chrono::NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)?;
+    let time =
+        chrono::NaiveTime::from_hms_milli_opt(number(11..13)?, number(14..16)?, second, milli)?;
+    Some(date.and_time(time).and_utc())
 }
 
 /// Parses RFC 3339 straight from the JSON text, without an intermediate String: this runs
@@ -385,5 +416,62 @@ pub(crate) mod tests {
         );
         let back: CheckEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, ev);
+    }
+
+    /// The by-position reading of [`format_time`]'s texts gives chrono's answer: over
+    /// times as written and texts one character or one field off them (a month 13, a
+    /// 30 February, a leap second, an offset instead of `Z`), whatever it reads is what
+    /// chrono reads, and what it leaves chrono reads the same as before.
+    #[test]
+    fn times_as_formatted_read_as_chrono_reads_them() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |below: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (seed >> 33) % below
+        };
+        let chrono_reads = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc));
+        let fields = [
+            (0..4, &["0000", "1969", "2000", "2024", "2100", "9999"][..]),
+            (5..7, &["00", "01", "02", "12", "13", "99"]),
+            (8..10, &["00", "01", "28", "29", "30", "31", "32"]),
+            (11..13, &["00", "23", "24"]),
+            (14..16, &["00", "59", "60"]),
+            (17..19, &["00", "59", "60", "61"]),
+            (20..23, &["000", "999"]),
+        ];
+        let chars = b"0129-:.TtZz +";
+        let (mut read, mut left) = (0, 0);
+        for _ in 0..200_000 {
+            let at = DateTime::from_timestamp_millis(
+                next(400_000_000_000_000) as i64 - 62_000_000_000_000,
+            );
+            let mut text = format_time(&at.unwrap()).into_bytes();
+            match next(4) {
+                0 => {}
+                1 => text[next(24) as usize] = chars[next(chars.len() as u64) as usize],
+                2 => {
+                    let (range, values) = &fields[next(fields.len() as u64) as usize];
+                    let value = values[next(values.len() as u64) as usize].as_bytes();
+                    text[range.clone()].copy_from_slice(value);
+                }
+                _ => text.truncate(next(25) as usize),
+            }
+            let Ok(text) = String::from_utf8(text) else {
+                continue;
+            };
+            match as_formatted(text.as_bytes()) {
+                Some(t) => {
+                    read += 1;
+                    assert_eq!(Ok(t), chrono_reads(&text), "{text}");
+                }
+                None => left += 1,
+            }
+            assert_eq!(parse_rfc3339(&text), chrono_reads(&text), "{text}");
+        }
+        // Both paths were taken, many times.
+        assert!(
+            read > 50_000 && left > 50_000,
+            "{read} read, {left} left to chrono"
+        );
     }
 }
