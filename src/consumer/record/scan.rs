@@ -78,14 +78,14 @@ fn hyphenated(b: &[u8]) -> Option<u128> {
     if (b[8], b[13], b[18], b[23]) != (b'-', b'-', b'-', b'-') {
         return None;
     }
-    // The digits' values or'ed together: one test at the end for a byte that is none.
+    // The digits' values or'ed together: 0xFF once any byte is not one (one test at the end).
     let (mut n, mut bad) = (0u128, 0u8);
     for at in ID_DIGITS {
         let d = HEX_DIGITS[usize::from(b[at])];
         bad |= d;
         n = n << 4 | u128::from(d & 0xF);
     }
-    (bad < 16).then_some(n)
+    (bad != 0xFF).then_some(n)
 }
 
 /// Where a hyphenated id's 32 digits are: around the hyphens at 8, 13, 18 and 23.
