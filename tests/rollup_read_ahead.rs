@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{consumer, open, query_i64};
+use common::{open, query_i64};
 
 /// The advisory lock every fold takes (`FOLD_LOCK` in src/consumer/store/rollups.rs):
 /// held here, the consumers' folds find another consumer folding and leave the deltas.
@@ -31,7 +31,7 @@ async fn a_read_ahead_ended_halfway_counts_no_check_twice() {
     lock.execute("SELECT pg_advisory_lock($1)", &[&FOLD_LOCK])
         .await
         .unwrap();
-    drain_with_batches(&tb, &first, &url, 2000).await;
+    common::drain_with(&tb, &first, &url, &[("CK_BATCH_EVENTS", "2000")]).await;
     let waiting = query_i64(&lock, "SELECT count(*) FROM rollup_deltas").await;
     assert!(
         waiting >= 50,
@@ -40,8 +40,8 @@ async fn a_read_ahead_ended_halfway_counts_no_check_twice() {
     // The second drain's folder reads those 50 ahead within its first 50 ms: that read
     // is ended once under way, and the folds are let go.
     let killer = tokio::spawn(end_first_read_ahead(open(&pg).await));
-    let second_drain = drain_with_batches(&tb, &second, &url, 200);
-    let (ended, ()) = tokio::join!(
+    let second_drain = common::drain_with(&tb, &second, &url, &[("CK_BATCH_EVENTS", "200")]);
+    let (ended, _) = tokio::join!(
         async {
             let ended = killer.await.unwrap();
             lock.execute("SELECT pg_advisory_unlock($1)", &[&FOLD_LOCK])
@@ -62,21 +62,6 @@ async fn a_read_ahead_ended_halfway_counts_no_check_twice() {
         assert_eq!(query_i64(&db, &sql).await, n_first + n_second, "{table}");
     }
     assert_eq!(common::rollup_mismatches(&db).await, 0);
-}
-
-/// `--drain` of `topic` in transactions of `batch` events; must succeed within 120 s.
-async fn drain_with_batches(tb: &common::Testbed, topic: &str, url: &str, batch: usize) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        consumer(tb, topic, url, &["--drain"])
-            .env("CK_BATCH_EVENTS", batch.to_string())
-            .output(),
-    )
-    .await
-    .expect("--drain must finish")
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
 }
 
 /// End the first read of the deltas seen under way for [`UNDER_WAY`] (within 20 s);

@@ -163,13 +163,17 @@ pub fn consumer(tb: &Testbed, topic: &str, db_url: &str, args: &[&str]) -> Comma
 
 /// `checksite-consumer --drain`, which must succeed within 120 s; returns its stdout.
 pub async fn drain(tb: &Testbed, topic: &str, db_url: &str) -> String {
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        consumer(tb, topic, db_url, &["--drain"]).output(),
-    )
-    .await
-    .expect("--drain must finish")
-    .unwrap();
+    drain_with(tb, topic, db_url, &[]).await
+}
+
+/// [`drain`] with more settings in its environment (`CK_BATCH_EVENTS`, …).
+pub async fn drain_with(tb: &Testbed, topic: &str, db_url: &str, env: &[(&str, &str)]) -> String {
+    let mut cmd = consumer(tb, topic, db_url, &["--drain"]);
+    cmd.envs(env.iter().copied());
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("--drain must finish")
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "consumer failed: {stderr}");
     String::from_utf8_lossy(&out.stdout).into_owned()
