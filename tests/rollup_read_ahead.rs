@@ -8,11 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use checksite::consumer::store::FOLD_LOCK;
 use common::{open, query_i64};
-
-/// The advisory lock every fold takes (`FOLD_LOCK` in src/consumer/store/rollups.rs):
-/// held here, the consumers' folds find another consumer folding and leave the deltas.
-const FOLD_LOCK: i64 = 0x636b_7369_7465_0002;
 
 /// How long a read of the deltas must have been under way before it is ended: past its
 /// sort of 50 rows (a few ms), while it sends their ~10 MB, the first ones merged.
@@ -32,11 +29,9 @@ async fn a_read_ahead_ended_halfway_counts_no_check_twice() {
         .await
         .unwrap();
     common::drain_with(&tb, &first, &url, &[("CK_BATCH_EVENTS", "2000")]).await;
+    // Held here, the lock made the drain's folds leave every delta.
     let waiting = query_i64(&lock, "SELECT count(*) FROM rollup_deltas").await;
-    assert!(
-        waiting >= 50,
-        "{waiting} deltas left unfolded: is FOLD_LOCK still the folds' lock?"
-    );
+    assert!(waiting >= 50, "{waiting} deltas left unfolded");
     // The second drain's folder reads those 50 ahead within its first 50 ms: that read
     // is ended once under way, and the folds are let go.
     let killer = tokio::spawn(end_first_read_ahead(open(&pg).await));

@@ -78,6 +78,7 @@ pub(crate) use maintenance::{in_maintenance_now, matching};
 pub(crate) use retention::{
     prune_events, prune_oldest, retention_lock, retention_unlock, vacuum_events,
 };
+pub use rollups::FOLD_LOCK;
 pub(crate) use rollups::{align_windows, fold_rollups, forget_quiet_series};
 pub(crate) use rows::{Batch, Derived, Rejected, RowEncoder};
 pub use schema::{SCHEMA_VERSION, migrate};

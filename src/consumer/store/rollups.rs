@@ -15,9 +15,10 @@ use crate::consumer::rollup::{Bucket, BucketKey, Delta, Folded, LATENCY_BUCKETS}
 use crate::consumer::windows::{Alignment, window_deltas};
 use crate::event::ErrorKind;
 
-/// Held (for its transaction) by the consumer folding: folds happen one at a time, in the
-/// order the deltas were committed, whichever consumer runs them.
-const FOLD_LOCK: i64 = 0x636b_7369_7465_0002;
+/// The PostgreSQL advisory lock held (for its transaction) by the consumer folding: folds
+/// happen one at a time, in the order the deltas were committed, whichever consumer runs
+/// them. A session holding it keeps every consumer's folds waiting (the tests do).
+pub const FOLD_LOCK: i64 = 0x636b_7369_7465_0002;
 
 /// Fold up to `most` committed deltas into the rollup tables, those read ahead first;
 /// returns how many were folded (0 also when another consumer is folding now, `ahead`
