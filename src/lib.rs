@@ -72,6 +72,8 @@
 //!   - [`subcommand`]: the admin subcommands' contract (parse, run once, print, exit
 //!     0/1/2), for `targets …` and `maintenance …`.
 //!   - [`logging`]: the log format and level (`CK_LOG_LEVEL`).
+//!   - [`memory`]: the consumer's allocator (dlmalloc, with a cache of freed small blocks
+//!     on its busy threads).
 //!   - [`observe`]: `CK_HTTP_ADDR`: the HTTP server (`/metrics`, `/healthz`, `/readyz`),
 //!     the Prometheus text format, the liveness of the programs' loops, and
 //!     `CK_HTTP_CONFIG` (TLS, basic auth: `observe::web_config`).
@@ -84,6 +86,7 @@ pub mod consumer;
 pub mod event;
 pub mod kafka;
 pub mod logging;
+pub mod memory;
 pub mod observe;
 pub mod producer;
 pub mod secret;

@@ -10,7 +10,7 @@ use checksite::shutdown::Shutdown;
 use checksite::{EXIT_CONFIG, logging, subcommand};
 
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: checksite::memory::CachingDlmalloc = checksite::memory::CachingDlmalloc;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let _blocks = checksite::memory::ThreadBlockCache::start();
     runtime.block_on(async {
         match consume::run(config, Shutdown::on_signals(), http).await {
             Ok(summary) => {

@@ -95,6 +95,7 @@ impl RollupFolder {
         std::thread::Builder::new()
             .name("rollups".into())
             .spawn(move || {
+                let _blocks = crate::memory::ThreadBlockCache::start();
                 let _ = runtime.block_on(thread_ends);
             })?;
         Ok(RollupFolder {

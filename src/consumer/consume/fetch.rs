@@ -90,6 +90,8 @@ impl KafkaThread {
         std::thread::Builder::new()
             .name("kafka".into())
             .spawn(move || {
+                // Each record's key and value are allocated and freed here.
+                let _blocks = crate::memory::ThreadBlockCache::start();
                 // Returns when the sender is dropped; the runtime's tasks go with it.
                 let _ = runtime.block_on(stopped);
             })
