@@ -16,6 +16,9 @@
 //!
 //! This module must never allocate, block or panic: it runs inside every allocation.
 
+#[cfg(target_arch = "x86_64")]
+mod byte_ops;
+
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -30,9 +33,10 @@ const CLASSES: usize = 64;
 /// The largest block a cache holds: a Kafka record's value (~350 bytes) is well within.
 pub const SMALL_BYTES: usize = GRANULE * CLASSES;
 
-/// Most bytes a thread's cache holds per class: 1,024 blocks of 16 bytes, 16 of 1 KiB;
-/// at most 1 MiB per thread in all.
-pub const CACHED_BYTES: usize = 16 * 1024;
+/// Most bytes a thread's cache holds per class: 256 blocks of 16 bytes, 4 of 1 KiB; at
+/// most 256 KiB per thread in all. What it saves is the lock of short-lived blocks, freed
+/// and allocated again in turn; at 16 KiB a class the drain's peak RSS was 1-2 MiB higher.
+pub const CACHED_BYTES: usize = 4 * 1024;
 
 /// The consumer's global allocator (`#[global_allocator]` in its binary).
 pub struct CachingDlmalloc;
