@@ -73,7 +73,7 @@
 //!     0/1/2), for `targets …` and `maintenance …`.
 //!   - [`logging`]: the log format and level (`CK_LOG_LEVEL`).
 //!   - [`memory`]: the consumer's allocator (dlmalloc, with a cache of freed small blocks
-//!     on its busy threads).
+//!     on its busy threads), and the memcpy/memset/memcmp of both programs' musl build.
 //!   - [`observe`]: `CK_HTTP_ADDR`: the HTTP server (`/metrics`, `/healthz`, `/readyz`),
 //!     the Prometheus text format, the liveness of the programs' loops, and
 //!     `CK_HTTP_CONFIG` (TLS, basic auth: `observe::web_config`).

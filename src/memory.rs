@@ -1,13 +1,15 @@
-//! The consumer's memory allocator: dlmalloc (pure Rust, one lock over the whole heap) with
-//! a cache of freed small blocks per thread in front of it, on the threads that ask for
-//! one ([`ThreadBlockCache`]: the consumer's writer, Kafka and rollups threads): their
-//! small allocations then take no lock. (The producer keeps plain dlmalloc: its many
-//! worker threads would each hold a cache, and its RSS at 10,000 targets is over its line.)
+//! Memory: the consumer's allocator, dlmalloc (pure Rust, one lock over the whole heap)
+//! with a cache of freed small blocks per thread in front of it, on the threads that ask
+//! for one ([`ThreadBlockCache`]: the consumer's writer, Kafka and rollups threads), whose
+//! small allocations then take no lock; and (`byte_ops`) the C library's memcpy, memmove,
+//! memset, memcmp and bcmp in both programs' static musl build. (The producer keeps plain
+//! dlmalloc: its many worker threads would each hold a cache, and its RSS at 10,000
+//! targets is over its line.)
 //!
-//! Why: on the consumer's 200,000-event drain (perf, 8 kHz), dlmalloc and its global lock
-//! took ~12 % of the CPU, most of it on the Kafka thread, where each record's key and value
-//! are allocated and freed again within the chunk. A freed block waits in its thread's
-//! cache for the next allocation of its size class.
+//! Why the cache: on the consumer's 200,000-event drain (perf, 8 kHz), dlmalloc and its
+//! global lock took ~12 % of the CPU, most of it on the Kafka thread, where each record's
+//! key and value are allocated and freed within the chunk. A freed block waits in its
+//! thread's cache for the next allocation of its size class.
 //!
 //! Every small block (up to [`SMALL_BYTES`], alignment up to 16) is allocated from dlmalloc
 //! rounded up to its class's size, on every thread, so that a block freed on any thread can
