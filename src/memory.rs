@@ -33,12 +33,12 @@ const GRANULE: usize = 16;
 const CLASSES: usize = 64;
 
 /// The largest block a cache holds: a Kafka record's value (~350 bytes) is well within.
-pub const SMALL_BYTES: usize = GRANULE * CLASSES;
+pub(crate) const SMALL_BYTES: usize = GRANULE * CLASSES;
 
 /// Most bytes a thread's cache holds per class: 256 blocks of 16 bytes, 4 of 1 KiB; at
 /// most 256 KiB per thread in all. What it saves is the lock of short-lived blocks, freed
 /// and allocated again in turn; at 16 KiB a class the drain's peak RSS was 1-2 MiB higher.
-pub const CACHED_BYTES: usize = 4 * 1024;
+pub(crate) const CACHED_BYTES: usize = 4 * 1024;
 
 /// The consumer's global allocator (`#[global_allocator]` in its binary).
 pub struct CachingDlmalloc;
@@ -154,15 +154,15 @@ unsafe impl GlobalAlloc for CachingDlmalloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        match class_of(layout).and_then(cached) {
-            Some(block) => {
-                unsafe { block.write_bytes(0, layout.size()) };
-                block
-            }
-            None => match class_of(layout) {
-                Some(class) => unsafe { DLMALLOC.alloc_zeroed(class_layout(class)) },
-                None => unsafe { DLMALLOC.alloc_zeroed(layout) },
+        match class_of(layout) {
+            Some(class) => match cached(class) {
+                Some(block) => {
+                    unsafe { block.write_bytes(0, layout.size()) };
+                    block
+                }
+                None => unsafe { DLMALLOC.alloc_zeroed(class_layout(class)) },
             },
+            None => unsafe { DLMALLOC.alloc_zeroed(layout) },
         }
     }
 

@@ -3,7 +3,7 @@
 //! head and the tail a byte at a time around a `rep movsq`, which costs tens of cycles to
 //! start. The copies and comparisons the programs make are mostly short (a field, a
 //! URL, a struct of a few hundred bytes): on the consumer's 200,000-event drain (perf,
-//! 8 kHz) musl's `memcpy`, `memset` and `memcmp` were ~13 % of the CPU.
+//! 8 kHz) musl's `memcpy`, `memset` and `memcmp` were ~16 % of the samples.
 //!
 //! Short lengths go through overlapping unaligned loads and stores with no loop; long
 //! copies and fills through `rep movsb` / `rep stosb` (fast on every x86-64 of the last

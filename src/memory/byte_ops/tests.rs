@@ -1,6 +1,6 @@
 //! Each function against the plainest reference (a byte at a time, or the standard
-//! library's slice comparison) over every length up to 300 and some long ones, every
-//! alignment of both ends within 16 bytes, and every overlap of a copy.
+//! library's slice comparison) over every length up to 300 and some long ones, several
+//! alignments of both ends within 16 bytes, and every overlap of a copy up to 300 bytes.
 
 use super::*;
 
