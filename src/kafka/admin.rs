@@ -6,17 +6,13 @@
 //!
 //! It never retries: the caller decides. Every wait is bounded by [`super::REQUEST_TIMEOUT`].
 
-use std::sync::Arc;
-
 use rskafka::client::error::ProtocolError;
-use rskafka::messenger::Messenger;
 use rskafka::protocol::messages::{
     CreateTopicConfig, CreateTopicRequest, CreateTopicsRequest, MetadataRequest,
 };
 use rskafka::protocol::primitives::{Int16, Int32, NullableString, String_};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
+use super::broker::broker;
 use super::{KafkaError, KafkaSettings, REQUEST_TIMEOUT};
 
 /// Create `topic` with `configs` (e.g. `cleanup.policy=compact`) unless it exists.
@@ -117,42 +113,4 @@ async fn controller_address(settings: &KafkaSettings) -> Result<String, String> 
         }
     }
     Err(last)
-}
-
-/// The stream under a messenger: TCP, or TLS over TCP.
-trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
-
-type Broker = Messenger<Box<dyn Duplex>>;
-
-/// Connect to `server` as the client does (TLS, SASL), ready for requests.
-async fn broker(settings: &KafkaSettings, server: &str) -> Result<Broker, String> {
-    let tcp = TcpStream::connect(server)
-        .await
-        .map_err(|e| format!("{server}: {e}"))?;
-    let stream: Box<dyn Duplex> = match settings.tls_config().map_err(|e| e.0)? {
-        None => Box::new(tcp),
-        Some(config) => {
-            let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
-            let name = rustls_pki_types::ServerName::try_from(host.to_string())
-                .map_err(|e| format!("{host}: {e}"))?;
-            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("{server}: TLS: {e}"))?;
-            Box::new(tls)
-        }
-    };
-    let mut messenger = Messenger::new(stream, 100 * 1024 * 1024, Arc::from("checksite"));
-    messenger
-        .sync_versions()
-        .await
-        .map_err(|e| format!("{server}: API versions: {e}"))?;
-    if let Some(sasl) = super::sasl_config(settings) {
-        messenger
-            .do_sasl(sasl)
-            .await
-            .map_err(|e| format!("{server}: SASL: {e}"))?;
-    }
-    Ok(messenger)
 }

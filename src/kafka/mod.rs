@@ -15,7 +15,10 @@ use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 
 mod admin;
+mod broker;
+pub(crate) mod fetch;
 mod partitioner;
+pub(crate) mod record_batch;
 pub mod settings;
 
 pub use partitioner::partition_for;

@@ -33,6 +33,8 @@ pub(super) struct Fetcher {
 #[derive(Clone)]
 pub(super) struct FetchShared {
     pub(super) kafka: Arc<KafkaClient>,
+    /// For the fetchers' own connections to the partitions' leaders.
+    pub(super) settings: Arc<kafka::KafkaSettings>,
     pub(super) topic: String,
     pub(super) batch_events: usize,
     pub(super) batch_wait: Duration,
@@ -56,6 +58,7 @@ impl FetchShared {
         let (tx, rx) = mpsc::channel::<FromFetcher>(CHUNKS_QUEUED);
         let shared = FetchShared {
             kafka: kafka.clone(),
+            settings: Arc::new(config.kafka.clone()),
             topic: config.kafka.topic.clone(),
             batch_events: config.batch_events,
             batch_wait: config.batch_wait,
@@ -90,7 +93,7 @@ impl KafkaThread {
         std::thread::Builder::new()
             .name("kafka".into())
             .spawn(move || {
-                // Each record's key and value are allocated and freed here.
+                // Each fetch's answer, and each chunk's rows, are allocated and freed here.
                 let _blocks = crate::memory::ThreadBlockCache::start();
                 // Returns when the sender is dropped; the runtime's tasks go with it.
                 let _ = runtime.block_on(stopped);
@@ -215,13 +218,16 @@ pub(super) async fn fetch_partition(mut job: FetchJob) {
 /// One partition's fetching state: where the next chunk starts (`offset`), where the next
 /// fetch starts (`fetch_from`), and the records fetched but not yet in a chunk.
 pub(super) struct PartitionFetch {
+    /// For offsets (the earliest, the latest) when the position is out of range.
     pub(super) pc: PartitionClient,
+    /// The fetches themselves, over a connection of their own to the leader.
+    pub(super) leader: LeaderFetch,
     pub(super) offset: i64,
     pub(super) fetch_from: i64,
     /// The partition has no committed offset yet: its first batch creates the row.
     pub(super) new_partition: bool,
     /// Fetched but not yet batched: one fetch can bring more records than a chunk takes.
-    pub(super) pending: VecDeque<RecordAndOffset>,
+    pub(super) pending: VecDeque<FetchedRecord>,
     pub(super) backoff: Duration,
     pub(super) failing: bool,
     /// The last fetch reached the partition's end (its high watermark).
@@ -257,8 +263,10 @@ impl PartitionFetch {
             }
         };
         log::info!("partition {partition}: starting at offset {offset}");
+        let settings = job.shared.settings.clone();
         PartitionFetch {
             pc,
+            leader: LeaderFetch::new(settings, &job.shared.topic, partition),
             offset,
             fetch_from: offset,
             new_partition,
@@ -271,7 +279,7 @@ impl PartitionFetch {
 
     /// Records for the next chunk: up to the chunk size, the partition's end (`--drain`) or
     /// the batch wait, whichever comes first. `offset` moves past what it returns.
-    async fn next_chunk(&mut self, job: &FetchJob) -> Vec<RecordAndOffset> {
+    async fn next_chunk(&mut self, job: &FetchJob) -> Vec<FetchedRecord> {
         let chunk_events = job.shared.batch_events.min(CHUNK_EVENTS);
         let deadline = Instant::now() + job.shared.batch_wait;
         let mut raw = Vec::new();
@@ -302,13 +310,11 @@ impl PartitionFetch {
     /// One fetch request; errors are logged once while they last and retried with backoff.
     async fn fetch_once(&mut self, job: &FetchJob, wait_ms: i32) {
         let partition = job.partition;
-        let fetch = self
-            .pc
-            .fetch_records(self.fetch_from, 1..FETCH_BYTES, wait_ms);
+        let fetch = self.leader.fetch(self.fetch_from, FETCH_BYTES, wait_ms);
         let fetch = tokio::time::timeout(Duration::from_secs(30), fetch);
         tokio::pin!(fetch);
-        // rskafka retries a broker that went away inside the request, silently and for
-        // up to ~25 s: past the long poll's own wait the outage is said, then awaited.
+        // A broker that went away is retried inside the request, silently (as rskafka's
+        // fetch did): past the long poll's own wait the outage is said, then awaited.
         let silent = Duration::from_millis(wait_ms.max(0) as u64) + SILENT_FETCH;
         let answer = if self.failing {
             fetch.await
@@ -323,7 +329,10 @@ impl PartitionFetch {
             }
         };
         match answer {
-            Ok(Ok((records, high))) => {
+            Ok(Ok(Fetched {
+                records,
+                high_watermark: high,
+            })) => {
                 if self.failing {
                     log::info!("partition {partition}: Kafka answers again");
                     self.failing = false;
@@ -341,10 +350,7 @@ impl PartitionFetch {
                 }
                 job.shared.metrics.log_end(partition, high);
             }
-            Ok(Err(ClientError::ServerError {
-                protocol_error: ProtocolError::OffsetOutOfRange,
-                ..
-            })) => {
+            Ok(Err(FetchError::OffsetOutOfRange)) => {
                 let topic = &job.shared.topic;
                 if let Some(skip_to) =
                     out_of_range(&self.pc, partition, self.fetch_from, topic).await
@@ -355,8 +361,8 @@ impl PartitionFetch {
             }
             Ok(Err(e)) => {
                 if !self.failing {
-                    let e = kafka::request_error("fetch", &e);
-                    start_failing(&mut self.failing, job, e.to_string(), "retrying");
+                    let e = format!("Kafka fetch failed: {e}");
+                    start_failing(&mut self.failing, job, e, "retrying");
                 }
                 tokio::time::sleep(self.backoff).await;
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -422,7 +428,7 @@ pub(super) fn decode_chunk(
     (partition, start_offset, next_offset): (i32, i64, i64),
     new_partition: bool,
     rollups: bool,
-    raw: Vec<RecordAndOffset>,
+    raw: Vec<FetchedRecord>,
 ) -> Batch {
     let mut rows = RowEncoder::with_capacity(raw.len());
     let mut inputs = Vec::with_capacity(raw.len());
@@ -430,7 +436,8 @@ pub(super) fn decode_chunk(
     let mut python_from = None;
     let mut names = record::SharedNames::default();
     for r in raw {
-        let stored = record::decode(r.record.value.as_deref(), r.record.timestamp).and_then(|e| {
+        let stored = record_time(r.timestamp_ms).and_then(|time| {
+            let e = record::decode(r.value.as_deref(), time)?;
             if e.id.is_none() {
                 python_from =
                     Some(python_from.map_or(e.ts, |t: chrono::DateTime<chrono::Utc>| t.min(e.ts)));
@@ -445,8 +452,8 @@ pub(super) fn decode_chunk(
         if let Err(reason) = stored {
             rejected.push(Rejected {
                 offset: r.offset,
-                key: r.record.key,
-                value: r.record.value,
+                key: r.key.map(|k| k.to_vec()),
+                value: r.value.map(|v| v.to_vec()),
                 reason: reason.0,
                 kind: reason.1,
             });
@@ -462,6 +469,14 @@ pub(super) fn decode_chunk(
         python_from,
         inputs,
     }
+}
+
+/// A record's timestamp as a time; one out of any calendar's range is the record's fault.
+fn record_time(ms: i64) -> Result<DateTime<Utc>, record::RejectReason> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| {
+        let why = format!("the record's timestamp ({ms} ms) is out of range");
+        record::RejectReason(why, record::RejectKind::Unstorable)
+    })
 }
 
 /// Whether an event's URL and vantage point fit the rollups' and alerts' keys; an event

@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rskafka::client::Client as KafkaClient;
-use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient};
-use rskafka::record::RecordAndOffset;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -38,6 +36,8 @@ use crate::consumer::retention::EventPruner;
 use crate::consumer::status_page::StatusPage;
 use crate::consumer::store::{self, Batch, PartitionLeases, Rejected, RowEncoder, StoreError};
 use crate::event;
+use crate::kafka::fetch::{FetchError, Fetched, LeaderFetch};
+use crate::kafka::record_batch::FetchedRecord;
 use crate::kafka::{self, KafkaError};
 use crate::observe::{HttpListener, LoopGuard};
 use crate::shutdown::Shutdown;

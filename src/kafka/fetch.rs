@@ -1,0 +1,322 @@
+//! Fetching one partition from its leader over a connection of our own, the answer read
+//! by [`super::record_batch`] without a copy per record. rskafka's `PartitionClient`
+//! stays for everything else (offsets, producing); only the consumer's hot loop fetches
+//! here.
+//!
+//! It owns finding the partition's leader (a Metadata request), the connection to it, the
+//! Fetch request (v4, as rskafka sends it) and the reading of its answer. It never waits
+//! without a bound of the caller's: what a reconnection may fix (the leader moved, the
+//! broker restarted) is retried here, silently, with backoff, until the caller's timeout,
+//! as rskafka's own fetch does; anything else is returned.
+
+use std::io::{Cursor, Read};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rskafka::protocol::api_key::ApiKey;
+use rskafka::protocol::api_version::{ApiVersion, ApiVersionRange};
+use rskafka::protocol::error::Error as ProtocolError;
+use rskafka::protocol::messages::{
+    FetchRequest, FetchRequestPartition, FetchRequestTopic, IsolationLevel, MetadataRequest,
+    MetadataRequestTopic, ReadVersionedError, ReadVersionedType, RequestBody, WriteVersionedError,
+    WriteVersionedType,
+};
+use rskafka::protocol::primitives::{Int32, Int64, String_};
+use rskafka::protocol::traits::ReadError;
+
+use super::KafkaSettings;
+use super::broker::{Broker, broker};
+use super::record_batch::{self, FetchedRecord};
+
+/// What one fetch brought.
+pub(crate) struct Fetched {
+    /// The records at or after the position asked for, in offset order.
+    pub(crate) records: Vec<FetchedRecord>,
+    /// The partition's end as the leader saw it (the offset after its last record).
+    pub(crate) high_watermark: i64,
+}
+
+/// Why a fetch failed.
+#[derive(Debug)]
+pub(crate) enum FetchError {
+    /// The position is outside the partition's log.
+    OffsetOutOfRange,
+    /// Anything else, said as it is.
+    Failed(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::OffsetOutOfRange => f.write_str("offset out of range"),
+            FetchError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// One attempt's failure: worth a new connection and another try, or not.
+enum Attempt {
+    Retry(String),
+    Final(FetchError),
+}
+
+/// The fetching of one partition, with its connection to the leader once made.
+pub(crate) struct LeaderFetch {
+    settings: Arc<KafkaSettings>,
+    topic: String,
+    partition: i32,
+    leader: Option<Broker>,
+}
+
+impl LeaderFetch {
+    /// Fetching of `partition` of `topic`; nothing is connected before the first fetch.
+    pub(crate) fn new(settings: Arc<KafkaSettings>, topic: &str, partition: i32) -> Self {
+        LeaderFetch {
+            settings,
+            topic: topic.to_string(),
+            partition,
+            leader: None,
+        }
+    }
+
+    /// Records at or after `offset`, about `max_bytes` of them (a first batch larger than
+    /// that comes whole), the leader waiting up to `wait_ms` for some to come.
+    pub(crate) async fn fetch(
+        &mut self,
+        offset: i64,
+        max_bytes: i32,
+        wait_ms: i32,
+    ) -> Result<Fetched, FetchError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.attempt(offset, max_bytes, wait_ms).await {
+                Ok(fetched) => return Ok(fetched),
+                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Retry(why)) => {
+                    log::debug!("partition {}: fetch: {why}; reconnecting", self.partition);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &mut self,
+        offset: i64,
+        max_bytes: i32,
+        wait_ms: i32,
+    ) -> Result<Fetched, Attempt> {
+        // Taken while the request is under way: a request given up half-way (the caller's
+        // timeout) takes its connection with it, and the next attempt starts clean.
+        let leader = match self.leader.take() {
+            Some(leader) => leader,
+            None => self.connect_leader().await.map_err(Attempt::Retry)?,
+        };
+        let request = RawFetch(FetchRequest {
+            replica_id: Int32(-1),
+            max_wait_ms: Int32(wait_ms),
+            min_bytes: Int32(1),
+            max_bytes: Some(Int32(max_bytes)),
+            isolation_level: Some(IsolationLevel::ReadCommitted),
+            topics: vec![FetchRequestTopic {
+                topic: String_(self.topic.clone()),
+                partitions: vec![FetchRequestPartition {
+                    partition: Int32(self.partition),
+                    fetch_offset: Int64(offset),
+                    partition_max_bytes: Int32(max_bytes),
+                }],
+            }],
+        });
+        let answer = leader
+            .request(request)
+            .await
+            .map_err(|e| Attempt::Retry(crate::error_chain(&e)))?;
+        self.leader = Some(leader);
+        let answer = partition_answer(&answer.0, &self.topic, self.partition)
+            .map_err(|e| Attempt::Final(FetchError::Failed(e)))?;
+        match answer.error {
+            0 => {}
+            1 => return Err(Attempt::Final(FetchError::OffsetOutOfRange)),
+            code => {
+                let why =
+                    ProtocolError::new(code).map_or(format!("error {code}"), |e| e.to_string());
+                self.leader = None;
+                return Err(match retriable(code) {
+                    true => Attempt::Retry(why),
+                    false => Attempt::Final(FetchError::Failed(why)),
+                });
+            }
+        }
+        let mut records = Vec::new();
+        record_batch::read_records(&answer.records, offset, &mut records)
+            .map_err(|e| Attempt::Final(FetchError::Failed(e.0)))?;
+        Ok(Fetched {
+            records,
+            high_watermark: answer.high_watermark,
+        })
+    }
+
+    /// A connection to the partition's leader, found through the first bootstrap server
+    /// that answers (kept when it is the leader itself).
+    async fn connect_leader(&self) -> Result<Broker, String> {
+        let mut last = String::from("no bootstrap server");
+        for server in &self.settings.servers {
+            match self.leader_via(server).await {
+                Ok(leader) => return Ok(leader),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn leader_via(&self, server: &str) -> Result<Broker, String> {
+        let bootstrap = broker(&self.settings, server).await?;
+        let metadata = bootstrap
+            .request(MetadataRequest {
+                topics: Some(vec![MetadataRequestTopic {
+                    name: String_(self.topic.clone()),
+                }]),
+                allow_auto_topic_creation: None,
+            })
+            .await
+            .map_err(|e| format!("{server}: metadata: {}", crate::error_chain(&e)))?;
+        let leader = metadata
+            .topics
+            .iter()
+            .filter(|t| t.name.0 == self.topic)
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition_index.0 == self.partition)
+            .map(|p| p.leader_id.0);
+        let address = metadata
+            .brokers
+            .iter()
+            .find(|b| Some(b.node_id.0) == leader)
+            .map(|b| format!("{}:{}", b.host.0, b.port.0))
+            .ok_or_else(|| format!("{server}: partition {} has no leader now", self.partition))?;
+        if address == server {
+            return Ok(bootstrap);
+        }
+        broker(&self.settings, &address).await
+    }
+}
+
+/// Errors that go away with a new leader or a new connection.
+fn retriable(code: i16) -> bool {
+    // UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER,
+    // REQUEST_TIMED_OUT, BROKER_NOT_AVAILABLE, REPLICA_NOT_AVAILABLE, NETWORK_EXCEPTION,
+    // KAFKA_STORAGE_ERROR, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, OFFSET_NOT_AVAILABLE.
+    matches!(code, 3 | 5 | 6 | 7 | 8 | 9 | 13 | 56 | 74 | 75 | 78)
+}
+
+/// rskafka's Fetch request, its answer kept as bytes (rskafka's own answer type would
+/// copy every record).
+struct RawFetch(FetchRequest);
+
+impl RequestBody for RawFetch {
+    type ResponseBody = RawFetchAnswer;
+    const API_KEY: ApiKey = ApiKey::Fetch;
+    const API_VERSION_RANGE: ApiVersionRange = <FetchRequest as RequestBody>::API_VERSION_RANGE;
+    const FIRST_TAGGED_FIELD_IN_REQUEST_VERSION: ApiVersion =
+        <FetchRequest as RequestBody>::FIRST_TAGGED_FIELD_IN_REQUEST_VERSION;
+}
+
+impl WriteVersionedType<Vec<u8>> for RawFetch {
+    fn write_versioned(
+        &self,
+        writer: &mut Vec<u8>,
+        version: ApiVersion,
+    ) -> Result<(), WriteVersionedError> {
+        self.0.write_versioned(writer, version)
+    }
+}
+
+/// A Fetch answer's body (after its header), as it came.
+struct RawFetchAnswer(Bytes);
+
+impl ReadVersionedType<Cursor<Vec<u8>>> for RawFetchAnswer {
+    fn read_versioned(
+        reader: &mut Cursor<Vec<u8>>,
+        _version: ApiVersion,
+    ) -> Result<Self, ReadVersionedError> {
+        let mut body = Vec::new();
+        reader
+            .read_to_end(&mut body)
+            .map_err(|e| ReadVersionedError::ReadError(ReadError::IO(e)))?;
+        Ok(RawFetchAnswer(Bytes::from(body)))
+    }
+}
+
+/// One partition's part of a Fetch answer.
+#[derive(Debug, PartialEq)]
+struct PartitionAnswer {
+    error: i16,
+    high_watermark: i64,
+    records: Bytes,
+}
+
+/// `partition` of `topic` in a Fetch v4 answer's body.
+fn partition_answer(body: &Bytes, topic: &str, partition: i32) -> Result<PartitionAnswer, String> {
+    let mut r = AnswerReader { body, at: 0 };
+    r.take(4)?; // throttle time
+    for _ in 0..r.i32()?.max(0) {
+        let name_length = r.i16()?.max(0) as usize;
+        let name = &body[r.take(name_length)?];
+        for _ in 0..r.i32()?.max(0) {
+            let index = r.i32()?;
+            let error = r.i16()?;
+            let high_watermark = r.i64()?;
+            r.take(8)?; // last stable offset
+            let aborted = r.i32()?;
+            r.take(16 * aborted.max(0) as usize)?; // aborted transactions: none of ours
+            let length = r.i32()?;
+            let records = r.take(length.max(0) as usize)?;
+            if name == topic.as_bytes() && index == partition {
+                return Ok(PartitionAnswer {
+                    error,
+                    high_watermark,
+                    records: body.slice(records),
+                });
+            }
+        }
+    }
+    Err(format!(
+        "the fetch answer holds no partition {partition} of {topic:?}"
+    ))
+}
+
+/// Reads a Fetch answer's fields, every length checked against what is there.
+struct AnswerReader<'a> {
+    body: &'a Bytes,
+    at: usize,
+}
+
+impl AnswerReader<'_> {
+    /// The next `n` bytes' range (into the body).
+    fn take(&mut self, n: usize) -> Result<std::ops::Range<usize>, String> {
+        if self.body.len() - self.at < n {
+            return Err("a fetch answer cut short".into());
+        }
+        self.at += n;
+        Ok(self.at - n..self.at)
+    }
+    fn i16(&mut self) -> Result<i16, String> {
+        let r = self.take(2)?;
+        Ok(i16::from_be_bytes([
+            self.body[r.start],
+            self.body[r.start + 1],
+        ]))
+    }
+    fn i32(&mut self) -> Result<i32, String> {
+        let r = self.take(4)?;
+        let b = &self.body[r];
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok((i64::from(self.i32()?) << 32) | i64::from(self.i32()? as u32))
+    }
+}
+
+#[cfg(test)]
+mod tests;

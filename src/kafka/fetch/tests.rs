@@ -1,0 +1,96 @@
+//! A Fetch v4 answer's layout, as the protocol's reference gives it
+//! (kafka.apache.org/protocol#The_Messages_Fetch), built by hand.
+
+use super::*;
+
+/// One partition's part: index, error, high watermark, aborted transactions, records.
+fn partition(index: i32, error: i16, high: i64, aborted: i32, records: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend(index.to_be_bytes());
+    out.extend(error.to_be_bytes());
+    out.extend(high.to_be_bytes());
+    out.extend((high - 1).to_be_bytes()); // last stable offset
+    out.extend(aborted.to_be_bytes());
+    for i in 0..aborted.max(0) {
+        out.extend(i64::from(i).to_be_bytes());
+        out.extend(7i64.to_be_bytes());
+    }
+    match records {
+        None => out.extend((-1i32).to_be_bytes()),
+        Some(r) => {
+            out.extend((r.len() as i32).to_be_bytes());
+            out.extend(r);
+        }
+    }
+    out
+}
+
+fn answer(topics: &[(&str, Vec<Vec<u8>>)]) -> Bytes {
+    let mut out = 0i32.to_be_bytes().to_vec(); // throttle time
+    out.extend((topics.len() as i32).to_be_bytes());
+    for (name, partitions) in topics {
+        out.extend((name.len() as i16).to_be_bytes());
+        out.extend(name.as_bytes());
+        out.extend((partitions.len() as i32).to_be_bytes());
+        for p in partitions {
+            out.extend(p);
+        }
+    }
+    Bytes::from(out)
+}
+
+#[test]
+fn the_partition_asked_for_is_found_past_the_others() {
+    let body = answer(&[
+        ("other", vec![partition(2, 0, 5, 0, Some(b"no"))]),
+        (
+            "checks",
+            vec![
+                partition(1, 0, 9, 2, Some(b"not this")),
+                partition(2, 0, 42, -1, Some(b"these records")),
+            ],
+        ),
+    ]);
+    let found = partition_answer(&body, "checks", 2).unwrap();
+    assert_eq!(
+        found,
+        PartitionAnswer {
+            error: 0,
+            high_watermark: 42,
+            records: Bytes::from_static(b"these records"),
+        }
+    );
+}
+
+#[test]
+fn an_error_and_no_records_are_read_as_such() {
+    let body = answer(&[("checks", vec![partition(0, 1, 100, -1, None)])]);
+    let found = partition_answer(&body, "checks", 0).unwrap();
+    assert_eq!(
+        (found.error, found.high_watermark, found.records.len()),
+        (1, 100, 0)
+    );
+}
+
+#[test]
+fn a_missing_partition_or_a_cut_answer_is_an_error_not_a_panic() {
+    let body = answer(&[("checks", vec![partition(0, 0, 3, 1, Some(b"abc"))])]);
+    assert!(
+        partition_answer(&body, "checks", 1)
+            .unwrap_err()
+            .contains("no partition 1")
+    );
+    for cut in 0..body.len() {
+        assert!(
+            partition_answer(&body.slice(..cut), "checks", 0).is_err(),
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn only_errors_a_new_leader_may_fix_are_retried() {
+    for (code, expected) in [(6, true), (3, true), (1, false), (29, false), (87, false)] {
+        assert_eq!(retriable(code), expected, "error {code}");
+    }
+}

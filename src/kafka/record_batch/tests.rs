@@ -1,0 +1,231 @@
+//! The reader against rskafka's own writer and reader: the same batches through both must
+//! give the same records. Cases are drawn from a seeded generator, not picked by hand.
+
+use super::*;
+use rskafka::protocol::record::{
+    ControlBatchOrRecords, ControlBatchRecord, Record, RecordBatch, RecordBatchCompression,
+    RecordBatchTimestampType, RecordHeader,
+};
+use rskafka::protocol::traits::{ReadType, WriteType};
+
+/// xorshift64*: reproducible cases without a crate.
+struct Draw(u64);
+
+impl Draw {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn bytes(&mut self, max: u64) -> Option<Vec<u8>> {
+        match self.below(5) {
+            0 => None,
+            1 => Some(Vec::new()),
+            _ => Some(
+                (0..self.below(max))
+                    .map(|_| (self.next() % 7) as u8 + b'a')
+                    .collect(),
+            ),
+        }
+    }
+}
+
+const COMPRESSIONS: [RecordBatchCompression; 3] = [
+    RecordBatchCompression::NoCompression,
+    RecordBatchCompression::Gzip,
+    RecordBatchCompression::Snappy,
+];
+
+fn drawn_batch(
+    draw: &mut Draw,
+    base_offset: i64,
+    compression: RecordBatchCompression,
+) -> RecordBatch {
+    let n = 1 + draw.below(40) as i32;
+    let records = (0..n)
+        .map(|i| Record {
+            timestamp_delta: draw.below(5_000) as i64 - 100,
+            offset_delta: i,
+            key: draw.bytes(30),
+            value: draw.bytes(700),
+            headers: (0..draw.below(3))
+                .map(|h| RecordHeader {
+                    key: format!("h{h}"),
+                    value: draw.bytes(20).unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect();
+    RecordBatch {
+        base_offset,
+        partition_leader_epoch: 3,
+        last_offset_delta: n - 1,
+        first_timestamp: 1_764_000_000_000 + draw.below(1 << 30) as i64,
+        max_timestamp: 1_764_000_000_000,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        records: ControlBatchOrRecords::Records(records),
+        compression,
+        is_transactional: false,
+        timestamp_type: RecordBatchTimestampType::CreateTime,
+    }
+}
+
+fn written(batch: &RecordBatch) -> Vec<u8> {
+    let mut out = Vec::new();
+    batch.write(&mut out).expect("rskafka writes a batch");
+    out
+}
+
+/// What rskafka's reader makes of `bytes`, as this module's records, from `from` on.
+fn by_rskafka(bytes: &[u8], from: i64) -> Vec<FetchedRecord> {
+    let batch = RecordBatch::read(&mut std::io::Cursor::new(bytes)).expect("rskafka reads it");
+    let ControlBatchOrRecords::Records(records) = batch.records else {
+        return Vec::new();
+    };
+    records
+        .into_iter()
+        .map(|r| FetchedRecord {
+            offset: batch.base_offset + i64::from(r.offset_delta),
+            timestamp_ms: batch.first_timestamp + r.timestamp_delta,
+            key: r.key.map(Bytes::from),
+            value: r.value.map(Bytes::from),
+        })
+        .filter(|r| r.offset >= from)
+        .collect()
+}
+
+fn ours(bytes: &[u8], from: i64) -> Result<Vec<FetchedRecord>, BatchError> {
+    let mut out = Vec::new();
+    read_records(&Bytes::copy_from_slice(bytes), from, &mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn every_drawn_batch_reads_as_rskafka_reads_it() {
+    let mut draw = Draw(0x5eed);
+    for case in 0..300 {
+        let compression = COMPRESSIONS[case % 3];
+        let base = draw.below(1 << 40) as i64;
+        let batch = drawn_batch(&mut draw, base, compression);
+        let bytes = written(&batch);
+        let from = base + draw.below(50) as i64 - 5;
+        let expected = by_rskafka(&bytes, from);
+        assert_eq!(
+            ours(&bytes, from).unwrap(),
+            expected,
+            "case {case} ({compression:?}, from {from})"
+        );
+    }
+}
+
+#[test]
+fn batches_in_a_row_read_in_order_and_a_cut_one_ends_the_reading() {
+    let mut draw = Draw(42);
+    let first = written(&drawn_batch(&mut draw, 100, RecordBatchCompression::Snappy));
+    let second = written(&drawn_batch(&mut draw, 200, RecordBatchCompression::Gzip));
+    let whole = [first.clone(), second.clone()].concat();
+    let mut expected = by_rskafka(&first, 0);
+    let of_first = expected.len();
+    expected.extend(by_rskafka(&second, 0));
+    assert_eq!(ours(&whole, 0).unwrap(), expected);
+    // A broker cuts the last batch anywhere at its size limit: what is whole is read.
+    for cut in first.len()..whole.len() {
+        assert_eq!(
+            ours(&whole[..cut], 0).unwrap(),
+            expected[..of_first],
+            "cut at {cut}"
+        );
+    }
+    assert_eq!(ours(&whole[..first.len() - 1], 0).unwrap(), []);
+}
+
+#[test]
+fn a_changed_byte_fails_the_crc() {
+    let mut draw = Draw(7);
+    let bytes = written(&drawn_batch(
+        &mut draw,
+        0,
+        RecordBatchCompression::NoCompression,
+    ));
+    for at in [BATCH_HEAD, BATCH_HEAD + 3, bytes.len() - 1] {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x10;
+        let e = ours(&bad, 0).unwrap_err();
+        assert!(e.0.contains("CRC"), "{e}");
+    }
+}
+
+#[test]
+fn control_batches_give_no_record() {
+    let mut draw = Draw(9);
+    let mut batch = drawn_batch(&mut draw, 10, RecordBatchCompression::NoCompression);
+    batch.records = ControlBatchOrRecords::ControlBatch(ControlBatchRecord::Commit);
+    batch.last_offset_delta = 0;
+    let control = written(&batch);
+    let data = written(&drawn_batch(
+        &mut draw,
+        11,
+        RecordBatchCompression::NoCompression,
+    ));
+    let read = ours(&[control, data.clone()].concat(), 0).unwrap();
+    assert_eq!(read, by_rskafka(&data, 0));
+}
+
+#[test]
+fn the_broker_s_append_time_is_every_record_s() {
+    let mut draw = Draw(11);
+    let mut batch = drawn_batch(&mut draw, 0, RecordBatchCompression::Gzip);
+    batch.timestamp_type = RecordBatchTimestampType::LogAppendTime;
+    batch.max_timestamp = 1_800_000_000_123;
+    let read = ours(&written(&batch), 0).unwrap();
+    assert!(!read.is_empty());
+    assert!(read.iter().all(|r| r.timestamp_ms == 1_800_000_000_123));
+}
+
+#[test]
+fn java_framed_snappy_reads_as_raw_snappy() {
+    let mut draw = Draw(13);
+    let batch = drawn_batch(&mut draw, 0, RecordBatchCompression::NoCompression);
+    let plain = written(&batch);
+    let records = &plain[BATCH_HEAD + BATCH_FIELDS..];
+    // The Java client's framing, in two chunks.
+    let mut framed = XERIAL_MAGIC.to_vec();
+    framed.extend([0, 0, 0, 1, 0, 0, 0, 1]);
+    let (a, b) = records.split_at(records.len() / 2);
+    for part in [a, b] {
+        let chunk = snap::raw::Encoder::new().compress_vec(part).unwrap();
+        framed.extend((chunk.len() as u32).to_be_bytes());
+        framed.extend(chunk);
+    }
+    assert_eq!(unsnappy(&framed).unwrap(), records);
+    framed.truncate(framed.len() - 1);
+    assert!(unsnappy(&framed).is_err());
+}
+
+#[test]
+fn a_declared_size_past_the_bound_is_refused_before_allocating() {
+    // A raw snappy block that announces 2^31 bytes (varint), then nothing.
+    let lie = [0x80, 0x80, 0x80, 0x80, 0x08];
+    let e = unsnappy(&lie).unwrap_err();
+    assert!(e.contains("over"), "{e}");
+}
+
+#[test]
+fn lz4_is_refused_by_name() {
+    let mut draw = Draw(17);
+    let mut bytes = written(&drawn_batch(
+        &mut draw,
+        0,
+        RecordBatchCompression::NoCompression,
+    ));
+    bytes[BATCH_HEAD + 1] |= 3; // attributes' low byte: lz4
+    let crc = crc32c::crc32c(&bytes[BATCH_HEAD..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(ours(&bytes, 0).unwrap_err().0.contains("lz4"));
+}
