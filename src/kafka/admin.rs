@@ -17,7 +17,7 @@ use super::{KafkaError, KafkaSettings, REQUEST_TIMEOUT};
 
 /// Create `topic` with `configs` (e.g. `cleanup.policy=compact`) unless it exists.
 /// True when this call created it.
-pub(crate) async fn create_topic_with_configs(
+pub async fn create_topic_with_configs(
     settings: &KafkaSettings,
     topic: &str,
     partitions: i32,

@@ -80,6 +80,27 @@ impl LeaderFetch {
         }
     }
 
+    /// The topic fetched from.
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Connect to the leader now, ahead of the first fetch (at start, while PostgreSQL
+    /// connects), within `REQUEST_TIMEOUT`; a failure is left for the fetch to retry.
+    pub(crate) async fn connect(&mut self) {
+        if self.leader.is_some() {
+            return;
+        }
+        match tokio::time::timeout(super::REQUEST_TIMEOUT, self.connect_leader()).await {
+            Ok(Ok(leader)) => self.leader = Some(leader),
+            Ok(Err(e)) => log::debug!(
+                "partition {}: {e}; the fetch connects again",
+                self.partition
+            ),
+            Err(_) => log::debug!("partition {}: no leader within 30 s", self.partition),
+        }
+    }
+
     /// Records at or after `offset`, about `max_bytes` of them (a first batch larger than
     /// that comes whole), the leader waiting up to `wait_ms` for some to come.
     pub(crate) async fn fetch(

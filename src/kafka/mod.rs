@@ -21,6 +21,7 @@ mod partitioner;
 pub(crate) mod record_batch;
 pub mod settings;
 
+pub use admin::create_topic_with_configs;
 pub use partitioner::partition_for;
 pub use settings::{DEFAULT_TOPIC, KafkaSettings, KafkaTls, SaslMechanism, SaslSettings};
 

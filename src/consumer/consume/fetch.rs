@@ -20,6 +20,8 @@ pub(super) type Positions = Arc<Mutex<BTreeMap<i32, (i64, i64)>>>;
 /// its earliest offset as it was then: taken by the partition's first fetcher.
 pub(super) struct WarmPartition {
     pub(super) pc: PartitionClient,
+    /// The fetch, its connection to the leader made (unless that failed: it retries).
+    pub(super) leader: LeaderFetch,
     pub(super) earliest: i64,
 }
 
@@ -241,14 +243,14 @@ impl PartitionFetch {
     /// fetch (`out_of_range`), as a committed one would be.
     async fn start(job: &mut FetchJob) -> PartitionFetch {
         let partition = job.partition;
-        let (pc, earliest) = match job.warm.take() {
-            Some(warm) => (warm.pc, Some(warm.earliest)),
+        let (pc, leader, earliest) = match job.warm.take() {
+            Some(warm) => (warm.pc, Some(warm.leader), Some(warm.earliest)),
             None => {
                 let pc = until_ok((partition, &job.shared.metrics), "partition lookup", || {
                     kafka::partition_client(&job.shared.kafka, &job.shared.topic, partition)
                 })
                 .await;
-                (pc, None)
+                (pc, None, None)
             }
         };
         let (offset, new_partition) = match (job.committed, earliest) {
@@ -264,9 +266,11 @@ impl PartitionFetch {
         };
         log::info!("partition {partition}: starting at offset {offset}");
         let settings = job.shared.settings.clone();
+        let leader =
+            leader.unwrap_or_else(|| LeaderFetch::new(settings, &job.shared.topic, partition));
         PartitionFetch {
             pc,
-            leader: LeaderFetch::new(settings, &job.shared.topic, partition),
+            leader,
             offset,
             fetch_from: offset,
             new_partition,
@@ -436,7 +440,7 @@ pub(super) fn decode_chunk(
     let mut python_from = None;
     let mut names = record::SharedNames::default();
     for r in raw {
-        let stored = record_time(r.timestamp_ms).and_then(|time| {
+        let stored = record::record_time(r.timestamp_ms).and_then(|time| {
             let e = record::decode(r.value.as_deref(), time)?;
             if e.id.is_none() {
                 python_from =
@@ -469,14 +473,6 @@ pub(super) fn decode_chunk(
         python_from,
         inputs,
     }
-}
-
-/// A record's timestamp as a time; one out of any calendar's range is the record's fault.
-fn record_time(ms: i64) -> Result<DateTime<Utc>, record::RejectReason> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| {
-        let why = format!("the record's timestamp ({ms} ms) is out of range");
-        record::RejectReason(why, record::RejectKind::Unstorable)
-    })
 }
 
 /// Whether an event's URL and vantage point fit the rollups' and alerts' keys; an event

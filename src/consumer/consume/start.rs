@@ -124,29 +124,35 @@ pub(super) async fn open_kafka(
         _ => None,
     };
     let warmed = match &partitions {
-        Some(p) => warm_partitions(&client, topic, p, config.drain, &kafka_thread.runtime).await?,
+        Some(p) => {
+            let settings = Arc::new(config.kafka.clone());
+            let kafka = (&client, &settings, topic.as_str());
+            warm_partitions(kafka, p, config.drain, &kafka_thread.runtime).await?
+        }
         None => (HashMap::new(), None),
     };
     Ok((client, partitions, warmed))
 }
 
-/// A client per partition (each with its own connection and TLS handshake) and its
-/// earliest offset, made before the leases: so they overlap PostgreSQL's connection and
+/// A client per partition (each with its own connection and TLS handshake), its
+/// earliest offset and its fetch's connection to the leader, made before the leases: so they overlap PostgreSQL's connection and
 /// migrations instead of following them (25-120 ms before a fresh drain's first fetch on
 /// the test bed, twice for a drain, whose ends were asked over clients of their own).
 /// A drain fails on a partition it cannot look up; a consumer leaves it to the fetcher,
 /// which retries it.
 async fn warm_partitions(
-    client: &Arc<KafkaClient>,
-    topic: &str,
+    (client, settings, topic): (&Arc<KafkaClient>, &Arc<kafka::KafkaSettings>, &str),
     partitions: &[i32],
     drain: bool,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Warmed, ConsumeError> {
     let mut lookups = tokio::task::JoinSet::new();
     for &p in partitions {
-        let (client, topic) = (client.clone(), topic.to_string());
-        let lookup = async move { (p, warm_partition(&client, &topic, p, drain).await) };
+        let (client, settings, topic) = (client.clone(), settings.clone(), topic.to_string());
+        let lookup = async move {
+            let leader = LeaderFetch::new(settings, &topic, p);
+            (p, warm_partition(&client, leader, p, drain).await)
+        };
         lookups.spawn_on(lookup, runtime);
     }
     let (mut warm, mut ends) = (HashMap::new(), HashMap::new());
@@ -166,20 +172,25 @@ async fn warm_partitions(
 
 async fn warm_partition(
     client: &KafkaClient,
-    topic: &str,
+    mut leader: LeaderFetch,
     partition: i32,
     drain: bool,
 ) -> Result<(WarmPartition, Option<i64>), KafkaError> {
-    let pc = kafka::partition_client(client, topic, partition).await?;
-    let (earliest, end) = tokio::join!(kafka::offset_at(&pc, OffsetAt::Earliest), async {
-        match drain {
-            true => kafka::offset_at(&pc, OffsetAt::Latest).await.map(Some),
-            false => Ok(None),
-        }
-    });
+    let pc = kafka::partition_client(client, leader.topic(), partition).await?;
+    let (earliest, end, ()) = tokio::join!(
+        kafka::offset_at(&pc, OffsetAt::Earliest),
+        async {
+            match drain {
+                true => kafka::offset_at(&pc, OffsetAt::Latest).await.map(Some),
+                false => Ok(None),
+            }
+        },
+        leader.connect()
+    );
     Ok((
         WarmPartition {
             pc,
+            leader,
             earliest: earliest?,
         },
         end?,

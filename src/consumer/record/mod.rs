@@ -175,6 +175,15 @@ impl std::fmt::Display for RejectReason {
     }
 }
 
+/// A Kafka record's timestamp (ms) as a time; one out of any calendar's range is the
+/// record's fault, and rejects it alone.
+pub(crate) fn record_time(ms: i64) -> Result<DateTime<Utc>, RejectReason> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| {
+        let why = format!("the record's timestamp ({ms} ms) is out of range");
+        RejectReason(why, RejectKind::Unstorable)
+    })
+}
+
 /// Decode a record value. `record_time` is the Kafka record's timestamp, used for
 /// the Python program's events, which carried no time of their own.
 pub(crate) fn decode(
