@@ -62,7 +62,9 @@
 //! - Shared edges:
 //!   - [`event`]: the wire format ([`event::CheckEvent`], v1), and nothing else.
 //!   - [`kafka`]: connecting (mutual TLS, SASL), topics, partitioning (Java's murmur2), and
-//!     its settings ([`kafka::KafkaSettings`]).
+//!     its settings ([`kafka::KafkaSettings`]); the consumer's fetch over its own connection
+//!     to each partition's leader (`kafka::fetch`), its answer's record batches read
+//!     without a copy per record (`kafka::record_batch`).
 //!   - [`target_list`]: the targets topic (compacted): read to its end, followed, changes
 //!     written; the list's metrics.
 //!   - [`tls`]: PEM files (Aiven's `ca.pem`, `service.cert`, `service.key`) → rustls configs.
