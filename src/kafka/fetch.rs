@@ -9,7 +9,7 @@
 //! broker restarted) is retried here, silently, with backoff, until the caller's timeout,
 //! as rskafka's own fetch does; anything else is returned.
 
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -261,11 +261,16 @@ impl ReadVersionedType<Cursor<Vec<u8>>> for RawFetchAnswer {
         reader: &mut Cursor<Vec<u8>>,
         _version: ApiVersion,
     ) -> Result<Self, ReadVersionedError> {
-        let mut body = Vec::new();
-        reader
-            .read_to_end(&mut body)
-            .map_err(|e| ReadVersionedError::ReadError(ReadError::IO(e)))?;
-        Ok(RawFetchAnswer(Bytes::from(body)))
+        // The frame is taken, not copied (it can be megabytes). The messenger then checks
+        // that the whole frame was read, position against length: an empty cursor at 0.
+        let start = usize::try_from(reader.position()).unwrap_or(usize::MAX);
+        let frame = Bytes::from(std::mem::take(reader.get_mut()));
+        reader.set_position(0);
+        if start > frame.len() {
+            let cut = "a fetch answer shorter than its header".into();
+            return Err(ReadVersionedError::ReadError(ReadError::Malformed(cut)));
+        }
+        Ok(RawFetchAnswer(frame.slice(start..)))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Kafka: connect (plaintext, mutual TLS, SASL over TLS), make sure the topic exists,
-//! and per-partition clients for producing and fetching; a record's partition, as the
-//! Java client chooses it, is `partitioner`'s.
+//! and per-partition clients for producing and offsets; a record's partition, as the
+//! Java client chooses it, is `partitioner`'s. The consumer's fetch goes over connections
+//! of our own (`fetch`), its answers read by `record_batch`.
 //!
 //! This module owns every call into rskafka. It never waits without a bound: rskafka
 //! retries forever by default, so every client here carries a backoff deadline and

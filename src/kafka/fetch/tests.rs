@@ -94,3 +94,17 @@ fn only_errors_a_new_leader_may_fix_are_retried() {
         assert_eq!(retriable(code), expected, "error {code}");
     }
 }
+
+#[test]
+fn the_answer_is_taken_whole_and_the_messenger_sees_it_all_read() {
+    let mut frame = Cursor::new(b"HEADthe answer's body".to_vec());
+    frame.set_position(4); // the response header, read by the messenger
+    let version = ApiVersion(rskafka::protocol::primitives::Int16(4));
+    let answer = RawFetchAnswer::read_versioned(&mut frame, version).unwrap();
+    assert_eq!(answer.0, Bytes::from_static(b"the answer's body"));
+    // The messenger's check after reading an answer: its position is its length.
+    assert_eq!(frame.position(), frame.get_ref().len() as u64);
+    let mut short = Cursor::new(b"HE".to_vec());
+    short.set_position(4);
+    assert!(RawFetchAnswer::read_versioned(&mut short, version).is_err());
+}
