@@ -37,6 +37,9 @@ pub(crate) struct Fetched {
     pub(crate) high_watermark: i64,
 }
 
+/// Longest wait for one bootstrap server (and the leader it names) to be connected.
+const SERVER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a fetch failed.
 #[derive(Debug)]
 pub(crate) enum FetchError {
@@ -184,9 +187,13 @@ impl LeaderFetch {
     async fn connect_leader(&self) -> Result<Broker, String> {
         let mut last = String::from("no bootstrap server");
         for server in &self.settings.servers {
-            match self.leader_via(server).await {
-                Ok(leader) => return Ok(leader),
-                Err(e) => last = e,
+            // Bounded per server, so that one that hangs leaves time for the next.
+            match tokio::time::timeout(SERVER_TIMEOUT, self.leader_via(server)).await {
+                Ok(Ok(leader)) => return Ok(leader),
+                Ok(Err(e)) => last = e,
+                Err(_) => {
+                    last = format!("{server}: no answer within {} s", SERVER_TIMEOUT.as_secs())
+                }
             }
         }
         Err(last)

@@ -265,9 +265,9 @@ impl PartitionFetch {
             }
         };
         log::info!("partition {partition}: starting at offset {offset}");
-        let settings = job.shared.settings.clone();
-        let leader =
-            leader.unwrap_or_else(|| LeaderFetch::new(settings, &job.shared.topic, partition));
+        let shared = &job.shared;
+        let leader = leader
+            .unwrap_or_else(|| LeaderFetch::new(shared.settings.clone(), &shared.topic, partition));
         PartitionFetch {
             pc,
             leader,
