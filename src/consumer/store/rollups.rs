@@ -403,8 +403,10 @@ async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreE
     ];
     // One statement: the INSERT's NOT EXISTS sees the table as it was before the UPDATE.
     // The recent checks are merged whether or not the state moves (a late check is one).
-    // New ones all newer than the stored newest go in front, cut to five (`- 9 … - 5`), as
-    // the merge would give: sorting every row's was 19 ms of a 46 ms fold of 1,000 series.
+    // New ones all newer than the stored newest go in front, cut to five, as the merge would
+    // give: sorting every row's was 19 ms of a 46 ms fold of 1,000 series. Five new ones are
+    // the five (a backlog's fold); fewer are cut by one jsonpath slice: cutting with
+    // `- 9 - 8 - 7 - 6 - 5`, each a copy of the array, took 41 ms per 1,000 rows, the slice 15.
     tx.execute_typed(
         "WITH x AS (SELECT *, rct::jsonb AS rc FROM unnest($1::text[], $2::text[], $3::bool[], $4::timestamptz[], \
            $5::bool[], $6::timestamptz[], $7::int[], $8::text[], $9::text[], $10::int[], \
@@ -422,7 +424,9 @@ async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreE
            cert_expires_at = CASE WHEN x.lc < s.last_checked_at THEN s.cert_expires_at \
              ELSE coalesce(x.ce, s.cert_expires_at) END, \
            recent = CASE WHEN (x.rc->-1->>'t')::bigint > coalesce((s.recent->0->>'t')::bigint, -1) \
-             THEN (x.rc || coalesce(s.recent, '[]'::jsonb)) - 9 - 8 - 7 - 6 - 5 ELSE (SELECT jsonb_agg(e ORDER BY (e->>'t')::bigint DESC) FROM (SELECT e \
+             THEN CASE WHEN jsonb_array_length(x.rc) >= 5 THEN x.rc \
+               ELSE jsonb_path_query_array(x.rc || coalesce(s.recent, '[]'::jsonb), '$[0 to 4]') END \
+             ELSE (SELECT jsonb_agg(e ORDER BY (e->>'t')::bigint DESC) FROM (SELECT e \
              FROM jsonb_array_elements(x.rc || coalesce(s.recent, '[]'::jsonb)) AS e \
              ORDER BY (e->>'t')::bigint DESC LIMIT 5) AS newest) END, \
            changed = nextval('page_changes') \
