@@ -1,8 +1,9 @@
 //! The consumer reads record batches itself (src/kafka/record_batch.rs): here it reads
 //! batches as the clients people use write them, not only as rskafka does. librdkafka
-//! (`kcat -z`) writes snappy raw and gzip; the broker itself, for a topic whose
-//! `compression.type` differs from the producer's, recompresses with the Java library
-//! (snappy in xerial's framing). Every event must be stored once, as it was written.
+//! (`kcat -z`) writes snappy raw, gzip, lz4 frames and zstd; the broker itself, for a
+//! topic whose `compression.type` differs from the producer's, recompresses with the Java
+//! libraries (snappy in xerial's framing, lz4-java, zstd-jni). Every event must be stored
+//! once, as it was written.
 
 mod common;
 
@@ -45,7 +46,7 @@ async fn batches_librdkafka_writes_are_stored_as_written() {
     let Some(kcat) = common::debian_program("kcat") else {
         return;
     };
-    for codec in ["none", "snappy", "gzip"] {
+    for codec in ["none", "snappy", "gzip", "lz4", "zstd"] {
         let topic = common::unique(&format!("kcat-{codec}"));
         let settings = tb.kafka(common::Listener::Plaintext, &topic);
         let client = checksite::kafka::connect(&settings, std::time::Duration::from_secs(10))
@@ -86,7 +87,7 @@ async fn batches_librdkafka_writes_are_stored_as_written() {
 #[tokio::test]
 async fn batches_the_broker_recompresses_with_java_are_stored_as_written() {
     let tb = testbed_or_skip!();
-    for codec in ["snappy", "gzip"] {
+    for codec in ["snappy", "gzip", "lz4", "zstd"] {
         let topic = common::unique(&format!("java-{codec}"));
         let settings = tb.kafka(common::Listener::Plaintext, &topic);
         let configs = [("compression.type", codec)];

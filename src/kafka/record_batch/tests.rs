@@ -188,6 +188,59 @@ fn the_broker_s_append_time_is_every_record_s() {
     assert!(read.iter().all(|r| r.timestamp_ms == 1_800_000_000_123));
 }
 
+/// `batch` written uncompressed, then its records compressed by `compress` under
+/// `codec` (the attributes' low bits), its CRC made again.
+fn recompressed(batch: &RecordBatch, codec: u8, compress: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+    let plain = written(batch);
+    let mut bytes = plain[..BATCH_HEAD + BATCH_FIELDS].to_vec();
+    bytes.extend(compress(&plain[BATCH_HEAD + BATCH_FIELDS..]));
+    bytes[BATCH_HEAD + 1] |= codec; // attributes' low byte
+    let length = (bytes.len() - 12) as i32; // after base offset and length
+    bytes[8..12].copy_from_slice(&length.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[BATCH_HEAD..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+#[test]
+fn lz4_and_zstd_batches_read_as_the_same_batch_uncompressed() {
+    let lz4 = |records: &[u8]| {
+        let mut frame = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        std::io::Write::write_all(&mut frame, records).unwrap();
+        frame.finish().unwrap()
+    };
+    let zstd = |records: &[u8]| {
+        ruzstd::encoding::compress_to_vec(records, ruzstd::encoding::CompressionLevel::Fastest)
+    };
+    let mut draw = Draw(17);
+    let mut records = 0;
+    for round in 0..40 {
+        let batch = drawn_batch(&mut draw, 0, RecordBatchCompression::NoCompression);
+        let from = batch.base_offset + (round % 3);
+        let expected = ours(&written(&batch), from).unwrap();
+        records += expected.len();
+        assert_eq!(ours(&recompressed(&batch, 3, lz4), from).unwrap(), expected);
+        assert_eq!(
+            ours(&recompressed(&batch, 4, zstd), from).unwrap(),
+            expected
+        );
+    }
+    assert!(records > 100, "{records}");
+}
+
+#[test]
+fn an_unknown_compression_is_refused_by_number() {
+    let mut draw = Draw(19);
+    let batch = drawn_batch(&mut draw, 0, RecordBatchCompression::NoCompression);
+    let bytes = recompressed(&batch, 5, |records| records.to_vec());
+    assert!(
+        ours(&bytes, 0)
+            .unwrap_err()
+            .0
+            .contains("unknown compression 5")
+    );
+}
+
 #[test]
 fn java_framed_snappy_reads_as_raw_snappy() {
     let mut draw = Draw(13);
@@ -195,7 +248,7 @@ fn java_framed_snappy_reads_as_raw_snappy() {
     let plain = written(&batch);
     let records = &plain[BATCH_HEAD + BATCH_FIELDS..];
     // The Java client's framing, in two chunks.
-    let mut framed = XERIAL_MAGIC.to_vec();
+    let mut framed = codecs::XERIAL_MAGIC.to_vec();
     framed.extend([0, 0, 0, 1, 0, 0, 0, 1]);
     let (a, b) = records.split_at(records.len() / 2);
     for part in [a, b] {
@@ -203,29 +256,54 @@ fn java_framed_snappy_reads_as_raw_snappy() {
         framed.extend((chunk.len() as u32).to_be_bytes());
         framed.extend(chunk);
     }
-    assert_eq!(unsnappy(&framed).unwrap(), records);
+    assert_eq!(codecs::decompress(2, &framed).unwrap(), records);
     framed.truncate(framed.len() - 1);
-    assert!(unsnappy(&framed).is_err());
+    assert!(codecs::decompress(2, &framed).is_err());
 }
 
 #[test]
 fn a_declared_size_past_the_bound_is_refused_before_allocating() {
     // A raw snappy block that announces 2^31 bytes (varint), then nothing.
     let lie = [0x80, 0x80, 0x80, 0x80, 0x08];
-    let e = unsnappy(&lie).unwrap_err();
+    let e = codecs::decompress(2, &lie).unwrap_err();
     assert!(e.contains("over"), "{e}");
 }
 
 #[test]
-fn lz4_is_refused_by_name() {
-    let mut draw = Draw(17);
-    let mut bytes = written(&drawn_batch(
-        &mut draw,
-        0,
-        RecordBatchCompression::NoCompression,
-    ));
-    bytes[BATCH_HEAD + 1] |= 3; // attributes' low byte: lz4
-    let crc = crc32c::crc32c(&bytes[BATCH_HEAD..]);
-    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-    assert!(ours(&bytes, 0).unwrap_err().0.contains("lz4"));
+fn lz4_and_zstd_cut_short_are_errors() {
+    let records: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| (i % 251).to_be_bytes())
+        .collect();
+    let mut lz4 = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    std::io::Write::write_all(&mut lz4, &records).unwrap();
+    let lz4 = lz4.finish().unwrap();
+    let zstd = ruzstd::encoding::compress_to_vec(
+        &records[..],
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    // The batch's CRC covers these bytes: a cut here is a decoder's own check.
+    for (codec, whole) in [(3, lz4), (4, zstd)] {
+        assert_eq!(codecs::decompress(codec, &whole).unwrap(), records);
+        for cut in [1, whole.len() / 2] {
+            assert!(
+                codecs::decompress(codec, &whole[..cut]).is_err(),
+                "codec {codec} cut at {cut} of {}",
+                whole.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn an_lz4_frame_decompressing_past_the_bound_is_refused() {
+    // 1 MiB of zeros, 129 times: a few KiB compressed, over the bound decompressed.
+    let mut frame = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..129 {
+        std::io::Write::write_all(&mut frame, &zeros).unwrap();
+    }
+    let bomb = frame.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let e = codecs::decompress(3, &bomb).unwrap_err();
+    assert!(e.contains("over"), "{e}");
 }
