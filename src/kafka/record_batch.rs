@@ -4,9 +4,9 @@
 //! own reader copied every key and value into vectors of their own; on the consumer's
 //! drain that was ~17 % of its CPU.
 //!
-//! It owns the wire layout of a batch and of a record and their CRC; their
-//! decompression (gzip, snappy, lz4, zstd) is [`codecs`]'. It never trusts a length it read: every slice is checked against what is there, and a
-//! decompressed size is bounded before anything is allocated for it.
+//! It owns the wire layout of a batch and of a record and their CRC; [`codecs`] owns
+//! their decompression (gzip, snappy, lz4, zstd). It never trusts a length it read: every
+//! slice is checked against what is there, and a decompressed size is bounded.
 
 use bytes::Bytes;
 

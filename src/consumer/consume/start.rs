@@ -136,8 +136,9 @@ pub(super) async fn open_kafka(
 
 /// A client per partition (each with its own connection and TLS handshake), its
 /// earliest offset and its fetch's connection to the leader, made before the leases: so
-/// they overlap PostgreSQL's connection and migrations instead of following them (25-120 ms before a fresh drain's first fetch on
-/// the test bed, twice for a drain, whose ends were asked over clients of their own).
+/// they overlap PostgreSQL's connection and migrations instead of following them (25-120 ms
+/// before a fresh drain's first fetch on the test bed, twice for a drain, whose ends were
+/// asked over clients of their own).
 /// A drain fails on a partition it cannot look up; a consumer leaves it to the fetcher,
 /// which retries it.
 async fn warm_partitions(

@@ -361,6 +361,46 @@ async fn add_buckets(
 // `set_states`' statement spells out five recent checks.
 const _: () = assert!(crate::consumer::rollup::RECENT_CHECKS == 5);
 
+/// `set_states`' statement. One statement: the INSERT's NOT EXISTS sees the table as it was
+/// before the UPDATE. The recent checks are merged whether or not the state moves (a late
+/// check is one). New ones all newer than the stored newest go in front, cut to five, as the
+/// merge would give: sorting every row's was 19 ms of a 46 ms fold of 1,000 series. Five new
+/// ones are the five (a backlog's fold); fewer are cut by one jsonpath slice: cutting with
+/// `- 9 - 8 - 7 - 6 - 5`, each a copy of the array, took 41 ms per 1,000 rows, the slice 15.
+const SET_STATES: &str = "WITH x AS (SELECT *, rct::jsonb AS rc FROM unnest($1::text[], $2::text[], $3::bool[], $4::timestamptz[], \
+       $5::bool[], $6::timestamptz[], $7::int[], $8::text[], $9::text[], $10::int[], \
+       $11::timestamptz[], $12::text[]) \
+       AS x(u, p, up, since, changed, lc, ls, le, lk, el, ce, rct)), \
+     updated AS (UPDATE site_status AS s SET \
+       since = CASE WHEN x.lc < s.last_checked_at THEN s.since \
+         WHEN s.up = x.up AND NOT x.changed THEN s.since ELSE x.since END, \
+       up = CASE WHEN x.lc < s.last_checked_at THEN s.up ELSE x.up END, \
+       last_checked_at = greatest(x.lc, s.last_checked_at), \
+       last_status = CASE WHEN x.lc < s.last_checked_at THEN s.last_status ELSE x.ls END, \
+       last_error = CASE WHEN x.lc < s.last_checked_at THEN s.last_error ELSE x.le END, \
+       last_error_kind = CASE WHEN x.lc < s.last_checked_at THEN s.last_error_kind ELSE x.lk END, \
+       last_elapsed_ms = CASE WHEN x.lc < s.last_checked_at THEN s.last_elapsed_ms ELSE x.el END, \
+       cert_expires_at = CASE WHEN x.lc < s.last_checked_at THEN s.cert_expires_at \
+         ELSE coalesce(x.ce, s.cert_expires_at) END, \
+       recent = CASE WHEN (x.rc->-1->>'t')::bigint > coalesce((s.recent->0->>'t')::bigint, -1) \
+         THEN CASE WHEN jsonb_array_length(x.rc) >= 5 THEN x.rc \
+           ELSE jsonb_path_query_array(x.rc || coalesce(s.recent, '[]'::jsonb), '$[0 to 4]') END \
+         ELSE (SELECT jsonb_agg(e ORDER BY (e->>'t')::bigint DESC) FROM (SELECT e \
+         FROM jsonb_array_elements(x.rc || coalesce(s.recent, '[]'::jsonb)) AS e \
+         ORDER BY (e->>'t')::bigint DESC LIMIT 5) AS newest) END, \
+       changed = nextval('page_changes') \
+       FROM x WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p \
+       RETURNING s.url) \
+     INSERT INTO site_status (url, producer, up, since, last_checked_at, last_status, \
+       last_error, last_error_kind, last_elapsed_ms, cert_expires_at, recent, changed) \
+     SELECT u, p, up, since, lc, ls, le, lk, el, ce, rc, nextval('page_changes') FROM x \
+     WHERE NOT EXISTS (SELECT 1 FROM site_status AS s \
+       WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p) \
+     AND NOT EXISTS (SELECT 1 FROM listed_targets AS l \
+       WHERE md5(l.url) = md5(x.u) AND l.url = x.u \
+       AND x.lc < l.removed_at + make_interval(secs => $13)) \
+     ON CONFLICT DO NOTHING";
+
 /// Each series' state: updated where this transaction's news is newer, created where the
 /// series is new. `since` stays unless the verdict changed (stored → here, or within).
 async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreError> {
@@ -401,49 +441,8 @@ async fn set_states(tx: &Transaction<'_>, rollups: &Folded) -> Result<(), StoreE
         (&recent, Type::TEXT_ARRAY),
         (&settles_s, Type::FLOAT8),
     ];
-    // One statement: the INSERT's NOT EXISTS sees the table as it was before the UPDATE.
-    // The recent checks are merged whether or not the state moves (a late check is one).
-    // New ones all newer than the stored newest go in front, cut to five, as the merge would
-    // give: sorting every row's was 19 ms of a 46 ms fold of 1,000 series. Five new ones are
-    // the five (a backlog's fold); fewer are cut by one jsonpath slice: cutting with
-    // `- 9 - 8 - 7 - 6 - 5`, each a copy of the array, took 41 ms per 1,000 rows, the slice 15.
-    tx.execute_typed(
-        "WITH x AS (SELECT *, rct::jsonb AS rc FROM unnest($1::text[], $2::text[], $3::bool[], $4::timestamptz[], \
-           $5::bool[], $6::timestamptz[], $7::int[], $8::text[], $9::text[], $10::int[], \
-           $11::timestamptz[], $12::text[]) \
-           AS x(u, p, up, since, changed, lc, ls, le, lk, el, ce, rct)), \
-         updated AS (UPDATE site_status AS s SET \
-           since = CASE WHEN x.lc < s.last_checked_at THEN s.since \
-             WHEN s.up = x.up AND NOT x.changed THEN s.since ELSE x.since END, \
-           up = CASE WHEN x.lc < s.last_checked_at THEN s.up ELSE x.up END, \
-           last_checked_at = greatest(x.lc, s.last_checked_at), \
-           last_status = CASE WHEN x.lc < s.last_checked_at THEN s.last_status ELSE x.ls END, \
-           last_error = CASE WHEN x.lc < s.last_checked_at THEN s.last_error ELSE x.le END, \
-           last_error_kind = CASE WHEN x.lc < s.last_checked_at THEN s.last_error_kind ELSE x.lk END, \
-           last_elapsed_ms = CASE WHEN x.lc < s.last_checked_at THEN s.last_elapsed_ms ELSE x.el END, \
-           cert_expires_at = CASE WHEN x.lc < s.last_checked_at THEN s.cert_expires_at \
-             ELSE coalesce(x.ce, s.cert_expires_at) END, \
-           recent = CASE WHEN (x.rc->-1->>'t')::bigint > coalesce((s.recent->0->>'t')::bigint, -1) \
-             THEN CASE WHEN jsonb_array_length(x.rc) >= 5 THEN x.rc \
-               ELSE jsonb_path_query_array(x.rc || coalesce(s.recent, '[]'::jsonb), '$[0 to 4]') END \
-             ELSE (SELECT jsonb_agg(e ORDER BY (e->>'t')::bigint DESC) FROM (SELECT e \
-             FROM jsonb_array_elements(x.rc || coalesce(s.recent, '[]'::jsonb)) AS e \
-             ORDER BY (e->>'t')::bigint DESC LIMIT 5) AS newest) END, \
-           changed = nextval('page_changes') \
-           FROM x WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p \
-           RETURNING s.url) \
-         INSERT INTO site_status (url, producer, up, since, last_checked_at, last_status, \
-           last_error, last_error_kind, last_elapsed_ms, cert_expires_at, recent, changed) \
-         SELECT u, p, up, since, lc, ls, le, lk, el, ce, rc, nextval('page_changes') FROM x \
-         WHERE NOT EXISTS (SELECT 1 FROM site_status AS s \
-           WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p) \
-         AND NOT EXISTS (SELECT 1 FROM listed_targets AS l \
-           WHERE md5(l.url) = md5(x.u) AND l.url = x.u \
-           AND x.lc < l.removed_at + make_interval(secs => $13)) \
-         ON CONFLICT DO NOTHING",
-        &params,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| sql_error("site status update", &e))
+    tx.execute_typed(SET_STATES, &params)
+        .await
+        .map(|_| ())
+        .map_err(|e| sql_error("site status update", &e))
 }
