@@ -1,6 +1,6 @@
 //! PostgreSQL, everything of it: the connection (`connect`: libpq's `sslmode` and
-//! `sslrootcert` honoured, the server always verified), the schema and its migrations
-//! (`schema`), the exactly-once write of batches with their partitions' offsets
+//! `sslrootcert` honoured, the server always verified), what the server must be (`server`:
+//! PostgreSQL 12 or later), the schema and its migrations (`schema`), the exactly-once write of batches with their partitions' offsets
 //! (`write`) with their rollups (`rollups`) and alert decisions (`alerts`, also the
 //! outbox the sender empties), the partition leases (`leases`), old events' deletion
 //! (`retention`), and the status page's reads (`status`).
@@ -57,6 +57,7 @@ mod rollups;
 mod row_fields;
 mod rows;
 mod schema;
+mod server;
 mod site;
 mod status;
 mod windows;
@@ -81,8 +82,9 @@ pub(crate) use retention::{
 pub use rollups::FOLD_LOCK;
 pub(crate) use rollups::{align_windows, fold_rollups, forget_quiet_series};
 pub(crate) use rows::{Batch, Derived, Rejected, RowEncoder};
+pub(crate) use schema::python_rows_until;
 pub use schema::{SCHEMA_VERSION, migrate};
-pub(crate) use schema::{non_utc_timezone, python_rows_until};
+pub(crate) use server::non_utc_timezone;
 pub use site::{SITE_DAYS, SITE_HOURS, SiteRows};
 pub(crate) use site::{read_site, read_strips};
 pub use status::{RollupRow, SiteState, StatusRows};

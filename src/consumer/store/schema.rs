@@ -321,6 +321,7 @@ pub async fn migrate(client: &mut Client) -> Result<i32, StoreError> {
 }
 
 async fn migrate_unbounded(client: &mut Client) -> Result<i32, StoreError> {
+    super::server::require_supported_server(client).await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -433,27 +434,6 @@ pub(crate) async fn python_rows_until(
             .await
             .map_err(|e| sql_error("reading the Python-era rows", &e))?;
         Ok(row.get(0))
-    })
-    .await
-}
-
-/// The server's `TimeZone`, when it is not UTC: `events.ts` is a `timestamp` (the Python
-/// program's type) that checksite fills in UTC, and the Python program filled in this zone.
-pub(crate) async fn non_utc_timezone(client: &Client) -> Result<Option<String>, StoreError> {
-    bounded("reading TimeZone", async {
-        let row = client
-            .query_one(
-                // Winter and summer both: a zone can equal UTC half of the year.
-                "SELECT current_setting('TimeZone'), \
-                 '2000-01-15 12:00+00'::timestamptz::timestamp = '2000-01-15 12:00' \
-                 AND '2000-07-15 12:00+00'::timestamptz::timestamp = '2000-07-15 12:00'",
-                &[],
-            )
-            .await
-            .map_err(|e| sql_error("reading TimeZone", &e))?;
-        let zone: String = row.get(0);
-        let utc: bool = row.get(1);
-        Ok((!utc).then_some(zone))
     })
     .await
 }
