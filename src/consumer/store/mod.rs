@@ -1,9 +1,10 @@
 //! PostgreSQL, everything of it: the connection (`connect`: libpq's `sslmode` and
-//! `sslrootcert` honoured, the server always verified), what the server must be (`server`:
-//! PostgreSQL 12 or later), the schema and its migrations (`schema`), the exactly-once write of batches with their partitions' offsets
-//! (`write`) with their rollups (`rollups`) and alert decisions (`alerts`, also the
-//! outbox the sender empties), the partition leases (`leases`), old events' deletion
-//! (`retention`), and the status page's reads (`status`).
+//! `sslrootcert` honoured, the server always verified), what the server must be
+//! (`server`: PostgreSQL 12 or later), the schema and its migrations (`schema`), the
+//! exactly-once write of batches with their partitions' offsets (`write`) with their
+//! rollups (`rollups`) and alert decisions (`alerts`, also the outbox the sender empties),
+//! the partition leases (`leases`), old events' deletion (`retention`), and the status
+//! page's reads (`status`).
 //!
 //! This module owns every SQL statement. SQL is always parameterised; the password
 //! never reaches a log or an error message.

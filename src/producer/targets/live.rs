@@ -249,42 +249,41 @@ impl TargetFollower {
     /// list, and at every SIGHUP (which reads `CK_SITE_URL` and `CK_TARGETS` again; an
     /// unreadable or invalid file keeps the targets in force, and says why).
     pub async fn run(
-        self,
+        mut self,
         tx: watch::Sender<TargetSet>,
         metrics: Arc<ProducerMetrics>,
         mut shutdown: Shutdown,
     ) {
-        let mut this = self;
         loop {
             let listed = async {
-                match this.listed.as_mut() {
+                match self.listed.as_mut() {
                     Some(l) => l.changed().await.is_ok(),
                     None => std::future::pending().await,
                 }
             };
             let hangup = async {
-                match this.hangup.as_mut() {
+                match self.hangup.as_mut() {
                     Some(h) => h.recv().await.is_some(),
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 alive = listed => if !alive {
-                    this.listed = None;
+                    self.listed = None;
                 },
                 alive = hangup => if alive {
-                    this.reread();
+                    self.reread();
                 } else {
-                    this.hangup = None;
+                    self.hangup = None;
                 },
                 _ = shutdown.requested() => return,
             }
             let previous = tx.borrow().clone();
-            let Some((follower, next)) = this.resolve_off_the_workers(previous.clone()).await
+            let Some((follower, next)) = self.resolve_off_the_workers(previous.clone()).await
             else {
                 return;
             };
-            this = follower;
+            self = follower;
             let changes = changes(&previous, &next);
             if changes > 0 {
                 log::info!(
