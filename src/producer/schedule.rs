@@ -1,10 +1,9 @@
 //! When each target is checked: a fixed rate per target (start to start, so a slow check
 //! does not push the next one later), targets spread over their interval instead of all
 //! firing at once (on a grid, [`grid_step`]), and a bound on the checks running at the
-//! same time. The set of
-//! targets may change at any time: an added target starts within a moment, a removed
-//! one stops after its running check, a changed one keeps its phase unless its interval
-//! changed, and the others are not disturbed.
+//! same time. The set of targets may change at any time: an added target starts within a
+//! moment, a removed one stops after its running check, a changed one keeps its phase
+//! unless its interval changed, and the others are not disturbed.
 //!
 //! This module owns time and concurrency. It never measures anything itself (that is
 //! [`super::probe`]) and never talks to Kafka (that is [`super::outbox`]).
@@ -45,11 +44,10 @@ const CHECKS_PER_STEP: f64 = 20.0;
 /// The grid's step for `set`: [`START_GRID`], or shorter where more than
 /// [`CHECKS_PER_STEP`] checks would fall in it (1 ms at least).
 fn grid_step(set: &TargetSet) -> Duration {
-    let per_second: f64 = set
-        .values()
-        .map(|t| 1.0 / t.interval.as_secs_f64().max(0.001))
-        .sum();
-    let step = Duration::from_secs_f64((CHECKS_PER_STEP / per_second.max(1.0)).min(1.0));
+    let per_second: f64 = set.values().map(|t| 1.0 / t.interval.as_secs_f64()).sum();
+    // At least one a second: an empty set divides by nothing. A zero interval makes the
+    // rate infinite, and the step its shortest.
+    let step = Duration::from_secs_f64(CHECKS_PER_STEP / per_second.max(1.0));
     step.clamp(Duration::from_millis(1), START_GRID)
 }
 
