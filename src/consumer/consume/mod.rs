@@ -92,6 +92,9 @@ const STUCK_AFTER: Duration = Duration::from_secs(600);
 /// is left is folded by the next consumer to run.
 const FOLD_AT_EXIT: Duration = Duration::from_secs(30);
 
+/// Longest wait at exit for the PostgreSQL connections to say goodbye to the server.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
+
 /// Longest time to deliver the notifications due when stopping; what is left is
 /// delivered by the next consumer to run.
 const SEND_AT_EXIT: Duration = Duration::from_secs(15);
@@ -171,6 +174,8 @@ pub async fn run(
     for server in servers {
         server.abort();
     }
+    drop(page); // its connection, if it has one
+    store::connections_closed(CLOSE_WITHIN).await;
     consumed
 }
 

@@ -136,13 +136,26 @@ impl MaintenanceArgs {
             _ => None,
         };
         let mut db = postgres.connect(std::time::Duration::from_secs(10)).await?;
-        store::migrate(&mut db).await?;
+        let done = self.apply(&mut db, window).await;
+        drop(db);
+        store::connections_closed(std::time::Duration::from_secs(1)).await;
+        done
+    }
+
+    /// Carry out the command on `db`, migrated first (`window`: the one `add` asks for).
+    async fn apply(
+        self,
+        db: &mut tokio_postgres::Client,
+        window: Option<MaintenanceWindow>,
+    ) -> Result<String, MaintenanceError> {
+        store::migrate(db).await?;
+        let db = &*db;
         match self.command {
             MaintenanceCommand::Add(_) => {
                 let Some(w) = window else {
                     return Ok(String::new());
                 };
-                let id = store::add_window(&db, &w).await?;
+                let id = store::add_window(db, &w).await?;
                 Ok(format!(
                     "maintenance window {id}: {} to {}, {}: {}\n",
                     time(&w.starts_at),
@@ -152,11 +165,11 @@ impl MaintenanceArgs {
                 ))
             }
             MaintenanceCommand::List(_) => {
-                let windows = store::windows_after(&db, Utc::now()).await?;
+                let windows = store::windows_after(db, Utc::now()).await?;
                 Ok(list(&windows, Utc::now()))
             }
             MaintenanceCommand::End(end) => {
-                if store::end_window(&db, end.id).await? {
+                if store::end_window(db, end.id).await? {
                     Ok(format!("maintenance window {} ended\n", end.id))
                 } else {
                     Err(ConfigError(format!(

@@ -2,11 +2,44 @@
 //! `sslmode`/`sslrootcert` handled here (tokio-postgres knows neither verify-* nor root
 //! files), TLS through rustls, every wait bounded. The password never reaches a message.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio_postgres::config::SslMode;
 
 use super::StoreError;
+
+/// Connections of this process whose driver task still runs. A driver says goodbye
+/// (Terminate, then TLS close_notify) once its client is dropped, but only if it is polled
+/// again: a process that exits first leaves PostgreSQL a dropped socket, which it counts
+/// as an abandoned session (`pg_stat_database.sessions_abandoned`) and logs as an error.
+static OPEN_DRIVERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Held by a driver task: counts it open until the task ends or is dropped.
+struct OpenDriver;
+
+impl OpenDriver {
+    fn count() -> OpenDriver {
+        OPEN_DRIVERS.fetch_add(1, Ordering::SeqCst);
+        OpenDriver
+    }
+}
+
+impl Drop for OpenDriver {
+    fn drop(&mut self) {
+        OPEN_DRIVERS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Wait, at most `within`, until every connection this process opened is closed: called
+/// at exit, after the clients are dropped, so that each says goodbye to the server. A
+/// server that does not answer costs `within`, never a hang.
+pub(crate) async fn connections_closed(within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while OPEN_DRIVERS.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
 
 /// A parsed `CK_POSTGRESQL_URL`.
 #[derive(Clone)]
@@ -153,7 +186,9 @@ impl PostgresSettings {
             Ok(Err(e)) => return Err(self.connect_error(&e)),
             Ok(Ok(pair)) => pair,
         };
+        let open = OpenDriver::count();
         tokio::spawn(async move {
+            let _open = open;
             if let Err(e) = connection.await {
                 log::debug!("PostgreSQL connection closed: {e}");
             }

@@ -69,6 +69,7 @@ pub(crate) use alerts::{
     Attempt, claim_next, close_stale_incidents, firing_for, record_attempt, set_receivers,
 };
 pub use connect::PostgresSettings;
+pub(crate) use connect::connections_closed;
 pub(crate) use deltas::{ReadAhead, read_ahead};
 pub(crate) use labels::save_labels;
 pub(crate) use leases::PartitionLeases;
