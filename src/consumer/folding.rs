@@ -60,9 +60,6 @@ const FORGET_EVERY: Duration = Duration::from_secs(3600);
 /// How often the windows are moved to the current hour when nothing is folded.
 const ALIGN_EVERY: Duration = Duration::from_secs(10);
 
-/// Longest wait, once stopped, for the folder's connection to say goodbye to the server.
-const CLOSE_WITHIN: Duration = Duration::from_secs(1);
-
 /// Longest wait for PostgreSQL to connect, per attempt.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 
@@ -101,7 +98,7 @@ impl RollupFolder {
                 let _blocks = crate::memory::ThreadBlockCache::start();
                 let _ = runtime.block_on(thread_ends);
                 // Its connection's driver runs here: kept turning until it said goodbye.
-                runtime.block_on(store::connections_closed(CLOSE_WITHIN));
+                runtime.block_on(store::connections_closed());
             })?;
         Ok(RollupFolder {
             stop,

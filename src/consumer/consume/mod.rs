@@ -92,9 +92,6 @@ const STUCK_AFTER: Duration = Duration::from_secs(600);
 /// is left is folded by the next consumer to run.
 const FOLD_AT_EXIT: Duration = Duration::from_secs(30);
 
-/// Longest wait at exit for the PostgreSQL connections to say goodbye to the server.
-const CLOSE_WITHIN: Duration = Duration::from_secs(1);
-
 /// Longest time to deliver the notifications due when stopping; what is left is
 /// delivered by the next consumer to run.
 const SEND_AT_EXIT: Duration = Duration::from_secs(15);
@@ -175,7 +172,7 @@ pub async fn run(
         server.abort();
     }
     drop(page); // its connection, if it has one
-    store::connections_closed(CLOSE_WITHIN).await;
+    store::connections_closed().await;
     consumed
 }
 

@@ -138,7 +138,7 @@ impl MaintenanceArgs {
         let mut db = postgres.connect(std::time::Duration::from_secs(10)).await?;
         let done = self.apply(&mut db, window).await;
         drop(db);
-        store::connections_closed(std::time::Duration::from_secs(1)).await;
+        store::connections_closed().await;
         done
     }
 

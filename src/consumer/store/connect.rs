@@ -31,11 +31,14 @@ impl Drop for OpenDriver {
     }
 }
 
-/// Wait, at most `within`, until every connection this process opened is closed: called
-/// at exit, after the clients are dropped, so that each says goodbye to the server. A
-/// server that does not answer costs `within`, never a hang.
-pub(crate) async fn connections_closed(within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
+/// Longest wait at exit for the connections to say goodbye.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
+
+/// Wait, at most [`CLOSE_WITHIN`], until every connection this process opened is closed:
+/// called at exit, after the clients are dropped, so that each says goodbye to the server.
+/// A server that does not answer costs that second, never a hang.
+pub(crate) async fn connections_closed() {
+    let deadline = tokio::time::Instant::now() + CLOSE_WITHIN;
     while OPEN_DRIVERS.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
