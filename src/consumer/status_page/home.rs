@@ -92,12 +92,12 @@ pub(crate) fn render(report: &Report, query: &HomeQuery, strips: &Strips) -> Str
     html::open(&mut out, &title, true);
     let _ = write!(
         out,
-        "<header><h1>checksite status</h1><p class=\"summary\" id=\"summary\">{} URL(s): \
+        "<header><h1>checksite status</h1><p class=\"summary\" id=\"summary\">{} site(s): \
          <span id=\"summary-down\">{down} down</span>, <span id=\"summary-degraded\">{degraded} degraded</span>, \
          <span id=\"summary-up\">{up} up</span>, <span id=\"summary-nodata\">{nodata} without data</span> \
          · as of {} · <a href=\"/api/status\">JSON</a></p>\
          <form class=\"search\" method=\"get\" action=\"/\" role=\"search\"><input id=\"q\" name=\"q\" \
-         type=\"search\" placeholder=\"search URLs\" aria-label=\"search URLs\" value=\"{}\"> \
+         type=\"search\" placeholder=\"search sites\" aria-label=\"search sites\" value=\"{}\"> \
          <button type=\"submit\">Search</button></form></header><main>",
         report.targets.len(),
         time(&report.generated_at),
@@ -133,7 +133,7 @@ pub(crate) type Strips = std::collections::HashMap<String, Vec<(i64, i64)>>;
 
 fn table(out: &mut String, rows: &[&TargetReport], report: &Report, strips: &Strips) {
     out.push_str(
-        "<table class=\"targets\"><thead><tr><th>state</th><th>URL</th><th>vantage points</th>\
+        "<table class=\"targets\"><thead><tr><th>state</th><th>site</th><th>vantage points</th>\
          <th>last 90 days</th><th>24 h</th><th>30 d</th><th>p50 24 h</th></tr></thead><tbody>",
     );
     let groups = group_states(report);
