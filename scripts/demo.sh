@@ -6,12 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${CHECKSITE_DEMO_SECONDS:-20}
 port=${CHECKSITE_DEMO_PORT:-18631}
+database=${CHECKSITE_DEMO_DB:-checksite_demo}
 bin=target/x86_64-unknown-linux-musl/release
 
 scripts/testbed/testbed.sh start
-# The status page an earlier demo left running (on the port this one uses).
-old_page=${CHECKSITE_TESTBED_DIR:-/tmp/checksite-testbed}/demo-page.pid
-if [ -f "$old_page" ]; then kill "$(cat "$old_page")" 2>/dev/null || true; rm -f "$old_page"; sleep 0.5; fi
+# The status page an earlier demo left running on the port this one uses (demo-page.pid: one
+# left by a demo of an earlier version, on the default port).
+for old_page in "${CHECKSITE_TESTBED_DIR:-/tmp/checksite-testbed}"/demo-page{-$port,}.pid; do
+  if [ -f "$old_page" ]; then kill "$(cat "$old_page")" 2>/dev/null || true; rm -f "$old_page"; sleep 0.5; fi
+done
 # shellcheck disable=SC1091
 source "${CHECKSITE_TESTBED_DIR:-/tmp/checksite-testbed}/env"
 
@@ -50,23 +53,27 @@ PY
 python3 "$work/site.py" "$port" >"$work/site.log" 2>&1 &
 pids+=($!)
 
-# The same list from two vantage points (each says who it is to the site).
+# The same list from two vantage points (each says who it is to the site). Names and groups
+# are what the status page shows; the admin console is checked, stored and alerted like the
+# others, and never shown ("public": false).
 for vantage in eu-west us-east; do
   cat >"$work/targets-$vantage.json" <<JSON
 [
-  {"url": "http://127.0.0.1:$port/", "interval_s": 1, "regex": "Welcome to the (\\\\w+ \\\\w+)"},
-  {"url": "http://127.0.0.1:$port/regional", "interval_s": 1, "headers": {"X-Vantage": "$vantage"}},
-  {"url": "http://127.0.0.1:$port/no-such-page", "interval_s": 1},
-  {"url": "http://127.0.0.1:1/", "interval_s": 2},
+  {"url": "http://127.0.0.1:$port/", "interval_s": 1, "regex": "Welcome to the (\\\\w+ \\\\w+)",
+   "name": "Shop", "group": "Demo shop"},
+  {"url": "http://127.0.0.1:$port/regional", "interval_s": 1, "headers": {"X-Vantage": "$vantage"},
+   "name": "Regional edge", "group": "Demo shop"},
+  {"url": "http://127.0.0.1:$port/no-such-page", "interval_s": 1, "name": "Old promotion", "group": "Demo shop"},
+  {"url": "http://127.0.0.1:1/", "interval_s": 2, "name": "Admin console", "public": false},
   {"url": "http://demo-shop.invalid/", "interval_s": 2}
 ]
 JSON
 done
 
-echo "==> a fresh database checksite_demo"
+echo "==> a fresh database $database"
 PGOPTIONS="-c client_min_messages=warning" psql -q "$CK_TEST_POSTGRES_URL" \
-  -c "DROP DATABASE IF EXISTS checksite_demo" -c "CREATE DATABASE checksite_demo"
-db_url=${CK_TEST_POSTGRES_URL/\/postgres\?//checksite_demo?}
+  -c "DROP DATABASE IF EXISTS $database" -c "CREATE DATABASE $database"
+db_url=${CK_TEST_POSTGRES_URL/\/postgres\?//$database?}
 
 topic="checksite-demo-$(date +%s)"
 export CK_KAFKA_SERVERS=$CK_TEST_KAFKA_SSL
@@ -114,11 +121,21 @@ state=${CHECKSITE_TESTBED_DIR:-/tmp/checksite-testbed}
 page=127.0.0.1:$((port + 2))
 CK_POSTGRESQL_URL=$db_url CK_HTTP_ADDR=$page setsid nohup "$bin/checksite-consumer" \
   >"$work/page.log" 2>&1 </dev/null &
-echo $! >"$state/demo-page.pid"
+echo $! >"$state/demo-page-$port.pid"
 disown  # not waited for when this script ends
 for _ in $(seq 1 50); do curl -sf -o /dev/null "http://$page/healthz" && break; sleep 0.1; done
 echo
-echo "==> the status page: http://$page/ (one row per URL, a dot per vantage point: /regional is"
-echo "    DEGRADED, down from us-east only; JSON: http://$page/api/status); it stays up"
-echo "The services keep running for you to explore: source $state/env,"
-echo "then psql \"\${CK_TEST_POSTGRES_URL/\/postgres?/\/checksite_demo?}\". 'just services stop' stops them and the page."
+echo "==> the status page: http://$page/ (JSON: http://$page/api/status): one row per target, its"
+echo "    vantage points judged as one; named targets by name only (their URLs are not published)"
+curl -s "http://$page/api/status" | python3 -c '
+import json, sys
+status = json.load(sys.stdin)
+for t in status["targets"]:
+    shown = " / ".join(x for x in (t["group"], t["name"] or t["url"]) if x)
+    seen = ", ".join(v["producer"] + (" up" if v["up"] else " down") for v in t["vantage"])
+    print("    %-34s %-9s %s" % (shown, t["state"].upper(), seen))
+hidden = [w for w in ("127.0.0.1:1/", "Admin console") if w in json.dumps(status)]
+print("    the admin console (\"public\": false): stored above, on the page: %s" % ("YES" if hidden else "no"))
+'
+echo "The page stays up. The services keep running for you to explore: source $state/env,"
+echo "then psql \"\${CK_TEST_POSTGRES_URL/\/postgres?/\/$database?}\". 'just services stop' stops them and the page."

@@ -243,12 +243,16 @@ EOF
 }
 
 stop() {
-  # The status page `just demo` leaves running reads the test bed's PostgreSQL.
-  if pid_alive "$STATE/demo-page.pid"; then
-    kill "$(cat "$STATE/demo-page.pid")" 2>/dev/null || true
-    say "the demo's status page stopped"
-  fi
-  rm -f "$STATE/demo-page.pid"
+  # The status pages `just demo` leaves running (one per port) read the test bed's PostgreSQL.
+  local page
+  for page in "$STATE"/demo-page*.pid; do
+    [ -e "$page" ] || continue
+    if pid_alive "$page"; then
+      kill "$(cat "$page")" 2>/dev/null || true
+      say "the demo's status page stopped"
+    fi
+    rm -f "$page"
+  done
   if pid_alive "$STATE/kafka.pid"; then
     local pid
     pid=$(cat "$STATE/kafka.pid")
