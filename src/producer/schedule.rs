@@ -95,12 +95,7 @@ impl TargetSlot {
     fn set(&self, next: Option<Arc<Target>>) {
         {
             let mut entry = self.entry.lock().unwrap_or_else(|e| e.into_inner());
-            let same = match (entry.as_ref(), next.as_ref()) {
-                (Some(now), Some(next)) => Arc::ptr_eq(now, next),
-                (None, None) => true,
-                _ => false,
-            };
-            if same {
+            if entry.as_ref().map(Arc::as_ptr) == next.as_ref().map(Arc::as_ptr) {
                 return;
             }
             *entry = next;
