@@ -1,7 +1,7 @@
 //! Fetching one partition from its leader over a connection of our own, the answer read
-//! by [`super::record_batch`] without a copy per record. rskafka's `PartitionClient`
-//! stays for everything else (offsets, producing); only the consumer's hot loop fetches
-//! here.
+//! by [`super::record_batch`] without a copy per record, and asking the same leader over
+//! the same connection where the partition's log starts and ends (ListOffsets). rskafka's
+//! `PartitionClient` stays for everything else (producing, reading one record again).
 //!
 //! It owns finding the partition's leader (a Metadata request), the connection to it, the
 //! Fetch request (v4, as rskafka sends it) and the reading of its answer. It never waits
@@ -14,15 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rskafka::client::partition::OffsetAt;
 use rskafka::protocol::api_key::ApiKey;
 use rskafka::protocol::api_version::{ApiVersion, ApiVersionRange};
 use rskafka::protocol::error::Error as ProtocolError;
 use rskafka::protocol::messages::{
-    FetchRequest, FetchRequestPartition, FetchRequestTopic, IsolationLevel, MetadataRequest,
+    FetchRequest, FetchRequestPartition, FetchRequestTopic, IsolationLevel, ListOffsetsRequest,
+    ListOffsetsRequestPartition, ListOffsetsRequestTopic, ListOffsetsResponse, MetadataRequest,
     MetadataRequestTopic, ReadVersionedError, ReadVersionedType, RequestBody, WriteVersionedError,
     WriteVersionedType,
 };
-use rskafka::protocol::primitives::{Int32, Int64, String_};
+use rskafka::protocol::primitives::{Int16, Int32, Int64, String_};
 use rskafka::protocol::traits::ReadError;
 
 use super::KafkaSettings;
@@ -83,27 +85,6 @@ impl LeaderFetch {
         }
     }
 
-    /// The topic fetched from.
-    pub(crate) fn topic(&self) -> &str {
-        &self.topic
-    }
-
-    /// Connect to the leader now, ahead of the first fetch (at start, while PostgreSQL
-    /// connects), within `REQUEST_TIMEOUT`; a failure is left for the fetch to retry.
-    pub(crate) async fn connect(&mut self) {
-        if self.leader.is_some() {
-            return;
-        }
-        match tokio::time::timeout(super::REQUEST_TIMEOUT, self.connect_leader()).await {
-            Ok(Ok(leader)) => self.leader = Some(leader),
-            Ok(Err(e)) => log::debug!(
-                "partition {}: {e}; the fetch connects again",
-                self.partition
-            ),
-            Err(_) => log::debug!("partition {}: no leader within 30 s", self.partition),
-        }
-    }
-
     /// Records at or after `offset`, about `max_bytes` of them (a first batch larger than
     /// that comes whole), the leader waiting up to `wait_ms` for some to come.
     pub(crate) async fn fetch(
@@ -114,30 +95,120 @@ impl LeaderFetch {
     ) -> Result<Fetched, FetchError> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.attempt(offset, max_bytes, wait_ms).await {
-                Ok(fetched) => return Ok(fetched),
-                Err(Attempt::Final(e)) => return Err(e),
-                Err(Attempt::Retry(why)) => {
-                    log::debug!("partition {}: fetch: {why}; reconnecting", self.partition);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
+            let attempt = self.fetch_once(offset, max_bytes, wait_ms).await;
+            if let Some(done) = self.retried("fetch", attempt, &mut backoff).await {
+                return done;
             }
         }
     }
 
-    async fn attempt(
+    /// Where the partition's log starts (`Earliest`) or ends (`Latest`: the offset the
+    /// next record will have), as its leader says. Retried as a fetch is, `within` a bound.
+    pub(crate) async fn offset(
+        &mut self,
+        at: OffsetAt,
+        within: Duration,
+    ) -> Result<i64, FetchError> {
+        let asking = async {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let attempt = self.offset_once(at).await;
+                if let Some(done) = self.retried("list offsets", attempt, &mut backoff).await {
+                    return done;
+                }
+            }
+        };
+        match tokio::time::timeout(within, asking).await {
+            Ok(answer) => answer,
+            Err(_) => Err(FetchError::Failed(format!(
+                "list offsets: no answer within {} s",
+                within.as_secs()
+            ))),
+        }
+    }
+
+    /// An attempt's outcome, or None after the pause before the next one.
+    async fn retried<T>(
+        &self,
+        what: &str,
+        attempt: Result<T, Attempt>,
+        backoff: &mut Duration,
+    ) -> Option<Result<T, FetchError>> {
+        match attempt {
+            Ok(answer) => Some(Ok(answer)),
+            Err(Attempt::Final(e)) => Some(Err(e)),
+            Err(Attempt::Retry(why)) => {
+                log::debug!("partition {}: {what}: {why}; reconnecting", self.partition);
+                tokio::time::sleep(*backoff).await;
+                *backoff = (*backoff * 2).min(Duration::from_secs(2));
+                None
+            }
+        }
+    }
+
+    /// One request to the leader, connected first if need be. The connection is taken
+    /// while the request is under way: a request given up half-way (the caller's timeout)
+    /// takes it along, and the next attempt starts clean.
+    async fn ask<R>(&mut self, request: R) -> Result<R::ResponseBody, Attempt>
+    where
+        R: RequestBody + Send + WriteVersionedType<Vec<u8>>,
+        R::ResponseBody: ReadVersionedType<Cursor<Vec<u8>>>,
+    {
+        let leader = match self.leader.take() {
+            Some(leader) => leader,
+            None => self.connect_leader().await.map_err(Attempt::Retry)?,
+        };
+        let answer = leader
+            .request(request)
+            .await
+            .map_err(|e| Attempt::Retry(crate::error_chain(&e)))?;
+        self.leader = Some(leader);
+        Ok(answer)
+    }
+
+    /// A partition error: the connection dropped (the leader may have moved), and whether
+    /// to try again.
+    fn partition_error(&mut self, code: i16) -> Attempt {
+        let why = ProtocolError::new(code).map_or(format!("error {code}"), |e| e.to_string());
+        self.leader = None;
+        match retriable(code) {
+            true => Attempt::Retry(why),
+            false => Attempt::Final(FetchError::Failed(why)),
+        }
+    }
+
+    async fn offset_once(&mut self, at: OffsetAt) -> Result<i64, Attempt> {
+        let timestamp = match at {
+            OffsetAt::Earliest => -2,
+            OffsetAt::Latest => -1,
+            OffsetAt::Timestamp(t) => t.timestamp_millis(),
+        };
+        let request = ListOffsetsRequest {
+            replica_id: Int32(-1),
+            isolation_level: Some(IsolationLevel::ReadCommitted),
+            topics: vec![ListOffsetsRequestTopic {
+                name: String_(self.topic.clone()),
+                partitions: vec![ListOffsetsRequestPartition {
+                    partition_index: Int32(self.partition),
+                    timestamp: Int64(timestamp),
+                    max_num_offsets: Some(Int32(1)),
+                }],
+            }],
+        };
+        let answer = self.ask(request).await?;
+        match listed_offset(&answer, &self.topic, self.partition) {
+            Ok(offset) => Ok(offset),
+            Err(Listed::Error(code)) => Err(self.partition_error(code)),
+            Err(Listed::Malformed(why)) => Err(Attempt::Final(FetchError::Failed(why))),
+        }
+    }
+
+    async fn fetch_once(
         &mut self,
         offset: i64,
         max_bytes: i32,
         wait_ms: i32,
     ) -> Result<Fetched, Attempt> {
-        // Taken while the request is under way: a request given up half-way (the caller's
-        // timeout) takes its connection with it, and the next attempt starts clean.
-        let leader = match self.leader.take() {
-            Some(leader) => leader,
-            None => self.connect_leader().await.map_err(Attempt::Retry)?,
-        };
         let request = RawFetch(FetchRequest {
             replica_id: Int32(-1),
             max_wait_ms: Int32(wait_ms),
@@ -153,25 +224,13 @@ impl LeaderFetch {
                 }],
             }],
         });
-        let answer = leader
-            .request(request)
-            .await
-            .map_err(|e| Attempt::Retry(crate::error_chain(&e)))?;
-        self.leader = Some(leader);
+        let answer = self.ask(request).await?;
         let answer = partition_answer(&answer.0, &self.topic, self.partition)
             .map_err(|e| Attempt::Final(FetchError::Failed(e)))?;
         match answer.error {
             0 => {}
             1 => return Err(Attempt::Final(FetchError::OffsetOutOfRange)),
-            code => {
-                let why =
-                    ProtocolError::new(code).map_or(format!("error {code}"), |e| e.to_string());
-                self.leader = None;
-                return Err(match retriable(code) {
-                    true => Attempt::Retry(why),
-                    false => Attempt::Final(FetchError::Failed(why)),
-                });
-            }
+            code => return Err(self.partition_error(code)),
         }
         let mut records = Vec::new();
         record_batch::read_records(&answer.records, offset, &mut records)
@@ -227,6 +286,45 @@ impl LeaderFetch {
             return Ok(bootstrap);
         }
         broker(&self.settings, &address).await
+    }
+}
+
+/// Why a ListOffsets answer gave no offset.
+#[derive(Debug, PartialEq)]
+enum Listed {
+    /// The partition's error code.
+    Error(i16),
+    /// Not the answer asked for.
+    Malformed(String),
+}
+
+/// The offset for `partition` of `topic` in a ListOffsets answer (v0's one-offset list,
+/// or v1's offset).
+fn listed_offset(answer: &ListOffsetsResponse, topic: &str, partition: i32) -> Result<i64, Listed> {
+    let found = answer
+        .topics
+        .iter()
+        .filter(|t| t.name.0 == topic)
+        .flat_map(|t| &t.partitions)
+        .find(|p| p.partition_index.0 == partition)
+        .ok_or_else(|| {
+            Listed::Malformed(format!(
+                "the offsets answer holds no partition {partition} of {topic:?}"
+            ))
+        })?;
+    if let Some(e) = found.error_code {
+        return Err(Listed::Error(Int16::from(Some(e)).0));
+    }
+    let old_style = found
+        .old_style_offsets
+        .as_ref()
+        .and_then(|o| o.0.as_deref());
+    match (found.offset, old_style) {
+        (Some(offset), _) => Ok(offset.0),
+        (None, Some([offset])) => Ok(offset.0),
+        _ => Err(Listed::Malformed(
+            "the offsets answer holds no offset".into(),
+        )),
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rskafka::BackoffConfig;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 
 mod admin;
@@ -281,11 +281,6 @@ pub async fn partition_client(
         client.partition_client(topic, partition, UnknownTopicHandling::Error),
     )
     .await
-}
-
-/// The partition's earliest or latest offset, bounded by `REQUEST_TIMEOUT` (30 s).
-pub async fn offset_at(partition: &PartitionClient, at: OffsetAt) -> Result<i64, KafkaError> {
-    bounded("list offsets", partition.get_offset(at)).await
 }
 
 /// Append `records` to the partition, bounded by `REQUEST_TIMEOUT` (30 s). A timed-out produce

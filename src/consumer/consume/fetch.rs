@@ -16,11 +16,10 @@ pub(super) enum FromFetcher {
 /// Per partition: fetched position and the broker's high watermark, for the progress log.
 pub(super) type Positions = Arc<Mutex<BTreeMap<i32, (i64, i64)>>>;
 
-/// A partition's client made at start, before its lease (`start::warm_partitions`), with
-/// its earliest offset as it was then: taken by the partition's first fetcher.
+/// A partition's fetch made at start, before its lease (`start::warm_partitions`), its
+/// connection to the leader open, with its earliest offset as it was then: taken by the
+/// partition's first fetcher.
 pub(super) struct WarmPartition {
-    pub(super) pc: PartitionClient,
-    /// The fetch, its connection to the leader made (unless that failed: it retries).
     pub(super) leader: LeaderFetch,
     pub(super) earliest: i64,
 }
@@ -34,7 +33,6 @@ pub(super) struct Fetcher {
 /// What the fetchers of all partitions share.
 #[derive(Clone)]
 pub(super) struct FetchShared {
-    pub(super) kafka: Arc<KafkaClient>,
     /// For the fetchers' own connections to the partitions' leaders.
     pub(super) settings: Arc<kafka::KafkaSettings>,
     pub(super) topic: String,
@@ -53,13 +51,11 @@ impl FetchShared {
     /// What the fetchers will share, and where the writer receives their chunks.
     pub(super) fn new(
         config: &ConsumerConfig,
-        kafka: &Arc<KafkaClient>,
         thread: &KafkaThread,
         metrics: &Arc<ConsumerMetrics>,
     ) -> (FetchShared, mpsc::Receiver<FromFetcher>) {
         let (tx, rx) = mpsc::channel::<FromFetcher>(CHUNKS_QUEUED);
         let shared = FetchShared {
-            kafka: kafka.clone(),
             settings: Arc::new(config.kafka.clone()),
             topic: config.kafka.topic.clone(),
             batch_events: config.batch_events,
@@ -153,24 +149,21 @@ fn start_failing(failing: &mut bool, job: &FetchJob, why: String, next: &str) {
     *failing = true;
 }
 
-/// Retry `attempt` with backoff until it succeeds; each failure is logged once, and said
-/// by `/readyz` until the partition's next fetch is answered.
-pub(super) async fn until_ok<T, F, Fut>(
+/// Where the partition's log starts, asked with backoff until Kafka answers; each failure
+/// is logged once, and said by `/readyz` until the partition's next fetch is answered.
+async fn earliest_offset(
+    leader: &mut LeaderFetch,
     (partition, metrics): (i32, &ConsumerMetrics),
-    what: &str,
-    mut attempt: F,
-) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, KafkaError>>,
-{
+) -> i64 {
     let mut backoff = Duration::from_millis(200);
     let mut said = false;
     loop {
-        let why = match tokio::time::timeout(Duration::from_secs(30), attempt()).await {
-            Ok(Ok(v)) => return v,
-            Ok(Err(e)) => format!("{what}: {e}"),
-            Err(_) => format!("{what} timed out"),
+        let why = match leader
+            .offset(OffsetAt::Earliest, kafka::REQUEST_TIMEOUT)
+            .await
+        {
+            Ok(earliest) => return earliest,
+            Err(e) => e.to_string(),
         };
         if !said {
             log::warn!("partition {partition}: {why}; retrying");
@@ -220,9 +213,8 @@ pub(super) async fn fetch_partition(mut job: FetchJob) {
 /// One partition's fetching state: where the next chunk starts (`offset`), where the next
 /// fetch starts (`fetch_from`), and the records fetched but not yet in a chunk.
 pub(super) struct PartitionFetch {
-    /// For offsets (the earliest, the latest) when the position is out of range.
-    pub(super) pc: PartitionClient,
-    /// The fetches themselves, over a connection of their own to the leader.
+    /// The fetches, and the offsets (the earliest, the latest) when the position is out
+    /// of range, over a connection of their own to the leader.
     pub(super) leader: LeaderFetch,
     pub(super) offset: i64,
     pub(super) fetch_from: i64,
@@ -237,39 +229,30 @@ pub(super) struct PartitionFetch {
 }
 
 impl PartitionFetch {
-    /// The partition's client and its starting offset: the committed one, or the earliest
+    /// The partition's fetch and its starting offset: the committed one, or the earliest
     /// record Kafka holds for a partition never consumed. Retried until Kafka answers.
     /// An earliest offset found at start that retention passed since is corrected by the
     /// fetch (`out_of_range`), as a committed one would be.
     async fn start(job: &mut FetchJob) -> PartitionFetch {
         let partition = job.partition;
-        let (pc, leader, earliest) = match job.warm.take() {
-            Some(warm) => (warm.pc, Some(warm.leader), Some(warm.earliest)),
-            None => {
-                let pc = until_ok((partition, &job.shared.metrics), "partition lookup", || {
-                    kafka::partition_client(&job.shared.kafka, &job.shared.topic, partition)
-                })
-                .await;
-                (pc, None, None)
-            }
+        let shared = &job.shared;
+        let (mut leader, earliest) = match job.warm.take() {
+            Some(warm) => (warm.leader, Some(warm.earliest)),
+            None => (
+                LeaderFetch::new(shared.settings.clone(), &shared.topic, partition),
+                None,
+            ),
         };
         let (offset, new_partition) = match (job.committed, earliest) {
             (Some(offset), _) => (offset, false),
             (None, Some(earliest)) => (earliest, true),
-            (None, None) => {
-                let earliest = until_ok((partition, &job.shared.metrics), "list offsets", || {
-                    kafka::offset_at(&pc, OffsetAt::Earliest)
-                })
-                .await;
-                (earliest, true)
-            }
+            (None, None) => (
+                earliest_offset(&mut leader, (partition, &shared.metrics)).await,
+                true,
+            ),
         };
         log::info!("partition {partition}: starting at offset {offset}");
-        let shared = &job.shared;
-        let leader = leader
-            .unwrap_or_else(|| LeaderFetch::new(shared.settings.clone(), &shared.topic, partition));
         PartitionFetch {
-            pc,
             leader,
             offset,
             fetch_from: offset,
@@ -311,27 +294,35 @@ impl PartitionFetch {
         }
     }
 
-    /// One fetch request; errors are logged once while they last and retried with backoff.
-    async fn fetch_once(&mut self, job: &FetchJob, wait_ms: i32) {
-        let partition = job.partition;
+    /// A fetch's answer, within 30 s. A broker that went away is retried inside the
+    /// request, silently (as rskafka's fetch did): past the long poll's own wait the outage
+    /// is said, then awaited.
+    async fn answer(
+        &mut self,
+        job: &FetchJob,
+        wait_ms: i32,
+    ) -> Result<Result<Fetched, FetchError>, tokio::time::error::Elapsed> {
         let fetch = self.leader.fetch(self.fetch_from, FETCH_BYTES, wait_ms);
         let fetch = tokio::time::timeout(Duration::from_secs(30), fetch);
         tokio::pin!(fetch);
-        // A broker that went away is retried inside the request, silently (as rskafka's
-        // fetch did): past the long poll's own wait the outage is said, then awaited.
         let silent = Duration::from_millis(wait_ms.max(0) as u64) + SILENT_FETCH;
-        let answer = if self.failing {
-            fetch.await
-        } else {
-            tokio::select! {
-                answer = &mut fetch => answer,
-                _ = tokio::time::sleep(silent) => {
-                    let why = format!("Kafka has not answered a fetch for {} s", silent.as_secs());
-                    start_failing(&mut self.failing, job, why, "waiting");
-                    fetch.await
-                }
+        if self.failing {
+            return fetch.await;
+        }
+        tokio::select! {
+            answer = &mut fetch => answer,
+            _ = tokio::time::sleep(silent) => {
+                let why = format!("Kafka has not answered a fetch for {} s", silent.as_secs());
+                start_failing(&mut self.failing, job, why, "waiting");
+                fetch.await
             }
-        };
+        }
+    }
+
+    /// One fetch request; errors are logged once while they last and retried with backoff.
+    async fn fetch_once(&mut self, job: &FetchJob, wait_ms: i32) {
+        let partition = job.partition;
+        let answer = self.answer(job, wait_ms).await;
         match answer {
             Ok(Ok(Fetched {
                 records,
@@ -357,7 +348,7 @@ impl PartitionFetch {
             Ok(Err(FetchError::OffsetOutOfRange)) => {
                 let topic = &job.shared.topic;
                 if let Some(skip_to) =
-                    out_of_range(&self.pc, partition, self.fetch_from, topic).await
+                    out_of_range(&mut self.leader, partition, self.fetch_from, topic).await
                 {
                     self.fetch_from = skip_to;
                     self.offset = skip_to;
@@ -391,14 +382,14 @@ impl PartitionFetch {
 /// belongs to another cluster); moving on by ourselves could skip or double records, so
 /// say what the user can do, and check again later, never in a busy loop.
 pub(super) async fn out_of_range(
-    pc: &rskafka::client::partition::PartitionClient,
+    leader: &mut LeaderFetch,
     partition: i32,
     fetch_from: i64,
     topic: &str,
 ) -> Option<i64> {
-    let bound = |at| tokio::time::timeout(Duration::from_secs(15), pc.get_offset(at));
-    let earliest = bound(OffsetAt::Earliest).await.ok()?.ok();
-    let latest = bound(OffsetAt::Latest).await.ok()?.ok();
+    let within = Duration::from_secs(15);
+    let earliest = leader.offset(OffsetAt::Earliest, within).await.ok();
+    let latest = leader.offset(OffsetAt::Latest, within).await.ok();
     match (earliest, latest) {
         (Some(earliest), _) if earliest > fetch_from => {
             log::error!(

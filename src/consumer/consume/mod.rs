@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rskafka::client::Client as KafkaClient;
-use rskafka::client::partition::{OffsetAt, PartitionClient};
+use rskafka::client::partition::OffsetAt;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -200,7 +200,7 @@ async fn consume(
         "consuming topic {topic:?} into {}",
         config.postgres.display()
     );
-    let (shared, rx) = FetchShared::new(&config, &kafka, &kafka_thread, &metrics);
+    let (shared, rx) = FetchShared::new(&config, &kafka_thread, &metrics);
     let positions = shared.positions.clone();
     // After the migration: their tables exist.
     let upkeep = Upkeep::start(&config, &metrics)?;

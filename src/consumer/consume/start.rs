@@ -100,11 +100,11 @@ impl Upkeep {
     }
 }
 
-/// The partitions' clients at start, and with `--drain` where each partition ends.
+/// The partitions' fetches made at start, and with `--drain` where each partition ends.
 type Warmed = (HashMap<i32, WarmPartition>, Option<HashMap<i32, i64>>);
 
 /// Kafka from the Kafka thread (so that its connections' tasks run there): the client, the
-/// topic's partitions if it exists, their clients (`warm_partitions`), and with `--drain`
+/// topic's partitions if it exists, their fetches (`warm_partitions`), and with `--drain`
 /// where each partition ends.
 pub(super) async fn open_kafka(
     config: &ConsumerConfig,
@@ -126,7 +126,7 @@ pub(super) async fn open_kafka(
     let warmed = match &partitions {
         Some(p) => {
             let settings = Arc::new(config.kafka.clone());
-            let kafka = (&client, &settings, topic.as_str());
+            let kafka = (&settings, topic.as_str());
             warm_partitions(kafka, p, config.drain, &kafka_thread.runtime).await?
         }
         None => (HashMap::new(), None),
@@ -134,27 +134,26 @@ pub(super) async fn open_kafka(
     Ok((client, partitions, warmed))
 }
 
-/// A client per partition (each with its own connection and TLS handshake), its
-/// earliest offset and its fetch's connection to the leader, made before the leases: so
-/// they overlap PostgreSQL's connection and migrations instead of following them (25-120 ms
-/// before a fresh drain's first fetch on the test bed, twice for a drain, whose ends were
-/// asked over clients of their own).
+/// Per partition, its fetch's connection to the leader, and over it the partition's
+/// earliest offset (and with `--drain` its end), made before the leases: so they overlap
+/// PostgreSQL's connection and migrations instead of following them (25-120 ms before a
+/// fresh drain's first fetch on the test bed). One connection a partition: the offsets
+/// once came over an rskafka client of their own, a second TLS handshake per partition.
 /// A drain fails on a partition it cannot look up; a consumer leaves it to the fetcher,
 /// which retries it.
 async fn warm_partitions(
-    (client, settings, topic): (&Arc<KafkaClient>, &Arc<kafka::KafkaSettings>, &str),
+    (settings, topic): (&Arc<kafka::KafkaSettings>, &str),
     partitions: &[i32],
     drain: bool,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Warmed, ConsumeError> {
     let mut lookups = tokio::task::JoinSet::new();
     for &p in partitions {
-        let (client, settings, topic) = (client.clone(), settings.clone(), topic.to_string());
-        let lookup = async move {
-            let leader = LeaderFetch::new(settings, &topic, p);
-            (p, warm_partition(&client, leader, p, drain).await)
-        };
-        lookups.spawn_on(lookup, runtime);
+        let leader = LeaderFetch::new(settings.clone(), topic, p);
+        lookups.spawn_on(
+            async move { (p, warm_partition(leader, drain).await) },
+            runtime,
+        );
     }
     let (mut warm, mut ends) = (HashMap::new(), HashMap::new());
     while let Some(joined) = lookups.join_next().await {
@@ -164,7 +163,12 @@ async fn warm_partitions(
                 warm.insert(p, partition);
                 ends.extend(end.map(|end| (p, end)));
             }
-            Err(e) if drain => return Err(ConsumeError::Kafka(e)),
+            Err(e) if drain => {
+                return Err(ConsumeError::Kafka(KafkaError::Request {
+                    what: format!("list offsets of partition {p}"),
+                    detail: e.to_string(),
+                }));
+            }
             Err(e) => log::debug!("partition {p}: {e}; its fetcher looks it up again"),
         }
     }
@@ -172,30 +176,21 @@ async fn warm_partitions(
 }
 
 async fn warm_partition(
-    client: &KafkaClient,
     mut leader: LeaderFetch,
-    partition: i32,
     drain: bool,
-) -> Result<(WarmPartition, Option<i64>), KafkaError> {
-    let pc = kafka::partition_client(client, leader.topic(), partition).await?;
-    let (earliest, end, ()) = tokio::join!(
-        kafka::offset_at(&pc, OffsetAt::Earliest),
-        async {
-            match drain {
-                true => kafka::offset_at(&pc, OffsetAt::Latest).await.map(Some),
-                false => Ok(None),
-            }
-        },
-        leader.connect()
-    );
-    Ok((
-        WarmPartition {
-            pc,
-            leader,
-            earliest: earliest?,
-        },
-        end?,
-    ))
+) -> Result<(WarmPartition, Option<i64>), FetchError> {
+    let earliest = leader
+        .offset(OffsetAt::Earliest, kafka::REQUEST_TIMEOUT)
+        .await?;
+    let end = match drain {
+        true => Some(
+            leader
+                .offset(OffsetAt::Latest, kafka::REQUEST_TIMEOUT)
+                .await?,
+        ),
+        false => None,
+    };
+    Ok((WarmPartition { leader, earliest }, end))
 }
 
 /// PostgreSQL connected and migrated, and the time of the Python consumer's last row.

@@ -31,7 +31,7 @@ pub(super) struct ConsumerLoop {
     /// `--drain`: where each partition ended at start.
     pub(super) drain_to: Option<HashMap<i32, i64>>,
     pub(super) fetchers: HashMap<i32, Fetcher>,
-    /// The partitions' clients made at start, until the first lease round: a partition
+    /// The partitions' fetches made at start, until the first lease round: a partition
     /// leased then starts with its own; the others' connections close.
     pub(super) warm: HashMap<i32, WarmPartition>,
     pub(super) generation: u64,

@@ -108,3 +108,62 @@ fn the_answer_is_taken_whole_and_the_messenger_sees_it_all_read() {
     short.set_position(4);
     assert!(RawFetchAnswer::read_versioned(&mut short, version).is_err());
 }
+
+fn listed(
+    topic: &str,
+    partition: i32,
+    error: i16,
+    v0: Option<Vec<i64>>,
+    v1: Option<i64>,
+) -> ListOffsetsResponse {
+    use rskafka::protocol::messages::{ListOffsetsResponsePartition, ListOffsetsResponseTopic};
+    use rskafka::protocol::primitives::Array;
+    ListOffsetsResponse {
+        throttle_time_ms: None,
+        topics: vec![ListOffsetsResponseTopic {
+            name: String_(topic.into()),
+            partitions: vec![ListOffsetsResponsePartition {
+                partition_index: Int32(partition),
+                error_code: ProtocolError::new(error),
+                old_style_offsets: v0.map(|o| Array(Some(o.into_iter().map(Int64).collect()))),
+                timestamp: v1.map(|_| Int64(-1)),
+                offset: v1.map(Int64),
+            }],
+        }],
+    }
+}
+
+#[test]
+fn an_offsets_answer_gives_the_partitions_offset_in_either_version() {
+    assert_eq!(
+        listed_offset(&listed("t", 2, 0, None, Some(42)), "t", 2),
+        Ok(42)
+    );
+    assert_eq!(
+        listed_offset(&listed("t", 2, 0, Some(vec![7]), None), "t", 2),
+        Ok(7)
+    );
+}
+
+#[test]
+fn an_offsets_answer_without_the_offset_is_an_error_not_a_panic() {
+    // The partition's error code, for the caller to retry (6: not the leader) or not.
+    assert_eq!(
+        listed_offset(&listed("t", 2, 6, None, Some(-1)), "t", 2),
+        Err(Listed::Error(6))
+    );
+    for (answer, topic, partition) in [
+        (listed("t", 2, 0, None, Some(42)), "t", 3),
+        (listed("t", 2, 0, None, Some(42)), "u", 2),
+        (listed("t", 2, 0, Some(vec![]), None), "t", 2),
+        (listed("t", 2, 0, Some(vec![1, 2]), None), "t", 2),
+    ] {
+        assert!(
+            matches!(
+                listed_offset(&answer, topic, partition),
+                Err(Listed::Malformed(_))
+            ),
+            "{answer:?}"
+        );
+    }
+}
