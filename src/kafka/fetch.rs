@@ -29,7 +29,7 @@ use rskafka::protocol::traits::ReadError;
 
 use super::KafkaSettings;
 use super::broker::{Broker, broker};
-use super::record_batch::{self, FetchedRecord};
+use super::record_batch::{self, AbortedTransaction, FetchedRecord};
 
 /// What one fetch brought.
 pub(crate) struct Fetched {
@@ -37,6 +37,9 @@ pub(crate) struct Fetched {
     pub(crate) records: Vec<FetchedRecord>,
     /// The partition's end as the leader saw it (the offset after its last record).
     pub(crate) high_watermark: i64,
+    /// Where the next fetch starts: past the last whole batch of the answer, records or
+    /// not (a transaction's marker, an aborted transaction's batches).
+    pub(crate) next_offset: i64,
 }
 
 /// Longest wait for one bootstrap server (and the leader it names) to be connected.
@@ -233,11 +236,13 @@ impl LeaderFetch {
             code => return Err(self.partition_error(code)),
         }
         let mut records = Vec::new();
-        record_batch::read_records(&answer.records, offset, &mut records)
-            .map_err(|e| Attempt::Final(FetchError::Failed(e.0)))?;
+        let next_offset =
+            record_batch::read_records(&answer.records, (offset, &answer.aborted), &mut records)
+                .map_err(|e| Attempt::Final(FetchError::Failed(e.0)))?;
         Ok(Fetched {
             records,
             high_watermark: answer.high_watermark,
+            next_offset,
         })
     }
 
@@ -384,6 +389,7 @@ impl ReadVersionedType<Cursor<Vec<u8>>> for RawFetchAnswer {
 struct PartitionAnswer {
     error: i16,
     high_watermark: i64,
+    aborted: Vec<AbortedTransaction>,
     records: Bytes,
 }
 
@@ -399,14 +405,22 @@ fn partition_answer(body: &Bytes, topic: &str, partition: i32) -> Result<Partiti
             let error = r.i16()?;
             let high_watermark = r.i64()?;
             r.take(8)?; // last stable offset
-            let aborted = r.i32()?;
-            r.take(16 * aborted.max(0) as usize)?; // aborted transactions: none of ours
+            let mut aborted = Vec::new();
+            for _ in 0..r.i32()?.max(0) {
+                let producer_id = r.i64()?;
+                let first_offset = r.i64()?;
+                aborted.push(AbortedTransaction {
+                    producer_id,
+                    first_offset,
+                });
+            }
             let length = r.i32()?;
             let records = r.take(length.max(0) as usize)?;
             if name == topic.as_bytes() && index == partition {
                 return Ok(PartitionAnswer {
                     error,
                     high_watermark,
+                    aborted,
                     records: body.slice(records),
                 });
             }

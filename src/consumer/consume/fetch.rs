@@ -273,6 +273,9 @@ impl PartitionFetch {
         loop {
             while raw.len() < chunk_events {
                 let Some(r) = self.pending.pop_front() else {
+                    // All fetched is taken: offsets with no record up to where the next
+                    // fetch starts are passed too (committed with this chunk).
+                    self.offset = self.fetch_from;
                     break;
                 };
                 self.offset = r.offset + 1;
@@ -327,6 +330,7 @@ impl PartitionFetch {
             Ok(Ok(Fetched {
                 records,
                 high_watermark: high,
+                next_offset,
             })) => {
                 if self.failing {
                     log::info!("partition {partition}: Kafka answers again");
@@ -339,6 +343,10 @@ impl PartitionFetch {
                         self.pending.push_back(r);
                     }
                 }
+                // Past what held no record of ours too (markers, aborted transactions):
+                // fetched again, they would come again, and the position never reach
+                // the partition's end.
+                self.fetch_from = self.fetch_from.max(next_offset);
                 self.caught_up = self.fetch_from >= high;
                 if let Ok(mut p) = job.shared.positions.lock() {
                     p.insert(partition, (self.fetch_from, high));

@@ -57,9 +57,18 @@ fn the_partition_asked_for_is_found_past_the_others() {
         PartitionAnswer {
             error: 0,
             high_watermark: 42,
+            aborted: Vec::new(),
             records: Bytes::from_static(b"these records"),
         }
     );
+    // The aborted transactions listed before a partition's records, each kept.
+    let found = partition_answer(&body, "checks", 1).unwrap();
+    let aborted = |producer_id| AbortedTransaction {
+        producer_id,
+        first_offset: 7,
+    };
+    assert_eq!(found.aborted, [aborted(0), aborted(1)]);
+    assert_eq!(found.records, Bytes::from_static(b"not this"));
 }
 
 #[test]

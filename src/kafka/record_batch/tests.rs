@@ -102,7 +102,7 @@ fn by_rskafka(bytes: &[u8], from: i64) -> Vec<FetchedRecord> {
 
 fn ours(bytes: &[u8], from: i64) -> Result<Vec<FetchedRecord>, BatchError> {
     let mut out = Vec::new();
-    read_records(&Bytes::copy_from_slice(bytes), from, &mut out)?;
+    read_records(&Bytes::copy_from_slice(bytes), (from, &[]), &mut out)?;
     Ok(out)
 }
 
@@ -306,4 +306,102 @@ fn an_lz4_frame_decompressing_past_the_bound_is_refused() {
     assert!(bomb.len() < 1 << 20, "{}", bomb.len());
     let e = codecs::decompress(3, &bomb).unwrap_err();
     assert!(e.contains("over"), "{e}");
+}
+
+/// A transactional batch of `n` records of `producer`, from `base`.
+fn transactional(base: i64, producer: i64, n: i32) -> Vec<u8> {
+    let mut batch = drawn_batch(&mut Draw(base as u64 + 1), base, COMPRESSIONS[0]);
+    let record = |i| Record {
+        timestamp_delta: i64::from(i),
+        offset_delta: i,
+        key: Some(b"k".to_vec()),
+        value: Some(format!("record {}", base + i64::from(i)).into_bytes()),
+        headers: Vec::new(),
+    };
+    batch.records = ControlBatchOrRecords::Records((0..n).map(record).collect());
+    batch.last_offset_delta = n - 1;
+    batch.is_transactional = true;
+    batch.producer_id = producer;
+    written(&batch)
+}
+
+/// A transaction's marker as the broker writes it: a control batch of one record whose
+/// key is (version 0, type: 0 abort, 1 commit) and value (version, coordinator epoch).
+/// rskafka writes the key alone, without the record around it, so the bytes are made here.
+fn marker(at: i64, producer: i64, abort: bool) -> Vec<u8> {
+    let record = Record {
+        timestamp_delta: 0,
+        offset_delta: 0,
+        key: Some(vec![0, 0, 0, u8::from(!abort)]),
+        value: Some(vec![0, 0, 0, 0, 0, 3]),
+        headers: Vec::new(),
+    };
+    let mut batch = drawn_batch(&mut Draw(5), at, COMPRESSIONS[0]);
+    batch.records = ControlBatchOrRecords::Records(vec![record]);
+    batch.last_offset_delta = 0;
+    batch.is_transactional = true;
+    batch.producer_id = producer;
+    let mut bytes = written(&batch);
+    bytes[BATCH_HEAD + 1] |= 0x20; // attributes' low byte: a control batch
+    let crc = crc32c::crc32c(&bytes[BATCH_HEAD..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+fn read_with(data: &[Vec<u8>], from: i64, aborted: &[(i64, i64)]) -> (Vec<i64>, i64) {
+    let aborted: Vec<_> = aborted
+        .iter()
+        .map(|&(producer_id, first_offset)| AbortedTransaction {
+            producer_id,
+            first_offset,
+        })
+        .collect();
+    let mut out = Vec::new();
+    let next = read_records(&Bytes::from(data.concat()), (from, &aborted), &mut out).unwrap();
+    (out.iter().map(|r| r.offset).collect(), next)
+}
+
+#[test]
+fn an_aborted_transaction_s_records_are_left_out_and_its_offsets_passed() {
+    let data = [
+        transactional(0, 5, 3),
+        marker(3, 5, false),
+        transactional(4, 5, 3),
+        marker(7, 5, true),
+        written(&drawn_batch(&mut Draw(3), 8, COMPRESSIONS[1])),
+    ];
+    let plain = ours(&data[4], 0).unwrap();
+    let after: Vec<i64> = plain.iter().map(|r| r.offset).collect();
+    let next = 8 + after.len() as i64;
+    let kept = [vec![0, 1, 2], after.clone()].concat();
+    assert_eq!(read_with(&data, 0, &[(5, 4)]), (kept, next));
+    // Listed as not aborted, the same transaction is read: the list decides, not the marker.
+    let all = [vec![0, 1, 2, 4, 5, 6], after].concat();
+    assert_eq!(read_with(&data, 0, &[]), (all, next));
+}
+
+#[test]
+fn a_producer_s_abort_ends_at_its_marker_and_others_go_on() {
+    let data = [
+        transactional(0, 1, 2), // producer 1, aborted
+        transactional(2, 2, 2), // producer 2, committed
+        marker(4, 1, true),     // producer 1's abort
+        marker(5, 2, false),    // producer 2's commit
+        transactional(6, 1, 2), // producer 1's next transaction, committed
+        marker(8, 1, false),
+    ];
+    assert_eq!(read_with(&data, 0, &[(1, 0)]), (vec![2, 3, 6, 7], 9));
+    // From the middle of the aborted batch (a fetch starts at the batch's start).
+    assert_eq!(read_with(&data, 1, &[(1, 0)]), (vec![2, 3, 6, 7], 9));
+}
+
+#[test]
+fn an_answer_of_markers_alone_moves_the_position_past_them() {
+    // A drain whose partition ends with a commit marker: the position must reach the end.
+    assert_eq!(read_with(&[marker(17, 4, false)], 17, &[]), (vec![], 18));
+    assert_eq!(read_with(&[], 17, &[]), (vec![], 17));
+    // A batch cut short at the fetch's size limit is left for the next fetch.
+    let cut = transactional(20, 4, 3);
+    let data = [marker(19, 4, false), cut[..cut.len() - 1].to_vec()];
+    assert_eq!(read_with(&data, 19, &[]), (vec![], 20));
 }
