@@ -63,6 +63,9 @@ command -v htpasswd >/dev/null || missing+=(apache2-utils)
 # The alert receivers' test: a real Alertmanager, and a local SMTP server (aiosmtpd).
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
+# librdkafka's Python client: the reference transactional producer (commits and aborts)
+# of the consumer's transactions test.
+/usr/bin/python3 -c 'import confluent_kafka' 2>/dev/null || missing+=(python3-confluent-kafka)
 apt_install --no-install-recommends -- "${missing[@]}"
 
 command -v rustup >/dev/null || { echo "error: rustup is missing: install Rust from rustup.rs" >&2; exit 1; }
