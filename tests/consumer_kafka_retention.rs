@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Listener, consumer, drain, open, query_i64};
+use common::{Listener, drain, open, query_i64};
 
 #[tokio::test]
 async fn records_removed_before_they_were_consumed_are_counted_and_the_rest_stored() {
@@ -52,13 +52,7 @@ async fn records_removed_before_they_were_consumed_are_counted_and_the_rest_stor
     }
     assert!(removed > 0, "no partition had a record: {ends:?}");
 
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        consumer(&tb, &topic, &url, &["--drain"]).output(),
-    )
-    .await
-    .expect("--drain must finish")
-    .unwrap();
+    let out = common::drain_output(&tb, &topic, &url, (Duration::from_secs(120), &[])).await;
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     for line in &said {

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{consumer, open};
+use common::open;
 
 /// Whether Debian's python3 has the Kafka client; strict mode requires it.
 fn confluent_kafka() -> bool {
@@ -113,13 +113,8 @@ async fn only_committed_transactions_are_stored_as_librdkafka_reads_them() {
     assert_eq!(by_librdkafka, committed);
 
     let (pg, url) = tb.fresh_database("transactions").await;
-    let drained = tokio::time::timeout(
-        Duration::from_secs(60),
-        consumer(&tb, &topic, &url, &["--drain"]).output(),
-    )
-    .await
-    .expect("the drain ends: every partition's position reaches its end, past its markers")
-    .unwrap();
+    // It ends: every partition's position reaches its end, past its markers.
+    let drained = common::drain_output(&tb, &topic, &url, (Duration::from_secs(60), &[])).await;
     assert!(
         drained.status.success(),
         "{}",

@@ -166,14 +166,25 @@ pub async fn drain(tb: &Testbed, topic: &str, db_url: &str) -> String {
     drain_with(tb, topic, db_url, &[]).await
 }
 
-/// [`drain`] with more settings in its environment (`CK_BATCH_EVENTS`, …).
-pub async fn drain_with(tb: &Testbed, topic: &str, db_url: &str, env: &[(&str, &str)]) -> String {
+/// `checksite-consumer --drain`, run to its end, which must come `within`: its exit
+/// status and output, whatever they are.
+pub async fn drain_output(
+    tb: &Testbed,
+    topic: &str,
+    db_url: &str,
+    (within, env): (Duration, &[(&str, &str)]),
+) -> std::process::Output {
     let mut cmd = consumer(tb, topic, db_url, &["--drain"]);
     cmd.envs(env.iter().copied());
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("--drain must finish")
-        .unwrap();
+    let Ok(out) = tokio::time::timeout(within, cmd.output()).await else {
+        panic!("--drain did not end within {} s", within.as_secs());
+    };
+    out.unwrap()
+}
+
+/// [`drain`] with more settings in its environment (`CK_BATCH_EVENTS`, …).
+pub async fn drain_with(tb: &Testbed, topic: &str, db_url: &str, env: &[(&str, &str)]) -> String {
+    let out = drain_output(tb, topic, db_url, (Duration::from_secs(120), env)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "consumer failed: {stderr}");
     String::from_utf8_lossy(&out.stdout).into_owned()
