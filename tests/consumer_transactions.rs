@@ -1,11 +1,12 @@
 //! A topic written in Kafka transactions, some aborted, by librdkafka (the reference
 //! producer, tests/transactional_producer.py): the consumer stores exactly the records
 //! librdkafka's own read-committed consumer (kcat) reads, and a drain ends although
-//! each partition ends with a transaction marker (an offset that holds no record).
+//! each partition ends with a transaction marker (an offset that holds no record); a row
+//! PostgreSQL refuses there is read again from Kafka and kept with its bytes.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
@@ -28,32 +29,72 @@ fn confluent_kafka() -> bool {
     found
 }
 
+/// An event as produced: its URL and its JSON, by id.
+type Produced = BTreeMap<String, (String, Vec<u8>)>;
+
 /// The input of transactional_producer.py: 9 transactions of 25 events each over 40
-/// sites, every third aborted, a plain record between two; with the ids of the events a
+/// sites, every third aborted, a plain record between two; with the events a
 /// read-committed consumer must see.
-fn records() -> (String, BTreeSet<String>) {
-    let (mut lines, mut committed) = (String::new(), BTreeSet::new());
+fn records() -> (String, Produced) {
+    let (mut lines, mut committed) = (String::new(), Produced::new());
     let mut n = 0;
     for t in 0..9 {
         let decision = if t % 3 == 1 { "abort" } else { "commit" };
-        for _ in 0..25 {
-            let url = format!("https://tx-{}.example/", n % 40);
+        for i in 0..26 {
+            let (kind, url) = match i {
+                25 => ("plain".to_string(), format!("https://plain-{t}.example/")),
+                _ => (
+                    format!("{t} {decision}"),
+                    format!("https://tx-{}.example/", n % 40),
+                ),
+            };
             let ev = common::sample_event(&url, n);
-            if decision == "commit" {
-                committed.insert(ev.id.to_string());
+            let json = ev.to_json();
+            lines += &format!("{kind}\t{url}\t{}\n", String::from_utf8_lossy(&json));
+            if kind == "plain" || decision == "commit" {
+                committed.insert(ev.id.to_string(), (url, json));
             }
-            let json = String::from_utf8(ev.to_json()).unwrap();
-            lines += &format!("{t} {decision}\t{url}\t{json}\n");
             n += 1;
         }
-        let url = format!("https://plain-{t}.example/");
-        let ev = common::sample_event(&url, n);
-        committed.insert(ev.id.to_string());
-        let json = String::from_utf8(ev.to_json()).unwrap();
-        lines += &format!("plain\t{url}\t{json}\n");
-        n += 1;
     }
     (lines, committed)
+}
+
+/// A new topic of 2 partitions written by tests/transactional_producer.py; the events a
+/// read-committed consumer must see.
+fn produce_in_transactions(tb: &common::Testbed, topic: &str) -> Produced {
+    let (input, committed) = records();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/transactional_producer.py"
+    );
+    let mut producer = std::process::Command::new("/usr/bin/python3")
+        .args([script, &tb.kafka_plaintext, topic, "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tests/transactional_producer.py");
+    let mut stdin = producer.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let produced = producer.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&produced.stdout).contains("done"),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    committed
+}
+
+/// The ids of the events stored.
+async fn stored_ids(db: &tokio_postgres::Client) -> BTreeSet<String> {
+    db.query("SELECT check_id::text FROM events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// The ids of the events in `topic` as kcat reads them with read_committed.
@@ -87,30 +128,10 @@ async fn only_committed_transactions_are_stored_as_librdkafka_reads_them() {
         return;
     }
     let topic = common::unique("transactions");
-    let (input, committed) = records();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/transactional_producer.py"
-    );
-    let mut producer = std::process::Command::new("/usr/bin/python3")
-        .args([script, &tb.kafka_plaintext, &topic, "2"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tests/transactional_producer.py");
-    let mut stdin = producer.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).unwrap();
-    drop(stdin);
-    let produced = producer.wait_with_output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&produced.stdout).contains("done"),
-        "{}",
-        String::from_utf8_lossy(&produced.stderr)
-    );
+    let committed = produce_in_transactions(&tb, &topic);
     // The reference agrees with what was meant (else the test's premise is wrong).
     let by_librdkafka = read_committed_by_kcat(&kcat, &tb.kafka_plaintext, &topic);
-    assert_eq!(by_librdkafka, committed);
+    assert!(by_librdkafka.iter().eq(committed.keys()));
 
     let (pg, url) = tb.fresh_database("transactions").await;
     // It ends: every partition's position reaches its end, past its markers.
@@ -121,15 +142,52 @@ async fn only_committed_transactions_are_stored_as_librdkafka_reads_them() {
         String::from_utf8_lossy(&drained.stderr)
     );
     let db = open(&pg).await;
-    let stored: BTreeSet<String> = db
-        .query("SELECT check_id::text FROM events", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let stored = stored_ids(&db).await;
     assert_eq!(stored.len(), by_librdkafka.len());
     assert_eq!(stored, by_librdkafka);
     let rejected = common::query_i64(&db, "SELECT count(*) FROM rejected_events").await;
     assert_eq!(rejected, 0, "markers or aborted records kept as rejects");
+}
+
+#[tokio::test]
+async fn a_row_postgres_refuses_in_a_transactional_topic_is_kept_as_it_came() {
+    let tb = testbed_or_skip!();
+    if !confluent_kafka() {
+        return;
+    }
+    let topic = common::unique("transactions-refused");
+    let committed = produce_in_transactions(&tb, &topic);
+    let (pg, url) = tb.fresh_database("transactions_refused").await;
+    // A rule a DBA added that some events break: each refused row is read again from
+    // Kafka, whose answer around it holds markers, to be kept with its raw bytes.
+    let mut db = open(&pg).await;
+    checksite::consumer::store::migrate(&mut db).await.unwrap();
+    db.batch_execute(
+        "ALTER TABLE events ADD CONSTRAINT not_seven CHECK (url <> 'https://tx-7.example/')",
+    )
+    .await
+    .unwrap();
+    let drained = common::drain_output(&tb, &topic, &url, (Duration::from_secs(60), &[])).await;
+    let log = String::from_utf8_lossy(&drained.stderr);
+    assert!(drained.status.success(), "{log}");
+    let (refused, kept): (Produced, Produced) = committed
+        .into_iter()
+        .partition(|(_, (url, _))| url == "https://tx-7.example/");
+    assert!(!refused.is_empty());
+    assert!(stored_ids(&db).await.iter().eq(kept.keys()));
+    let rejected: BTreeSet<(String, Vec<u8>)> = db
+        .query("SELECT reason, value FROM rejected_events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rejected.len(), refused.len(), "{log}");
+    for (reason, value) in &rejected {
+        assert!(reason.contains("not_seven"), "{reason}");
+        assert!(
+            refused.values().any(|(_, json)| json == value),
+            "raw bytes kept as they came"
+        );
+    }
 }

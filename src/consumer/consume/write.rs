@@ -12,7 +12,7 @@ use super::*;
 /// blocks a partition.
 pub(super) async fn write_all(
     db: &mut tokio_postgres::Client,
-    (topic, kafka): (&str, &KafkaClient),
+    (topic, kafka): (&str, &Arc<kafka::KafkaSettings>),
     batches: Vec<Batch>,
     (python_until, derived, known): (
         Option<chrono::DateTime<chrono::Utc>>,
@@ -111,28 +111,30 @@ pub(super) fn count_commit(
     metrics.alerts_decided(written.notifications);
 }
 
-/// The key and value of the record at `offset`, read again from Kafka: a row PostgreSQL
-/// refused is kept as the bytes that came in, not as what we made of them.
+/// The key and value of the record at `offset`, read again from Kafka (over a
+/// connection of its own, read as the fetchers read: markers and aborted transactions
+/// around it are passed): a row PostgreSQL refused is kept as the bytes that came in, not
+/// as what we made of them.
 pub(super) async fn raw_record(
-    kafka: &KafkaClient,
+    kafka: &Arc<kafka::KafkaSettings>,
     topic: &str,
     partition: i32,
     offset: i64,
 ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), ConsumeError> {
-    let pc = kafka::partition_client(kafka, topic, partition)
-        .await
-        .map_err(ConsumeError::Kafka)?;
-    let fetch = pc.fetch_records(offset, 1..RAW_FETCH_BYTES, 1_000);
+    let mut leader = LeaderFetch::new(kafka.clone(), topic, partition);
+    let fetch = leader.fetch(offset, RAW_FETCH_BYTES, 0);
+    let failed = |detail: String| {
+        ConsumeError::Kafka(KafkaError::Request {
+            what: format!("fetch of partition {partition} offset {offset}"),
+            detail,
+        })
+    };
     let fetched = match tokio::time::timeout(kafka::REQUEST_TIMEOUT, fetch).await {
-        Ok(Ok((records, _))) => records,
-        Ok(Err(e)) => return Err(ConsumeError::Kafka(kafka::request_error("fetch", &e))),
-        Err(_) => {
-            return Err(ConsumeError::Kafka(KafkaError::Request {
-                what: "fetch".into(),
-                detail: "no answer".into(),
-            }));
-        }
+        Ok(Ok(fetched)) => fetched.records,
+        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Err(_) => return Err(failed("no answer".into())),
     };
     let record = fetched.into_iter().find(|r| r.offset == offset);
-    Ok(record.map_or((None, None), |r| (r.record.key, r.record.value)))
+    let bytes = |b: Option<bytes::Bytes>| b.map(|b| b.to_vec());
+    Ok(record.map_or((None, None), |r| (bytes(r.key), bytes(r.value))))
 }

@@ -312,7 +312,7 @@ impl ConsumerLoop {
         let derived = self.derived();
         let writing = write_all(
             &mut self.db,
-            (&self.topic, &self.kafka),
+            (&self.topic, &self.shared.settings),
             batches,
             (self.python_until, derived, &mut self.alert_states),
             &self.metrics,
