@@ -101,8 +101,8 @@ impl Aborts {
         }
     }
 
-    /// Whether the batch (`head`) is of an aborted transaction; a marker ends one.
-    fn drops(&mut self, head: &BatchHead, marker: Option<ControlType>) -> bool {
+    /// Whether the batch (`head`) is of an aborted transaction; its abort marker ends one.
+    fn drops(&mut self, head: &BatchHead, abort_marker: bool) -> bool {
         while self
             .ahead
             .last()
@@ -112,19 +112,11 @@ impl Aborts {
             self.aborting.extend(started);
         }
         let aborting = self.aborting.contains(&head.producer_id);
-        if marker == Some(ControlType::Abort) {
+        if abort_marker {
             self.aborting.retain(|p| *p != head.producer_id);
         }
         head.transactional && aborting
     }
-}
-
-/// What a control batch's record says (its key: version, then type).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ControlType {
-    Abort,
-    Commit,
-    Other,
 }
 
 /// The fields of a batch's header that decide whether its records are read.
@@ -184,19 +176,19 @@ fn read_batch(
         // The broker's append time is the batch's, whatever the records say.
         log_append: log_append_time.then_some(max_timestamp),
     };
-    let marker = control.then(|| control_type(&records, count, base_offset, batch_time));
+    let abort_marker = control && is_abort_marker(&records, count, base_offset, batch_time);
     // A marker is followed even before the position: it may end an abort.
-    if aborts.drops(&head, marker) || control || head.last_offset < from {
+    if aborts.drops(&head, abort_marker) || control || head.last_offset < from {
         return Ok(next);
     }
     read_batch_records(&records, count, (base_offset, from), batch_time, out).map_err(bad)?;
     Ok(next)
 }
 
-/// What a control batch marks (a transaction's commit or abort), from its one record's
-/// key. One that cannot be read is passed over as any other marker would be (a failed
-/// fetch would stop the partition, and nothing of ours is in it).
-fn control_type(records: &Bytes, count: usize, base_offset: i64, time: BatchTime) -> ControlType {
+/// Whether a control batch marks a transaction's abort (its one record's key: version,
+/// then type 0; a commit is type 1). One that cannot be read is passed over as any other
+/// marker would be (a failed fetch would stop the partition, and nothing of ours is in it).
+fn is_abort_marker(records: &Bytes, count: usize, base_offset: i64, time: BatchTime) -> bool {
     let mut control = Vec::new();
     let read = read_batch_records(
         records,
@@ -206,11 +198,7 @@ fn control_type(records: &Bytes, count: usize, base_offset: i64, time: BatchTime
         &mut control,
     );
     let key = control.first().and_then(|r| r.key.as_deref());
-    match (read, key.and_then(|k| k.get(2..4))) {
-        (Ok(()), Some([0, 0])) => ControlType::Abort,
-        (Ok(()), Some([0, 1])) => ControlType::Commit,
-        _ => ControlType::Other,
-    }
+    read.is_ok() && key.and_then(|k| k.get(2..4)) == Some(&[0, 0])
 }
 
 /// How a batch's records get their timestamps.
