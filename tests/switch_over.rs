@@ -130,7 +130,7 @@ async fn python_database_and_topic_are_taken_over_without_loss_or_doubles() {
             &[]
         )
         .await,
-        "11"
+        "12"
     );
     assert_eq!(query_i64(&db, "SELECT count(*) FROM metadata").await, 1);
     // 4. The 40 already stored are not stored again; the 20 others, the 5 v1 events and the odd one are.
@@ -216,7 +216,7 @@ async fn a_fresh_database_gets_the_python_layout() {
             &[]
         )
         .await,
-        "schema_version=11"
+        "schema_version=12"
     );
     // sample_event(_, 7) has elapsed_ms = 17.
     assert_eq!(

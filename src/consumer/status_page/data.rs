@@ -1,5 +1,5 @@
 //! What the page keeps between reads: every series' state (`site_status`) and windows
-//! (`series_windows`), each read again only where its change number moved. The rows of a
+//! (`series_windows`), each read again only where it changed (`store::status`). The rows of a
 //! series that left (forgotten after 30 days quiet, or gone from the windows when they
 //! were built again) go at the next whole read: when the windows' hour or day turned, or
 //! every [`WHOLE_EVERY`].
@@ -20,8 +20,8 @@ pub(crate) const WHOLE_EVERY: Duration = Duration::from_secs(600);
 /// (url, producer)
 pub(crate) type SeriesKey = (String, String);
 
-/// The change number to read after for everything: rows never changed since the
-/// migration that numbered them carry 0.
+/// The change number to read from for everything: rows not changed since the migration
+/// that numbered them carry 0.
 const EVERYTHING: i64 = -1;
 
 /// The rows kept.
@@ -31,7 +31,7 @@ pub(crate) struct PageData {
     pub(crate) windows: HashMap<SeriesKey, WindowRow>,
     /// Each URL's name, group and visibility (a URL without a row has none, and is shown).
     pub(crate) labels: HashMap<String, Labels>,
-    /// The change numbers read up to.
+    /// The change numbers the next reads start from.
     pub(crate) states_seq: i64,
     pub(crate) windows_seq: i64,
     /// Where the windows ended at the last read.
@@ -54,7 +54,7 @@ impl Default for PageData {
 }
 
 impl PageData {
-    /// The change numbers to read after: [`EVERYTHING`] (the kept rows dropped) when a
+    /// The change numbers to read from: [`EVERYTHING`] (the kept rows dropped) when a
     /// whole read is due.
     pub(crate) fn read_from(&mut self) -> (i64, i64) {
         if self.whole_at.is_none_or(|at| at.elapsed() >= WHOLE_EVERY) {

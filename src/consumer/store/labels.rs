@@ -31,7 +31,7 @@ pub(crate) async fn save_labels(client: &Client, rows: &[LabelRow]) -> Result<()
         client
             .execute_typed(
                 "INSERT INTO target_labels (url, name, grp, public, at, changed) \
-                 SELECT u, n, g, p, a, nextval('page_changes') FROM unnest($1::text[], $2::text[], \
+                 SELECT u, n, g, p, a, txid_current() FROM unnest($1::text[], $2::text[], \
                    $3::text[], $4::bool[], $5::timestamptz[]) AS x(u, n, g, p, a) \
                  ON CONFLICT ((md5(url))) DO UPDATE SET name = EXCLUDED.name, grp = EXCLUDED.grp, \
                    public = EXCLUDED.public, at = EXCLUDED.at, changed = EXCLUDED.changed \
@@ -47,24 +47,22 @@ pub(crate) async fn save_labels(client: &Client, rows: &[LabelRow]) -> Result<()
     .await
 }
 
-/// The labels changed after `since` (every one from -1), by URL, and the greatest change
-/// number among them.
+/// The labels changed from `since` on (every one from -1; see `status::change_horizon`),
+/// by URL.
 pub(crate) async fn read_labels(
     client: &Client,
     since: i64,
-) -> Result<(HashMap<String, Labels>, i64), StoreError> {
+) -> Result<HashMap<String, Labels>, StoreError> {
     let fail = |e: tokio_postgres::Error| sql_error("target labels read", &e);
     let rows = client
         .query(
-            "SELECT url, name, grp, public, changed FROM target_labels WHERE changed > $1",
+            "SELECT url, name, grp, public FROM target_labels WHERE changed >= $1",
             &[&since],
         )
         .await
         .map_err(fail)?;
-    let mut seq = since;
     let mut labels = HashMap::with_capacity(rows.len());
     for r in &rows {
-        seq = seq.max(r.try_get(4).map_err(fail)?);
         labels.insert(
             r.try_get(0).map_err(fail)?,
             Labels {
@@ -74,5 +72,5 @@ pub(crate) async fn read_labels(
             },
         );
     }
-    Ok((labels, seq))
+    Ok(labels)
 }

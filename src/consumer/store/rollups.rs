@@ -388,12 +388,12 @@ const SET_STATES: &str = "WITH x AS (SELECT *, rct::jsonb AS rc FROM unnest($1::
          ELSE (SELECT jsonb_agg(e ORDER BY (e->>'t')::bigint DESC) FROM (SELECT e \
          FROM jsonb_array_elements(x.rc || coalesce(s.recent, '[]'::jsonb)) AS e \
          ORDER BY (e->>'t')::bigint DESC LIMIT 5) AS newest) END, \
-       changed = nextval('page_changes') \
+       changed = txid_current() \
        FROM x WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p \
        RETURNING s.url) \
      INSERT INTO site_status (url, producer, up, since, last_checked_at, last_status, \
        last_error, last_error_kind, last_elapsed_ms, cert_expires_at, recent, changed) \
-     SELECT u, p, up, since, lc, ls, le, lk, el, ce, rc, nextval('page_changes') FROM x \
+     SELECT u, p, up, since, lc, ls, le, lk, el, ce, rc, txid_current() FROM x \
      WHERE NOT EXISTS (SELECT 1 FROM site_status AS s \
        WHERE md5(s.url) = md5(x.u) AND s.url = x.u AND s.producer = x.p) \
      AND NOT EXISTS (SELECT 1 FROM listed_targets AS l \

@@ -291,10 +291,23 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         ALTER TABLE rollups_hourly ADD COLUMN IF NOT EXISTS maint_checks bigint NOT NULL DEFAULT 0;
         ALTER TABLE rollups_daily ADD COLUMN IF NOT EXISTS maint_checks bigint NOT NULL DEFAULT 0",
     ),
+    (
+        12,
+        "the page's change numbers are the writing transaction's id (a sequence's numbers \
+         hid a change committed after a later-numbered one)",
+        // The rows' old numbers go to 0: read by the page's next whole read, as every page
+        // does when it starts. `page_changes` stays for a consumer of the version before
+        // still running during an upgrade.
+        "ALTER TABLE page_forgotten ALTER COLUMN changed SET DEFAULT txid_current();
+        UPDATE site_status SET changed = 0 WHERE changed <> 0;
+        UPDATE series_windows SET changed = 0 WHERE changed <> 0;
+        UPDATE target_labels SET changed = 0 WHERE changed <> 0;
+        UPDATE page_forgotten SET changed = 0 WHERE changed <> 0",
+    ),
 ];
 
 /// The schema version this build creates.
-pub const SCHEMA_VERSION: i32 = 11;
+pub const SCHEMA_VERSION: i32 = 12;
 
 /// Held while migrating, so that consumers starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x636b_7369_7465_0001;

@@ -1,6 +1,14 @@
 //! What the status page reads: each series' state (only what changed since the last read),
 //! and for one URL's page its rollups, incidents and latest checks (`site`). Read-only:
 //! the page's connection is set read-only too.
+//!
+//! What changed since the last read: every row the page reads in part carries in
+//! `changed` the id of the transaction that last wrote it (`txid_current()`), and a read
+//! takes everything from the oldest transaction still running when it began (the
+//! [`change_horizon`]) on. Those writers commit on several connections (the folder's, the
+//! writer's, other consumers'), in any order: a number drawn from a sequence, read as
+//! "after the greatest seen", hid a change that committed after a later-numbered one (a
+//! fold's verdicts, behind a new target's labels) until the page's next whole read.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
@@ -59,7 +67,8 @@ pub struct StatusRows {
     pub now: DateTime<Utc>,
     /// The series' states changed since the read asked for (all of them from -1).
     pub states: Vec<SiteState>,
-    /// The greatest change number among them (or the one asked for).
+    /// Where the next read of the states, forgotten series and labels starts: the
+    /// [`change_horizon`] taken before this one.
     pub states_seq: i64,
     /// The series deleted since the read asked for (url, producer): their URL was removed
     /// from the targets list.
@@ -78,21 +87,34 @@ pub struct StatusRows {
     pub alerts_pending: i64,
 }
 
-/// Every series' state changed after `since` (every one from -1), and the incidents.
+/// Where a read of what changed starts next time: the oldest transaction still running
+/// now (every one before it has ended, so what it wrote is seen by the reads that
+/// follow). Rows written from it on are read again next time: a read may see a row twice,
+/// never miss one.
+pub(super) async fn change_horizon(client: &Client) -> Result<i64, tokio_postgres::Error> {
+    client
+        .query_one("SELECT txid_snapshot_xmin(txid_current_snapshot())", &[])
+        .await?
+        .try_get(0)
+}
+
+/// Every series' state changed from `since` on (every one from -1), and the incidents.
 pub async fn read_status(client: &Client, since: i64) -> Result<StatusRows, StoreError> {
     bounded("status page read", async {
         let fail = |e: tokio_postgres::Error| sql_error("status page read", &e);
+        // Before the rows: see `change_horizon`.
+        let states_seq = change_horizon(client).await.map_err(fail)?;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&since];
         let (now, states, forgotten, waiting) = tokio::join!(
             client.query_one("SELECT now()", &[]),
             client.query(
                 "SELECT url, producer, up, since, last_checked_at, last_status, last_error, \
-                 last_error_kind, last_elapsed_ms, cert_expires_at, changed FROM site_status \
-                 WHERE changed > $1",
+                 last_error_kind, last_elapsed_ms, cert_expires_at FROM site_status \
+                 WHERE changed >= $1",
                 &params,
             ),
             client.query(
-                "SELECT url, producer, changed FROM page_forgotten WHERE changed > $1",
+                "SELECT url, producer FROM page_forgotten WHERE changed >= $1",
                 &params,
             ),
             client.query(
@@ -102,23 +124,16 @@ pub async fn read_status(client: &Client, since: i64) -> Result<StatusRows, Stor
             ),
         );
         let now: DateTime<Utc> = now.map_err(fail)?.try_get(0).map_err(fail)?;
-        let mut states_seq = since;
         let states = states
             .map_err(fail)?
             .iter()
-            .map(|r| {
-                states_seq = states_seq.max(r.try_get(10)?);
-                site_state(r)
-            })
+            .map(site_state)
             .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(fail)?;
         let forgotten = forgotten
             .map_err(fail)?
             .iter()
-            .map(|r| {
-                states_seq = states_seq.max(r.try_get(2)?);
-                Ok((r.try_get(0)?, r.try_get(1)?))
-            })
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(fail)?;
         let waiting = waiting
@@ -127,8 +142,7 @@ pub async fn read_status(client: &Client, since: i64) -> Result<StatusRows, Stor
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()
             .map_err(fail)?;
-        let (labels, labels_seq) = super::labels::read_labels(client, since).await?;
-        let states_seq = states_seq.max(labels_seq);
+        let labels = super::labels::read_labels(client, since).await?;
         let (incidents, alerts_pending) = super::alerts::open_incidents(client).await?;
         let maintenance_now = super::in_maintenance_now(client)
             .await?

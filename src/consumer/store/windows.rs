@@ -3,7 +3,7 @@
 //! buckets; when the hour or the day turns, the rollup rows that left a window are taken
 //! out of it and those that entered put in, so that a window always equals the sum of the
 //! rollup rows in its range. The page reads only the rows changed
-//! since its last read (`changed`, from the sequence `page_changes`).
+//! since its last read (`changed`, the writing transaction's id: see `status`).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt;
@@ -158,7 +158,7 @@ fn rebuild_sql(rebuilt: &[Window]) -> String {
     format!(
         "INSERT INTO series_windows AS w (url, producer, checks_24h, up_24h, hist_24h, \
            checks_7d, up_7d, hist_7d, checks_30d, up_30d, hist_30d, changed) \
-         SELECT url, producer, {columns}, nextval('page_changes') \
+         SELECT url, producer, {columns}, txid_current() \
          FROM ({sources}) AS t GROUP BY url, producer \
          ON CONFLICT ((md5(url)), producer) DO UPDATE SET {sets}, changed = excluded.changed",
         columns = columns.join(", "),
@@ -202,7 +202,7 @@ fn shift_sql(w: Window) -> String {
         "INSERT INTO series_windows AS w (url, producer, checks_{s}, up_{s}, hist_{s}, \
            checks_{o1}, up_{o1}, hist_{o1}, checks_{o2}, up_{o2}, hist_{o2}, changed) \
          SELECT url, producer, $3 * sum(checks), $3 * sum(up_checks), {sums}, 0, 0, {z}, 0, 0, {z}, \
-           nextval('page_changes') \
+           txid_current() \
          FROM {table} WHERE bucket > $1 AND bucket <= $2 GROUP BY url, producer \
          ON CONFLICT ((md5(url)), producer) DO UPDATE SET \
            checks_{s} = w.checks_{s} + excluded.checks_{s}, up_{s} = w.up_{s} + excluded.up_{s}, \
@@ -221,7 +221,7 @@ fn zero_sql(ws: &[Window]) -> String {
         .map(|w| format!("checks_{s} = 0, up_{s} = 0, hist_{s} = {z}", s = w.suffix))
         .collect();
     format!(
-        "UPDATE series_windows SET {}, changed = nextval('page_changes')",
+        "UPDATE series_windows SET {}, changed = txid_current()",
         sets.join(", ")
     )
 }
@@ -283,7 +283,7 @@ fn apply_sql() -> String {
         "INSERT INTO series_windows AS w (url, producer, checks_24h, up_24h, hist_24h, checks_7d, \
            up_7d, hist_7d, checks_30d, up_30d, hist_30d, changed) \
          SELECT u, p, c24, u24, h24::bigint[], c7, u7, h7::bigint[], c30, u30, h30::bigint[], \
-           nextval('page_changes') \
+           txid_current() \
          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], \
            $7::bigint[], $8::text[], $9::bigint[], $10::bigint[], $11::text[]) \
            AS x(u, p, c24, u24, h24, c7, u7, h7, c30, u30, h30) \
@@ -311,8 +311,9 @@ pub struct WindowRow {
     pub(crate) days_30: Figures,
 }
 
-/// The alignment, and each series' windows changed after `since` (all of them from -1),
-/// handed to `take` as they arrive; returns the greatest change number read.
+/// The alignment, and each series' windows changed from `since` on (all of them from -1),
+/// handed to `take` as they arrive; returns where the next read starts (the
+/// `status::change_horizon` taken before the rows).
 pub(crate) async fn read_changed(
     client: &Client,
     since: i64,
@@ -320,6 +321,7 @@ pub(crate) async fn read_changed(
 ) -> Result<(Option<Alignment>, i64), StoreError> {
     bounded("windows read", async {
         let fail = |e: tokio_postgres::Error| sql_error("windows read", &e);
+        let next = super::status::change_horizon(client).await.map_err(fail)?;
         let at = client
             .query_opt("SELECT hour_end, day_end FROM series_windows_at", &[])
             .await
@@ -331,13 +333,12 @@ pub(crate) async fn read_changed(
         let rows = client
             .query_raw(
                 "SELECT url, producer, checks_24h, up_24h, hist_24h, checks_7d, up_7d, hist_7d, \
-                 checks_30d, up_30d, hist_30d, changed FROM series_windows WHERE changed > $1",
+                 checks_30d, up_30d, hist_30d FROM series_windows WHERE changed >= $1",
                 [&since],
             )
             .await
             .map_err(fail)?;
         let mut rows = std::pin::pin!(rows);
-        let mut newest = since;
         while let Some(r) = rows.next().await {
             let r = r.map_err(fail)?;
             let figures = |c: usize| -> Result<Figures, tokio_postgres::Error> {
@@ -352,7 +353,6 @@ pub(crate) async fn read_changed(
                 }
                 Ok(f)
             };
-            newest = newest.max(r.try_get(11).map_err(fail)?);
             take(WindowRow {
                 url: r.try_get(0).map_err(fail)?,
                 producer: r.try_get(1).map_err(fail)?,
@@ -361,7 +361,7 @@ pub(crate) async fn read_changed(
                 days_30: figures(8).map_err(fail)?,
             });
         }
-        Ok((at, newest))
+        Ok((at, next))
     })
     .await
 }
