@@ -2,7 +2,8 @@
 //! producer, tests/transactional_producer.py): the consumer stores exactly the records
 //! librdkafka's own read-committed consumer (kcat) reads, and a drain ends although
 //! each partition ends with a transaction marker (an offset that holds no record); a row
-//! PostgreSQL refuses there is read again from Kafka and kept with its bytes.
+//! PostgreSQL refuses there is read again from Kafka and kept with its bytes; the records
+//! of a transaction still open are not counted as lag.
 
 mod common;
 
@@ -190,4 +191,86 @@ async fn a_row_postgres_refuses_in_a_transactional_topic_is_kept_as_it_came() {
             "raw bytes kept as they came"
         );
     }
+}
+
+/// The value of the sample `name` in a scrape's text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn records_of_a_transaction_still_open_are_not_lag() {
+    let tb = testbed_or_skip!();
+    if !confluent_kafka() {
+        return;
+    }
+    let topic = common::unique("transactions-open");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/transactional_producer.py"
+    );
+    let mut producer = std::process::Command::new("/usr/bin/python3")
+        .args([script, &tb.kafka_plaintext, &topic, "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tests/transactional_producer.py");
+    // 20 events committed, then 15 in a transaction left open.
+    let mut input = String::new();
+    for n in 0..35u64 {
+        let tx = if n < 20 { "0 commit" } else { "1 commit" };
+        let url = format!("https://open-{}.example/", n % 5);
+        let json = common::sample_event(&url, n).to_json();
+        input += &format!("{tx}\t{url}\t{}\n", String::from_utf8_lossy(&json));
+    }
+    input += "hold\t-\t-\n";
+    let mut stdin = producer.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    let mut out = std::io::BufReader::new(producer.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "holding");
+
+    let (pg, url) = tb.fresh_database("transactions_open").await;
+    let port = common::free_port();
+    let mut consumer = common::consumer(&tb, &topic, &url, &[]);
+    let consumer = consumer
+        .env("CK_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let db = open(&pg).await;
+    let lag = format!("checksite_consumer_lag{{topic=\"{topic}\",partition=\"0\"}}");
+    let end = format!("checksite_consumer_log_end_offset{{topic=\"{topic}\",partition=\"0\"}}");
+    // All that can be read is stored, and nothing is left to read: lag 0, the end at
+    // the open transaction's first record (20 events and a commit marker before it).
+    let started = std::time::Instant::now();
+    loop {
+        let stored: i64 = match db.query_one("SELECT count(*) FROM events", &[]).await {
+            Ok(row) => row.get(0),
+            Err(_) => 0, // not migrated yet
+        };
+        let (_, m) = common::http_get_when_up(port, "/metrics").await;
+        if stored == 20 && sample(&m, &lag) == Some(0.0) {
+            assert_eq!(sample(&m, &end), Some(21.0), "{m}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{stored} stored; not lag 0 while a transaction is open: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Committed, its 15 events are stored.
+    stdin.write_all(b"go\t-\t-\n").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(
+        producer.wait().unwrap().success() && rest.contains("done"),
+        "{rest}"
+    );
+    common::wait_stored_and_folded(&db, 35).await;
+    common::stop(consumer, Duration::from_secs(30)).await;
 }

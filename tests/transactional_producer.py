@@ -5,6 +5,9 @@ tests/consumer_transactions.rs.
 argv: broker, topic, partitions. stdin, one record a line, tab-separated:
   "<transaction> commit|abort", key, value  -- consecutive lines of one transaction
   "plain", key, value                       -- a non-transactional record, sent at once
+  "hold", -, -                              -- the transaction under way is sent, left
+                                               open; "holding" is printed, and the next
+                                               line awaited before going on
 The topic is created first. Prints "done" when every transaction has ended.
 """
 import sys
@@ -36,6 +39,11 @@ def end():
 
 for line in sys.stdin:
     kind, key, value = line.rstrip("\n").split("\t", 2)
+    if kind == "hold":
+        transactional.flush(30)
+        print("holding", flush=True)
+        sys.stdin.readline()
+        continue
     if kind == "plain":
         plain.produce(topic, key=key, value=value)
         plain.flush(30)

@@ -45,7 +45,7 @@ static ROWS: [f64; 11] = [
 struct PartitionState {
     /// The next offset to consume, as committed in `kafka_offsets`.
     committed: Option<i64>,
-    /// The broker's high watermark at the latest fetch.
+    /// The partition's end for a committed read at the latest fetch.
     log_end: Option<i64>,
     /// When Kafka last answered a fetch of it, Unix ms: a fetch waits 5 s at most for
     /// records, so a consumer whose Kafka answers moves this every few seconds, idle or not.
@@ -185,10 +185,10 @@ impl ConsumerMetrics {
             .sum()
     }
 
-    /// A fetch of `partition` was answered, and saw the log end at `high_watermark`.
-    pub(crate) fn log_end(&self, partition: i32, high_watermark: i64) {
+    /// A fetch of `partition` was answered; a committed read ends at `end` (last stable offset).
+    pub(crate) fn log_end(&self, partition: i32, end: i64) {
         if let Some(p) = self.partitions().get_mut(&partition) {
-            p.log_end = Some(high_watermark);
+            p.log_end = Some(end);
             p.last_fetch_ms = Some(unix_ms());
             p.kafka_failing = None;
         }
@@ -373,7 +373,7 @@ impl ConsumerMetrics {
             ),
             (
                 "checksite_consumer_log_end_offset",
-                "The partition's log end (high watermark) at the latest fetch.",
+                "The partition's end for a read of committed records (last stable offset) at the latest fetch.",
                 |p| p.log_end,
             ),
             (

@@ -35,8 +35,11 @@ use super::record_batch::{self, AbortedTransaction, FetchedRecord};
 pub(crate) struct Fetched {
     /// The records at or after the position asked for, in offset order.
     pub(crate) records: Vec<FetchedRecord>,
-    /// The partition's end as the leader saw it (the offset after its last record).
-    pub(crate) high_watermark: i64,
+    /// The partition's end for a read of committed records, as the leader saw it: its
+    /// last stable offset (the first record of a transaction still open), which is its
+    /// high watermark (the offset after its last record) when none is open. Kafka's own
+    /// read-committed consumer counts its lag to it too.
+    pub(crate) readable_end: i64,
     /// Where the next fetch starts: past the last whole batch of the answer, records or
     /// not (a transaction's marker, an aborted transaction's batches).
     pub(crate) next_offset: i64,
@@ -241,7 +244,7 @@ impl LeaderFetch {
                 .map_err(|e| Attempt::Final(FetchError::Failed(e.0)))?;
         Ok(Fetched {
             records,
-            high_watermark: answer.high_watermark,
+            readable_end: answer.readable_end(),
             next_offset,
         })
     }
@@ -389,8 +392,21 @@ impl ReadVersionedType<Cursor<Vec<u8>>> for RawFetchAnswer {
 struct PartitionAnswer {
     error: i16,
     high_watermark: i64,
+    last_stable: i64,
     aborted: Vec<AbortedTransaction>,
     records: Bytes,
+}
+
+impl PartitionAnswer {
+    /// See [`Fetched::readable_end`]; the high watermark from a broker that does not
+    /// know the last stable offset (-1).
+    fn readable_end(&self) -> i64 {
+        if self.last_stable < 0 {
+            self.high_watermark
+        } else {
+            self.last_stable.min(self.high_watermark)
+        }
+    }
 }
 
 /// `partition` of `topic` in a Fetch v4 answer's body.
@@ -404,7 +420,7 @@ fn partition_answer(body: &Bytes, topic: &str, partition: i32) -> Result<Partiti
             let index = r.i32()?;
             let error = r.i16()?;
             let high_watermark = r.i64()?;
-            r.take(8)?; // last stable offset
+            let last_stable = r.i64()?;
             let mut aborted = Vec::new();
             for _ in 0..r.i32()?.max(0) {
                 let producer_id = r.i64()?;
@@ -420,6 +436,7 @@ fn partition_answer(body: &Bytes, topic: &str, partition: i32) -> Result<Partiti
                 return Ok(PartitionAnswer {
                     error,
                     high_watermark,
+                    last_stable,
                     aborted,
                     records: body.slice(records),
                 });

@@ -13,7 +13,8 @@ pub(super) enum FromFetcher {
     Drained { generation: u64, partition: i32 },
 }
 
-/// Per partition: fetched position and the broker's high watermark, for the progress log.
+/// Per partition: fetched position and where a committed read ends (`Fetched::readable_end`),
+/// for the progress log.
 pub(super) type Positions = Arc<Mutex<BTreeMap<i32, (i64, i64)>>>;
 
 /// A partition's fetch made at start, before its lease (`start::warm_partitions`), its
@@ -224,7 +225,7 @@ pub(super) struct PartitionFetch {
     pub(super) pending: VecDeque<FetchedRecord>,
     pub(super) backoff: Duration,
     pub(super) failing: bool,
-    /// The last fetch reached the partition's end (its high watermark).
+    /// The last fetch reached the partition's end (`Fetched::readable_end`).
     pub(super) caught_up: bool,
 }
 
@@ -329,7 +330,7 @@ impl PartitionFetch {
         match answer {
             Ok(Ok(Fetched {
                 records,
-                high_watermark: high,
+                readable_end: end,
                 next_offset,
             })) => {
                 if self.failing {
@@ -347,11 +348,13 @@ impl PartitionFetch {
                 // fetched again, they would come again, and the position never reach
                 // the partition's end.
                 self.fetch_from = self.fetch_from.max(next_offset);
-                self.caught_up = self.fetch_from >= high;
+                // To where a committed read can reach: records of a transaction still open
+                // are not lag (they cannot be read yet, and may be aborted).
+                self.caught_up = self.fetch_from >= end;
                 if let Ok(mut p) = job.shared.positions.lock() {
-                    p.insert(partition, (self.fetch_from, high));
+                    p.insert(partition, (self.fetch_from, end));
                 }
-                job.shared.metrics.log_end(partition, high);
+                job.shared.metrics.log_end(partition, end);
             }
             Ok(Err(FetchError::OffsetOutOfRange)) => {
                 let topic = &job.shared.topic;

@@ -251,7 +251,7 @@ fn log_progress(window: &Summary, positions: &Positions, over: Duration) {
     let lag: Vec<String> = match positions.lock() {
         Ok(p) => p
             .iter()
-            .map(|(part, (pos, high))| format!("p{part}={}", (high - pos).max(0)))
+            .map(|(part, (pos, end))| format!("p{part}={}", (end - pos).max(0)))
             .collect(),
         Err(_) => Vec::new(),
     };

@@ -57,6 +57,7 @@ fn the_partition_asked_for_is_found_past_the_others() {
         PartitionAnswer {
             error: 0,
             high_watermark: 42,
+            last_stable: 41,
             aborted: Vec::new(),
             records: Bytes::from_static(b"these records"),
         }
@@ -175,4 +176,20 @@ fn an_offsets_answer_without_the_offset_is_an_error_not_a_panic() {
             "{answer:?}"
         );
     }
+}
+
+#[test]
+fn a_committed_read_ends_at_the_last_stable_offset_when_the_broker_gives_it() {
+    let answer = |high_watermark, last_stable| PartitionAnswer {
+        error: 0,
+        high_watermark,
+        last_stable,
+        aborted: Vec::new(),
+        records: Bytes::new(),
+    };
+    // A transaction open from offset 20 on: what follows cannot be read yet.
+    assert_eq!(answer(35, 20).readable_end(), 20);
+    assert_eq!(answer(35, 35).readable_end(), 35);
+    // Unknown (-1): the high watermark.
+    assert_eq!(answer(35, -1).readable_end(), 35);
 }
