@@ -14,22 +14,6 @@ use std::time::Duration;
 
 use common::open;
 
-/// Whether Debian's python3 has the Kafka client; strict mode requires it.
-fn confluent_kafka() -> bool {
-    let found = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import confluent_kafka"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            !common::strict(),
-            "strict mode but python3-confluent-kafka is not installed: run scripts/install-prerequisites.sh"
-        );
-        eprintln!("SKIPPED: python3-confluent-kafka is not installed");
-    }
-    found
-}
-
 /// An event as produced: its URL and its JSON, by id.
 type Produced = BTreeMap<String, (String, Vec<u8>)>;
 
@@ -125,7 +109,7 @@ async fn only_committed_transactions_are_stored_as_librdkafka_reads_them() {
     let Some(kcat) = common::debian_program("kcat") else {
         return;
     };
-    if !confluent_kafka() {
+    if !common::confluent_kafka() {
         return;
     }
     let topic = common::unique("transactions");
@@ -153,7 +137,7 @@ async fn only_committed_transactions_are_stored_as_librdkafka_reads_them() {
 #[tokio::test]
 async fn a_row_postgres_refuses_in_a_transactional_topic_is_kept_as_it_came() {
     let tb = testbed_or_skip!();
-    if !confluent_kafka() {
+    if !common::confluent_kafka() {
         return;
     }
     let topic = common::unique("transactions-refused");
@@ -202,7 +186,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 #[tokio::test]
 async fn records_of_a_transaction_still_open_are_not_lag() {
     let tb = testbed_or_skip!();
-    if !confluent_kafka() {
+    if !common::confluent_kafka() {
         return;
     }
     let topic = common::unique("transactions-open");

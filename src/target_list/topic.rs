@@ -1,15 +1,20 @@
 //! The targets topic itself: open (creating it compacted when asked), read to the end,
 //! wait for what comes next, write changes. Every request is bounded.
+//!
+//! Read as the consumer reads the events (`kafka::fetch`, read-committed): a list written
+//! in Kafka transactions is read as committed, its markers passed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rskafka::client::Client;
-use rskafka::client::error::{Error as ClientError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient};
-use rskafka::record::{Record, RecordAndOffset};
+use rskafka::record::Record;
 
 use super::{Entries, Listed};
+use crate::kafka::fetch::{FetchError, LeaderFetch};
+use crate::kafka::record_batch::FetchedRecord;
 use crate::kafka::{self, KafkaError, KafkaSettings};
 
 /// Time allowed to connect to the cluster.
@@ -21,7 +26,10 @@ const PRODUCE_BYTES: usize = 512 << 10;
 
 /// One partition of the topic and where reading it is.
 struct Partition {
+    /// Writes go through rskafka.
     client: PartitionClient,
+    /// Reads, over a connection of their own to the partition's leader.
+    reader: LeaderFetch,
     /// The next offset to read.
     next: i64,
     /// The partition's end at the last answer.
@@ -57,20 +65,23 @@ impl ListTopic {
                 }
             },
         };
-        Self::with_partitions(&client, topic, count).await
+        Self::with_partitions(&client, (settings, topic), count).await
     }
 
     async fn with_partitions(
         client: &Client,
-        topic: &str,
+        (settings, topic): (&KafkaSettings, &str),
         count: i32,
     ) -> Result<ListTopic, KafkaError> {
+        let settings = Arc::new(settings.clone());
         let mut partitions = Vec::with_capacity(count as usize);
         for p in 0..count {
             let client = kafka::partition_client(client, topic, p).await?;
-            let next = offset(&client, OffsetAt::Earliest).await?;
+            let mut reader = LeaderFetch::new(settings.clone(), topic, p);
+            let next = offset(&mut reader, OffsetAt::Earliest).await?;
             partitions.push(Partition {
                 client,
+                reader,
                 next,
                 end: next,
             });
@@ -85,7 +96,7 @@ impl ListTopic {
     pub async fn read_to_end(&mut self, list: &mut Entries) -> Result<Vec<String>, KafkaError> {
         let mut changed = Vec::new();
         for p in &mut self.partitions {
-            p.end = offset(&p.client, OffsetAt::Latest).await?;
+            p.end = offset(&mut p.reader, OffsetAt::Latest).await?;
             while p.next < p.end {
                 let before = p.next;
                 changed.extend(p.fetch(list, 0).await?);
@@ -163,11 +174,9 @@ impl ListTopic {
 impl Partition {
     /// One fetch from `next`, waiting up to `wait_ms` for a record; applied to `list`.
     async fn fetch(&mut self, list: &mut Entries, wait_ms: i32) -> Result<Vec<String>, KafkaError> {
-        let fetch = self
-            .client
-            .fetch_records(self.next, 1..FETCH_BYTES, wait_ms);
+        let fetch = self.reader.fetch(self.next, FETCH_BYTES, wait_ms);
         let bound = Duration::from_millis(wait_ms as u64) + kafka::REQUEST_TIMEOUT;
-        let (records, end) = match tokio::time::timeout(bound, fetch).await {
+        let fetched = match tokio::time::timeout(bound, fetch).await {
             Err(_) => {
                 return Err(KafkaError::Request {
                     what: "fetch of the targets topic".into(),
@@ -175,19 +184,21 @@ impl Partition {
                 });
             }
             // Compaction or retention removed what was to be read next: go on from the start.
-            Ok(Err(ClientError::ServerError {
-                protocol_error: ProtocolError::OffsetOutOfRange,
-                ..
-            })) => {
-                self.next = offset(&self.client, OffsetAt::Earliest).await?;
+            Ok(Err(FetchError::OffsetOutOfRange)) => {
+                self.next = offset(&mut self.reader, OffsetAt::Earliest).await?;
                 return Ok(Vec::new());
             }
-            Ok(Err(e)) => return Err(kafka::request_error("fetch of the targets topic", &e)),
-            Ok(Ok(answer)) => answer,
+            Ok(Err(FetchError::Failed(detail))) => {
+                return Err(KafkaError::Request {
+                    what: "fetch of the targets topic".into(),
+                    detail,
+                });
+            }
+            Ok(Ok(fetched)) => fetched,
         };
-        self.end = end;
+        self.end = fetched.readable_end;
         let mut changed = Vec::new();
-        for r in records {
+        for r in fetched.records {
             if r.offset < self.next {
                 continue;
             }
@@ -196,15 +207,17 @@ impl Partition {
                 changed.push(url);
             }
         }
+        // Past markers and aborted transactions too: they hold no entry.
+        self.next = self.next.max(fetched.next_offset);
         Ok(changed)
     }
 }
 
 /// One record into `list`: its URL when it changed something. A record without a
 /// UTF-8 key is no target (said once per record).
-fn apply(list: &mut Entries, r: RecordAndOffset) -> Option<String> {
-    let key = r.record.key.unwrap_or_default();
-    let Ok(url) = String::from_utf8(key) else {
+fn apply(list: &mut Entries, r: FetchedRecord) -> Option<String> {
+    let key = r.key.unwrap_or_default();
+    let Ok(url) = String::from_utf8(key.to_vec()) else {
         log::error!(
             "targets topic: the record at offset {} has no UTF-8 key (a URL): skipped",
             r.offset
@@ -212,8 +225,8 @@ fn apply(list: &mut Entries, r: RecordAndOffset) -> Option<String> {
         return None;
     };
     let listed = Listed {
-        entry: r.record.value.filter(|v| !v.is_empty()),
-        at: r.record.timestamp,
+        entry: r.value.filter(|v| !v.is_empty()).map(|v| v.to_vec()),
+        at: DateTime::from_timestamp_millis(r.timestamp_ms).unwrap_or(DateTime::UNIX_EPOCH),
     };
     if list.get(&url).map(|l| &l.entry) == Some(&listed.entry) {
         return None;
@@ -222,14 +235,13 @@ fn apply(list: &mut Entries, r: RecordAndOffset) -> Option<String> {
     Some(url)
 }
 
-/// The partition's first or next offset, bounded.
-async fn offset(client: &PartitionClient, at: OffsetAt) -> Result<i64, KafkaError> {
-    match tokio::time::timeout(kafka::REQUEST_TIMEOUT, client.get_offset(at)).await {
-        Ok(Ok(o)) => Ok(o),
-        Ok(Err(e)) => Err(kafka::request_error("offsets of the targets topic", &e)),
-        Err(_) => Err(KafkaError::Request {
+/// The partition's first offset, or its end for a committed read, bounded.
+async fn offset(reader: &mut LeaderFetch, at: OffsetAt) -> Result<i64, KafkaError> {
+    reader
+        .offset(at, kafka::REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| KafkaError::Request {
             what: "offsets of the targets topic".into(),
-            detail: format!("no answer within {} s", kafka::REQUEST_TIMEOUT.as_secs()),
-        }),
-    }
+            detail: e.to_string(),
+        })
 }

@@ -674,3 +674,19 @@ pub async fn rollup_mismatches(db: &tokio_postgres::Client) -> i64 {
     }
     wrong
 }
+
+/// Whether Debian's python3 has the Kafka client; strict mode requires it.
+pub fn confluent_kafka() -> bool {
+    let found = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import confluent_kafka"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            !strict(),
+            "strict mode but python3-confluent-kafka is not installed: run scripts/install-prerequisites.sh"
+        );
+        eprintln!("SKIPPED: python3-confluent-kafka is not installed");
+    }
+    found
+}
