@@ -172,3 +172,45 @@ async fn passes_go_in_insertion_order_and_stop_at_the_first_young_row() {
         "the pass stopped at the young rows"
     );
 }
+
+/// The rejected records kept longer than the window go at the first pass (a sweep);
+/// those within it stay.
+#[tokio::test]
+async fn rejected_records_past_the_window_go_too() {
+    let tb = testbed_or_skip!();
+    let topic = common::unique("retention-rejects");
+    let (pg, db_url) = tb.fresh_database("retrejects").await;
+    common::produce_raw(&tb, &topic, 1, vec![]).await;
+    common::drain(&tb, &topic, &db_url).await; // the tables
+    let db = common::open(&pg).await;
+    db.execute(
+        "INSERT INTO rejected_events (topic, partition, \"offset\", value, reason, received_at)
+         SELECT $1, 0, i, 'not json', 'not JSON', now() - make_interval(days => d)
+         FROM generate_series(1, 5) i, LATERAL (SELECT CASE WHEN i <= 3 THEN 40 ELSE 29 END) AS x(d)",
+        &[&topic],
+    )
+    .await
+    .unwrap();
+    let consumer = common::consumer(&tb, &topic, &db_url, &[])
+        .env("CK_RETENTION_DAYS", "30")
+        .spawn()
+        .unwrap();
+    let old = "SELECT count(*) FROM rejected_events WHERE received_at < now() - interval '30 days'";
+    let began = Instant::now();
+    while query_i64(&db, old).await > 0 {
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "old rejects kept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = common::stop(consumer, Duration::from_secs(30)).await;
+    assert!(
+        log.contains("retention: 3 rejected record(s) kept since before"),
+        "{log}"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT count(*) FROM rejected_events").await,
+        2
+    );
+}

@@ -31,7 +31,8 @@ pub struct ConsumerConfig {
     /// Keep the hourly and daily rollups and each site's state (`CK_ROLLUPS`, default on):
     /// what the status page shows.
     pub rollups: bool,
-    /// Raw events older than this many days are deleted (`CK_RETENTION_DAYS`); None: kept.
+    /// Raw events (and rejected records) older than this many days are deleted
+    /// (`CK_RETENTION_DAYS`); None: kept.
     pub retention_days: Option<u32>,
     /// Alerting, when `CK_ALERT_WEBHOOK_URL` is set.
     pub alerts: Option<crate::consumer::alert::AlertConfig>,

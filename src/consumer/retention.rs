@@ -9,7 +9,8 @@
 //! freed space is refilled (a recycled block range keeps its old minimum, so a pass by
 //! `ts` scans most of the table). An event stored long after its check (a spool replayed
 //! after days, a topic read again) is not where insertion order looks: a sweep by `ts`
-//! finds it, at the first pass after start and then every [`SWEEP_EVERY`].
+//! finds it, at the first pass after start and then every [`SWEEP_EVERY`]. That sweep
+//! also deletes the rejected records (`rejected_events`) kept for longer than the window.
 //!
 //! It never touches the rollups (they are kept), never the writer's connection, and never
 //! holds a lock the writer waits for: a step locks only the old rows it deletes, which no
@@ -126,7 +127,10 @@ async fn prune_pass(
     let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(i64::from(days));
     let mut deleted = 0;
     let result = if sweep {
-        sweep_by_time(client, cutoff, &mut deleted).await
+        match sweep_by_time(client, cutoff, &mut deleted).await {
+            Ok(()) => sweep_rejects(client, cutoff).await,
+            failed => failed,
+        }
     } else {
         prune_in_insertion_order(client, cutoff, &mut deleted).await
     };
@@ -172,6 +176,30 @@ async fn sweep_by_time(
         }
         tokio::time::sleep(STEP_PAUSE).await;
     }
+}
+
+/// The rejected records kept since before `cutoff`, in steps (a record may be 64 KiB).
+async fn sweep_rejects(
+    client: &tokio_postgres::Client,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    const STEP: i64 = STEP_ROWS / 10;
+    let mut deleted = 0;
+    loop {
+        let n = store::prune_rejects(client, cutoff, STEP).await?;
+        deleted += n;
+        if n < STEP as u64 {
+            break;
+        }
+        tokio::time::sleep(STEP_PAUSE).await;
+    }
+    if deleted > 0 {
+        log::info!(
+            "retention: {deleted} rejected record(s) kept since before {} deleted",
+            crate::event::format_time(&cutoff)
+        );
+    }
+    Ok(())
 }
 
 /// Steps in insertion order from the oldest row, until one holds a young event (or the

@@ -79,7 +79,7 @@ pub(crate) use listing::{
 pub use maintenance::{MaintenanceWindow, add_window, end_window, windows_after};
 pub(crate) use maintenance::{in_maintenance_now, matching};
 pub(crate) use retention::{
-    prune_events, prune_oldest, retention_lock, retention_unlock, vacuum_events,
+    prune_events, prune_oldest, prune_rejects, retention_lock, retention_unlock, vacuum_events,
 };
 pub use rollups::FOLD_LOCK;
 pub(crate) use rollups::{align_windows, fold_rollups, forget_quiet_series};

@@ -51,6 +51,26 @@ pub(crate) async fn prune_events(
     .await
 }
 
+/// Delete at most `most` rejected records kept since before `cutoff`; returns how many
+/// went. They were inserted in `received_at` order, so the old ones are found first.
+pub(crate) async fn prune_rejects(
+    client: &Client,
+    cutoff: DateTime<Utc>,
+    most: i64,
+) -> Result<u64, StoreError> {
+    bounded("retention delete of rejects", async {
+        client
+            .execute_typed(
+                "DELETE FROM rejected_events WHERE ctid = ANY(ARRAY( \
+                   SELECT ctid FROM rejected_events WHERE received_at < $1 LIMIT $2))",
+                &[(&cutoff, Type::TIMESTAMPTZ), (&most, Type::INT8)],
+            )
+            .await
+            .map_err(|e| sql_error("retention delete of rejects", &e))
+    })
+    .await
+}
+
 /// One step in insertion order: of the `most` events inserted first after `after` (by
 /// `event_id`, which grows with insertion), those checked before `cutoff` go. Found through
 /// the primary key, so a step costs the same on any size of table.
