@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::open;
@@ -49,17 +48,7 @@ fn records() -> (String, Produced) {
 /// read-committed consumer must see.
 fn produce_in_transactions(tb: &common::Testbed, topic: &str) -> Produced {
     let (input, committed) = records();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/transactional_producer.py"
-    );
-    let mut producer = std::process::Command::new("/usr/bin/python3")
-        .args([script, &tb.kafka_plaintext, topic, "2"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tests/transactional_producer.py");
+    let mut producer = common::transactional_producer(&tb.kafka_plaintext, topic, 2);
     let mut stdin = producer.stdin.take().unwrap();
     stdin.write_all(input.as_bytes()).unwrap();
     drop(stdin);
@@ -190,17 +179,7 @@ async fn records_of_a_transaction_still_open_are_not_lag() {
         return;
     }
     let topic = common::unique("transactions-open");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/transactional_producer.py"
-    );
-    let mut producer = std::process::Command::new("/usr/bin/python3")
-        .args([script, &tb.kafka_plaintext, &topic, "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tests/transactional_producer.py");
+    let mut producer = common::transactional_producer(&tb.kafka_plaintext, &topic, 1);
     // 20 events committed, then 15 in a transaction left open.
     let mut input = String::new();
     for n in 0..35u64 {

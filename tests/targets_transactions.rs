@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::Write;
-use std::process::Stdio;
 
 use common::Listener;
 
@@ -34,17 +33,7 @@ fn a_list_written_in_transactions_is_read_as_committed() {
         ("plain", url("d"), entry("d")),
         ("2 commit", url("b"), String::new()),
     ];
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/transactional_producer.py"
-    );
-    let mut producer = std::process::Command::new("/usr/bin/python3")
-        .args([script, &tb.kafka_plaintext, &list, "1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tests/transactional_producer.py");
+    let mut producer = common::transactional_producer(&tb.kafka_plaintext, &list, 1);
     let mut stdin = producer.stdin.take().unwrap();
     for (kind, key, value) in &lines {
         writeln!(stdin, "{kind}\t{key}\t{value}").unwrap();

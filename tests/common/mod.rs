@@ -690,3 +690,20 @@ pub fn confluent_kafka() -> bool {
     }
     found
 }
+
+/// tests/transactional_producer.py (librdkafka's transactional producer) writing to
+/// `topic` of `partitions` on `broker`, stdin and stdout piped (the script's input and its
+/// "holding"/"done"; see the script).
+pub fn transactional_producer(broker: &str, topic: &str, partitions: u32) -> std::process::Child {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/transactional_producer.py"
+    );
+    std::process::Command::new("/usr/bin/python3")
+        .args([script, broker, topic, &partitions.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tests/transactional_producer.py")
+}
