@@ -48,16 +48,7 @@ fn records() -> (String, Produced) {
 /// read-committed consumer must see.
 fn produce_in_transactions(tb: &common::Testbed, topic: &str) -> Produced {
     let (input, committed) = records();
-    let mut producer = common::transactional_producer(&tb.kafka_plaintext, topic, 2);
-    let mut stdin = producer.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).unwrap();
-    drop(stdin);
-    let produced = producer.wait_with_output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&produced.stdout).contains("done"),
-        "{}",
-        String::from_utf8_lossy(&produced.stderr)
-    );
+    common::produce_with_transactions(&tb.kafka_plaintext, topic, 2, &input);
     committed
 }
 

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-
 use common::Listener;
 
 const BIN: &str = env!("CARGO_BIN_EXE_checksite-producer");
@@ -33,18 +31,11 @@ fn a_list_written_in_transactions_is_read_as_committed() {
         ("plain", url("d"), entry("d")),
         ("2 commit", url("b"), String::new()),
     ];
-    let mut producer = common::transactional_producer(&tb.kafka_plaintext, &list, 1);
-    let mut stdin = producer.stdin.take().unwrap();
-    for (kind, key, value) in &lines {
-        writeln!(stdin, "{kind}\t{key}\t{value}").unwrap();
-    }
-    drop(stdin);
-    let produced = producer.wait_with_output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&produced.stdout).contains("done"),
-        "{}",
-        String::from_utf8_lossy(&produced.stderr)
-    );
+    let input: String = lines
+        .iter()
+        .map(|(kind, key, value)| format!("{kind}\t{key}\t{value}\n"))
+        .collect();
+    common::produce_with_transactions(&tb.kafka_plaintext, &list, 1, &input);
 
     // The reference: the last value of each key, as read committed.
     let out = std::process::Command::new(kcat)

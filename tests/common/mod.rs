@@ -707,3 +707,21 @@ pub fn transactional_producer(broker: &str, topic: &str, partitions: u32) -> std
         .spawn()
         .expect("run tests/transactional_producer.py")
 }
+
+/// [`transactional_producer`] run to its end on `input` (its lines, as the script reads
+/// them); panics unless every transaction ended.
+pub fn produce_with_transactions(broker: &str, topic: &str, partitions: u32, input: &str) {
+    use std::io::Write;
+    let mut producer = transactional_producer(broker, topic, partitions);
+    let mut stdin = producer.stdin.take().expect("stdin piped");
+    stdin
+        .write_all(input.as_bytes())
+        .expect("the script's input");
+    drop(stdin);
+    let produced = producer.wait_with_output().expect("the script ran");
+    assert!(
+        String::from_utf8_lossy(&produced.stdout).contains("done"),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+}
