@@ -168,14 +168,10 @@ async fn sweep_by_time(
     cutoff: chrono::DateTime<chrono::Utc>,
     deleted: &mut u64,
 ) -> Result<(), StoreError> {
-    loop {
-        let n = store::prune_events(client, cutoff, STEP_ROWS).await?;
-        *deleted += n;
-        if n < STEP_ROWS as u64 {
-            return Ok(());
-        }
-        tokio::time::sleep(STEP_PAUSE).await;
-    }
+    in_steps((STEP_ROWS, deleted), |most| {
+        store::prune_events(client, cutoff, most)
+    })
+    .await
 }
 
 /// The rejected records kept since before `cutoff`, in steps (a record may be 64 KiB).
@@ -183,23 +179,35 @@ async fn sweep_rejects(
     client: &tokio_postgres::Client,
     cutoff: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    const STEP: i64 = STEP_ROWS / 10;
     let mut deleted = 0;
-    loop {
-        let n = store::prune_rejects(client, cutoff, STEP).await?;
-        deleted += n;
-        if n < STEP as u64 {
-            break;
-        }
-        tokio::time::sleep(STEP_PAUSE).await;
-    }
+    let swept = in_steps((STEP_ROWS / 10, &mut deleted), |most| {
+        store::prune_rejects(client, cutoff, most)
+    })
+    .await;
     if deleted > 0 {
         log::info!(
             "retention: {deleted} rejected record(s) kept since before {} deleted",
             crate::event::format_time(&cutoff)
         );
     }
-    Ok(())
+    swept
+}
+
+/// `step(most)` again, [`STEP_PAUSE`] apart, until one deletes less than `most`, each
+/// step's rows counted in `deleted` (a step that fails ends it).
+async fn in_steps<F, Step>((most, deleted): (i64, &mut u64), mut step: F) -> Result<(), StoreError>
+where
+    F: FnMut(i64) -> Step,
+    Step: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    loop {
+        let n = step(most).await?;
+        *deleted += n;
+        if n < most as u64 {
+            return Ok(());
+        }
+        tokio::time::sleep(STEP_PAUSE).await;
+    }
 }
 
 /// Steps in insertion order from the oldest row, until one holds a young event (or the

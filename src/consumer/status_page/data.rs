@@ -31,9 +31,9 @@ pub(crate) struct PageData {
     pub(crate) windows: HashMap<SeriesKey, WindowRow>,
     /// Each URL's name, group and visibility (a URL without a row has none, and is shown).
     pub(crate) labels: HashMap<String, Labels>,
-    /// The change numbers the next reads start from.
-    pub(crate) states_seq: i64,
-    pub(crate) windows_seq: i64,
+    /// The change number the next read starts from (`store::status`), the same for the
+    /// states, labels, forgotten series and windows.
+    pub(crate) changes_from: i64,
     /// Where the windows ended at the last read.
     pub(crate) alignment: Option<Alignment>,
     whole_at: Option<Instant>,
@@ -45,8 +45,7 @@ impl Default for PageData {
             states: HashMap::new(),
             windows: HashMap::new(),
             labels: HashMap::new(),
-            states_seq: EVERYTHING,
-            windows_seq: EVERYTHING,
+            changes_from: EVERYTHING,
             alignment: None,
             whole_at: None,
         }
@@ -54,25 +53,25 @@ impl Default for PageData {
 }
 
 impl PageData {
-    /// The change numbers to read from: [`EVERYTHING`] (the kept rows dropped) when a
+    /// The change number to read from: [`EVERYTHING`] (the kept rows dropped) when a
     /// whole read is due.
-    pub(crate) fn read_from(&mut self) -> (i64, i64) {
+    pub(crate) fn read_from(&mut self) -> i64 {
         if self.whole_at.is_none_or(|at| at.elapsed() >= WHOLE_EVERY) {
             self.forget();
         }
-        (self.states_seq, self.windows_seq)
+        self.changes_from
     }
 
     /// States and labels read (changed ones, or all of them), after the series
-    /// `forgotten` since.
+    /// `forgotten` since; the next read starts from `next_from`.
     pub(crate) fn keep_states(
         &mut self,
         states: Vec<SiteState>,
         (forgotten, labels): (&[SeriesKey], HashMap<String, Labels>),
-        seq: i64,
+        next_from: i64,
     ) {
         self.labels.extend(labels);
-        if self.states_seq == EVERYTHING {
+        if self.changes_from == EVERYTHING {
             self.whole_at = Some(Instant::now());
         }
         // Before the states: a series forgotten and back since has its new state read.
@@ -83,7 +82,7 @@ impl PageData {
         for s in states {
             self.states.insert((s.url.clone(), s.producer.clone()), s);
         }
-        self.states_seq = self.states_seq.max(seq);
+        self.changes_from = self.changes_from.max(next_from);
     }
 
     /// A window row read.
@@ -91,13 +90,12 @@ impl PageData {
         self.windows.insert((w.url.clone(), w.producer.clone()), w);
     }
 
-    /// The windows read up to `seq`, ending at `alignment`. True when they moved since the
-    /// last read: every row changed, and rows that left are still kept, so the caller
-    /// reads everything again.
-    pub(crate) fn windows_read(&mut self, alignment: Option<Alignment>, seq: i64) -> bool {
+    /// The windows read, ending at `alignment`. True when they moved since the last read:
+    /// every row changed, and rows that left are still kept, so the caller reads
+    /// everything again.
+    pub(crate) fn windows_read(&mut self, alignment: Option<Alignment>) -> bool {
         let moved = self.alignment.is_some() && alignment != self.alignment;
         self.alignment = alignment;
-        self.windows_seq = self.windows_seq.max(seq);
         if moved {
             self.forget();
         }
@@ -109,8 +107,7 @@ impl PageData {
         self.states.clear();
         self.labels.clear();
         self.windows.clear();
-        self.states_seq = EVERYTHING;
-        self.windows_seq = EVERYTHING;
+        self.changes_from = EVERYTHING;
         self.alignment = None;
         self.whole_at = None;
     }

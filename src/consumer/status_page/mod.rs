@@ -215,19 +215,19 @@ impl StatusPage {
         client: &tokio_postgres::Client,
     ) -> Result<store::StatusRows, store::StoreError> {
         loop {
-            let (states_from, windows_from) = lock(&self.data).read_from();
-            let mut rows = store::read_status(client, states_from).await?;
+            let from = lock(&self.data).read_from();
+            // Its horizon is taken before any row is read: the windows' too.
+            let mut rows = store::read_status(client, from).await?;
             let data = &self.data;
-            let (at, seq) =
-                store::read_windows(client, windows_from, |w| lock(data).keep_window(w)).await?;
+            let at = store::read_windows(client, from, |w| lock(data).keep_window(w)).await?;
             let mut data = lock(&self.data);
             data.keep_states(
                 std::mem::take(&mut rows.states),
                 (&rows.forgotten, std::mem::take(&mut rows.labels)),
-                rows.states_seq,
+                rows.next_from,
             );
             // The windows moved: every row changed, and some may have left: all again.
-            if !data.windows_read(at, seq) {
+            if !data.windows_read(at) {
                 return Ok(rows);
             }
         }

@@ -67,9 +67,9 @@ pub struct StatusRows {
     pub now: DateTime<Utc>,
     /// The series' states changed since the read asked for (all of them from -1).
     pub states: Vec<SiteState>,
-    /// Where the next read of the states, forgotten series and labels starts: the
-    /// [`change_horizon`] taken before this one.
-    pub states_seq: i64,
+    /// Where the next read of what changed starts: the horizon (`change_horizon`) taken before
+    /// this read's rows (and before the windows read after it).
+    pub next_from: i64,
     /// The series deleted since the read asked for (url, producer): their URL was removed
     /// from the targets list.
     pub forgotten: Vec<(String, String)>,
@@ -91,7 +91,7 @@ pub struct StatusRows {
 /// now (every one before it has ended, so what it wrote is seen by the reads that
 /// follow). Rows written from it on are read again next time: a read may see a row twice,
 /// never miss one.
-pub(super) async fn change_horizon(client: &Client) -> Result<i64, tokio_postgres::Error> {
+async fn change_horizon(client: &Client) -> Result<i64, tokio_postgres::Error> {
     client
         .query_one("SELECT txid_snapshot_xmin(txid_current_snapshot())", &[])
         .await?
@@ -103,7 +103,7 @@ pub async fn read_status(client: &Client, since: i64) -> Result<StatusRows, Stor
     bounded("status page read", async {
         let fail = |e: tokio_postgres::Error| sql_error("status page read", &e);
         // Before the rows: see `change_horizon`.
-        let states_seq = change_horizon(client).await.map_err(fail)?;
+        let next_from = change_horizon(client).await.map_err(fail)?;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&since];
         let (now, states, forgotten, waiting) = tokio::join!(
             client.query_one("SELECT now()", &[]),
@@ -156,7 +156,7 @@ pub async fn read_status(client: &Client, since: i64) -> Result<StatusRows, Stor
             windows,
             now,
             states,
-            states_seq,
+            next_from,
             forgotten,
             waiting,
             incidents,

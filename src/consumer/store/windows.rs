@@ -311,17 +311,15 @@ pub struct WindowRow {
     pub(crate) days_30: Figures,
 }
 
-/// The alignment, and each series' windows changed from `since` on (all of them from -1),
-/// handed to `take` as they arrive; returns where the next read starts (the
-/// `status::change_horizon` taken before the rows).
+/// The alignment, and each series' windows changed from `since` on (all of them from -1;
+/// see `status`), handed to `take` as they arrive.
 pub(crate) async fn read_changed(
     client: &Client,
     since: i64,
     mut take: impl FnMut(WindowRow),
-) -> Result<(Option<Alignment>, i64), StoreError> {
+) -> Result<Option<Alignment>, StoreError> {
     bounded("windows read", async {
         let fail = |e: tokio_postgres::Error| sql_error("windows read", &e);
-        let next = super::status::change_horizon(client).await.map_err(fail)?;
         let at = client
             .query_opt("SELECT hour_end, day_end FROM series_windows_at", &[])
             .await
@@ -361,7 +359,7 @@ pub(crate) async fn read_changed(
                 days_30: figures(8).map_err(fail)?,
             });
         }
-        Ok((at, next))
+        Ok(at)
     })
     .await
 }

@@ -51,7 +51,7 @@ fn rows() -> StatusRows {
     StatusRows {
         now: t(NOW),
         states: Vec::new(),
-        states_seq: 0,
+        next_from: 0,
         forgotten: Vec::new(),
         waiting: Vec::new(),
         labels: HashMap::new(),
